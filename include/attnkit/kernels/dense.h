@@ -1,0 +1,93 @@
+// The dense engine: exact softmax attention under a mask, flash style.
+//
+//   O = softmax(scale · Q Kᵀ (soft-capped) + bias, masked) V
+//
+// computed tile by tile with an online softmax; no seqlen_q × seqlen_kv buffer ever exists.
+// Hq query heads share Hkv key/value heads (Hq % Hkv == 0): MHA (Hq == Hkv), GQA, MQA (Hkv == 1).
+// head_dim_qk may differ from head_dim_v (MLA's absorbed form uses 576 / 512).
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "attnkit/core/tensor.h"
+#include "attnkit/masks/mask.h"
+
+namespace attnkit {
+
+enum class Backend {
+  kAuto,       // the fast kernel
+  kFast,       // the tiled SIMD kernel
+  kReference,  // the plain double-accumulating twin (ref::DenseForward)
+};
+
+// Counters the kernel fills when DenseOptions::stats is set. A tile is one
+// (query block, key block) pair of one (batch, kv head); all query heads of a group share it.
+struct DenseStats {
+  int64_t tiles_total = 0;    // tiles in the seqlen_q × seqlen_kv rectangle
+  int64_t tiles_skipped = 0;  // classified empty, never touched
+  int64_t tiles_full = 0;     // computed without per-element mask checks
+  int64_t tiles_partial = 0;  // computed with per-element mask checks
+  int64_t block_q = 0, block_kv = 0;
+};
+
+inline constexpr int64_t kAutoPosition = std::numeric_limits<int64_t>::min();
+
+struct DenseOptions {
+  float scale = 0.0f;            // 0 → 1 / sqrt(head_dim_qk)
+  const Mask* mask = nullptr;    // nullptr → every key visible (bidirectional)
+  float softcap = 0.0f;          // > 0: s ← softcap · tanh(s / softcap) (Gemma 2), after scale
+  const float* alibi_slopes = nullptr;  // [num_heads_q]; adds −slope · |q_pos − k_pos|
+  const float* sinks = nullptr;  // [num_heads_q]; a logit per head that joins the softmax
+                                 // denominator and contributes no value (gpt-oss)
+  int64_t k_start = 0;              // absolute position of key row 0
+  int64_t q_start = kAutoPosition;  // absolute position of query row 0; default bottom-right:
+                                    // k_start + seqlen_kv − seqlen_q
+  int num_threads = 0;              // 0 → GetNumThreads()
+  Backend backend = Backend::kAuto;
+  DenseStats* stats = nullptr;      // optional counters (filled by the fast kernel)
+};
+
+// q   [batch, num_heads_q,  seqlen_q,  head_dim_qk]
+// k   [batch, num_heads_kv, seqlen_kv, head_dim_qk]   f32 or bf16
+// v   [batch, num_heads_kv, seqlen_kv, head_dim_v]    same dtype as k
+// out [batch, num_heads_q,  seqlen_q,  head_dim_v]    must not overlap the inputs
+// lse [batch, num_heads_q,  seqlen_q,  1] optional: natural-log sum of exp of the final logits
+//     (sink included). A row whose keys are all masked gets out = 0 and lse = −inf (or the sink).
+// Throws attnkit::Error on bad input.
+void DenseForward(TensorView<const float> q, TensorView<const float> k,
+                  TensorView<const float> v, TensorView<float> out,
+                  const DenseOptions& options = {}, TensorView<float> lse = {});
+void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
+                  TensorView<float> out, const DenseOptions& options = {},
+                  TensorView<float> lse = {});
+
+// Merges results computed over disjoint key sets into the exact result over their union:
+// out = Σ_i exp(lse_i − lse) out_i with lse = log Σ_i exp(lse_i). A sink must have been included
+// in exactly one part. outs[i] [b, hq, sq, dv], lses[i] [b, hq, sq, 1]; lse_out optional.
+void MergeAttention(std::span<const TensorView<const float>> outs,
+                    std::span<const TensorView<const float>> lses, TensorView<float> out,
+                    TensorView<float> lse_out = {});
+
+// Checks shapes and options exactly as DenseForward does (used by other kernels and front ends).
+template <typename KV>
+void CheckDenseArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                    TensorView<const KV> v, TensorView<float> out, const DenseOptions& options,
+                    TensorView<float> lse);
+
+// Number of multiply-adds ×2 the kernel performs for the unmasked pairs:
+// 2 · pairs · num_heads_q · (head_dim_qk + head_dim_v) summed over the batch.
+double DenseFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t seqlen_kv,
+                  int64_t head_dim_qk, int64_t head_dim_v, const Mask* mask);
+
+namespace ref {
+// The plain twin: obvious loops, double accumulation, same signature and semantics.
+void DenseForward(TensorView<const float> q, TensorView<const float> k,
+                  TensorView<const float> v, TensorView<float> out,
+                  const DenseOptions& options = {}, TensorView<float> lse = {});
+void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
+                  TensorView<float> out, const DenseOptions& options = {},
+                  TensorView<float> lse = {});
+}  // namespace ref
+
+}  // namespace attnkit

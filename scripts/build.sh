@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Configures and builds one attnkit build tree.
+#   scripts/build.sh [release|asan]
+# release -> build/       (Release, CLI, tests, Python module)
+# asan    -> build-asan/  (AddressSanitizer + UBSan, tests only)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kind=${1:-release}
+jobs=$(nproc)
+case "$kind" in
+  release)
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DATTNKIT_BUILD_PYTHON=ON >/dev/null
+    cmake --build build -j "$jobs"
+    ;;
+  asan)
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNKIT_SANITIZE=address,undefined \
+      -DATTNKIT_BUILD_CLI=OFF -DATTNKIT_BUILD_PYTHON=OFF >/dev/null
+    cmake --build build-asan -j "$jobs"
+    ;;
+  *) echo "build.sh: unknown kind '$kind' (release|asan)" >&2; exit 2 ;;
+esac

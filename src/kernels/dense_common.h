@@ -1,0 +1,48 @@
+// Internal helpers shared by the dense engine's fast kernel, reference twin and decode path.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "attnkit/kernels/dense.h"
+
+namespace attnkit::detail {
+
+// Resolved per-call geometry and score options.
+struct DenseGeometry {
+  int64_t batch, heads_q, heads_kv, group, seqlen_q, seqlen_kv, dk, dv;
+  float scale;
+  int64_t q_start, k_start;  // absolute positions of row 0
+};
+
+template <typename KV>
+DenseGeometry ResolveDense(TensorView<const float> q, TensorView<const KV> k,
+                           TensorView<const KV> v, const DenseOptions& o) {
+  DenseGeometry g;
+  g.batch = q.batch();
+  g.heads_q = q.heads();
+  g.heads_kv = k.heads();
+  g.group = g.heads_q / g.heads_kv;
+  g.seqlen_q = q.tokens();
+  g.seqlen_kv = k.tokens();
+  g.dk = q.dim();
+  g.dv = v.dim();
+  g.scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(g.dk));
+  g.k_start = o.k_start;
+  g.q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + g.seqlen_kv - g.seqlen_q;
+  return g;
+}
+
+// Applies soft-capping and ALiBi to an already scaled logit.
+inline float ScoreMod(float s, float softcap, float alibi_slope, int64_t q_pos, int64_t k_pos) {
+  if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
+  if (alibi_slope != 0.0f) {
+    s -= alibi_slope * static_cast<float>(q_pos > k_pos ? q_pos - k_pos : k_pos - q_pos);
+  }
+  return s;
+}
+
+inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+}  // namespace attnkit::detail

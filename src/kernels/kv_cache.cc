@@ -1,0 +1,199 @@
+// KV caches (contiguous and ring buffer) and the split-KV decode call.
+#include "attnkit/kernels/kv_cache.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "attnkit/core/runtime.h"
+
+namespace attnkit {
+
+template <typename T>
+KvCache<T>::KvCache(int64_t batch, int64_t num_heads_kv, int64_t head_dim_qk, int64_t head_dim_v,
+                    int64_t capacity, int64_t window, int64_t max_step)
+    : batch_(batch), heads_(num_heads_kv), dk_(head_dim_qk), dv_(head_dim_v), window_(window),
+      max_step_(max_step) {
+  Require(batch > 0, "KvCache: batch must be positive, got ", batch);
+  Require(num_heads_kv > 0, "KvCache: num_heads_kv must be positive, got ", num_heads_kv);
+  Require(head_dim_qk > 0 && head_dim_v > 0, "KvCache: head dims must be positive, got ",
+          head_dim_qk, " and ", head_dim_v);
+  Require(window >= 0, "KvCache: window must be >= 0 (0 = no window), got ", window);
+  Require(max_step >= 1, "KvCache: max_step must be >= 1, got ", max_step);
+  if (window > 0) {
+    slots_ = window + max_step - 1;
+  } else {
+    Require(capacity > 0, "KvCache: capacity must be positive, got ", capacity);
+    slots_ = capacity;
+  }
+  const double bytes = static_cast<double>(batch) * num_heads_kv * slots_ *
+                       (head_dim_qk + head_dim_v) * sizeof(T);
+  Require(bytes < 1e12, "KvCache: ", bytes / 1e9, " GB requested, more than this library allows");
+  k_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_qk));
+  v_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_v));
+}
+
+template <typename T>
+int64_t KvCache<T>::stored() const {
+  return std::min(length_, slots_);
+}
+
+template <typename T>
+void KvCache<T>::Append(TensorView<const float> k, TensorView<const float> v) {
+  CheckView(k, "KvCache::Append", "k");
+  CheckView(v, "KvCache::Append", "v");
+  Require(k.batch() == batch_ && k.heads() == heads_ && k.dim() == dk_, "KvCache::Append: k ",
+          k.ShapeString(), " does not match the cache [", batch_, ", ", heads_, ", n, ", dk_, "]");
+  Require(v.batch() == batch_ && v.heads() == heads_ && v.dim() == dv_, "KvCache::Append: v ",
+          v.ShapeString(), " does not match the cache [", batch_, ", ", heads_, ", n, ", dv_, "]");
+  Require(k.tokens() == v.tokens(), "KvCache::Append: k has ", k.tokens(), " tokens but v has ",
+          v.tokens());
+  const int64_t n = k.tokens();
+  if (window_ == 0) {
+    Require(length_ + n <= slots_, "KvCache::Append: capacity ", slots_, " exceeded (holds ",
+            length_, " tokens, appending ", n, ")");
+  }
+  // A ring buffer only needs the newest `slots_` of the appended tokens.
+  const int64_t first = window_ > 0 ? std::max<int64_t>(0, n - slots_) : 0;
+  for (int64_t b = 0; b < batch_; ++b) {
+    for (int64_t h = 0; h < heads_; ++h) {
+      for (int64_t t = first; t < n; ++t) {
+        const int64_t slot = (length_ + t) % slots_;
+        T* kd = k_.data() + ((b * heads_ + h) * slots_ + slot) * dk_;
+        T* vd = v_.data() + ((b * heads_ + h) * slots_ + slot) * dv_;
+        const float* ks = k.row(b, h, t);
+        const float* vs = v.row(b, h, t);
+        for (int64_t d = 0; d < dk_; ++d) {
+          if constexpr (std::is_same_v<T, float>) kd[d] = ks[d]; else kd[d] = ToBf16(ks[d]);
+        }
+        for (int64_t d = 0; d < dv_; ++d) {
+          if constexpr (std::is_same_v<T, float>) vd[d] = vs[d]; else vd[d] = ToBf16(vs[d]);
+        }
+      }
+    }
+  }
+  length_ += n;
+}
+
+template <typename T>
+std::vector<typename KvCache<T>::Segment> KvCache<T>::Segments() const {
+  std::vector<Segment> segs;
+  const int64_t held = stored();
+  if (held == 0) return segs;
+  const int64_t oldest = length_ - held;  // absolute position of the oldest held token
+  const int64_t slot0 = oldest % slots_;
+  auto piece = [&](int64_t slot, int64_t count, int64_t start) {
+    Segment s;
+    s.k = TensorView<const T>{k_.data() + slot * dk_,
+                              {batch_, heads_, count, dk_},
+                              {heads_ * slots_ * dk_, slots_ * dk_, dk_, 1}};
+    s.v = TensorView<const T>{v_.data() + slot * dv_,
+                              {batch_, heads_, count, dv_},
+                              {heads_ * slots_ * dv_, slots_ * dv_, dv_, 1}};
+    s.start = start;
+    segs.push_back(s);
+  };
+  const int64_t first = std::min(held, slots_ - slot0);
+  piece(slot0, first, oldest);
+  if (first < held) piece(0, held - first, oldest + first);
+  return segs;
+}
+
+template class KvCache<float>;
+template class KvCache<bf16>;
+
+template <typename T>
+void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<float> out,
+                 const DenseOptions& options, TensorView<float> lse) {
+  constexpr const char* fn = "DenseDecode";
+  CheckView(q, fn, "q");
+  CheckView(out, fn, "out");
+  const int64_t n = q.tokens();
+  Require(cache.length() > 0, fn, ": the cache is empty");
+  Require(n <= cache.length(), fn, ": ", n, " query tokens but the cache holds only ",
+          cache.length());
+  if (cache.window() > 0) {
+    Require(n <= cache.max_step(), fn, ": ", n, " query tokens exceed the ring buffer's max_step ",
+            cache.max_step());
+  }
+  Require(q.batch() == cache.batch() && q.dim() == cache.head_dim_qk(), fn, ": q ",
+          q.ShapeString(), " does not match the cache (batch ", cache.batch(), ", head_dim_qk ",
+          cache.head_dim_qk(), ")");
+  Require(q.heads() % cache.num_heads_kv() == 0, fn, ": num_heads_q (", q.heads(),
+          ") must be a multiple of the cache's num_heads_kv (", cache.num_heads_kv(), ")");
+
+  // Mask: causality among the new tokens, the cache's window, and the caller's mask.
+  MaskPtr mask;
+  if (cache.window() > 0) {
+    mask = CausalWindowMask(cache.window());
+  } else if (n > 1) {
+    mask = CausalMask();
+  }
+  MaskPtr user;
+  if (options.mask) user = MaskPtr(options.mask, [](const Mask*) {});
+  if (user) mask = mask ? AndMask(mask, user) : user;
+
+  // Split the held keys into pieces: the cache's segments, each cut further so that every thread
+  // has work even with batch 1. Each piece yields (out, lse); the LSE merge makes them exact.
+  const int threads = ResolveThreads(options.num_threads);
+  const auto segs = cache.Segments();
+  const int64_t held = cache.stored();
+  const int64_t per = std::max<int64_t>(256, (held + threads - 1) / threads);
+  struct Piece {
+    TensorView<const T> k, v;
+    int64_t start;
+  };
+  std::vector<Piece> pieces;
+  for (const auto& s : segs) {
+    for (int64_t t0 = 0; t0 < s.k.tokens(); t0 += per) {
+      const int64_t cnt = std::min(per, s.k.tokens() - t0);
+      Piece p{s.k, s.v, s.start + t0};
+      p.k.data += t0 * s.k.stride[2];
+      p.v.data += t0 * s.v.stride[2];
+      p.k.shape[2] = cnt;
+      p.v.shape[2] = cnt;
+      pieces.push_back(p);
+    }
+  }
+  const int64_t q_start = cache.length() - n;
+  const int64_t dv = cache.head_dim_v();
+  if (pieces.size() == 1) {
+    DenseOptions o = options;
+    o.mask = mask.get();
+    o.k_start = pieces[0].start;
+    o.q_start = q_start;
+    DenseForward(q, pieces[0].k, pieces[0].v, out, o, lse);
+    return;
+  }
+  std::vector<Tensor<float>> part_out, part_lse;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    part_out.emplace_back(q.batch(), q.heads(), n, dv);
+    part_lse.emplace_back(q.batch(), q.heads(), n, 1);
+  }
+  const int64_t np = static_cast<int64_t>(pieces.size());
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t p = 0; p < np; ++p) {
+    DenseOptions o = options;
+    o.mask = mask.get();
+    o.k_start = pieces[p].start;
+    o.q_start = q_start;
+    o.num_threads = 1;
+    o.stats = nullptr;
+    if (p != 0) o.sinks = nullptr;  // a sink joins the denominator exactly once
+    DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), o, part_lse[p].view());
+  }
+  std::vector<TensorView<const float>> outs, lses;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    outs.push_back(part_out[p].view());
+    lses.push_back(part_lse[p].view());
+  }
+  MergeAttention(outs, lses, out, lse);
+}
+
+template void DenseDecode<float>(TensorView<const float>, const KvCache<float>&,
+                                 TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseDecode<bf16>(TensorView<const float>, const KvCache<bf16>&, TensorView<float>,
+                                const DenseOptions&, TensorView<float>);
+
+}  // namespace attnkit
