@@ -42,7 +42,7 @@ void CheckQkv(const Tensor4& q, const Tensor4& k, const Tensor4& v, Layout layou
 py::object Attention(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v, bool causal,
                      const WindowArg& window, const OptMaskArg& mask, std::optional<double> scale,
                      std::optional<double> softcap, const OptArrayArg& sinks,
-                     const OptArrayArg& alibi_slopes, bool return_lse,
+                     const OptArrayArg& alibi_slopes, bool return_lse, bool return_stats,
                      const std::string& layout_name, const OptArrayArg& out_arg,
                      std::optional<int64_t> q_start, int64_t k_start, int num_threads,
                      const std::string& backend) {
@@ -62,14 +62,29 @@ py::object Attention(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v, bo
   DenseOptions o = args.Options();
   o.k_start = k_start;
   if (q_start) o.q_start = *q_start;
+  DenseStats stats;
+  if (return_stats) o.stats = &stats;
   {
     py::gil_scoped_release release;
     DenseForward(tq.cview(), tk.cview(), tv.cview(), to.view, o,
                  tl ? tl->view : TensorView<float>{});
   }
   py::object result = out.is_none() ? py::object(to.array) : out;
-  if (return_lse) return py::make_tuple(result, tl->array);
-  return result;
+  if (!return_lse && !return_stats) return result;
+  py::list parts;
+  parts.append(result);
+  if (return_lse) parts.append(tl->array);
+  if (return_stats) {
+    py::dict d;
+    d["tiles_total"] = stats.tiles_total;
+    d["tiles_skipped"] = stats.tiles_skipped;
+    d["tiles_full"] = stats.tiles_full;
+    d["tiles_partial"] = stats.tiles_partial;
+    d["block_q"] = stats.block_q;
+    d["block_kv"] = stats.block_kv;
+    parts.append(d);
+  }
+  return py::tuple(parts);
 }
 
 py::tuple Merge(const py::sequence& outs, const py::sequence& lses, const std::string& layout_name,
@@ -171,8 +186,9 @@ void BindDense(py::module_& m) {
       py::arg("causal") = false, py::arg("window") = py::none(), py::arg("mask") = py::none(),
       py::arg("scale") = py::none(), py::arg("softcap") = py::none(), py::arg("sinks") = py::none(),
       py::arg("alibi_slopes") = py::none(), py::arg("return_lse") = false,
-      py::arg("layout") = "bhsd", py::arg("out") = py::none(), py::arg("q_start") = py::none(),
-      py::arg("k_start") = 0, py::arg("num_threads") = 0, py::arg("backend") = "auto",
+      py::arg("return_stats") = false, py::arg("layout") = "bhsd", py::arg("out") = py::none(),
+      py::arg("q_start") = py::none(), py::arg("k_start") = 0, py::arg("num_threads") = 0,
+      py::arg("backend") = "auto",
       R"doc(Exact softmax attention, computed flash-style (no seqlen_q x seqlen_kv matrix is stored).
 
     out = softmax(mask(score_mod(scale * q @ k^T))) @ v
@@ -200,6 +216,11 @@ Keywords:
   alibi_slopes=None [num_heads_q] adds -slope * |q_pos - k_pos| to every logit (ALiBi).
   return_lse=False  also return the log-sum-exp lse [batch, num_heads_q, seqlen_q] (natural log,
                     over the final logits, sink included), as FlashAttention does.
+  return_stats=False also return a dict of the kernel's tile counters: tiles_total,
+                    tiles_skipped (empty under the mask, never touched), tiles_full (no
+                    per-element mask checks), tiles_partial, block_q, block_kv. A tile is one
+                    (query block, key block) pair of one (batch, kv head). Filled by the fast
+                    kernel (all zero with backend="reference").
   layout="bhsd"     "bhsd" or "bshd" for q, k, v and out.
   out=None          write into this float32 array [batch, num_heads_q, seqlen_q, head_dim_v]
                     (in `layout`) instead of allocating; it must not overlap q, k or v.
@@ -212,7 +233,7 @@ Keywords:
                     accumulation; slow, for checking).
 
 Returns out [batch, num_heads_q, seqlen_q, head_dim_v] (in `layout`; `out` itself if given), or
-(out, lse) with return_lse=True. A query row whose keys are all masked gets zeros and lse = -inf.
+a tuple (out, lse), (out, stats) or (out, lse, stats) as return_lse / return_stats ask. A query row whose keys are all masked gets zeros and lse = -inf.
 
 No input is copied: any strides work if the last axis is contiguous. Raises TypeError for a
 wrong dtype (float32 only) and ValueError for wrong ranks, shapes, strides or options.

@@ -205,3 +205,15 @@ def test_kernel_runs_without_the_gil(rng):
     t.join()
     assert ticks > 100, f"the main thread ran only {ticks} loop iterations during the kernel"
     ref.assert_close(result["out"][:, :, :64], ref.attention(q[:, :, :64], k, v)[0])
+
+
+def test_tile_stats_show_skipped_work(rng):
+    q, k, v = qkv(rng, batch=1, hq=2, hkv=1, sq=600, skv=600, dk=16)
+    out, stats = attnkit.attention(q, k, v, window=64, return_stats=True)
+    ref.assert_close(out, attnkit.attention(q, k, v, window=64))
+    assert stats["tiles_total"] == (stats["tiles_skipped"] + stats["tiles_full"] +
+                                    stats["tiles_partial"])
+    assert stats["tiles_skipped"] > 0 and stats["block_q"] > 0 and stats["block_kv"] > 0
+    _, lse, dense = attnkit.attention(q, k, v, return_lse=True, return_stats=True)
+    assert lse.shape == (1, 2, 600)
+    assert dense["tiles_skipped"] == 0 and dense["tiles_total"] == stats["tiles_total"]
