@@ -48,9 +48,24 @@ std::string ShapeString(const py::array& a) {
 
 std::string Dtype(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
 
-bool IsNativeFloat32(const py::array& a) {
+template <typename T>
+struct DtypeInfo;
+template <>
+struct DtypeInfo<float> {
+  static constexpr char kKind = 'f';
+  static constexpr const char* kName = "float32";
+};
+template <>
+struct DtypeInfo<int32_t> {
+  static constexpr char kKind = 'i';
+  static constexpr const char* kName = "int32";
+};
+
+template <typename T>
+bool IsNative(const py::array& a) {
   const py::dtype dt = a.dtype();
-  return dt.kind() == 'f' && dt.itemsize() == 4 && dt.attr("isnative").cast<bool>();
+  return dt.kind() == DtypeInfo<T>::kKind && dt.itemsize() == sizeof(T) &&
+         dt.attr("isnative").cast<bool>();
 }
 
 // True when two distinct index tuples could address the same element: checked with the
@@ -70,44 +85,6 @@ bool MayOverlapItself(const py::array& a) {
   return false;
 }
 
-// Checks dtype, alignment and strides common to every tensor argument; returns element strides.
-std::vector<int64_t> ElementStrides(const py::array& a, const char* name, bool writable) {
-  if (!IsNativeFloat32(a)) {
-    TypeError(std::string(name) + " must be a float32 array, got dtype " + Dtype(a) +
-              " (convert with np.asarray(" + name + ", dtype=np.float32))");
-  }
-  if (writable && !a.writeable()) ValueError(std::string(name) + " is read-only");
-  if (reinterpret_cast<uintptr_t>(a.data()) % alignof(float) != 0) {
-    ValueError(std::string(name) + " is not aligned to 4 bytes (use np.ascontiguousarray(" + name +
-               "))");
-  }
-  std::vector<int64_t> strides(static_cast<size_t>(a.ndim()));
-  for (py::ssize_t i = 0; i < a.ndim(); ++i) {
-    const int64_t bytes = a.strides(i);
-    if (a.shape(i) == 1) {
-      strides[i] = 0;  // never stepped along; any stride is as good as another
-      continue;
-    }
-    if (bytes % 4 != 0) {
-      ValueError(std::string(name) + " has a stride of " + std::to_string(bytes) +
-                 " bytes, not a multiple of 4 (use np.ascontiguousarray(" + name + "))");
-    }
-    if (bytes < 0) {
-      ValueError(std::string(name) +
-                 " has a negative stride (a reversed view); pass "
-                 "np.ascontiguousarray(" +
-                 name + ")");
-    }
-    strides[i] = bytes / 4;
-  }
-  if (writable && MayOverlapItself(a)) {
-    ValueError(std::string(name) +
-               " has elements that share memory (e.g. a broadcast view); "
-               "pass a fresh array");
-  }
-  return strides;
-}
-
 }  // namespace
 
 py::array AsArray(py::handle obj, const char* name) {
@@ -120,33 +97,89 @@ py::array AsArray(py::handle obj, const char* name) {
   }
 }
 
-Tensor4 AsTensor4(py::handle obj, const char* name, Layout layout, bool writable) {
-  Tensor4 t;
-  t.array = AsArray(obj, name);
-  const py::array& a = t.array;
-  const std::string expected = DescribeShape(layout, "batch", "heads", "seqlen", "head_dim");
-  if (a.ndim() != 4) {
-    ValueError(std::string(name) + " must be 4-D " + expected + ", got shape " + ShapeString(a));
+template <typename T>
+Checked<T> CheckArray(py::handle obj, const char* name, int ndim, const std::string& dims,
+                      bool writable, bool last_contiguous) {
+  Checked<T> c;
+  c.array = AsArray(obj, name);
+  const py::array& a = c.array;
+  const std::string n = name;
+  if (a.ndim() != ndim) {
+    ValueError(n + " must be " + std::to_string(ndim) + "-D " + dims + ", got shape " +
+               ShapeString(a));
   }
-  for (int i = 0; i < 4; ++i) {
+  if (!IsNative<T>(a)) {
+    TypeError(n + " must be a " + DtypeInfo<T>::kName + " array, got dtype " + Dtype(a) +
+              " (convert with np.asarray(" + n + ", dtype=np." + DtypeInfo<T>::kName + "))");
+  }
+  for (int i = 0; i < ndim; ++i) {
     if (a.shape(i) == 0) {
-      ValueError(std::string(name) + " is empty, shape " + ShapeString(a) + " (expected " +
-                 expected + ")");
+      ValueError(n + " is empty, shape " + ShapeString(a) + " (expected " + dims + ")");
     }
   }
-  const std::vector<int64_t> st = ElementStrides(a, name, writable);
-  if (a.shape(3) > 1 && st[3] != 1) {
-    ValueError(std::string(name) +
-               " must be contiguous in its last (head_dim) axis, got a stride"
-               " of " +
-               std::to_string(st[3]) + " elements (use np.ascontiguousarray(" + name + "))");
+  if (writable && !a.writeable()) ValueError(n + " is read-only");
+  if (reinterpret_cast<uintptr_t>(a.data()) % alignof(T) != 0) {
+    ValueError(n + " is not aligned to " + std::to_string(alignof(T)) +
+               " bytes (use np.ascontiguousarray(" + n + "))");
   }
-  t.view.data = static_cast<float*>(const_cast<void*>(a.data()));
+  c.data = static_cast<T*>(const_cast<void*>(a.data()));
+  for (int i = 0; i < ndim; ++i) {
+    const int64_t bytes = a.strides(i);
+    c.shape.push_back(a.shape(i));
+    if (a.shape(i) == 1) {
+      c.stride.push_back(0);  // never stepped along; any stride is as good as another
+      continue;
+    }
+    if (bytes % static_cast<int64_t>(sizeof(T)) != 0) {
+      ValueError(n + " has a stride of " + std::to_string(bytes) + " bytes, not a multiple of " +
+                 std::to_string(sizeof(T)) + " (use np.ascontiguousarray(" + n + "))");
+    }
+    if (bytes < 0) {
+      ValueError(n + " has a negative stride (a reversed view); pass np.ascontiguousarray(" + n +
+                 ")");
+    }
+    c.stride.push_back(bytes / static_cast<int64_t>(sizeof(T)));
+  }
+  if (last_contiguous) {
+    if (c.shape[ndim - 1] > 1 && c.stride[ndim - 1] != 1) {
+      ValueError(n + " must be contiguous in its last axis, got a stride of " +
+                 std::to_string(c.stride[ndim - 1]) + " elements (use np.ascontiguousarray(" + n +
+                 "))");
+    }
+    c.stride[ndim - 1] = 1;
+  }
+  if (writable && MayOverlapItself(a)) {
+    ValueError(n + " has elements that share memory (e.g. a broadcast view); pass a fresh array");
+  }
+  return c;
+}
+
+template Checked<float> CheckArray<float>(py::handle, const char*, int, const std::string&, bool,
+                                          bool);
+template Checked<int32_t> CheckArray<int32_t>(py::handle, const char*, int, const std::string&,
+                                              bool, bool);
+
+template <typename T>
+Tensor4T<T> AsTensor4T(py::handle obj, const char* name, Layout layout, bool writable,
+                       const char* dim_name) {
+  const std::string dims = DescribeShape(layout, "batch", "heads", "seqlen", dim_name);
+  Checked<T> c = CheckArray<T>(obj, name, 4, dims, writable, true);
+  Tensor4T<T> t;
+  t.array = c.array;
+  t.view.data = c.data;
   const int h = layout == Layout::kBhsd ? 1 : 2;
   const int s = layout == Layout::kBhsd ? 2 : 1;
-  t.view.shape = {a.shape(0), a.shape(h), a.shape(s), a.shape(3)};
-  t.view.stride = {st[0], st[h], st[s], 1};
+  t.view.shape = {c.shape[0], c.shape[h], c.shape[s], c.shape[3]};
+  t.view.stride = {c.stride[0], c.stride[h], c.stride[s], 1};
   return t;
+}
+
+Tensor4 AsTensor4(py::handle obj, const char* name, Layout layout, bool writable) {
+  return AsTensor4T<float>(obj, name, layout, writable, "head_dim");
+}
+
+IntTensor4 AsIntTensor4(py::handle obj, const char* name, Layout layout, const char* dim_name) {
+  return AsTensor4T<int32_t>(obj, name, layout, false, dim_name);
 }
 
 Tensor4 NewTensor4(const std::array<int64_t, 4>& bhsd, Layout layout) {
@@ -171,20 +204,13 @@ Tensor4 OutputTensor4(py::handle out, const char* name, const std::array<int64_t
 }
 
 Tensor4 AsLse(py::handle obj, const char* name, bool writable) {
+  Checked<float> c =
+      CheckArray<float>(obj, name, 3, "[batch, num_heads_q, seqlen_q]", writable, false);
   Tensor4 t;
-  t.array = AsArray(obj, name);
-  const py::array& a = t.array;
-  if (a.ndim() != 3) {
-    ValueError(std::string(name) + " must be 3-D [batch, num_heads_q, seqlen_q], got shape " +
-               ShapeString(a));
-  }
-  const std::vector<int64_t> st = ElementStrides(a, name, writable);
-  for (int i = 0; i < 3; ++i) {
-    if (a.shape(i) == 0) ValueError(std::string(name) + " is empty, shape " + ShapeString(a));
-  }
-  t.view.data = static_cast<float*>(const_cast<void*>(a.data()));
-  t.view.shape = {a.shape(0), a.shape(1), a.shape(2), 1};
-  t.view.stride = {st[0], st[1], st[2], 1};
+  t.array = c.array;
+  t.view.data = c.data;
+  t.view.shape = {c.shape[0], c.shape[1], c.shape[2], 1};
+  t.view.stride = {c.stride[0], c.stride[1], c.stride[2], 1};
   return t;
 }
 

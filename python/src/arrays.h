@@ -38,12 +38,30 @@ std::array<int64_t, 4> ToLayout(const std::array<int64_t, 4>& bhsd, Layout layou
 std::string DescribeShape(Layout layout, const char* batch, const char* heads, const char* seqlen,
                           const char* dim);
 
-// A float32 array kept alive together with its view in attnkit's [b, h, s, d] order.
-struct Tensor4 {
+// An array kept alive together with its view in attnkit's [b, h, s, d] order.
+template <typename T>
+struct Tensor4T {
   py::array array;
-  TensorView<float> view;
-  TensorView<const float> cview() const { return view; }
+  TensorView<T> view;
+  TensorView<const T> cview() const { return view; }
 };
+using Tensor4 = Tensor4T<float>;
+using IntTensor4 = Tensor4T<int32_t>;
+
+// An array checked for dtype T (native byte order), rank, non-empty axes, alignment and
+// non-negative strides; element strides (0 for size-1 axes).
+template <typename T>
+struct Checked {
+  py::array array;
+  T* data = nullptr;
+  std::vector<int64_t> shape, stride;
+};
+// `dims` describes the expected shape in messages, e.g. "[batch, tokens, hidden]". With
+// last_contiguous the last axis must have unit stride; with writable the array must be writeable
+// and free of internal overlap. T is float or int32_t.
+template <typename T>
+Checked<T> CheckArray(py::handle obj, const char* name, int ndim, const std::string& dims,
+                      bool writable, bool last_contiguous);
 
 // Any array-like -> a NumPy array (no copy where NumPy can avoid one); TypeError naming `name`
 // if it cannot be read as one.
@@ -52,6 +70,9 @@ py::array AsArray(py::handle obj, const char* name);
 // Reads `obj` as a 4-D float32 array in `layout`; never copies. With `writable`, the array must
 // be writeable and free of internal overlap (it is an output).
 Tensor4 AsTensor4(py::handle obj, const char* name, Layout layout, bool writable = false);
+
+// Reads `obj` as a 4-D int32 array (e.g. top-k indices) in `layout`; never copies.
+IntTensor4 AsIntTensor4(py::handle obj, const char* name, Layout layout, const char* dim_name);
 
 // A new, C-contiguous float32 array of logical shape `bhsd` stored in `layout`'s order.
 Tensor4 NewTensor4(const std::array<int64_t, 4>& bhsd, Layout layout);

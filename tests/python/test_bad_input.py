@@ -66,7 +66,7 @@ def test_wrong_ranks_and_shapes_are_value_errors():
 def test_strides_that_need_a_copy_are_value_errors():
     q, k, v = arrays()
     wide = np.zeros((1, 4, 5, 16), np.float32)
-    raises(ValueError, r"^q must be contiguous in its last \(head_dim\) axis", attnkit.attention,
+    raises(ValueError, r"^q must be contiguous in its last axis", attnkit.attention,
            wide[..., ::2], k, v)
     raises(ValueError, r"^k has a negative stride", attnkit.attention, q, k[:, :, ::-1], v)
     raw = np.zeros(1 * 4 * 5 * 8 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(1, 4, 5, 8)
