@@ -273,7 +273,6 @@ class Fields {
       if (!j.is_number()) Fail(key, "must be a number, got " + Snippet(j));
       v = j.get<double>();
     } else if (const double* d = FamilyDefault(key)) {
-      Note(Name(key) + " absent: " + FormatNumber(*d) + " (" + defaults_->origin + ")");
       v = *d;
     } else {
       return fallback;
@@ -326,9 +325,12 @@ class Fields {
   }
 
   [[noreturn]] void Fail(const std::string& key, const std::string& what) const {
-    throw Error(source_ + ": " + Name(key) + " " + what);
+    throw Error(source_ + ": " + Name(key) + (what.starts_with("[") ? "" : " ") + what);
   }
-  void Note(const std::string& s) const { out_->assumptions.push_back(s); }
+  void Note(const std::string& s) const {
+    auto& a = out_->assumptions;
+    if (std::find(a.begin(), a.end(), s) == a.end()) a.push_back(s);
+  }
 
  private:
   const double* FamilyDefault(const std::string& key) const {
@@ -994,8 +996,8 @@ ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& sour
   try {
     root = json::parse(text);
   } catch (const json::parse_error& e) {
-    // e.what() already holds the byte position and the parser's message.
-    throw Error(source + ": malformed JSON: " + e.what());
+    // e.what() holds the line, column and the parser's message; e.byte the offset.
+    throw Error(source + ": malformed JSON at byte " + std::to_string(e.byte) + ": " + e.what());
   } catch (const json::exception& e) {
     throw Error(source + ": malformed JSON: " + e.what());
   }
