@@ -33,7 +33,8 @@ CostReport CostAt(const ModelConfig& m, int64_t context, CacheDtype dtype = Cach
 }
 
 // A plain decoder config.json as text.
-std::string Decoder(int layers, int hidden, int heads, int kv_heads, const std::string& extra = "") {
+std::string Decoder(int layers, int hidden, int heads, int kv_heads,
+                    const std::string& extra = "") {
   std::ostringstream os;
   os << "{\"model_type\": \"llama\", \"num_hidden_layers\": " << layers
      << ", \"hidden_size\": " << hidden << ", \"num_attention_heads\": " << heads
@@ -93,8 +94,7 @@ TEST(ModelCost, HandWorkedTable) {
       {"kimi-linear-48b-a3b", 1000, 7 * 576 * 2, 7 * 576 * 2 * 1000, 0,
        20 * (32 * 128 * 128 + 3 * 32 * 128 * 3) * 4},
       // MiniMax-Text-01: 10 softmax layers (8 kv heads * 128) + 70 lightning (64 * 128 * 128).
-      {"minimax-text-01", 4096, 10 * 2 * 8 * 128 * 2, 10 * 4096 * 4096, 0,
-       70 * 64 * 128 * 128 * 4},
+      {"minimax-text-01", 4096, 10 * 2 * 8 * 128 * 2, 10 * 4096 * 4096, 0, 70 * 64 * 128 * 128 * 4},
       // Nemotron-H 56B: 10 attention (8 kv heads * 128) + 54 Mamba-2 (256 heads * 64 * 256
       // state, conv over 256 * 64 + 2 * 8 * 256 channels * 3 taps).
       {"nemotron-h-56b", 8192, 10 * 2 * 8 * 128 * 2, 10 * 4096 * 8192, 0,
@@ -210,8 +210,9 @@ TEST(ModelCost, RejectsBadQueries) {
   const ModelConfig m = LoadModel("llama-3.1-8b");
   EXPECT_NE(ErrorOf([&] { CostAt(m, 0); }).find("context"), std::string::npos);
   EXPECT_NE(ErrorOf([&] { CostAt(m, 1, CacheDtype::kBf16, 0); }).find("batch"), std::string::npos);
-  EXPECT_NE(ErrorOf([&] { CostAt(m, int64_t{1} << 50, CacheDtype::kF32, int64_t{1} << 20); })
-                .find("overflows"),
+  EXPECT_NE(ErrorOf([&] {
+              CostAt(m, int64_t{1} << 50, CacheDtype::kF32, int64_t{1} << 20);
+            }).find("overflows"),
             std::string::npos);
   EXPECT_NE(ErrorOf([] { ParseCacheDtype("fp4"); }).find("fp4"), std::string::npos);
   EXPECT_EQ(ParseCacheDtype("bfloat16"), CacheDtype::kBf16);
@@ -386,7 +387,8 @@ TEST(HfReader, ClearErrors) {
       {"[1, 2]", "top level must be a JSON object"},
       {"{\"model_type\": \"llama\", \"num_hidden_layers\": 2, \"hidden_size\": 64}",
        "num_attention_heads is missing"},
-      {"{\"model_type\": \"gemma3\", \"text_config\": {\"num_hidden_layers\": 2, \"hidden_size\": 64,"
+      {"{\"model_type\": \"gemma3\", \"text_config\": {\"num_hidden_layers\": 2, \"hidden_size\": "
+       "64,"
        " \"num_attention_heads\": \"8\"}}",
        "text_config.num_attention_heads must be an integer"},
       {Decoder(4, 64, 8, 3), "must be a multiple of num_key_value_heads (3)"},
@@ -406,7 +408,8 @@ TEST(HfReader, ClearErrors) {
        "hybrid_override_pattern has 2 characters but num_hidden_layers is 3"},
       {"{\"model_type\": \"kimi_linear\", \"num_hidden_layers\": 2, \"hidden_size\": 64, "
        "\"num_attention_heads\": 4, \"kv_lora_rank\": 8, \"qk_nope_head_dim\": 8, "
-       "\"qk_rope_head_dim\": 4, \"v_head_dim\": 8, \"linear_attn_config\": {\"kda_layers\": [1, 2],"
+       "\"qk_rope_head_dim\": 4, \"v_head_dim\": 8, \"linear_attn_config\": {\"kda_layers\": [1, "
+       "2],"
        " \"full_attn_layers\": [2], \"num_heads\": 2, \"head_dim\": 8}}",
        "must name layer 2 exactly once"},
       {"{\"model_type\": \"qwen3_next\", \"num_hidden_layers\": 4, \"hidden_size\": 64, "
@@ -438,8 +441,8 @@ TEST(HfReader, UnknownModelTypeIsBestEffortWithWarning) {
 }
 
 TEST(HfReader, NonStandardTokensOnlyOutsideStrings) {
-  const ModelConfig m = ReadHfConfigText(
-      Decoder(2, 64, 4, 4, ", \"note\": \"Infinity and NaN\", \"limit\": [0.0, Infinity, -Infinity, NaN]"));
+  const ModelConfig m = ReadHfConfigText(Decoder(
+      2, 64, 4, 4, ", \"note\": \"Infinity and NaN\", \"limit\": [0.0, Infinity, -Infinity, NaN]"));
   ASSERT_EQ(m.assumptions.size(), 2u);  // the tokens, then head_dim = hidden / heads
   EXPECT_NE(m.assumptions[0].find("3 non-standard"), std::string::npos);
 }

@@ -131,7 +131,7 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
 
   std::ostringstream os;
   int y = 0;
-  const int strip_y = 74, strip_h = 26;
+  const int strip_y = 86, strip_h = 26;
   const int legend_y = strip_y + strip_h + 18;
   const int legend_rows = static_cast<int>((kinds.size() + (any_nope || any_shared) + 2) / 3);
   const int facts_y = legend_y + legend_rows * 18 + 12;
@@ -233,12 +233,24 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
   os << "<text x=\"" << pad << "\" y=\"" << facts_y << "\" font-weight=\"bold\">" << Escape(line1)
      << "</text>\n";
   os << "<text x=\"" << pad << "\" y=\"" << facts_y + 18 << "\">" << Escape(line2) << "</text>\n";
+  // Cache bars: KV, indexer and state stacked, one bar per context.
+  struct Part {
+    const char* label;
+    const char* colour;
+  };
+  const Part kParts[] = {{"KV", "#4e79a7"}, {"indexer", "#b07aa1"}, {"state", "#f28e2b"}};
+  const bool show[] = {true, r0.indexer_bytes_per_token > 0, r0.state_bytes > 0};
   os << "<text x=\"" << pad << "\" y=\"" << facts_y + 40
-     << "\" fill=\"#444444\">Cache per sequence (KV"
-     << (r0.indexer_bytes_per_token > 0 ? " + indexer" : "")
-     << (r0.state_bytes > 0 ? " + state" : "") << ")</text>\n";
-
-  // Cache bars.
+     << "\" fill=\"#444444\">Cache per sequence:</text>\n";
+  double key_x = pad + 130;
+  for (int p = 0; p < 3; ++p) {
+    if (!show[p]) continue;
+    os << "<rect x=\"" << Num(key_x) << "\" y=\"" << facts_y + 30
+       << "\" width=\"12\" height=\"12\" fill=\"" << kParts[p].colour << "\"/><text x=\""
+       << Num(key_x + 16) << "\" y=\"" << facts_y + 40 << "\" fill=\"#444444\">" << kParts[p].label
+       << "</text>\n";
+    key_x += 80;
+  }
   double max_bytes = 1;
   for (const auto& r : reports) max_bytes = std::max(max_bytes, static_cast<double>(r.total_bytes));
   const double label_w = 60, value_w = 90;
@@ -247,13 +259,21 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
   for (size_t i = 0; i < reports.size(); ++i) {
     const auto& r = reports[i];
     const int by = bars_y + static_cast<int>(i) * (bar_h + 8);
-    const double bw = std::max(1.0, bar_max * static_cast<double>(r.total_bytes) / max_bytes);
     os << "<text x=\"" << pad << "\" y=\"" << by + 13 << "\">" << HumanTokens(r.query.context)
        << "</text>\n";
-    os << "<rect x=\"" << Num(pad + label_w) << "\" y=\"" << by << "\" width=\"" << Num(bw)
-       << "\" height=\"" << bar_h << "\" fill=\"#4e79a7\"><title>" << GroupDigits(r.total_bytes)
-       << " bytes</title></rect>\n";
-    os << "<text x=\"" << Num(pad + label_w + bw + 6) << "\" y=\"" << by + 13 << "\">"
+    const double parts[] = {static_cast<double>(r.kv_bytes_total),
+                            static_cast<double>(r.indexer_bytes_total),
+                            static_cast<double>(r.state_bytes_total)};
+    double x = pad + label_w;
+    for (int p = 0; p < 3; ++p) {
+      if (parts[p] <= 0) continue;
+      const double bw = std::max(0.5, bar_max * parts[p] / max_bytes);
+      os << "<rect x=\"" << Num(x) << "\" y=\"" << by << "\" width=\"" << Num(bw) << "\" height=\""
+         << bar_h << "\" fill=\"" << kParts[p].colour << "\"><title>" << kParts[p].label << ": "
+         << GroupDigits(static_cast<int64_t>(parts[p])) << " bytes</title></rect>\n";
+      x += bw;
+    }
+    os << "<text x=\"" << Num(x + 6) << "\" y=\"" << by + 13 << "\">"
        << HumanBytes(static_cast<double>(r.total_bytes)) << "</text>\n";
   }
   os << "</g>\n</svg>\n";

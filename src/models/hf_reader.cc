@@ -4,6 +4,7 @@
 // The family rules mirror what each family's modelling code does with its config (which layers
 // slide, which skip RoPE, which share KV); docs/models.md lists them.
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <map>
@@ -97,7 +98,11 @@ Family ClassifyModelType(const std::string& t) {
       {"kimi_linear", Family::kKimiLinear},
       {"minimax", Family::kMiniMax},
       {"minimax_m1", Family::kMiniMax},
+      {"minimaxm1", Family::kMiniMax},
+      {"minimax_text_01", Family::kMiniMax},
+      {"minimaxtext01", Family::kMiniMax},
       {"minimax_m2", Family::kMiniMaxM2},
+      {"minimaxm2", Family::kMiniMaxM2},
       {"glm", Family::kGlm},
       {"glm4", Family::kGlm},
       {"glm4_moe", Family::kGlm},
@@ -105,7 +110,10 @@ Family ClassifyModelType(const std::string& t) {
       {"exaone4", Family::kExaone4},
       {"cohere2", Family::kCohere2},
   };
-  const auto it = kTypes.find(t);
+  // Remote-code models sometimes spell model_type in CamelCase ("MiniMaxM1").
+  std::string key = t;
+  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  const auto it = kTypes.find(key);
   return it == kTypes.end() ? Family::kUnknown : it->second;
 }
 
@@ -569,7 +577,7 @@ LayerSpec MlaLayer(const Fields& f) {
 }
 
 void ReadMtp(const Fields& f, ModelConfig* m) {
-  for (const char* key : {"num_nextn_predict_layers", "mtp_num_hidden_layers"}) {
+  for (const char* key : {"num_nextn_predict_layers", "mtp_num_hidden_layers", "num_mtp_modules"}) {
     const int64_t n = f.OptInt(key, 0, 0, kMaxLayers);
     if (n > 0) {
       m->mtp_layers = n;
@@ -852,8 +860,9 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
     case Family::kSmolLm3:
       no_rope_from_list("SmolLM3Config default");
       break;
-    case Family::kMiniMax: {
-      if (!had_layer_types) {
+    case Family::kMiniMax:
+    case Family::kMiniMaxM2: {
+      if (!had_layer_types && (family == Family::kMiniMax || f.Has("attn_type_list"))) {
         const std::vector<int> a = FlagList(f, "attn_type_list", n);
         types.clear();
         for (int v : a) types.push_back(v ? TypeName::kFull : TypeName::kLinear);
@@ -926,7 +935,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
 
   LayerSpec gdn;
   if (std::find(types.begin(), types.end(), TypeName::kLinear) != types.end()) {
-    if (family == Family::kMiniMax) {
+    if (family == Family::kMiniMax || family == Family::kMiniMaxM2) {
       gdn.kind = LayerKind::kLightning;
       gdn.state_heads = s.heads;
       gdn.state_dim_k = s.head_dim;
