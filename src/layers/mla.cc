@@ -20,6 +20,14 @@ void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const fl
               static_cast<int>(n), static_cast<int>(k), 1.0f, a, static_cast<int>(lda), b,
               static_cast<int>(ldb), 0.0f, c, static_cast<int>(ldc));
 }
+
+// Resizes per-step scratch that grows with the context without reallocating every step: reserves
+// 25% headroom, capped at what max_tokens needs.
+void GrowScratch(std::vector<float>& v, int64_t needed, int64_t cap) {
+  const auto n = static_cast<size_t>(needed);
+  if (v.capacity() < n) v.reserve(static_cast<size_t>(std::min(cap, needed + needed / 4)));
+  v.resize(n);
+}
 }  // namespace
 
 const char* MlaPathName(MlaPath path) { return path == MlaPath::kNaive ? "naive" : "absorbed"; }
@@ -179,8 +187,8 @@ void MlaBlock::AttendNaive(int64_t /*rows*/, int64_t n, int64_t position) {
                 lat = c.latent_dim(), batch = c.batch, total = length_;
   // Up-project every cached token: k_full [batch, total, h, nope + rope] (k_rope copied into each
   // head), v_full [batch, total, h, v]. This materialisation is what the absorbed path avoids.
-  k_full_.resize(static_cast<size_t>(batch * total * h * dq));
-  v_full_.resize(static_cast<size_t>(batch * total * h * dv));
+  GrowScratch(k_full_, batch * total * h * dq, batch * c.max_tokens * h * dq);
+  GrowScratch(v_full_, batch * total * h * dv, batch * c.max_tokens * h * dv);
   for (int64_t b = 0; b < batch; ++b) {
     const float* lat_b = cache_.data() + b * c.max_tokens * lat;
     float* kb = k_full_.data() + b * total * h * dq;
@@ -261,6 +269,12 @@ void MlaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
                 1.0f, seed * 104729 + b);
   }
   length_ = tokens;
+}
+
+void MlaBlock::ReleaseScratch() {
+  for (auto* v : {&cq_, &q_, &o_, &k_full_, &v_full_, &q_abs_, &o_lat_}) {
+    std::vector<float>().swap(*v);
+  }
 }
 
 int64_t MlaCacheBytesPerToken(const MlaConfig& c) {

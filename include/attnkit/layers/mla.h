@@ -84,6 +84,8 @@ class MlaBlock final : public Layer {
   void FillCacheRandom(int64_t tokens, uint64_t seed);  // see GqaBlock::FillCacheRandom
   // Switches between the two paths; the cache is the same for both.
   void set_path(MlaPath path) { config_.path = path; }
+  // Frees the per-step scratch (the naive path's per-head K and V can be gigabytes).
+  void ReleaseScratch();
 
   // Bytes the naive path materialises per step for `tokens` cached tokens (per-head K and V).
   static double NaiveScratchBytes(const MlaConfig& config, int64_t tokens);
