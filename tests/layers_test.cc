@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <vector>
 
+#include "attnkit/layers/factory.h"
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/layer.h"
 #include "attnkit/layers/mla.h"
@@ -375,6 +376,38 @@ TEST(Stack, HybridPrefillThenDecodeEqualsFullPass) {
   EXPECT_EQ(inc.tokens_seen(), total);
   EXPECT_EQ(inc.CacheBytes(), full.CacheBytes() - 0);  // same configurations, same caches
   EXPECT_THROW(inc.Forward(testing::Slice(x, 0, 1).view(), total + 1, step.view()), Error);
+}
+
+TEST(LayerFactory, EveryKindDecodesLikeItPrefills) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  LayerShape s;
+  s.hidden = 32;
+  s.num_heads = 4;
+  s.num_heads_kv = 2;
+  s.head_dim = 16;
+  s.window = 5;
+  s.q_lora_rank = 24;
+  s.kv_lora_rank = 16;
+  s.rope_head_dim = 8;
+  s.max_tokens = 16;
+  const Tensor<float> x = RandomHidden(1, 16, s.hidden, seed);
+  for (const auto& kind : LayerKinds()) {
+    SCOPED_TRACE(kind);
+    auto full = MakeLayer(kind, s, seed), inc = MakeLayer(kind, s, seed);
+    EXPECT_EQ(full->Kind(), kind.rfind("mla", 0) == 0 ? "mla" : "gqa");
+    // Windowed layers serve at most max_step (1) tokens from the ring: prefill of 4 and of 16
+    // goes through the gather path, decode through the ring; all must agree.
+    const Tensor<float> want = RunChunked(*full, x, {16});
+    const Tensor<float> got = RunChunked(*inc, x, testing::PrefillThenDecode(4, 16));
+    EXPECT_LT(RelMaxError(got.view(), want.view()), kBlockTol);
+    EXPECT_GT(inc->CacheBytes(), 0u);
+  }
+  EXPECT_THROW(MakeLayer("nope", s, 1), Error);
+  EXPECT_EQ(ParseLayerList("3*swa,gqa").size(), 4u);
+  EXPECT_THROW(ParseLayerList("2*"), Error);
+  EXPECT_THROW(ParseLayerList("x*gqa"), Error);
+  EXPECT_THROW(ParseLayerList(""), Error);
 }
 
 }  // namespace

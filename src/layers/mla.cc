@@ -271,6 +271,18 @@ void MlaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
   length_ = tokens;
 }
 
+void MlaBlock::ReserveScratch(int64_t tokens) {
+  const MlaConfig& c = config_;
+  Require(tokens >= 0 && tokens <= c.max_tokens, "MlaBlock::ReserveScratch: tokens (", tokens,
+          ") must be in [0, max_tokens = ", c.max_tokens, "]");
+  if (c.path != MlaPath::kNaive) return;
+  const int64_t h = c.num_heads;
+  GrowScratch(k_full_, c.batch * tokens * h * c.qk_head_dim(),
+              c.batch * c.max_tokens * h * c.qk_head_dim());
+  GrowScratch(v_full_, c.batch * tokens * h * c.v_head_dim,
+              c.batch * c.max_tokens * h * c.v_head_dim);
+}
+
 void MlaBlock::ReleaseScratch() {
   for (auto* v : {&cq_, &q_, &o_, &k_full_, &v_full_, &q_abs_, &o_lat_}) {
     std::vector<float>().swap(*v);

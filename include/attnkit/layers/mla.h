@@ -84,6 +84,9 @@ class MlaBlock final : public Layer {
   void FillCacheRandom(int64_t tokens, uint64_t seed);  // see GqaBlock::FillCacheRandom
   // Switches between the two paths; the cache is the same for both.
   void set_path(MlaPath path) { config_.path = path; }
+  // Allocates (and touches) the naive path's per-head K/V scratch for `tokens` cached tokens up
+  // front, so a benchmark's first timed step does not pay for page faults.
+  void ReserveScratch(int64_t tokens);
   // Frees the per-step scratch (the naive path's per-head K and V can be gigabytes).
   void ReleaseScratch();
 
