@@ -30,6 +30,22 @@ std::pair<int64_t, int64_t> Mask::KeyBounds(int64_t, int64_t) const {
   return {-kUnbounded, kUnbounded};
 }
 
+void Mask::KeyTiles(int64_t q0, int64_t q1, int64_t k_begin, int64_t k_end, int64_t block_kv,
+                    std::vector<int64_t>* tiles) const {
+  Require(block_kv >= 1, "Mask::KeyTiles: block_kv must be >= 1, got ", block_kv);
+  if (q1 <= q0 || k_end <= k_begin) return;
+  const int64_t num_tiles = (k_end - k_begin + block_kv - 1) / block_kv;
+  const auto [lo, hi] = KeyBounds(q0, q1);
+  const int64_t t0 =
+      std::clamp<int64_t>(lo <= k_begin ? 0 : (lo - k_begin) / block_kv, 0, num_tiles);
+  const int64_t t1 = std::clamp<int64_t>(
+      hi >= k_end ? num_tiles : (hi - k_begin + block_kv - 1) / block_kv, 0, num_tiles);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t k0 = k_begin + t * block_kv, k1 = std::min(k_end, k0 + block_kv);
+    if (Classify(q0, q1, k0, k1) != TileKind::kEmpty) tiles->push_back(t);
+  }
+}
+
 namespace {
 
 // q - left <= k <= q + right; with chunk > 0 additionally q / chunk == k / chunk.
@@ -92,12 +108,14 @@ class BandMask final : public Mask {
 
 class CombinedMask final : public Mask {
  public:
-  CombinedMask(MaskPtr a, MaskPtr b, bool is_and) : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
+  CombinedMask(MaskPtr a, MaskPtr b, bool is_and)
+      : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
     Require(a_ != nullptr && b_ != nullptr, is_and ? "AndMask" : "OrMask",
             ": both masks must be non-null");
   }
   bool Allowed(int64_t q, int64_t k) const override {
-    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k)) : (a_->Allowed(q, k) || b_->Allowed(q, k));
+    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k))
+                : (a_->Allowed(q, k) || b_->Allowed(q, k));
   }
   TileKind Classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const override {
     const TileKind x = a_->Classify(q0, q1, k0, k1);
@@ -121,7 +139,8 @@ class CombinedMask final : public Mask {
     std::vector<uint8_t> other(n);
     a_->FillTile(q0, q1, k0, k1, allowed);
     b_->FillTile(q0, q1, k0, k1, other.data());
-    for (size_t i = 0; i < n; ++i) allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
+    for (size_t i = 0; i < n; ++i)
+      allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
   }
   std::pair<int64_t, int64_t> KeyBounds(int64_t q0, int64_t q1) const override {
     const auto [alo, ahi] = a_->KeyBounds(q0, q1);
@@ -145,19 +164,21 @@ MaskPtr CausalMask() { return std::make_shared<BandMask>(kUnbounded, 0, 0, "caus
 MaskPtr WindowMask(int64_t left, int64_t right) {
   Require(left >= 0, "WindowMask: left must be >= 0, got ", left);
   Require(right >= 0, "WindowMask: right must be >= 0, got ", right);
-  return std::make_shared<BandMask>(std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
-                                    "window(left=" + std::to_string(left) +
-                                        ",right=" + std::to_string(right) + ")");
+  return std::make_shared<BandMask>(
+      std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
+      "window(left=" + std::to_string(left) + ",right=" + std::to_string(right) + ")");
 }
 
 MaskPtr CausalWindowMask(int64_t window) {
   Require(window >= 1, "CausalWindowMask: window must be >= 1, got ", window);
-  return std::make_shared<BandMask>(window - 1, 0, 0, "causal_window(" + std::to_string(window) + ")");
+  return std::make_shared<BandMask>(window - 1, 0, 0,
+                                    "causal_window(" + std::to_string(window) + ")");
 }
 
 MaskPtr ChunkedLocalMask(int64_t chunk) {
   Require(chunk >= 1, "ChunkedLocalMask: chunk must be >= 1, got ", chunk);
-  return std::make_shared<BandMask>(kUnbounded, 0, chunk, "chunked_local(" + std::to_string(chunk) + ")");
+  return std::make_shared<BandMask>(kUnbounded, 0, chunk,
+                                    "chunked_local(" + std::to_string(chunk) + ")");
 }
 
 MaskPtr AndMask(MaskPtr a, MaskPtr b) { return std::make_shared<CombinedMask>(a, b, true); }
