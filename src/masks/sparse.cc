@@ -593,3 +593,138 @@ MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_
 }
 
 }  // namespace attnkit
+
+namespace attnkit {
+namespace {
+
+int64_t RoundSqrt(int64_t x) {
+  int64_t r = 1;
+  while ((r + 1) * (r + 1) <= x) ++r;
+  return (r * r + r < x) ? r + 1 : r;  // nearest integer to sqrt(x)
+}
+
+void RequirePositive(int64_t v, const char* field, const std::string& name) {
+  Require(v >= 1, "pattern ", name, ": ", field, " must be >= 1, got ", v);
+}
+
+}  // namespace
+
+std::vector<std::string> PatternNames() {
+  return {"causal", "window", "chunked", "strided", "fixed", "longformer", "bigbird"};
+}
+
+PatternSpec DefaultPatternSpec(const PatternSpec& in) {
+  PatternSpec s = in;
+  const auto names = PatternNames();
+  Require(std::find(names.begin(), names.end(), s.name) != names.end(), "unknown pattern '", s.name,
+          "' (known: causal, window, chunked, strided, fixed, longformer, bigbird)");
+  Require(s.seqlen >= 1, "pattern ", s.name, ": seqlen must be >= 1, got ", s.seqlen);
+  constexpr int64_t kUnset = PatternSpec::kPatternDefault;
+  const int64_t n = s.seqlen;
+  const bool large = n > 512;
+  // Small sequences (pictures) use token-level patterns; large ones the block forms the kernels
+  // run at tile granularity (block 64 = the dense kernel's tile).
+  if (s.name == "strided") {
+    if (s.block == kUnset) s.block = large ? 64 : 1;
+    RequirePositive(s.block, "block", s.name);
+    if (s.stride == kUnset) s.stride = std::max<int64_t>(1, RoundSqrt((n + s.block - 1) / s.block));
+  } else if (s.name == "fixed") {
+    const int64_t tile = large ? 64 : 1;
+    if (s.block == kUnset) s.block = tile * std::max<int64_t>(2, RoundSqrt((n + tile - 1) / tile));
+    RequirePositive(s.block, "block", s.name);
+    if (s.summary == kUnset)
+      s.summary = large ? std::min<int64_t>(64, s.block) : std::max<int64_t>(1, s.block / 4);
+  } else if (s.name == "window" || s.name == "chunked") {
+    if (s.window == kUnset) s.window = std::max<int64_t>(1, n / 16);
+  } else if (s.name == "longformer") {
+    if (s.window == kUnset) s.window = std::max<int64_t>(1, n / 32);
+    if (s.dilation == kUnset) s.dilation = 4;
+    if (s.dilated_window == kUnset) s.dilated_window = std::max<int64_t>(1, s.window / 2);
+    if (s.globals.empty()) s.globals = {0};
+  } else if (s.name == "bigbird") {
+    if (s.block == kUnset) s.block = large ? 64 : std::max<int64_t>(1, n / 16);
+    if (s.window_blocks == kUnset) s.window_blocks = 1;
+    if (s.global_blocks == kUnset) s.global_blocks = 1;
+    if (s.random_blocks == kUnset) s.random_blocks = 2;
+  }
+  return s;
+}
+
+MaskPtr MakePattern(const PatternSpec& in) {
+  const PatternSpec s = DefaultPatternSpec(in);
+  if (s.name == "causal") return CausalMask();
+  if (s.name == "window") {
+    RequirePositive(s.window, "window", s.name);
+    return CausalWindowMask(s.window);
+  }
+  if (s.name == "chunked") {
+    RequirePositive(s.window, "window", s.name);
+    return ChunkedLocalMask(s.window);
+  }
+  if (s.name == "strided") {
+    RequirePositive(s.stride, "stride", s.name);
+    return StridedMask(s.stride, s.block);
+  }
+  if (s.name == "fixed") {
+    RequirePositive(s.summary, "summary", s.name);
+    return FixedMask(s.block, s.summary);
+  }
+  if (s.name == "longformer") {
+    RequirePositive(s.window, "window", s.name);
+    RequirePositive(s.dilation, "dilation", s.name);
+    Require(s.dilated_window >= 0, "pattern longformer: dilated_window must be >= 0, got ",
+            s.dilated_window);
+    LongformerOptions o;
+    o.seqlen = s.seqlen;
+    o.window = s.window - 1;  // `window` tokens including the query itself, as CausalWindowMask
+    o.dilation = s.dilation;
+    o.dilated_window = s.dilated_window;
+    o.globals = s.globals;
+    o.causal = true;
+    return LongformerMask(o);
+  }
+  // bigbird
+  RequirePositive(s.block, "block", s.name);
+  Require(s.window_blocks >= 0, "pattern bigbird: window_blocks must be >= 0, got ",
+          s.window_blocks);
+  Require(s.global_blocks >= 0, "pattern bigbird: global_blocks must be >= 0, got ",
+          s.global_blocks);
+  Require(s.random_blocks >= 0, "pattern bigbird: random_blocks must be >= 0, got ",
+          s.random_blocks);
+  BigBirdOptions o;
+  o.seqlen = s.seqlen;
+  o.block = s.block;
+  o.window_blocks = s.window_blocks;
+  o.global_blocks = s.global_blocks;
+  o.random_blocks = s.random_blocks;
+  o.seed = s.seed;
+  o.causal = true;
+  return BigBirdMask(o);
+}
+
+}  // namespace attnkit
+
+namespace attnkit {
+
+TileCounts CountTiles(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv, int64_t block_q,
+                      int64_t block_kv) {
+  Require(seqlen_q >= 1 && seqlen_kv >= 1, "CountTiles: seqlen_q and seqlen_kv must be >= 1");
+  Require(block_q >= 1 && block_kv >= 1, "CountTiles: block_q and block_kv must be >= 1");
+  TileCounts c;
+  const int64_t q_off = seqlen_kv - seqlen_q;
+  for (int64_t i0 = 0; i0 < seqlen_q; i0 += block_q) {
+    const int64_t i1 = std::min(seqlen_q, i0 + block_q);
+    for (int64_t j0 = 0; j0 < seqlen_kv; j0 += block_kv) {
+      ++c.total;
+      const TileKind kind =
+          mask ? mask->Classify(i0 + q_off, i1 + q_off, j0, std::min(seqlen_kv, j0 + block_kv))
+               : TileKind::kFull;
+      c.empty += kind == TileKind::kEmpty;
+      c.full += kind == TileKind::kFull;
+      c.partial += kind == TileKind::kPartial;
+    }
+  }
+  return c;
+}
+
+}  // namespace attnkit

@@ -10,6 +10,8 @@
 #pragma once
 
 #include <cstdint>
+#include <limits>
+#include <string>
 #include <vector>
 
 #include "attnkit/core/tensor.h"
@@ -64,5 +66,38 @@ MaskPtr BlockBitmapMask(int64_t block_q, int64_t block_kv, int64_t num_blocks_q,
 // query position q_start + i sees key position k_start + indices[0, 0, i, j] for every j with
 // indices[...] >= 0. indices [1, 1, seqlen_q, top_k] (or [batch, heads, ...]: batch 0, head 0).
 MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_t k_start = 0);
+
+// Tiles of block_q × block_kv over seqlen_q × seqlen_kv (bottom-right aligned) by kind: what the
+// dense kernel will skip, run unchecked and run with per-element checks.
+struct TileCounts {
+  int64_t total = 0, empty = 0, full = 0, partial = 0;
+};
+TileCounts CountTiles(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv, int64_t block_q = 64,
+                      int64_t block_kv = 64);
+
+// A pattern by name with its parameters, as the CLI, the retrieval probe and the benchmark build
+// them. Fields left at kPatternDefault take defaults scaled to seqlen (see DefaultPatternSpec);
+// fields that are set are checked (zero or negative window, stride, block, ... → attnkit::Error
+// naming the field). Names: causal, window, chunked, strided, fixed, longformer, bigbird.
+struct PatternSpec {
+  static constexpr int64_t kPatternDefault = std::numeric_limits<int64_t>::min();
+  std::string name;
+  int64_t seqlen = 0;
+  int64_t block = kPatternDefault;           // strided/bigbird block; fixed: its block l
+  int64_t window = kPatternDefault;          // window/chunked/longformer width in tokens
+  int64_t stride = kPatternDefault;          // strided stride (in blocks of `block`)
+  int64_t summary = kPatternDefault;         // fixed: c
+  int64_t dilation = kPatternDefault;        // longformer
+  int64_t dilated_window = kPatternDefault;  // longformer
+  int64_t window_blocks = kPatternDefault;   // bigbird
+  int64_t global_blocks = kPatternDefault;   // bigbird
+  int64_t random_blocks = kPatternDefault;   // bigbird
+  std::vector<int64_t> globals;              // longformer (empty: {0})
+  uint64_t seed = 0;                         // bigbird
+};
+// The spec with every default filled in (for printing exactly what was built).
+PatternSpec DefaultPatternSpec(const PatternSpec& spec);
+MaskPtr MakePattern(const PatternSpec& spec);
+std::vector<std::string> PatternNames();
 
 }  // namespace attnkit
