@@ -54,5 +54,9 @@ void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);
 void BindDense(py::module_& m);
 void BindKvCache(py::module_& m);
+void BindLinear(py::module_& m);
+void BindRecurrent(py::module_& m);
+void BindSparse(py::module_& m);  // after BindMasks: extends attnkit.masks and attnkit.Mask
+void BindModels(py::module_& m);
 
 }  // namespace attnkit::python
