@@ -67,7 +67,9 @@ assumptions and warnings (family defaults applied / guesses made by the reader).
       .def_property_readonly("num_layers", [](const ModelConfig& c) { return c.layers.size(); })
       .def_property_readonly(
           "layers",
-          [](const ModelConfig& c) { return JsonLoads(models::ModelConfigToJson(c))["layers"]; },
+          [](const ModelConfig& c) {
+            return py::object(JsonLoads(models::ModelConfigToJson(c))["layers"]);
+          },
           "One dict per decoder layer (kind and its non-zero fields).")
       .def_property_readonly("pattern", &ModelConfig::Pattern,
                              "One character per layer: F full, S sliding, C chunked, M mla, D "

@@ -395,16 +395,18 @@ gets zeros and lse = -inf.)doc");
 
   m.def(
       "dsa_attention",
-      [m](const ArrayArg& q, const ArrayArg& k, const ArrayArg& v, const ArrayArg& q_index,
-          const ArrayArg& weights, const py::object& k_index, int64_t top_k,
-          std::optional<double> scale, std::optional<int64_t> q_start, int64_t k_start,
-          bool return_indices, const std::string& layout, int num_threads,
-          const std::string& backend) -> py::object {
-        py::object idx = m.attr("dsa_select")(
+      [](const ArrayArg& q, const ArrayArg& k, const ArrayArg& v, const ArrayArg& q_index,
+         const ArrayArg& weights, const py::object& k_index, int64_t top_k,
+         std::optional<double> scale, std::optional<int64_t> q_start, int64_t k_start,
+         bool return_indices, const std::string& layout, int num_threads,
+         const std::string& backend) -> py::object {
+        // Looked up per call: a py::object captured in the binding would outlive the interpreter.
+        py::module_ self = py::module_::import("attnkit");
+        py::object idx = self.attr("dsa_select")(
             q_index, weights, k_index, top_k, py::arg("q_start") = q_start,
             py::arg("k_start") = k_start, py::arg("layout") = layout,
             py::arg("num_threads") = num_threads, py::arg("backend") = backend);
-        py::object out = m.attr("gather_attention")(
+        py::object out = self.attr("gather_attention")(
             q, k, v, idx, py::arg("scale") = scale, py::arg("layout") = layout,
             py::arg("num_threads") = num_threads, py::arg("backend") = backend);
         if (return_indices) return py::make_tuple(out, idx);
