@@ -58,5 +58,6 @@ void BindLinear(py::module_& m);
 void BindRecurrent(py::module_& m);
 void BindSparse(py::module_& m);  // after BindMasks: extends attnkit.masks and attnkit.Mask
 void BindModels(py::module_& m);
+void BindLayers(py::module_& m);
 
 }  // namespace attnkit::python

@@ -46,4 +46,5 @@ Main entry points:
   attnkit::python::BindRecurrent(m);
   attnkit::python::BindSparse(m);
   attnkit::python::BindModels(m);
+  attnkit::python::BindLayers(m);
 }
