@@ -55,6 +55,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
 #endif
 
@@ -85,6 +86,16 @@ HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
 HWY_INLINE VF LoadRow(DF df, const bf16* p) {
   const hn::Rebind<hwy::bfloat16_t, DF> dbf;
   return hn::PromoteTo(df, hn::LoadU(dbf, reinterpret_cast<const hwy::bfloat16_t*>(p)));
+}
+
+// The direct (decode) path streams K and V from memory; touching rows this far ahead keeps the
+// memory system busy while the current rows are computed on (prefetches never fault, so running
+// past the end of the tensor is harmless).
+constexpr int64_t kPrefetchRows = 64;
+template <typename T>
+HWY_INLINE void PrefetchRow(const T* row, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < bytes; b += 64) hwy::Prefetch(p + b);
 }
 
 // s[r][col0 .. col0 + C·N) = Σ_d q_r[d] · kt[d][...] for R rows (pointers may be a zero row).
@@ -123,6 +134,7 @@ HWY_INLINE void PvMicro(const float* HWY_RESTRICT p, const VRows& vrows, int64_t
     for (int c = 0; c < C; ++c) acc[r][c] = hn::LoadU(df, accrows[r] + col0 + c * N);
   }
   for (int64_t j = 0; j < nk; ++j) {
+    if (col0 == 0) vrows.Prefetch(j);
     VF vv[C];
     for (int c = 0; c < C; ++c) vv[c] = vrows.Load(df, j, col0 + c * N);
     for (int r = 0; r < R; ++r) {
@@ -141,6 +153,7 @@ struct PackedV {
   HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
     return hn::Load(df, vt + j * ld + col);
   }
+  HWY_INLINE void Prefetch(int64_t) const {}
 };
 template <typename KV>
 struct DirectV {
@@ -149,6 +162,10 @@ struct DirectV {
   HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
     return LoadRow(df, base + j * stride + col);
   }
+  HWY_INLINE void Prefetch(int64_t j) const {
+    PrefetchRow(base + (j + kPrefetchRows) * stride, bytes);
+  }
+  int64_t bytes;  // of one row
 };
 
 // O += P·V over width `width` (a multiple of N) in chunks of kDvVecs vectors, then single vectors.
@@ -177,6 +194,9 @@ HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kst
       for (int t = 0; t < 4; ++t) acc[r][t] = hn::Zero(df);
     }
     const KV* k0 = kbase + j * kstride;
+    for (int t = 0; t < 4; ++t) {
+      PrefetchRow(k0 + (t + kPrefetchRows) * kstride, dk * static_cast<int64_t>(sizeof(KV)));
+    }
     for (int64_t d = 0; d < dk; d += N) {
       VF kv[4];
       for (int t = 0; t < 4; ++t) kv[t] = LoadRow(df, k0 + t * kstride + d);
@@ -341,7 +361,7 @@ class Kernel {
           break;
       }
       for (int64_t r = 0; r < rows; ++r) Softmax(w, r, r, i0, nq, j0, nk, partial);
-      const DirectV<KV> vr{vbase, vstride};
+      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV))};
       switch (rows) {
         case 1:
           PvPanel<1>(w.s.get(), vr, nk, accrows, g_.dv);
