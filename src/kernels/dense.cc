@@ -1,11 +1,11 @@
 // The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All group_size query heads
-// that share the kv head are processed together (rows = group_size × block rows), so each K/V
-// tile is read from memory once per group. Key blocks of kDenseBlockKv are classified by the
-// mask: empty ones are skipped (and KeyBounds trims the loop), full ones run without any
-// per-element check, partial ones get their logits masked from the mask's FillTile. Online
-// softmax keeps, per row, the running max m, the running denominator l and an unnormalised
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows, twice that for MHA). All
+// group_size query heads that share the kv head are processed together (rows = group_size × block
+// rows), so each K/V tile is read from memory once per group. Key blocks of kDenseBlockKv are
+// classified by the mask: empty ones are skipped (and KeyBounds trims the loop), full ones run
+// without any per-element check, partial ones get their logits masked from the mask's FillTile.
+// Online softmax keeps, per row, the running max m, the running denominator l and an unnormalised
 // f32 output accumulator.
 //
 // Two ways through a key tile:
@@ -68,7 +68,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-constexpr int64_t kBq = detail::kDenseBlockQ;
 constexpr int64_t kBk = detail::kDenseBlockKv;
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
@@ -239,16 +238,19 @@ class Kernel {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
-    num_qb_ = (g_.seqlen_q + kBq - 1) / kBq;
+    // A packed K/V tile is reused by group_size · block_q rows; MHA gets taller query blocks so
+    // that packing stays a small fraction of the work.
+    bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
+    num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
-    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
   }
 
   void Run() {
     const int threads = std::max(1, job_.threads);
-    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     std::vector<Workspace> ws(static_cast<size_t>(threads));
     for (auto& w : ws) {
       if (!direct_) {
@@ -261,7 +263,7 @@ class Kernel {
       std::fill(w.zero_row.get(), w.zero_row.get() + std::max(g_.dk, dv_pad_), 0.0f);
       w.m.resize(static_cast<size_t>(rows_max));
       w.l.resize(static_cast<size_t>(rows_max));
-      w.allowed.resize(static_cast<size_t>(kBq * kBk));
+      w.allowed.resize(static_cast<size_t>(bq_ * kBk));
       w.qrows.resize(static_cast<size_t>(rows_max + kRows));
       w.accrows.resize(static_cast<size_t>(rows_max + kRows));
     }
@@ -288,14 +290,14 @@ class Kernel {
         st.tiles_partial += w.partial;
       }
       st.tiles_total = units * num_kb_;
-      st.block_q = kBq;
+      st.block_q = bq_;
       st.block_kv = kBk;
     }
   }
 
  private:
   void Unit(Workspace& w, int64_t b, int64_t hk, int64_t qb) {
-    const int64_t i0 = qb * kBq, i1 = std::min(g_.seqlen_q, i0 + kBq);
+    const int64_t i0 = qb * bq_, i1 = std::min(g_.seqlen_q, i0 + bq_);
     const int64_t nq = i1 - i0;
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
     w.head0 = hk * g_.group;
@@ -488,7 +490,7 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, num_qb_, num_kb_;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_;
   bool direct_, mods_;
 };
 

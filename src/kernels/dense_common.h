@@ -63,7 +63,7 @@ struct DenseJob {
 void DenseFastUnchecked(const DenseJob<float>& job);
 void DenseFastUnchecked(const DenseJob<bf16>& job);
 
-// The fast kernel's tile sizes (the stats report them too).
+// The fast kernel's tile sizes (the stats report the ones used: MHA doubles block_q).
 inline constexpr int64_t kDenseBlockQ = 64;
 inline constexpr int64_t kDenseBlockKv = 64;
 
