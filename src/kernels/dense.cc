@@ -271,6 +271,7 @@ class Kernel {
     // ordered by descending query block and handed out dynamically.
     const int64_t per_qb = g_.batch * g_.heads_kv;
     const int64_t units = per_qb * num_qb_;
+    detail::RegionExceptions errors;
 #pragma omp parallel num_threads(threads)
     {
       Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
@@ -278,9 +279,10 @@ class Kernel {
       for (int64_t u = 0; u < units; ++u) {
         const int64_t qb = num_qb_ - 1 - u / per_qb;
         const int64_t bh = u % per_qb;
-        Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb);
+        errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
       }
     }
+    errors.Rethrow();
     if (o_.stats) {
       DenseStats& st = *o_.stats;
       st = DenseStats{};

@@ -3,7 +3,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
+#include <mutex>
 
 #include "attnkit/kernels/dense.h"
 
@@ -44,6 +46,28 @@ inline float ScoreMod(float s, float softcap, float alibi_slope, int64_t q_pos, 
 }
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Keeps the first exception thrown inside an OpenMP region (user masks run there and may
+// allocate) so it can be rethrown after the region: nothing may propagate out of one.
+class RegionExceptions {
+ public:
+  template <class Fn>
+  void Run(Fn&& fn) noexcept {
+    try {
+      fn();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void Rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::exception_ptr first_;
+};
 
 // Everything one fast-kernel call needs, already checked (see CheckDenseArgs).
 template <typename KV>

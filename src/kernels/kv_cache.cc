@@ -200,18 +200,23 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
                         part_lse[p].view());
     }
   } else {
+    detail::RegionExceptions errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t p = 0; p < np; ++p) {
-      const detail::DenseJob<T> job{q,
-                                    pieces[p].k,
-                                    pieces[p].v,
-                                    part_out[p].view(),
-                                    part_lse[p].view(),
-                                    &part_opt[p],
-                                    detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
-                                    1};
-      detail::DenseFastUnchecked(job);
+      errors.Run([&] {
+        const detail::DenseJob<T> job{
+            q,
+            pieces[p].k,
+            pieces[p].v,
+            part_out[p].view(),
+            part_lse[p].view(),
+            &part_opt[p],
+            detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
+            1};
+        detail::DenseFastUnchecked(job);
+      });
     }
+    errors.Rethrow();
   }
   std::vector<TensorView<const float>> outs, lses;
   for (size_t p = 0; p < pieces.size(); ++p) {
