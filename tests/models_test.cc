@@ -3,12 +3,15 @@
 // the shared files) and the errors for malformed, missing or contradictory configs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "attnkit/core/error.h"
 #include "attnkit/masks/mask.h"
@@ -40,6 +43,35 @@ std::string Decoder(int layers, int hidden, int heads, int kv_heads,
      << ", \"hidden_size\": " << hidden << ", \"num_attention_heads\": " << heads
      << ", \"num_key_value_heads\": " << kv_heads << extra << "}";
   return os.str();
+}
+
+// Minimal XML well-formedness check for the cards: tags nest and close, entities are escaped.
+std::string XmlProblem(const std::string& s) {
+  std::vector<std::string> stack;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '&') {
+      static const char* kEntities[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&#39;"};
+      bool ok = false;
+      for (const char* e : kEntities) ok |= s.compare(i, std::strlen(e), e) == 0;
+      if (!ok) return "raw & at " + std::to_string(i);
+      continue;
+    }
+    if (s[i] != '<') continue;
+    const size_t end = s.find('>', i);
+    if (end == std::string::npos) return "unclosed < at " + std::to_string(i);
+    std::string tag = s.substr(i + 1, end - i - 1);
+    i = end;
+    if (tag.empty() || tag[0] == '?' || tag[0] == '!') continue;
+    if (std::count(tag.begin(), tag.end(), '"') % 2 != 0) return "odd quotes in <" + tag + ">";
+    if (tag[0] == '/') {
+      if (stack.empty() || stack.back() != tag.substr(1))
+        return "unexpected </" + tag.substr(1) + ">";
+      stack.pop_back();
+    } else if (tag.back() != '/') {
+      stack.push_back(tag.substr(0, tag.find(' ')));
+    }
+  }
+  return stack.empty() ? "" : "unclosed <" + stack.back() + ">";
 }
 
 template <typename Fn>
@@ -339,6 +371,7 @@ TEST(Catalogue, EveryEntryRoundTripsToACard) {
     EXPECT_TRUE(m.warnings.empty());
     const std::string svg = ModelCardSvg(m);
     EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+    EXPECT_EQ(XmlProblem(svg), "");
     EXPECT_NE(svg.find("</svg>"), std::string::npos);
     size_t cells = 0;
     for (size_t p = svg.find("<title>layer "); p != std::string::npos;
@@ -372,6 +405,26 @@ TEST(Catalogue, SameFiguresAsTheSharedFiles) {
     ++checked;
   }
   EXPECT_EQ(checked, 15);  // one catalogue entry per shared file
+}
+
+TEST(Catalogue, CardsEscapeTextAndRejectBadOptions) {
+  ModelConfig m = LoadModel("gemma-3n-e4b");
+  m.name = "<b>&\"odd\" name'";
+  m.source = "a&b<c>";
+  // The checker itself catches what it is for.
+  EXPECT_NE(XmlProblem("<a>&</a>"), "");
+  EXPECT_NE(XmlProblem("<a><b></a>"), "");
+  EXPECT_NE(XmlProblem("<a x=\"1></a>"), "");
+  const std::string svg = ModelCardSvg(m);
+  EXPECT_EQ(XmlProblem(svg), "");
+  EXPECT_NE(svg.find("&lt;b&gt;&amp;&quot;odd&quot; name&#39;"), std::string::npos);
+  CardOptions o;
+  o.contexts = {};
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(m, o); }).find("contexts"), std::string::npos);
+  o.contexts = {0};
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(m, o); }).find("context 0"), std::string::npos);
+  ModelConfig empty;
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(empty); }).find("no layers"), std::string::npos);
 }
 
 // ------------------------------------------------------------ errors

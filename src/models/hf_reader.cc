@@ -860,6 +860,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
     case Family::kSmolLm3:
       no_rope_from_list("SmolLM3Config default");
       break;
+    case Family::kUnknown:
     case Family::kMiniMax:
     case Family::kMiniMaxM2: {
       if (!had_layer_types && (family == Family::kMiniMax || f.Has("attn_type_list"))) {
@@ -935,7 +936,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
 
   LayerSpec gdn;
   if (std::find(types.begin(), types.end(), TypeName::kLinear) != types.end()) {
-    if (family == Family::kMiniMax || family == Family::kMiniMaxM2) {
+    if (family == Family::kMiniMax || family == Family::kMiniMaxM2 || f.Has("attn_type_list")) {
       gdn.kind = LayerKind::kLightning;
       gdn.state_heads = s.heads;
       gdn.state_dim_k = s.head_dim;
