@@ -360,6 +360,12 @@ TEST(Catalogue, SizeNamesAndSources) {
   }
   EXPECT_EQ(kinds.size(), std::size(kAllLayerKinds));  // every layer kind is represented
   EXPECT_NE(FindModel("Meta-Llama/Llama-3.1-8B"), nullptr);
+  const auto mla = ModelsWithKind(LayerKind::kMla);
+  EXPECT_NE(std::find(mla.begin(), mla.end(), "deepseek-v3"), mla.end());
+  EXPECT_NE(std::find(mla.begin(), mla.end(), "kimi-linear-48b-a3b"), mla.end());
+  EXPECT_EQ(std::find(mla.begin(), mla.end(), "llama-3.1-8b"), mla.end());
+  const auto sinks = ModelsWhere([](const ModelConfig& m) { return m.layers[0].sinks; });
+  EXPECT_EQ(sinks, (std::vector<std::string>{"gpt-oss-20b", "gpt-oss-120b"}));
   EXPECT_NE(ErrorOf([] { LoadModel("lama-3.1-8b"); }).find("llama-3.1-8b"), std::string::npos);
 }
 
