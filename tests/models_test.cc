@@ -247,6 +247,17 @@ TEST(ModelCost, RejectsBadQueries) {
             }).find("overflows"),
             std::string::npos);
   EXPECT_NE(ErrorOf([] { ParseCacheDtype("fp4"); }).find("fp4"), std::string::npos);
+  // Hand-built descriptions the formulas cannot take.
+  ModelConfig bad = m;
+  bad.layers[3].kind = LayerKind::kSliding;  // window 0
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("layer 3 (sliding) needs window"),
+            std::string::npos);
+  bad = m;
+  bad.layers[2].kv_source = 5;
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("kv_source"), std::string::npos);
+  bad = m;
+  bad.layers[0].head_dim_v = -1;
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("negative"), std::string::npos);
   EXPECT_EQ(ParseCacheDtype("bfloat16"), CacheDtype::kBf16);
 }
 
