@@ -63,19 +63,6 @@ PatternSpec Spec(const std::string& name, int64_t seqlen, uint64_t seed = 0) {
   return s;
 }
 
-// Median milliseconds of fn over `repeats` runs, after a warm-up run when asked.
-template <typename Fn>
-double TimeMs(Fn&& fn, int repeats, bool warmup) {
-  if (warmup) fn();
-  std::vector<double> t;
-  for (int r = 0; r < repeats; ++r) {
-    const double t0 = NowSeconds();
-    fn();
-    t.push_back(1e3 * (NowSeconds() - t0));
-  }
-  return Median(t);
-}
-
 }  // namespace
 
 std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& c) {
@@ -103,32 +90,39 @@ std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& c) {
     rng.Fill(q.data(), q.numel());
     rng.Fill(k.data(), k.numel());
     rng.Fill(v.data(), v.numel());
-    auto dense = [&](const Mask* mask, DenseStats* stats) {
-      DenseOptions opt;
-      opt.mask = mask;
-      opt.num_threads = threads;
-      opt.stats = stats;
-      return TimeMs([&] { DenseForward(q.view(), k.view(), v.view(), out.view(), opt); }, reps,
-                    !long_run);
-    };
-    const auto causal = CausalMask();
+    // Causal and every pattern, interleaved within each repeat so that all of them meet the same
+    // machine conditions (other processes come and go); medians per mask.
+    std::vector<MaskPtr> masks = {CausalMask()};
+    std::vector<std::string> names = {"causal"};
+    for (const auto& name : c.patterns) {
+      masks.push_back(MakePattern(Spec(name, n)));
+      names.push_back(name);
+    }
+    std::vector<std::vector<double>> times(masks.size());
+    std::vector<DenseStats> stats(masks.size());
+    note("seqlen " + std::to_string(n) + " causal and patterns");
+    for (int rep = 0; rep < reps + (long_run ? 0 : 1); ++rep) {
+      for (size_t m = 0; m < masks.size(); ++m) {
+        DenseOptions opt;
+        opt.mask = masks[m].get();
+        opt.num_threads = threads;
+        opt.stats = &stats[m];
+        const double t0 = NowSeconds();
+        DenseForward(q.view(), k.view(), v.view(), out.view(), opt);
+        if (long_run || rep > 0) times[m].push_back(1e3 * (NowSeconds() - t0));  // rep 0: warm-up
+      }
+    }
     SparseBenchRow base;
     base.seqlen = n;
-    base.pattern = "causal";
-    base.description = causal->Describe();
-    base.density = base.causal_density = MaskDensity(causal.get(), n, n);
-    note("seqlen " + std::to_string(n) + " causal");
-    base.median_ms = base.causal_ms = dense(causal.get(), &base.tiles);
-    base.efficiency = 1.0;
-    rows.push_back(base);
-    for (const auto& name : c.patterns) {
-      const auto mask = MakePattern(Spec(name, n));
+    base.causal_density = MaskDensity(masks[0].get(), n, n);
+    base.causal_ms = Median(times[0]);
+    for (size_t m = 0; m < masks.size(); ++m) {
       SparseBenchRow r = base;
-      r.pattern = name;
-      r.description = mask->Describe();
-      r.density = MaskDensity(mask.get(), n, n);
-      note("seqlen " + std::to_string(n) + " " + name);
-      r.median_ms = dense(mask.get(), &r.tiles);
+      r.pattern = names[m];
+      r.description = masks[m]->Describe();
+      r.density = MaskDensity(masks[m].get(), n, n);
+      r.median_ms = Median(times[m]);
+      r.tiles = stats[m];
       r.efficiency = base.causal_ms * (r.density / base.causal_density) / r.median_ms;
       rows.push_back(r);
     }

@@ -14,20 +14,11 @@
 #include "attnkit/kernels/gather.h"
 #include "bench.h"
 #include "command.h"
+#include "list_args.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::cli {
 namespace {
-
-std::vector<std::string> SplitList(const std::string& text) {
-  std::vector<std::string> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
-}
 
 int RunBenchSparse(const std::vector<std::string>& args) {
   ArgParser p("attnkit bench sparse [options]",
@@ -53,8 +44,7 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   if (!p.Parse(args)) return 0;
   if (p.Flag("quiet")) SetProgressQuiet(true);
   bench::SparseBenchConfig c;
-  c.seqlens.clear();
-  for (const auto& s : SplitList(p.Get("seqlen"))) c.seqlens.push_back(ParseSize(s, "--seqlen"));
+  c.seqlens = ParseSizeList(p.Get("seqlen"), "--seqlen");
   Require(!c.seqlens.empty(), "--seqlen: no sequence length given");
   for (const int64_t n : c.seqlens) Require(n >= 1, "--seqlen must be >= 1, got ", n);
   c.num_heads = p.GetInt("heads");

@@ -7,6 +7,7 @@
 #include "attnkit/bench/sparse.h"
 #include "attnkit/core/error.h"
 #include "command.h"
+#include "list_args.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::cli {
@@ -44,19 +45,8 @@ int RunProbe(const std::vector<std::string>& args) {
   Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
   c.indexer_noise = p.GetDouble("indexer-noise");
   Require(c.indexer_noise >= 0, "--indexer-noise must be >= 0, got ", c.indexer_noise);
-  {
-    std::stringstream ss(p.Get("patterns"));
-    std::string item;
-    c.patterns.clear();
-    while (std::getline(ss, item, ',')) {
-      if (!item.empty()) c.patterns.push_back(item);
-    }
-  }
-  if (p.Given("distances")) {
-    std::stringstream ss(p.Get("distances"));
-    std::string item;
-    while (std::getline(ss, item, ',')) c.distances.push_back(ParseSize(item, "--distances"));
-  }
+  c.patterns = SplitList(p.Get("patterns"));
+  if (p.Given("distances")) c.distances = ParseSizeList(p.Get("distances"), "--distances");
   const std::string seed = p.Get("seed");
   Require(!seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos,
           "--seed: expected a non-negative integer, got '", seed, "'");

@@ -28,7 +28,8 @@ struct SparseBenchConfig {
   int64_t index_heads = 1;
   int64_t index_dim = 32;
   uint64_t seed = 1;
-  std::function<void(const std::string&)> on_case;  // called before each timed case (progress)
+  // Called before the static patterns of each seqlen and before its DSA run (progress).
+  std::function<void(const std::string&)> on_case;
 };
 
 struct SparseBenchRow {
@@ -48,7 +49,8 @@ struct SparseBenchRow {
   int64_t top_k = 0;
 };
 
-// Times dense causal attention, each pattern through DenseForward, and DSA (DsaSelect +
+// Times dense causal attention and each pattern through DenseForward (interleaved within each
+// repeat, so that all meet the same machine conditions), and DSA (DsaSelect +
 // GatherForward in query chunks of 4096) on seeded random data. Rows are in seqlen order, causal
 // first.
 std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& config);
