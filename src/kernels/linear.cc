@@ -46,7 +46,7 @@ struct Workspace {
         p(chunk * chunk),
         rk(chunk),
         mrow(chunk),
-        den(chunk),
+        den(2 * chunk),
         s(g.m * g.dv),
         z(g.m) {}
 };
@@ -79,7 +79,7 @@ void FeatureRows(const LinearGeometry& g, const LinearOptions& o, const float* x
     const float* xr = x + t * x_rs;
     float* fr = f + t * g.m;
     if (elu) {
-      for (int64_t c = 0; c < g.dk; ++c) fr[c] = xr[c] > 0.0f ? xr[c] + 1.0f : std::exp(xr[c]);
+      detail::EluPlusOne(xr, g.dk, fr);
     } else {
       for (int64_t c = 0; c < g.dk; ++c) fr[c] = std::max(xr[c], 0.0f);
     }
@@ -165,13 +165,17 @@ void CausalUnit(const LinearGeometry& g, const LinearOptions& o, TensorView<cons
       a.b = ws.fkt.data(), a.ldb = n;
       a.c = ws.p.data(), a.ldc = n;
       SmallGemm(a);
+      const bool favor = o.feature_map == FeatureMap::kFavorPositive;
       for (int64_t i = 0; i < n; ++i) {
         float* pr = ws.p.data() + i * n;
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= i; ++j) {
-          pr[j] *= std::exp(ws.rk[j] - ws.mrow[i]);
-          sum += pr[j];
+        if (favor) {                     // key stabilisers relative to this query's prefix maximum
+          float* f = ws.den.data() + n;  // scratch row of n factors
+          for (int64_t j = 0; j <= i; ++j) f[j] = ws.rk[j] - ws.mrow[i];
+          detail::ExpInPlace(f, i + 1);
+          for (int64_t j = 0; j <= i; ++j) pr[j] *= f[j];
         }
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= i; ++j) sum += pr[j];
         for (int64_t j = i + 1; j < n; ++j) pr[j] = 0.0f;
         ws.den[i] = sum;
       }

@@ -44,13 +44,17 @@ constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed 
 
 struct Workspace {
   int64_t chunk;
-  std::vector<float> q, k, kt, g, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt, s, scratch;
+  std::vector<float> q, k, kt, g, gam, tail, dec, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt,
+      s, scratch;
   Workspace(const DeltaGeometry& geo, int64_t c)
       : chunk(c),
         q(c * geo.dk),
         k(c * geo.dk),
         kt(geo.dk * c),
         g(c * std::max<int64_t>(1, geo.dk)),
+        gam(c * std::max<int64_t>(1, geo.dk)),
+        tail(c * std::max<int64_t>(1, geo.dk)),
+        dec(c * c),
         beta(c),
         alpha(c * std::max<int64_t>(1, geo.dk)),
         a(c * c),
@@ -112,7 +116,8 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       float* row = out + i * n;
       const int64_t last = strict ? i : i + 1;
       if (gd == 1) {
-        for (int64_t j = 0; j < last; ++j) row[j] *= std::exp(g[i] - g[j]);
+        const float* dec = ws.dec.data() + i * n;  // exp(γ_i − γ_j), j ≤ i
+        for (int64_t j = 0; j < last; ++j) row[j] *= dec[j];
       }
       std::fill(row + last, row + n, 0.0f);
     }
@@ -125,15 +130,18 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       // Reference row r = i0: x_i ⊙ exp(γ_i − γ_r) for i in the block, y_j ⊙ exp(γ_r − γ_j) for
       // j < r; both factors ≤ 1.
       const float* gr = g + i0 * dk;
+      float* e = ws.yr.data();  // exponents, then factors
       for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = 0; c < dk; ++c) {
-          ws.xl[(i - i0) * dk + c] = x[i * dk + c] * std::exp(g[i * dk + c] - gr[c]);
-        }
+        for (int64_t c = 0; c < dk; ++c) e[(i - i0) * dk + c] = g[i * dk + c] - gr[c];
       }
+      detail::ExpInPlace(e, rows * dk);
+      for (int64_t i = 0; i < rows * dk; ++i) ws.xl[i] = x[i0 * dk + i] * e[i];
       for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) {
-          ws.yrt[c * i0 + j] = y[j * dk + c] * std::exp(gr[c] - g[j * dk + c]);
-        }
+        for (int64_t c = 0; c < dk; ++c) e[j * dk + c] = gr[c] - g[j * dk + c];
+      }
+      detail::ExpInPlace(e, i0 * dk);
+      for (int64_t j = 0; j < i0; ++j) {
+        for (int64_t c = 0; c < dk; ++c) ws.yrt[c * i0 + j] = y[j * dk + c] * e[j * dk + c];
       }
       GemmArgs a;
       a.m = rows, a.n = i0, a.k = dk;
@@ -164,8 +172,28 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       ws.g[i * gd + c] = (i > 0 ? ws.g[(i - 1) * gd + c] : 0.0f) + la[c];
     }
   }
-  auto gamma = [&](int64_t i, int64_t c) {  // Γ_ic = exp(γ_ic)
-    return gd == 0 ? 1.0f : std::exp(ws.g[i * gd + (gd == 1 ? 0 : c)]);
+  // Γ = exp(γ) (n × gd), exp(γ_n − γ_i) (n × gd) and, for a scalar decay, the n × n matrix of
+  // exp(γ_i − γ_j) (j ≤ i) shared by A and P; every exponent is <= 0.
+  float* gam = ws.gam.data();
+  float* tail = ws.tail.data();
+  if (gd > 0) {
+    const float* gn = ws.g.data() + (n - 1) * gd;
+    for (int64_t i = 0; i < n * gd; ++i) {
+      gam[i] = ws.g[i];
+      tail[i] = gn[i % gd] - ws.g[i];
+    }
+    detail::ExpInPlace(gam, n * gd);
+    detail::ExpInPlace(tail, n * gd);
+  }
+  if (gd == 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = ws.dec.data() + i * n;
+      for (int64_t j = 0; j <= i; ++j) row[j] = ws.g[i] - ws.g[j];
+      detail::ExpInPlace(row, i + 1);
+    }
+  }
+  auto gamma = [&](int64_t i, int64_t c) {  // Γ_ic
+    return gd == 0 ? 1.0f : gam[i * gd + (gd == 1 ? 0 : c)];
   };
   const float* vc = v.row(b, h, t0);
   const int64_t ldv = v.stride[2];
@@ -238,10 +266,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       for (int64_t e = 0; e < dv; ++e) s[c * dv + e] *= f;
     }
     for (int64_t i = 0; i < n; ++i) {
-      for (int64_t c = 0; c < dk; ++c) {
-        const int64_t cc = gd == 1 ? 0 : c;
-        ws.k[i * dk + c] *= std::exp(gn[cc] - ws.g[i * gd + cc]);
-      }
+      for (int64_t c = 0; c < dk; ++c) ws.k[i * dk + c] *= tail[i * gd + (gd == 1 ? 0 : c)];
     }
   }
   a = GemmArgs{};
