@@ -57,13 +57,14 @@ struct DenseBenchResult {
 // softmax under the mask, sgemm P·V; for decode per head sgemv, softmax, sgemv) on random data.
 DenseBenchResult BenchDense(const DenseBenchConfig& config);
 
-// Peak resident memory of one causal prefill call (Linux: VmHWM after resetting it through
-// /proc/self/clear_refs; elsewhere the figures are 0).
+// Peak resident memory of one causal prefill call: allocates Q, K, V, O [1, num_heads, seqlen,
+// head_dim] f32 and runs the kernel while a thread samples the resident set every millisecond
+// (Linux /proc/self/statm; elsewhere measured = false).
 struct PeakMemoryResult {
   int64_t seqlen = 0, num_heads = 0, head_dim = 0;
   double input_output_bytes = 0;  // Q, K, V and O
   double rss_before_bytes = 0;    // resident before the tensors were allocated
-  double peak_bytes = 0;          // VmHWM during allocation + the call
+  double peak_bytes = 0;          // largest resident set seen during allocation + the call
   double extra_bytes = 0;         // peak − before − tensors: the kernel's workspace (+ noise)
   double seconds = 0;
   bool measured = false;
