@@ -240,7 +240,11 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
   const int64_t chunk = std::min(o.chunk_size, std::max(g.seqlen_q, g.seqlen_kv));
   LinearOptions opt = o;
   opt.chunk_size = chunk;
-#pragma omp parallel num_threads(static_cast <int>(std::min <int64_t>(threads, units)))
+  // A fork/join costs microseconds; a decode step of a few heads is about that much work.
+  const double work = static_cast<double>(units * g.group * std::max(g.seqlen_q, g.seqlen_kv) *
+                                          g.m * (g.dk + g.dv));
+  const int team = work < double{1 << 20} ? 1 : static_cast<int>(std::min<int64_t>(threads, units));
+#pragma omp parallel num_threads(team)
   {
     Workspace ws(g, chunk);
 #pragma omp for schedule(dynamic, 1)

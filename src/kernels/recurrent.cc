@@ -334,7 +334,12 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
                        (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen > o.chunk_size / 4);
   const int64_t chunk = std::min(o.chunk_size, g.seqlen);
   const int64_t units = g.batch * g.heads_v;
-  const int threads = static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
+  // A fork/join costs microseconds; a decode step of a few heads is about that much work.
+  const double work = static_cast<double>(units * g.seqlen * g.dk * g.dv);
+  const int threads =
+      work < double{1 << 20}
+          ? 1
+          : static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
 #pragma omp parallel num_threads(threads)
   {
     Workspace ws(g, chunk);
