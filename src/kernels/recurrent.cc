@@ -192,8 +192,15 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       detail::ExpInPlace(row, i + 1);
     }
   }
-  auto gamma = [&](int64_t i, int64_t c) {  // Γ_ic
-    return gd == 0 ? 1.0f : gam[i * gd + (gd == 1 ? 0 : c)];
+  // dst = src ⊙ f ⊙ Γ_i (Γ_i a scalar or a row over the channels), branch-free inner loops.
+  auto scale_by_gamma = [&](int64_t i, const float* src, float f, float* dst) {
+    if (gd == dk) {
+      const float* gi = gam + i * dk;
+      for (int64_t c = 0; c < dk; ++c) dst[c] = src[c] * f * gi[c];
+    } else {
+      const float fi = gd == 1 ? f * gam[i] : f;
+      for (int64_t c = 0; c < dk; ++c) dst[c] = src[c] * fi;
+    }
   };
   const float* vc = v.row(b, h, t0);
   const int64_t ldv = v.stride[2];
@@ -218,8 +225,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     // bv = diag(β) V, bk = diag(β) (K ⊙ Γ).
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t e = 0; e < dv; ++e) ws.bv[i * dv + e] = ws.beta[i] * vc[i * ldv + e];
-      for (int64_t c = 0; c < dk; ++c)
-        ws.bk[i * dk + c] = ws.beta[i] * ws.k[i * dk + c] * gamma(i, c);
+      scale_by_gamma(i, ws.k.data() + i * dk, ws.beta[i], ws.bk.data() + i * dk);
     }
     GemmArgs a;  // U = T bv
     a.m = n, a.n = dv, a.k = n;
@@ -244,7 +250,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   // O = (Q ⊙ Γ) S₀ + P U.
   DecayedGram(geo, ws.q.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/false, ws.p.data(), ws);
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t c = 0; c < dk; ++c) ws.q[i * dk + c] *= gamma(i, c);
+    scale_by_gamma(i, ws.q.data() + i * dk, 1.0f, ws.q.data() + i * dk);
   }
   float* orow = out.row(b, h, t0);
   GemmArgs a;
@@ -266,7 +272,12 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       for (int64_t e = 0; e < dv; ++e) s[c * dv + e] *= f;
     }
     for (int64_t i = 0; i < n; ++i) {
-      for (int64_t c = 0; c < dk; ++c) ws.k[i * dk + c] *= tail[i * gd + (gd == 1 ? 0 : c)];
+      float* ki = ws.k.data() + i * dk;
+      if (gd == 1) {
+        for (int64_t c = 0; c < dk; ++c) ki[c] *= tail[i];
+      } else {
+        for (int64_t c = 0; c < dk; ++c) ki[c] *= tail[i * dk + c];
+      }
     }
   }
   a = GemmArgs{};

@@ -3,7 +3,9 @@
 // chunked vs token-by-token Gated DeltaNet, decode time per token vs context, and the Performer
 // approximation error vs the number of random features. Measurement code: bench/linear.h.
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <string>
 
 #include "attnkit/bench/linear.h"
 #include "attnkit/core/error.h"
@@ -15,6 +17,13 @@
 
 namespace attnkit::cli {
 namespace {
+
+// The 1-minute load average (a busy machine makes wall-clock times noisy), or "n/a".
+std::string LoadAverage() {
+  std::ifstream in("/proc/loadavg");
+  std::string first;
+  return (in >> first) ? first : "n/a";
+}
 
 int RunBenchLinear(const std::vector<std::string>& args) {
   ArgParser p("attnkit bench linear [options]",
@@ -74,7 +83,8 @@ int RunBenchLinear(const std::vector<std::string>& args) {
   const nlohmann::json common = {
       {"threads", cfg.threads},         {"heads", cfg.heads},
       {"head_dim", cfg.head_dim},       {"num_features", cfg.num_features},
-      {"sgemm_gflops", r.sgemm_gflops}, {"simd_target", SimdTargetName()}};
+      {"sgemm_gflops", r.sgemm_gflops}, {"simd_target", SimdTargetName()},
+      {"load_average", LoadAverage()}};
   if (json) {
     for (const auto& s : r.series) {
       for (const auto& pt : s.points) {
@@ -123,10 +133,10 @@ int RunBenchLinear(const std::vector<std::string>& args) {
 
   std::printf(
       "attnkit bench linear: %lld heads, head_dim %lld, Performer m %lld, %d threads, %s; "
-      "sgemm ceiling %.1f GFLOP/s\n\n",
+      "sgemm ceiling %.1f GFLOP/s; load average %s\n\n",
       static_cast<long long>(cfg.heads), static_cast<long long>(cfg.head_dim),
       static_cast<long long>(cfg.num_features), cfg.threads, SimdTargetName().c_str(),
-      r.sgemm_gflops);
+      r.sgemm_gflops, LoadAverage().c_str());
   std::printf("%-18s %9s %11s %9s %7s %9s %10s %11s\n", "series", "seqlen", "prefill_ms", "GFLOP/s",
               "%sgemm", "io_MiB", "work_MiB", "decode_us");
   for (const auto& s : r.series) {
