@@ -32,7 +32,8 @@ struct LengthPoint {
   double gflops = 0;               // the kernel's own FLOP count / time
   double io_bytes = 0;             // q, k, v, out (and gates) of this length
   double work_bytes = 0;           // extra resident memory measured during the call (sampled RSS)
-  double decode_us_per_token = 0;  // median time of one decode step at this context (0 = n/a)
+  double decode_us_per_token = 0;  // median time of one decode step at this context, one
+                                   // thread (0 = n/a)
 };
 
 struct LengthSeries {
@@ -47,6 +48,9 @@ struct LengthSeries {
 struct GdnComparison {
   int64_t seqlen = 0;
   double chunked_seconds = 0, recurrent_seconds = 0, speedup = 0;
+  // The plain reference loop (double precision, obvious loops): what a straightforward
+  // token-by-token implementation costs.
+  double reference_seconds = 0, speedup_vs_reference = 0;
   double chunked_gflops = 0, recurrent_gflops = 0;
 };
 
