@@ -36,7 +36,9 @@ using detail::SmallGemm;
 // Per-thread scratch, sized once per call.
 struct Workspace {
   std::vector<float> xs, hsn, fk, fkt, fq, rq, p, rk, mrow, den, s, z;
-  Workspace(const LinearGeometry& g, int64_t chunk)
+  // own_state: room for a state (m × dv) when the caller passes none (decode passes one, and a
+  // 128 KiB allocation per decode step would cost more than the step).
+  Workspace(const LinearGeometry& g, int64_t chunk, bool own_state)
       : xs(chunk * g.dk),
         hsn(chunk),
         fk(chunk * g.m),
@@ -47,8 +49,8 @@ struct Workspace {
         rk(chunk),
         mrow(chunk),
         den(2 * chunk),
-        s(g.m * g.dv),
-        z(g.m) {}
+        s(own_state ? g.m * g.dv : 0),
+        z(own_state ? g.m : 0) {}
 };
 
 // φ of n rows of x (row stride x_rs) into f (n × m), stabiliser of each row into r.
@@ -246,7 +248,7 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
   const int team = work < double{1 << 20} ? 1 : static_cast<int>(std::min<int64_t>(threads, units));
 #pragma omp parallel num_threads(team)
   {
-    Workspace ws(g, chunk);
+    Workspace ws(g, chunk, /*own_state=*/state == nullptr);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t b = u / g.heads_kv, hk = u % g.heads_kv;
