@@ -138,11 +138,14 @@ std::string LineChart(const LineChartSpec& s) {
       {{{"field", "series"}, {"type", "nominal"}, {"title", "series"}},
        {{"field", "x"}, {"type", "quantitative"}, {"title", s.x_title}, {"format", s.x_format}},
        {{"field", "y"}, {"type", "quantitative"}, {"title", s.y_title}, {"format", s.y_format}}});
-  json x_enc = {{"field", "x"},
-                {"type", "quantitative"},
-                {"title", x_title},
-                {"scale", x_scale},
-                {"axis", {{"format", s.x_format}}}};
+  json x_axis = {{"format", s.x_format}};
+  if (s.token_axis) {
+    x_axis["labelExpr"] =
+        "datum.value >= 1048576 ? format(datum.value / 1048576, '~g') + 'M' : datum.value >= 1024 "
+        "? format(datum.value / 1024, '~g') + 'k' : format(datum.value, ',d')";
+  }
+  json x_enc = {{"field", "x"}, {"type", "quantitative"}, {"title", x_title}, {"scale", x_scale},
+                {"axis", x_axis}};
   json y_enc = {{"field", "y"}, {"type", "quantitative"}, {"title", y_title}, {"scale", y_scale}};
   json spec = Base(s.title, s.subtitle);
   json points_layer = {

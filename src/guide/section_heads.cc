@@ -111,6 +111,7 @@ Section Build(Context& ctx) {
   time_chart.subtitle = "batch 1, 8 query heads, head_dim 128, f32, " +
                         std::to_string(ctx.config().threads) + " threads; dashed: log-log fit";
   time_chart.x_title = "sequence length (tokens)";
+  time_chart.log_x = time_chart.log_y = 1;  // scaling plot: log-log
   time_chart.y_title = "time (ms)";
   LineChartSpec mem_chart = time_chart;
   mem_chart.title = "Peak memory of causal prefill against sequence length";
@@ -186,6 +187,7 @@ Section Build(Context& ctx) {
   dec.subtitle = "1 new token, 32 query heads, head_dim 128, f32 KV cache, " +
                  std::to_string(ctx.config().threads) + " threads";
   dec.x_title = "cached context (tokens)";
+  dec.log_x = dec.log_y = 1;  // scaling plot: log-log
   dec.y_title = "time per token (ms)";
   Table cache_table;
   cache_table.id = "heads-cache";

@@ -112,6 +112,7 @@ Section Build(Context& ctx) {
   tc.subtitle = "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
                 std::to_string(c.threads) + " threads; dashed: log-log fit";
   tc.x_title = "sequence length (tokens)";
+  tc.log_x = tc.log_y = 1;  // scaling plot: log-log
   tc.y_title = "time (ms)";
   Table skip;
   skip.id = "window-skipping";
@@ -174,6 +175,7 @@ Section Build(Context& ctx) {
   cache.subtitle =
       "per sequence, 8 KV heads × head_dim 128, f32; bytes reported by the KvCache objects";
   cache.x_title = "context (tokens)";
+  cache.log_x = cache.log_y = 1;  // scaling plot: log-log
   cache.y_title = "KV cache (MiB)";
   cache.y_format = ".5~g";
   Series full{"full attention, 1 layer", {}, {}, false, 0};
@@ -220,6 +222,7 @@ Section Build(Context& ctx) {
   dc.title = "Decode time per token: full cache against a ring buffer";
   dc.subtitle = "1 new token, 32 query heads over 8 KV heads, head_dim 128, f32";
   dc.x_title = "cached context (tokens)";
+  dc.log_x = dc.log_y = 1;  // scaling plot: log-log
   dc.y_title = "time per token (ms)";
   for (const auto& [name, pts] :
        {std::pair{std::string("full (GQA 32q/8kv)"), full_dec}, std::pair{dl, ring_dec}}) {

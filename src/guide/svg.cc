@@ -152,7 +152,7 @@ std::string TileMapDiagram(const Mask& mask, int64_t seqlen, int64_t block,
           ", block ", block, ")");
   const double cell = std::max(2.0, std::floor(300.0 / static_cast<double>(n)));
   const double left = 46, top = 44, side = cell * static_cast<double>(n);
-  SvgDoc doc(std::max(left + side + 16, 380.0), top + side + 58, title);
+  SvgDoc doc(std::max(left + side + 16, 430.0), top + side + 58, title);
   doc.Text(left, 16, title, 13, "start", "#222", "bold");
   doc.Text(left + side / 2, 34, "key block →", 11, "middle", "#555");
   doc.Text(16, top + side / 2, "query block →", 11, "middle", "#555", "normal", -90);

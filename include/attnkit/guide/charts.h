@@ -34,7 +34,8 @@ struct LineChartSpec {
   std::string subtitle;
   std::string x_title;            // with unit, e.g. "sequence length (tokens)"
   std::string y_title;            // with unit, e.g. "time (ms)"
-  std::string x_format = ",";     // d3-format of x in tooltips and axis
+  std::string x_format = ",d";    // d3-format of x in tooltips and axis
+  bool token_axis = true;         // x is a token count: label powers of two as 1k, 32k, 1M
   std::string y_format = ".4~g";  // d3-format of y in tooltips
   int log_x = -1, log_y = -1;  // 1 log, 0 linear, -1 automatic (log when data span ≥ 1.5 decades)
   std::vector<Series> series;
