@@ -1,10 +1,50 @@
-// The dense engine's tiled kernel (first, portable version).
+// The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block). All group_size query heads that share the kv head
-// are processed together, so each K/V row is read once per group, not once per query head.
-// Key blocks are classified by the mask: empty ones are skipped, full ones run without
-// per-element checks, partial ones are checked per element. Online softmax keeps, per query row,
-// the running max m, the running denominator l and the unnormalised output accumulator.
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All group_size query heads
+// that share the kv head are processed together (rows = group_size × block rows), so each K/V
+// tile is read from memory once per group. Key blocks of kDenseBlockKv are classified by the
+// mask: empty ones are skipped (and KeyBounds trims the loop), full ones run without any
+// per-element check, partial ones get their logits masked from the mask's FillTile. Online
+// softmax keeps, per row, the running max m, the running denominator l and an unnormalised
+// f32 output accumulator.
+//
+// Two ways through a key tile:
+//  * packed (prefill): K is packed transposed (kt[d][j]) and V row-major into f32 buffers (this is
+//    also where bf16 K/V are widened). S = Q·Kᵀ runs as a GEMM micro-kernel: kRows query rows ×
+//    kKeyVecs vectors of keys in registers, broadcasting one q scalar per row and FMA-ing it
+//    across the keys, over d. O += P·V is the mirror image: kRows × kDvVecs accumulator vectors
+//    over head_dim_v, broadcasting p scalars across V rows. The panel's S/P (kRows × 64 floats)
+//    and its accumulator rows stay in L1.
+//  * direct (decode, ≤ 4 rows per unit): no packing; each K row is read once, dotted with every
+//    row of the group (4 keys × up to 4 rows of vector partial sums, then horizontal sums), and
+//    each V row is read once and FMA'd into all rows' accumulators. bf16 rows are widened in
+//    registers (a 16-bit shift), so bf16 halves the bytes read.
+//
+// Performance note (memory-traffic model, f32, head_dim d = 128, block 64 × 64, group size G).
+//  Prefill: per tile the kernel reads a K and a V tile (2 · 64 · d · 4 B = 64 KiB) and does
+//  4 · (64G) · 64 · d FLOPs (QKᵀ + PV), i.e. 32·G FLOP per byte of K/V: far above this machine's
+//  ~2-4 FLOP/B balance point even for G = 1, so prefill is compute-bound and the goal is GEMM
+//  efficiency. Q rows (64G · d · 4 B = 32G KiB) are reused across all key tiles of the unit from
+//  L2; the accumulators (64G × d) likewise. The inner loops do one broadcast + kKeyVecs loads per
+//  kRows·kKeyVecs FMAs (6 × 4 on AVX-512: 10 loads per 24 FMAs), so the FMA pipes, not the load
+//  ports, set the pace. The softmax costs ~15 vector ops per 16 logits against 2·d/16·16 = 256
+//  FMA lanes per logit, ≈ 10-15 % overhead. Packing K transposed costs d · 64 scalar moves per
+//  tile, amortised over 64G rows.
+//  Decode (1 query token): every K/V byte is read exactly once per group; arithmetic per byte is
+//  ~G/2 FLOP, so decode is bandwidth-bound and the keys are split across threads (DenseDecode)
+//  to use both cores' share of the memory bandwidth, with an LSE merge at the end.
+//  Workspace: per thread O(kRows·64 + d·64 + 64·d + 64G·d) floats: independent of seqlen, so the
+//  peak memory of a call is its inputs plus O(threads · tile).
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/dense.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
+#include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+// clang-format on
+
+#ifndef ATTNKIT_DENSE_CC_ONCE
+#define ATTNKIT_DENSE_CC_ONCE
 #include <omp.h>
 
 #include <algorithm>
@@ -14,150 +54,438 @@
 
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
+#include "hwy/aligned_allocator.h"
 #include "kernels/dense_common.h"
+#endif
 
+HWY_BEFORE_NAMESPACE();
 namespace attnkit {
+namespace HWY_NAMESPACE {
 namespace {
 
-constexpr int64_t kBlockQ = 64;
-constexpr int64_t kBlockKv = 64;
+namespace hn = hwy::HWY_NAMESPACE;
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
 
-template <typename KV>
-void FastImpl(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
-              TensorView<float> out, const DenseOptions& o, TensorView<float> lse) {
-  const detail::DenseGeometry g = detail::ResolveDense(q, k, v, o);
-  const int64_t num_qb = (g.seqlen_q + kBlockQ - 1) / kBlockQ;
-  const int64_t num_kb = (g.seqlen_kv + kBlockKv - 1) / kBlockKv;
-  const int64_t units = g.batch * g.heads_kv * num_qb;
-  std::atomic<int64_t> skipped{0}, full{0}, partial{0};
-  const int threads = ResolveThreads(o.num_threads);
+constexpr int64_t kBq = detail::kDenseBlockQ;
+constexpr int64_t kBk = detail::kDenseBlockKv;
 
-#pragma omp parallel num_threads(threads)
-  {
-    const int64_t rows_max = g.group * kBlockQ;
-    std::vector<float> s(static_cast<size_t>(rows_max * kBlockKv));
-    std::vector<float> acc(static_cast<size_t>(rows_max * g.dv));
-    std::vector<float> m(static_cast<size_t>(rows_max)), l(static_cast<size_t>(rows_max));
-    std::vector<uint8_t> allowed(static_cast<size_t>(kBlockQ * kBlockKv));
-    std::vector<float> kf(static_cast<size_t>(kBlockKv * g.dk)), vf(static_cast<size_t>(kBlockKv * g.dv));
-    int64_t my_skipped = 0, my_full = 0, my_partial = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+constexpr int kRows = 6;     // 32 vector registers: 6 × 4 accumulators + 4 loads + 1 broadcast
+constexpr int kKeyVecs = 4;  // 4 × 16 lanes = one 64-key block per micro-kernel call
+constexpr int kDvVecs = 4;
+#else
+constexpr int kRows = 4;  // 16 registers: 4 × 2 accumulators + 2 loads + 1 broadcast
+constexpr int kKeyVecs = 2;
+constexpr int kDvVecs = 2;
+#endif
+constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
 
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
-      const int64_t qb = u % num_qb;
-      const int64_t hk = (u / num_qb) % g.heads_kv;
-      const int64_t b = u / (num_qb * g.heads_kv);
-      const int64_t i0 = qb * kBlockQ, i1 = std::min(g.seqlen_q, i0 + kBlockQ);
-      const int64_t nq = i1 - i0;
-      const int64_t rows = g.group * nq;  // row r = gh * nq + (i - i0)
-      std::fill(acc.begin(), acc.begin() + rows * g.dv, 0.0f);
-      std::fill(m.begin(), m.begin() + rows, detail::kNegInf);
-      std::fill(l.begin(), l.begin() + rows, 0.0f);
-      const int64_t qp0 = g.q_start + i0, qp1 = g.q_start + i1;
-      int64_t jb0 = 0, jb1 = num_kb;
-      if (o.mask) {
-        const auto [lo, hi] = o.mask->KeyBounds(qp0, qp1);
-        jb0 = std::clamp<int64_t>((lo - g.k_start) / kBlockKv, 0, num_kb);
-        jb1 = std::clamp<int64_t>((hi - g.k_start + kBlockKv - 1) / kBlockKv, 0, num_kb);
-        my_skipped += num_kb - (jb1 - jb0);
-      }
-      for (int64_t jb = jb0; jb < jb1; ++jb) {
-        const int64_t j0 = jb * kBlockKv, j1 = std::min(g.seqlen_kv, j0 + kBlockKv);
-        const int64_t nk = j1 - j0;
-        const int64_t kp0 = g.k_start + j0;
-        TileKind kind = TileKind::kFull;
-        if (o.mask) kind = o.mask->Classify(qp0, qp1, kp0, g.k_start + j1);
-        if (kind == TileKind::kEmpty) {
-          ++my_skipped;
-          continue;
-        }
-        if (kind == TileKind::kPartial) {
-          ++my_partial;
-          o.mask->FillTile(qp0, qp1, kp0, g.k_start + j1, allowed.data());
-        } else {
-          ++my_full;
-        }
-        for (int64_t j = 0; j < nk; ++j) {
-          const KV* kr = k.row(b, hk, j0 + j);
-          const KV* vr = v.row(b, hk, j0 + j);
-          for (int64_t d = 0; d < g.dk; ++d) kf[j * g.dk + d] = ToFloat(kr[d]);
-          for (int64_t d = 0; d < g.dv; ++d) vf[j * g.dv + d] = ToFloat(vr[d]);
-        }
-        for (int64_t gh = 0; gh < g.group; ++gh) {
-          const int64_t h = hk * g.group + gh;
-          const float slope = o.alibi_slopes ? o.alibi_slopes[h] : 0.0f;
-          for (int64_t i = 0; i < nq; ++i) {
-            const int64_t r = gh * nq + i;
-            const float* qr = q.row(b, h, i0 + i);
-            float* sr = s.data() + r * kBlockKv;
-            float row_max = detail::kNegInf;
-            for (int64_t j = 0; j < nk; ++j) {
-              if (kind == TileKind::kPartial && !allowed[i * nk + j]) {
-                sr[j] = detail::kNegInf;
-                continue;
-              }
-              const float* kr = kf.data() + j * g.dk;
-              float dot = 0.0f;
-              for (int64_t d = 0; d < g.dk; ++d) dot += qr[d] * kr[d];
-              float sc = dot * g.scale;
-              if (o.softcap > 0.0f || slope != 0.0f) {
-                sc = detail::ScoreMod(sc, o.softcap, slope, qp0 + i, kp0 + j);
-              }
-              sr[j] = sc;
-              row_max = std::max(row_max, sc);
-            }
-            if (row_max == detail::kNegInf) continue;
-            const float m_new = std::max(m[r], row_max);
-            const float corr = std::exp(m[r] - m_new);  // exp(-inf) = 0 on the first tile
-            float* ar = acc.data() + r * g.dv;
-            for (int64_t d = 0; d < g.dv; ++d) ar[d] *= corr;
-            float sum = 0.0f;
-            for (int64_t j = 0; j < nk; ++j) {
-              const float p = std::exp(sr[j] - m_new);  // masked: exp(-inf) = 0
-              sum += p;
-              if (p == 0.0f) continue;
-              const float* vr = vf.data() + j * g.dv;
-              for (int64_t d = 0; d < g.dv; ++d) ar[d] += p * vr[d];
-            }
-            l[r] = l[r] * corr + sum;
-            m[r] = m_new;
-          }
-        }
-      }
-      // Finalise: fold in the sink, normalise, write out and lse.
-      for (int64_t gh = 0; gh < g.group; ++gh) {
-        const int64_t h = hk * g.group + gh;
-        for (int64_t i = 0; i < nq; ++i) {
-          const int64_t r = gh * nq + i;
-          float mr = m[r], lr = l[r];
-          float* ar = acc.data() + r * g.dv;
-          if (o.sinks && o.sinks[h] != detail::kNegInf) {
-            const float m_new = std::max(mr, o.sinks[h]);
-            const float corr = std::exp(mr - m_new);
-            for (int64_t d = 0; d < g.dv; ++d) ar[d] *= corr;
-            lr = lr * corr + std::exp(o.sinks[h] - m_new);
-            mr = m_new;
-          }
-          float* orow = out.row(b, h, i0 + i);
-          const float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
-          for (int64_t d = 0; d < g.dv; ++d) orow[d] = ar[d] * inv;
-          if (!lse.empty()) lse.at(b, h, i0 + i, 0) = lr > 0.0f ? mr + std::log(lr) : detail::kNegInf;
-        }
-      }
-    }
-    skipped += my_skipped;
-    full += my_full;
-    partial += my_partial;
+HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
+HWY_INLINE VF LoadRow(DF df, const bf16* p) {
+  const hn::Rebind<hwy::bfloat16_t, DF> dbf;
+  return hn::PromoteTo(df, hn::LoadU(dbf, reinterpret_cast<const hwy::bfloat16_t*>(p)));
+}
+
+// s[r][col0 .. col0 + C·N) = Σ_d q_r[d] · kt[d][...] for R rows (pointers may be a zero row).
+template <int R, int C>
+HWY_INLINE void QkMicro(const float* const* qrows, const float* HWY_RESTRICT kt, int64_t dk,
+                        float* HWY_RESTRICT s, int64_t col0) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[R][C];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) acc[r][c] = hn::Zero(df);
   }
-  if (o.stats) {
-    o.stats->tiles_total = g.batch * g.heads_kv * num_qb * num_kb;
-    o.stats->tiles_skipped = skipped.load();
-    o.stats->tiles_full = full.load();
-    o.stats->tiles_partial = partial.load();
-    o.stats->block_q = kBlockQ;
-    o.stats->block_kv = kBlockKv;
+  const float* kp = kt + col0;
+  for (int64_t d = 0; d < dk; ++d, kp += kBk) {
+    VF kv[C];
+    for (int c = 0; c < C; ++c) kv[c] = hn::Load(df, kp + c * N);
+    for (int r = 0; r < R; ++r) {
+      const VF qb = hn::Set(df, qrows[r][d]);
+      for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(qb, kv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) hn::Store(acc[r][c], df, s + r * kBk + col0 + c * N);
   }
 }
+
+// acc_r[col0 .. col0 + C·N) += Σ_j p[r][j] · vrow_j[...] for R rows over nk keys; V rows are
+// vt + j·ldv (packed f32) or read directly from the tensor (any KV type).
+template <int R, int C, typename VRows>
+HWY_INLINE void PvMicro(const float* HWY_RESTRICT p, const VRows& vrows, int64_t nk,
+                        float* const* accrows, int64_t col0) {
+  const DF df;
+  const size_t N = hn::Lanes(df);
+  VF acc[R][C];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) acc[r][c] = hn::LoadU(df, accrows[r] + col0 + c * N);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    VF vv[C];
+    for (int c = 0; c < C; ++c) vv[c] = vrows.Load(df, j, col0 + c * N);
+    for (int r = 0; r < R; ++r) {
+      const VF pb = hn::Set(df, p[r * kBk + j]);
+      for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(pb, vv[c], acc[r][c]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) hn::StoreU(acc[r][c], df, accrows[r] + col0 + c * N);
+  }
+}
+
+struct PackedV {
+  const float* vt;
+  int64_t ld;
+  HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
+    return hn::Load(df, vt + j * ld + col);
+  }
+};
+template <typename KV>
+struct DirectV {
+  const KV* base;  // row j at base + j·stride
+  int64_t stride;
+  HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
+    return LoadRow(df, base + j * stride + col);
+  }
+};
+
+// O += P·V over width `width` (a multiple of N) in chunks of kDvVecs vectors, then single vectors.
+template <int R, typename VRows>
+HWY_INLINE void PvPanel(const float* p, const VRows& vrows, int64_t nk, float* const* accrows,
+                        int64_t width) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  int64_t col = 0;
+  for (; col + kDvVecs * N <= width; col += kDvVecs * N) {
+    PvMicro<R, kDvVecs>(p, vrows, nk, accrows, col);
+  }
+  for (; col < width; col += N) PvMicro<R, 1>(p, vrows, nk, accrows, col);
+}
+
+// Direct S for R ≤ 4 rows: keys read straight from the tensor, 4 keys at a time.
+template <int R, typename KV>
+HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kstride, int64_t nk,
+                         int64_t dk, float* s) {
+  const DF df;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+  int64_t j = 0;
+  for (; j + 4 <= nk; j += 4) {
+    VF acc[R][4];
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < 4; ++t) acc[r][t] = hn::Zero(df);
+    }
+    const KV* k0 = kbase + j * kstride;
+    for (int64_t d = 0; d < dk; d += N) {
+      VF kv[4];
+      for (int t = 0; t < 4; ++t) kv[t] = LoadRow(df, k0 + t * kstride + d);
+      for (int r = 0; r < R; ++r) {
+        const VF qv = hn::LoadU(df, qrows[r] + d);
+        for (int t = 0; t < 4; ++t) acc[r][t] = hn::MulAdd(qv, kv[t], acc[r][t]);
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int t = 0; t < 4; ++t) s[r * kBk + j + t] = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+    }
+  }
+  for (; j < nk; ++j) {
+    VF acc[R];
+    for (int r = 0; r < R; ++r) acc[r] = hn::Zero(df);
+    const KV* kr = kbase + j * kstride;
+    for (int64_t d = 0; d < dk; d += N) {
+      const VF kv = LoadRow(df, kr + d);
+      for (int r = 0; r < R; ++r) acc[r] = hn::MulAdd(hn::LoadU(df, qrows[r] + d), kv, acc[r]);
+    }
+    for (int r = 0; r < R; ++r) s[r * kBk + j] = hn::GetLane(hn::SumOfLanes(df, acc[r]));
+  }
+}
+
+// Per-thread scratch, allocated before the parallel region.
+struct Workspace {
+  hwy::AlignedFreeUniquePtr<float[]> kt, vt, s, acc, zero_row;
+  std::vector<float> m, l;
+  std::vector<uint8_t> allowed;
+  std::vector<const float*> qrows;
+  std::vector<float*> accrows;
+  int64_t head0 = 0;  // first query head of the current unit's group
+  int64_t skipped = 0, full = 0, partial = 0;
+};
+
+template <typename KV>
+class Kernel {
+ public:
+  explicit Kernel(const detail::DenseJob<KV>& job) : job_(job), g_(job.g), o_(*job.options) {
+    const DF df;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+    dv_pad_ = (g_.dv + N - 1) / N * N;
+    num_qb_ = (g_.seqlen_q + kBq - 1) / kBq;
+    num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
+    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
+    mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
+  }
+
+  void Run() {
+    const int threads = std::max(1, job_.threads);
+    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    std::vector<Workspace> ws(static_cast<size_t>(threads));
+    for (auto& w : ws) {
+      if (!direct_) {
+        w.kt = hwy::AllocateAligned<float>(static_cast<size_t>(g_.dk * kBk));
+        w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
+      }
+      w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
+      w.acc = hwy::AllocateAligned<float>(static_cast<size_t>((rows_max + kRows) * dv_pad_));
+      w.zero_row = hwy::AllocateAligned<float>(static_cast<size_t>(std::max(g_.dk, dv_pad_)));
+      std::fill(w.zero_row.get(), w.zero_row.get() + std::max(g_.dk, dv_pad_), 0.0f);
+      w.m.resize(static_cast<size_t>(rows_max));
+      w.l.resize(static_cast<size_t>(rows_max));
+      w.allowed.resize(static_cast<size_t>(kBq * kBk));
+      w.qrows.resize(static_cast<size_t>(rows_max + kRows));
+      w.accrows.resize(static_cast<size_t>(rows_max + kRows));
+    }
+    // Longest first: with a causal mask the last query blocks see the most keys, so units are
+    // ordered by descending query block and handed out dynamically.
+    const int64_t per_qb = g_.batch * g_.heads_kv;
+    const int64_t units = per_qb * num_qb_;
+#pragma omp parallel num_threads(threads)
+    {
+      Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t u = 0; u < units; ++u) {
+        const int64_t qb = num_qb_ - 1 - u / per_qb;
+        const int64_t bh = u % per_qb;
+        Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb);
+      }
+    }
+    if (o_.stats) {
+      DenseStats& st = *o_.stats;
+      st = DenseStats{};
+      for (const auto& w : ws) {
+        st.tiles_skipped += w.skipped;
+        st.tiles_full += w.full;
+        st.tiles_partial += w.partial;
+      }
+      st.tiles_total = units * num_kb_;
+      st.block_q = kBq;
+      st.block_kv = kBk;
+    }
+  }
+
+ private:
+  void Unit(Workspace& w, int64_t b, int64_t hk, int64_t qb) {
+    const int64_t i0 = qb * kBq, i1 = std::min(g_.seqlen_q, i0 + kBq);
+    const int64_t nq = i1 - i0;
+    const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
+    w.head0 = hk * g_.group;
+    for (int64_t r = 0; r < rows; ++r) {
+      w.qrows[r] = job_.q.row(b, hk * g_.group + r / nq, i0 + r % nq);
+      w.accrows[r] = w.acc.get() + r * dv_pad_;
+    }
+    for (int64_t r = rows; r < rows + kRows; ++r) {  // padding rows of the last panel
+      w.qrows[r] = w.zero_row.get();
+      w.accrows[r] = w.acc.get() + rows * dv_pad_;
+    }
+    std::fill(w.acc.get(), w.acc.get() + (rows + 1) * dv_pad_, 0.0f);
+    std::fill(w.m.begin(), w.m.begin() + rows, detail::kNegInf);
+    std::fill(w.l.begin(), w.l.begin() + rows, 0.0f);
+    const int64_t qp0 = g_.q_start + i0, qp1 = g_.q_start + i1;
+    int64_t jb0 = 0, jb1 = num_kb_;
+    if (o_.mask) {
+      const auto [lo, hi] = o_.mask->KeyBounds(qp0, qp1);
+      jb0 = std::clamp<int64_t>(FloorDiv(lo - g_.k_start, kBk), 0, num_kb_);
+      jb1 = std::clamp<int64_t>(FloorDiv(hi - g_.k_start + kBk - 1, kBk), jb0, num_kb_);
+      w.skipped += num_kb_ - (jb1 - jb0);
+    }
+    for (int64_t jb = jb0; jb < jb1; ++jb) {
+      const int64_t j0 = jb * kBk, j1 = std::min(g_.seqlen_kv, j0 + kBk);
+      const int64_t kp0 = g_.k_start + j0, kp1 = g_.k_start + j1;
+      TileKind kind = TileKind::kFull;
+      if (o_.mask) kind = o_.mask->Classify(qp0, qp1, kp0, kp1);
+      if (kind == TileKind::kEmpty) {
+        ++w.skipped;
+        continue;
+      }
+      if (kind == TileKind::kPartial) {
+        ++w.partial;
+        o_.mask->FillTile(qp0, qp1, kp0, kp1, w.allowed.data());
+      } else {
+        ++w.full;
+      }
+      Tile(w, b, hk, i0, nq, rows, j0, j1 - j0, kind == TileKind::kPartial);
+    }
+    Finish(w, b, hk, i0, nq, rows);
+  }
+
+  void Tile(Workspace& w, int64_t b, int64_t hk, int64_t i0, int64_t nq, int64_t rows, int64_t j0,
+            int64_t nk, bool partial) {
+    const KV* kbase = job_.k.row(b, hk, j0);
+    const KV* vbase = job_.v.row(b, hk, j0);
+    const int64_t kstride = job_.k.stride[2], vstride = job_.v.stride[2];
+    if (direct_) {
+      float* const* accrows = w.accrows.data();
+      const float* const* qrows = w.qrows.data();
+      switch (rows) {
+        case 1:
+          QkDirect<1>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          break;
+        case 2:
+          QkDirect<2>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          break;
+        case 3:
+          QkDirect<3>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          break;
+        default:
+          QkDirect<4>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          break;
+      }
+      for (int64_t r = 0; r < rows; ++r) Softmax(w, r, r, i0, nq, j0, nk, partial);
+      const DirectV<KV> vr{vbase, vstride};
+      switch (rows) {
+        case 1:
+          PvPanel<1>(w.s.get(), vr, nk, accrows, g_.dv);
+          break;
+        case 2:
+          PvPanel<2>(w.s.get(), vr, nk, accrows, g_.dv);
+          break;
+        case 3:
+          PvPanel<3>(w.s.get(), vr, nk, accrows, g_.dv);
+          break;
+        default:
+          PvPanel<4>(w.s.get(), vr, nk, accrows, g_.dv);
+          break;
+      }
+      return;
+    }
+    // Pack K transposed and V row-major (widening bf16), zero-padded to a full block.
+    float* kt = w.kt.get();
+    float* vt = w.vt.get();
+    for (int64_t j = 0; j < nk; ++j) {
+      const KV* kr = kbase + j * kstride;
+      for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
+      const KV* vr = vbase + j * vstride;
+      float* vd = vt + j * dv_pad_;
+      for (int64_t d = 0; d < g_.dv; ++d) vd[d] = ToFloat(vr[d]);
+      for (int64_t d = g_.dv; d < dv_pad_; ++d) vd[d] = 0.0f;
+    }
+    if (nk < kBk) {
+      for (int64_t d = 0; d < g_.dk; ++d) std::fill(kt + d * kBk + nk, kt + (d + 1) * kBk, 0.0f);
+    }
+    const DF df;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+    const PackedV pv{vt, dv_pad_};
+    for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
+      const float* const* qrows = w.qrows.data() + r0;
+      for (int64_t col = 0; col < kBk; col += kKeyVecs * N) {
+        QkMicro<kRows, kKeyVecs>(qrows, kt, g_.dk, w.s.get(), col);
+      }
+      const int64_t pr = std::min<int64_t>(kRows, rows - r0);
+      for (int64_t r = 0; r < pr; ++r) Softmax(w, r, r0 + r, i0, nq, j0, nk, partial);
+      for (int64_t r = pr; r < kRows; ++r)
+        std::fill(w.s.get() + r * kBk, w.s.get() + (r + 1) * kBk, 0.0f);
+      PvPanel<kRows>(w.s.get(), pv, nk, w.accrows.data() + r0, dv_pad_);
+    }
+  }
+
+  // Turns the logits of panel row `pr` (unit row `r`) into probabilities in place and rescales
+  // the row's accumulator; masked and padding columns become exactly 0.
+  void Softmax(Workspace& w, int64_t pr, int64_t r, int64_t i0, int64_t nq, int64_t j0, int64_t nk,
+               bool partial) {
+    const DF df;
+    const int64_t N = static_cast<int64_t>(hn::Lanes(df));
+    float* s = w.s.get() + pr * kBk;
+    const int64_t i = r % nq;
+    const int64_t qpos = g_.q_start + i0 + i;
+    const VF vscale = hn::Set(df, g_.scale);
+    for (int64_t j = 0; j < kBk; j += N) hn::Store(hn::Mul(hn::Load(df, s + j), vscale), df, s + j);
+    if (mods_) {
+      const float slope = o_.alibi_slopes ? o_.alibi_slopes[w.head0 + r / nq] : 0.0f;
+      for (int64_t j = 0; j < nk; ++j) {
+        s[j] = detail::ScoreMod(s[j], o_.softcap, slope, qpos, g_.k_start + j0 + j);
+      }
+    }
+    if (partial) {
+      const uint8_t* a = w.allowed.data() + i * nk;
+      for (int64_t j = 0; j < nk; ++j) {
+        if (!a[j]) s[j] = detail::kNegInf;
+      }
+    }
+    for (int64_t j = nk; j < kBk; ++j) s[j] = detail::kNegInf;
+    VF vmax = hn::Load(df, s);
+    for (int64_t j = N; j < kBk; j += N) vmax = hn::Max(vmax, hn::Load(df, s + j));
+    const float row_max = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    if (row_max == detail::kNegInf) {  // nothing visible in this tile for this row
+      std::fill(s, s + kBk, 0.0f);
+      return;
+    }
+    const float m_old = w.m[r];
+    const float m_new = std::max(m_old, row_max);
+    if (m_new != m_old) {
+      const float corr = std::exp(m_old - m_new);  // 0 on the row's first visible tile
+      float* acc = w.accrows[r];
+      const VF vc = hn::Set(df, corr);
+      for (int64_t d = 0; d < dv_pad_; d += N)
+        hn::StoreU(hn::Mul(hn::LoadU(df, acc + d), vc), df, acc + d);
+      w.l[r] *= corr;
+      w.m[r] = m_new;
+    }
+    const VF vm = hn::Set(df, m_new);
+    VF vsum = hn::Zero(df);
+    for (int64_t j = 0; j < kBk; j += N) {
+      const VF p = hn::Exp(df, hn::Sub(hn::Load(df, s + j), vm));  // exp(−inf) = 0
+      hn::Store(p, df, s + j);
+      vsum = hn::Add(vsum, p);
+    }
+    w.l[r] += hn::GetLane(hn::SumOfLanes(df, vsum));
+  }
+
+  // Folds in the sink, normalises and writes out (and lse).
+  void Finish(Workspace& w, int64_t b, int64_t hk, int64_t i0, int64_t nq, int64_t rows) {
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t h = hk * g_.group + r / nq;
+      const int64_t i = i0 + r % nq;
+      float mr = w.m[r], lr = w.l[r];
+      float* ar = w.accrows[r];
+      if (o_.sinks && o_.sinks[h] != detail::kNegInf) {
+        const float m_new = std::max(mr, o_.sinks[h]);
+        const float corr = std::exp(mr - m_new);
+        for (int64_t d = 0; d < g_.dv; ++d) ar[d] *= corr;
+        lr = lr * corr + std::exp(o_.sinks[h] - m_new);
+        mr = m_new;
+      }
+      float* orow = job_.out.row(b, h, i);
+      const float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
+      for (int64_t d = 0; d < g_.dv; ++d) orow[d] = ar[d] * inv;
+      if (!job_.lse.empty()) {
+        job_.lse.at(b, h, i, 0) = lr > 0.0f ? mr + std::log(lr) : detail::kNegInf;
+      }
+    }
+  }
+
+  static int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+
+  const detail::DenseJob<KV>& job_;
+  const detail::DenseGeometry& g_;
+  const DenseOptions& o_;
+  int64_t dv_pad_, num_qb_, num_kb_;
+  bool direct_, mods_;
+};
+
+}  // namespace
+
+void DenseF32(const detail::DenseJob<float>& job) { Kernel<float>(job).Run(); }
+void DenseBf16(const detail::DenseJob<bf16>& job) { Kernel<bf16>(job).Run(); }
+
+}  // namespace HWY_NAMESPACE
+}  // namespace attnkit
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attnkit {
+namespace {
+HWY_EXPORT(DenseF32);
+HWY_EXPORT(DenseBf16);
 
 template <typename KV>
 void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
@@ -167,10 +495,17 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     return;
   }
   CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
-  FastImpl(q, k, v, out, o, lse);
+  const detail::DenseJob<KV> job{
+      q, k, v, out, lse, &o, detail::ResolveDense(q, k, v, o), ResolveThreads(o.num_threads)};
+  detail::DenseFastUnchecked(job);
 }
 
 }  // namespace
+
+namespace detail {
+void DenseFastUnchecked(const DenseJob<float>& job) { HWY_DYNAMIC_DISPATCH(DenseF32)(job); }
+void DenseFastUnchecked(const DenseJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(DenseBf16)(job); }
+}  // namespace detail
 
 void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
                   TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
@@ -182,3 +517,4 @@ void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorVie
 }
 
 }  // namespace attnkit
+#endif  // HWY_ONCE

@@ -45,4 +45,26 @@ inline float ScoreMod(float s, float softcap, float alibi_slope, int64_t q_pos, 
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Everything one fast-kernel call needs, already checked (see CheckDenseArgs).
+template <typename KV>
+struct DenseJob {
+  TensorView<const float> q;  // [batch, num_heads_q,  seqlen_q,  head_dim_qk]
+  TensorView<const KV> k;     // [batch, num_heads_kv, seqlen_kv, head_dim_qk]
+  TensorView<const KV> v;     // [batch, num_heads_kv, seqlen_kv, head_dim_v]
+  TensorView<float> out;      // [batch, num_heads_q,  seqlen_q,  head_dim_v]
+  TensorView<float> lse;      // [batch, num_heads_q,  seqlen_q,  1] or empty
+  const DenseOptions* options;
+  DenseGeometry g;
+  int threads;
+};
+
+// The SIMD kernel without argument checks (the caller has run CheckDenseArgs). Never throws
+// from inside its OpenMP region; safe to call from inside another parallel region.
+void DenseFastUnchecked(const DenseJob<float>& job);
+void DenseFastUnchecked(const DenseJob<bf16>& job);
+
+// The fast kernel's tile sizes (the stats report them too).
+inline constexpr int64_t kDenseBlockQ = 64;
+inline constexpr int64_t kDenseBlockKv = 64;
+
 }  // namespace attnkit::detail

@@ -7,13 +7,18 @@
 #include <vector>
 
 #include "attnkit/core/runtime.h"
+#include "kernels/dense_common.h"
 
 namespace attnkit {
 
 template <typename T>
 KvCache<T>::KvCache(int64_t batch, int64_t num_heads_kv, int64_t head_dim_qk, int64_t head_dim_v,
                     int64_t capacity, int64_t window, int64_t max_step)
-    : batch_(batch), heads_(num_heads_kv), dk_(head_dim_qk), dv_(head_dim_v), window_(window),
+    : batch_(batch),
+      heads_(num_heads_kv),
+      dk_(head_dim_qk),
+      dv_(head_dim_v),
+      window_(window),
       max_step_(max_step) {
   Require(batch > 0, "KvCache: batch must be positive, got ", batch);
   Require(num_heads_kv > 0, "KvCache: num_heads_kv must be positive, got ", num_heads_kv);
@@ -27,8 +32,8 @@ KvCache<T>::KvCache(int64_t batch, int64_t num_heads_kv, int64_t head_dim_qk, in
     Require(capacity > 0, "KvCache: capacity must be positive, got ", capacity);
     slots_ = capacity;
   }
-  const double bytes = static_cast<double>(batch) * num_heads_kv * slots_ *
-                       (head_dim_qk + head_dim_v) * sizeof(T);
+  const double bytes =
+      static_cast<double>(batch) * num_heads_kv * slots_ * (head_dim_qk + head_dim_v) * sizeof(T);
   Require(bytes < 1e12, "KvCache: ", bytes / 1e9, " GB requested, more than this library allows");
   k_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_qk));
   v_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_v));
@@ -65,10 +70,16 @@ void KvCache<T>::Append(TensorView<const float> k, TensorView<const float> v) {
         const float* ks = k.row(b, h, t);
         const float* vs = v.row(b, h, t);
         for (int64_t d = 0; d < dk_; ++d) {
-          if constexpr (std::is_same_v<T, float>) kd[d] = ks[d]; else kd[d] = ToBf16(ks[d]);
+          if constexpr (std::is_same_v<T, float>)
+            kd[d] = ks[d];
+          else
+            kd[d] = ToBf16(ks[d]);
         }
         for (int64_t d = 0; d < dv_; ++d) {
-          if constexpr (std::is_same_v<T, float>) vd[d] = vs[d]; else vd[d] = ToBf16(vs[d]);
+          if constexpr (std::is_same_v<T, float>)
+            vd[d] = vs[d];
+          else
+            vd[d] = ToBf16(vs[d]);
         }
       }
     }
@@ -117,9 +128,9 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
     Require(n <= cache.max_step(), fn, ": ", n, " query tokens exceed the ring buffer's max_step ",
             cache.max_step());
   }
-  Require(q.batch() == cache.batch() && q.dim() == cache.head_dim_qk(), fn, ": q ",
-          q.ShapeString(), " does not match the cache (batch ", cache.batch(), ", head_dim_qk ",
-          cache.head_dim_qk(), ")");
+  Require(q.batch() == cache.batch() && q.dim() == cache.head_dim_qk(), fn, ": q ", q.ShapeString(),
+          " does not match the cache (batch ", cache.batch(), ", head_dim_qk ", cache.head_dim_qk(),
+          ")");
   Require(q.heads() % cache.num_heads_kv() == 0, fn, ": num_heads_q (", q.heads(),
           ") must be a multiple of the cache's num_heads_kv (", cache.num_heads_kv(), ")");
 
@@ -158,30 +169,49 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   }
   const int64_t q_start = cache.length() - n;
   const int64_t dv = cache.head_dim_v();
-  if (pieces.size() == 1) {
-    DenseOptions o = options;
-    o.mask = mask.get();
-    o.k_start = pieces[0].start;
-    o.q_start = q_start;
-    DenseForward(q, pieces[0].k, pieces[0].v, out, o, lse);
-    return;
-  }
-  std::vector<Tensor<float>> part_out, part_lse;
-  for (size_t p = 0; p < pieces.size(); ++p) {
-    part_out.emplace_back(q.batch(), q.heads(), n, dv);
-    part_lse.emplace_back(q.batch(), q.heads(), n, 1);
-  }
-  const int64_t np = static_cast<int64_t>(pieces.size());
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t p = 0; p < np; ++p) {
+  auto piece_options = [&](size_t p) {
     DenseOptions o = options;
     o.mask = mask.get();
     o.k_start = pieces[p].start;
     o.q_start = q_start;
+    return o;
+  };
+  if (pieces.size() == 1) {
+    DenseForward(q, pieces[0].k, pieces[0].v, out, piece_options(0), lse);
+    return;
+  }
+  std::vector<Tensor<float>> part_out, part_lse;
+  std::vector<DenseOptions> part_opt;
+  for (size_t p = 0; p < pieces.size(); ++p) {
+    part_out.emplace_back(q.batch(), q.heads(), n, dv);
+    part_lse.emplace_back(q.batch(), q.heads(), n, 1);
+    DenseOptions o = piece_options(p);
     o.num_threads = 1;
     o.stats = nullptr;
     if (p != 0) o.sinks = nullptr;  // a sink joins the denominator exactly once
-    DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), o, part_lse[p].view());
+    // Every check happens here, before the parallel region (which must not throw).
+    CheckDenseArgs(fn, q, pieces[p].k, pieces[p].v, part_out[p].view(), o, part_lse[p].view());
+    part_opt.push_back(o);
+  }
+  const int64_t np = static_cast<int64_t>(pieces.size());
+  if (options.backend == Backend::kReference) {
+    for (int64_t p = 0; p < np; ++p) {
+      ref::DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
+                        part_lse[p].view());
+    }
+  } else {
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+    for (int64_t p = 0; p < np; ++p) {
+      const detail::DenseJob<T> job{q,
+                                    pieces[p].k,
+                                    pieces[p].v,
+                                    part_out[p].view(),
+                                    part_lse[p].view(),
+                                    &part_opt[p],
+                                    detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
+                                    1};
+      detail::DenseFastUnchecked(job);
+    }
   }
   std::vector<TensorView<const float>> outs, lses;
   for (size_t p = 0; p < pieces.size(); ++p) {
@@ -191,8 +221,8 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   MergeAttention(outs, lses, out, lse);
 }
 
-template void DenseDecode<float>(TensorView<const float>, const KvCache<float>&,
-                                 TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseDecode<float>(TensorView<const float>, const KvCache<float>&, TensorView<float>,
+                                 const DenseOptions&, TensorView<float>);
 template void DenseDecode<bf16>(TensorView<const float>, const KvCache<bf16>&, TensorView<float>,
                                 const DenseOptions&, TensorView<float>);
 

@@ -30,6 +30,22 @@ std::pair<int64_t, int64_t> Mask::KeyBounds(int64_t, int64_t) const {
   return {-kUnbounded, kUnbounded};
 }
 
+void Mask::KeyTiles(int64_t q0, int64_t q1, int64_t k_begin, int64_t k_end, int64_t block_kv,
+                    std::vector<int64_t>* tiles) const {
+  Require(block_kv >= 1, "Mask::KeyTiles: block_kv must be >= 1, got ", block_kv);
+  if (q1 <= q0 || k_end <= k_begin) return;
+  const int64_t num_tiles = (k_end - k_begin + block_kv - 1) / block_kv;
+  const auto [lo, hi] = KeyBounds(q0, q1);
+  const int64_t t0 =
+      std::clamp<int64_t>(lo <= k_begin ? 0 : (lo - k_begin) / block_kv, 0, num_tiles);
+  const int64_t t1 = std::clamp<int64_t>(
+      hi >= k_end ? num_tiles : (hi - k_begin + block_kv - 1) / block_kv, 0, num_tiles);
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t k0 = k_begin + t * block_kv, k1 = std::min(k_end, k0 + block_kv);
+    if (Classify(q0, q1, k0, k1) != TileKind::kEmpty) tiles->push_back(t);
+  }
+}
+
 namespace {
 
 // q - left <= k <= q + right; with chunk > 0 additionally q / chunk == k / chunk.

@@ -39,6 +39,15 @@ class Mask {
   // Lets kernels bound their loop over key tiles. Default: no bound.
   virtual std::pair<int64_t, int64_t> KeyBounds(int64_t q0, int64_t q1) const;
 
+  // Appends to *tiles, in increasing order, the indices t of the key tiles
+  // [k_begin + t * block_kv, min(k_end, k_begin + (t + 1) * block_kv)) that may hold an allowed
+  // pair for some query in [q0, q1). Every tile not listed is guaranteed empty; a listed tile may
+  // still be empty (kernels classify it). Lets a kernel visit only the few non-empty tiles of a
+  // very sparse pattern instead of classifying every tile. Default: the tiles inside KeyBounds
+  // whose Classify is not kEmpty. Sparse patterns override it with a direct enumeration.
+  virtual void KeyTiles(int64_t q0, int64_t q1, int64_t k_begin, int64_t k_end, int64_t block_kv,
+                        std::vector<int64_t>* tiles) const;
+
   // Short description such as "causal" or "window(left=127,right=0)".
   virtual std::string Describe() const = 0;
 };

@@ -1,0 +1,40 @@
+// Layer kinds by name, for the stack runner (`attnkit stack`), the guide and the bindings:
+// MakeLayer("gqa", shape, seed) builds a block with seeded random weights.
+//
+// Kinds: mha, gqa, mqa, swa (GQA with a causal sliding window), sinks (gpt-oss: window + sinks),
+// gated (Qwen3-Next full attention: zero-centred QK-norm, partial rotary 0.25, output gate),
+// qknorm (Qwen3), mla (absorbed path), mla-naive.
+// Other layer families (Gated DeltaNet, KDA, ...) add their kinds in src/layers/factory.cc: one
+// entry in the table there, building from the same LayerShape.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attnkit/layers/layer.h"
+
+namespace attnkit {
+
+// One shape shared by every layer of a stack; each kind takes the fields it needs.
+struct LayerShape {
+  int64_t hidden = 1024;
+  int64_t num_heads = 16;    // query heads (all kinds)
+  int64_t num_heads_kv = 4;  // gqa / swa / sinks / gated / qknorm
+  int64_t head_dim = 64;
+  int64_t window = 128;        // swa / sinks
+  int64_t q_lora_rank = 384;   // mla (0 = direct query projection)
+  int64_t kv_lora_rank = 256;  // mla
+  int64_t rope_head_dim = 32;  // mla: qk_rope_head_dim (qk_nope = v = head_dim)
+  float rope_theta = 10000.0f;
+  int64_t batch = 1;
+  int64_t max_tokens = 4096;  // cache capacity of full-attention layers
+};
+
+std::unique_ptr<Layer> MakeLayer(const std::string& kind, const LayerShape& shape, uint64_t seed);
+std::vector<std::string> LayerKinds();
+// "3*swa,gqa,mla" → {swa, swa, swa, gqa, mla}; throws attnkit::Error on an unknown kind.
+std::vector<std::string> ParseLayerList(const std::string& spec);
+
+}  // namespace attnkit

@@ -1,0 +1,99 @@
+// The layer interface every attention block implements (layer 4 of DESIGN.md), and the stack
+// runner that chains layers into a model body (residual stream + RMSNorm, no MLP).
+//
+// CONTRACT FOR IMPLEMENTERS (GQA-family, MLA, and the linear/recurrent layers: Gated DeltaNet,
+// KDA, ... — a hybrid stack is just a list of Layer objects):
+//
+//  * Hidden states are a TensorView<float> of shape [batch, 1, tokens, hidden] whose rows are
+//    contiguous: stride[3] == 1 and stride[2] == hidden (so batch·tokens rows of `hidden` floats
+//    can be handed to BLAS as one row-major matrix when stride[0] == tokens·hidden). Layers check
+//    this with CheckHidden() below.
+//  * Forward(x, position, out) processes `tokens` NEW tokens at absolute positions
+//    position … position + tokens − 1, attends to (or updates its state with) everything seen
+//    before, and appends what it needs to its cache / state. One call with T tokens and T calls
+//    of one token must give the same per-token outputs (up to rounding): that is what
+//    "prefill then decode == full pass" tests check for every layer kind.
+//  * `position` must equal tokens_seen(); anything else (a decode position that skips or
+//    repeats) throws attnkit::Error. Past the cache's capacity → attnkit::Error.
+//  * out has the same shape as x and must not overlap it. The layer does not add the residual;
+//    the Stack does.
+//  * CacheBytes() is the memory the layer holds for past tokens (KV cache, latent cache, or
+//    recurrent state), allocated bytes, not counting weights. WeightBytes() counts parameters.
+//  * Reset() forgets all past tokens (tokens_seen() back to 0) and keeps the weights.
+//  * Layers are not thread-safe; they may use OpenMP and BLAS internally (never BLAS inside an
+//    OpenMP region).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "attnkit/core/tensor.h"
+
+namespace attnkit {
+
+class Layer {
+ public:
+  virtual ~Layer() = default;
+
+  // Short kind name, e.g. "gqa", "mla", "gated_deltanet", "kda".
+  virtual std::string Kind() const = 0;
+  // One line with the configuration, e.g. "gqa(hq=32,hkv=8,d=128,window=0,rope=half)".
+  virtual std::string Describe() const = 0;
+  virtual int64_t hidden() const = 0;
+
+  // x [batch, 1, tokens, hidden], out [batch, 1, tokens, hidden]; positions start at `position`.
+  virtual void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) = 0;
+
+  virtual int64_t tokens_seen() const = 0;
+  virtual void Reset() = 0;
+  virtual size_t CacheBytes() const = 0;
+  virtual size_t WeightBytes() const = 0;
+
+  // Conveniences over Forward().
+  // Prefill (or a chunk of it): the tokens follow everything seen so far.
+  void Prefill(TensorView<const float> x, TensorView<float> out) { Forward(x, tokens_seen(), out); }
+  // One token at `position` (must be tokens_seen()): x [batch, 1, 1, hidden].
+  void Decode(TensorView<const float> x, int64_t position, TensorView<float> out);
+};
+
+// Throws attnkit::Error unless x and out are valid hidden-state views for `layer` as described
+// above (same shape, [batch, 1, tokens, hidden], contiguous rows, batch stride tokens·hidden).
+void CheckHidden(const char* fn, int64_t hidden, TensorView<const float> x, TensorView<float> out);
+// Throws attnkit::Error unless position == tokens_seen ("a decode position that skips").
+void CheckPosition(const char* fn, int64_t position, int64_t tokens_seen);
+
+// N layers with a pre-norm residual stream: h ← h + layer_i(RMSNorm(h) ⊙ w_i), then a final
+// RMSNorm. No MLP: the stack exists to run attention layers of different kinds together and
+// measure them (prefill, decode, cache bytes).
+class Stack {
+ public:
+  explicit Stack(int64_t hidden, float norm_eps = 1e-6f);
+
+  // Adds a layer (its hidden size must match) with RMSNorm weights all ones.
+  void Add(std::unique_ptr<Layer> layer);
+
+  // x, out [batch, 1, tokens, hidden]; same position rules as Layer::Forward.
+  void Forward(TensorView<const float> x, int64_t position, TensorView<float> out);
+  void Reset();
+
+  int64_t hidden() const { return hidden_; }
+  int64_t tokens_seen() const { return layers_.empty() ? seen_ : layers_[0]->tokens_seen(); }
+  size_t CacheBytes() const;
+  size_t WeightBytes() const;
+  size_t num_layers() const { return layers_.size(); }
+  Layer& layer(size_t i) { return *layers_.at(i); }
+  std::string Describe() const;
+
+ private:
+  int64_t hidden_;
+  float eps_;
+  int64_t seen_ = 0;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::vector<std::vector<float>> norms_;  // [num_layers][hidden]
+  std::vector<float> final_norm_;          // [hidden]
+};
+
+}  // namespace attnkit

@@ -1,0 +1,20 @@
+// attnkit.set_num_threads / get_num_threads / simd_target / compiled_targets / cpu_model.
+#include "attnkit/core/runtime.h"
+#include "bindings.h"
+
+namespace attnkit::python {
+
+void BindRuntime(py::module_& m) {
+  m.def("set_num_threads", &SetNumThreads, py::arg("n"),
+        R"doc(Sets how many threads attnkit kernels use when a call passes num_threads=0.
+
+n (int >= 1). The default is OpenMP's (all cores, or OMP_NUM_THREADS).)doc");
+  m.def("get_num_threads", &GetNumThreads,
+        "Number of threads attnkit kernels use when a call passes num_threads=0.");
+  m.def("simd_target", &SimdTargetName,
+        "Name of the SIMD target chosen at run time on this CPU, e.g. \"AVX3\" or \"AVX2\".");
+  m.def("compiled_targets", &CompiledTargets, "Every SIMD target compiled into this build.");
+  m.def("cpu_model", &CpuModelName, "This CPU's model name (from /proc/cpuinfo).");
+}
+
+}  // namespace attnkit::python

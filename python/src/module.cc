@@ -1,0 +1,45 @@
+// The `attnkit` Python module: its docstring, error translation, and the calls to every
+// binding file's Bind* function.
+#include <pybind11/pybind11.h>
+
+#include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
+#include "bindings.h"
+
+namespace py = pybind11;
+
+PYBIND11_MODULE(attnkit, m) {
+  m.doc() = R"doc(attnkit: the attention variants of modern LLMs, exact and fast, on NumPy arrays.
+
+Tensors are float32 NumPy arrays (CPU torch tensors work too: they are read through
+numpy.asarray without a copy) of shape [batch, heads, seqlen, head_dim] ("bhsd", as in
+torch.nn.functional.scaled_dot_product_attention) or, with layout="bshd",
+[batch, seqlen, heads, head_dim] (as in FlashAttention). Inputs are never copied: any strides
+work as long as the last (head_dim) axis is contiguous. Kernels run with the GIL released.
+
+Bad input raises TypeError (wrong dtype or type) or ValueError (rank, shapes, strides, options),
+with a message naming the argument.
+
+Main entry points:
+  attention(q, k, v, *, causal, window, mask, scale, softcap, sinks, alibi_slopes, return_lse)
+  merge_attention(outs, lses)          combine attention over disjoint key sets
+  KVCache(...), decode(q, cache)       incremental decoding
+  masks.causal(), masks.sliding_window(w), masks.window(l, r), masks.chunked(c)
+  set_num_threads(n), get_num_threads(), simd_target()
+)doc";
+
+  // attnkit::Error is the library's "bad input" exception: it becomes a ValueError.
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const attnkit::Error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    }
+  });
+
+  m.attr("__version__") = attnkit::Version();
+  attnkit::python::BindRuntime(m);
+  attnkit::python::BindMasks(m);
+  attnkit::python::BindDense(m);
+  attnkit::python::BindKvCache(m);
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Fuzzes the config.json reader with libFuzzer (Debian clang + libclang-rt-14-dev) for a bounded
+# time, seeded with the real configs in ../shared/configs and the catalogue entries. Builds in
+# build-fuzz/. Exits non-zero on any crash, leak, sanitizer report, hang or non-attnkit exception.
+#   ATTNKIT_FUZZ_SECONDS=60 scripts/checks/fuzz.sh
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds=${ATTNKIT_FUZZ_SECONDS:-60}
+if ! command -v clang++ >/dev/null 2>&1; then
+  echo "fuzz: clang++ not found (scripts/setup.sh installs clang and libclang-rt-14-dev)" >&2
+  exit 1
+fi
+cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DATTNKIT_BUILD_FUZZ=ON -DATTNKIT_BUILD_TESTS=OFF -DATTNKIT_BUILD_CLI=OFF >/dev/null
+cmake --build build-fuzz -j 2 --target config_reader_fuzz
+
+# Seeds: the shared real configs and each catalogue entry's config, in a writable corpus folder.
+corpus=build-fuzz/corpus
+mkdir -p "$corpus"
+if [ -d ../shared/configs ]; then cp -f ../shared/configs/*.json "$corpus"/ 2>/dev/null || true; fi
+/usr/bin/python3 - "$corpus" <<'PY'
+import json, sys
+doc = json.load(open("data/catalogue/models.json"))
+for e in doc["models"]:
+    with open(f"{sys.argv[1]}/catalogue-{e['name']}.json", "w") as f:
+        json.dump(e["config"], f)
+PY
+
+echo "fuzz: running config_reader_fuzz for ${seconds}s on $(ls "$corpus" | wc -l) seed files"
+set +e
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build-fuzz/fuzz/config_reader_fuzz -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+  -max_len=16384 -dict=fuzz/config_reader.dict -artifact_prefix=build-fuzz/ -print_final_stats=1 \
+  "$corpus" >build-fuzz/fuzz.log 2>&1
+status=$?
+set -e
+grep -E "^(==|SUMMARY|stat::|Done|INFO: Seed)|ERROR|exception" build-fuzz/fuzz.log | tail -30
+if [ "$status" -ne 0 ]; then
+  echo "fuzz: FAILED (exit $status); log in build-fuzz/fuzz.log, input in build-fuzz/crash-* etc." >&2
+  exit 1
+fi
+echo "fuzz: no crash in ${seconds}s"

@@ -1,0 +1,335 @@
+// Block benchmarks: decode time and cache bytes at long contexts, prefill throughput, ceilings,
+// and the stack runner. See include/attnkit/bench/blocks.h.
+#include "attnkit/bench/blocks.h"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "attnkit/core/runtime.h"
+
+namespace attnkit::bench {
+
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double Median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double MemAvailableBytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  double kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024.0;
+  }
+  return 8.0 * (1ull << 30);  // unknown: assume 8 GiB
+}
+
+void Say(const ProgressFn& progress, const std::string& line) {
+  if (progress) progress(line);
+}
+
+std::string Gib(double bytes) {
+  std::ostringstream os;
+  os.precision(3);
+  os << bytes / double(1ull << 30) << " GiB";
+  return os.str();
+}
+
+// Times prefill of `tokens` random tokens on an empty cache: one warm-up, one timed run.
+double PrefillTokensPerSecond(Layer& layer, int64_t tokens, uint64_t seed) {
+  Tensor<float> x(1, 1, tokens, layer.hidden()), out(1, 1, tokens, layer.hidden());
+  FillUniform(x.data(), static_cast<size_t>(x.numel()), 1.0f, seed);
+  layer.Reset();
+  layer.Forward(x.view(), 0, out.view());
+  layer.Reset();
+  const double t0 = Now();
+  layer.Forward(x.view(), 0, out.view());
+  const double dt = Now() - t0;
+  layer.Reset();
+  return static_cast<double>(tokens) / dt;
+}
+
+// Times decode steps right after `tokens_seen()` (the cache already filled): one warm-up step
+// (if asked), then up to `steps` timed steps or until `max_seconds` have been spent.
+std::vector<double> DecodeSamples(Layer& layer, int steps, double max_seconds, uint64_t seed,
+                                  bool warmup = true) {
+  Tensor<float> x(1, 1, 1, layer.hidden()), out(1, 1, 1, layer.hidden());
+  FillUniform(x.data(), static_cast<size_t>(x.numel()), 1.0f, seed);
+  const double start = Now();
+  if (warmup) layer.Forward(x.view(), layer.tokens_seen(), out.view());
+  std::vector<double> samples;
+  for (int s = 0; s < steps; ++s) {
+    const double t0 = Now();
+    layer.Forward(x.view(), layer.tokens_seen(), out.view());
+    samples.push_back(Now() - t0);
+    if (Now() - start > max_seconds) break;
+  }
+  return samples;
+}
+
+void Finish(BlocksBenchRow& row, const std::vector<double>& samples) {
+  row.decode_samples = static_cast<int>(samples.size());
+  const double s = Median(samples);
+  row.decode_ms = s * 1e3;
+  row.decode_gflops = s > 0 ? row.decode_gflop / s : 0;
+  row.decode_gbps = s > 0 ? row.decode_bytes / s / 1e9 : 0;
+}
+
+}  // namespace
+
+GqaConfig Llama3_8bLayer() {
+  GqaConfig c;
+  c.hidden = 4096;
+  c.num_heads_q = 32;
+  c.num_heads_kv = 8;
+  c.head_dim = 128;
+  c.rope.theta = 500000.0f;
+  c.norm_eps = 1e-5f;
+  return c;
+}
+
+GqaConfig Llama3_8bLayerMha() {
+  GqaConfig c = Llama3_8bLayer();
+  c.num_heads_kv = 32;
+  return c;
+}
+
+MlaConfig DeepSeekV3Layer() {
+  MlaConfig c;
+  c.hidden = 7168;
+  c.num_heads = 128;
+  c.q_lora_rank = 1536;
+  c.kv_lora_rank = 512;
+  c.qk_nope_head_dim = 128;
+  c.qk_rope_head_dim = 64;
+  c.v_head_dim = 128;
+  c.rope.theta = 10000.0f;
+  c.rope.layout = RopeLayout::kInterleaved;
+  return c;
+}
+
+double GqaDecodeFlops(const GqaConfig& c, int64_t context) {
+  const double hq = c.num_heads_q, hkv = c.num_heads_kv, dk = c.head_dim, dv = c.dv(), h = c.hidden;
+  double proj = 2 * h * (hq * dk + hkv * dk + hkv * dv) + 2 * hq * dv * h;
+  if (c.output_gate) proj += 2 * h * hq * dv;
+  double keys = static_cast<double>(context + 1);
+  if (c.window > 0) keys = std::min(keys, static_cast<double>(c.window));
+  return proj + 2 * keys * hq * (dk + dv);
+}
+
+double MlaDecodeFlops(const MlaConfig& c, MlaPath path, int64_t context) {
+  const double h = c.num_heads, hid = c.hidden, qr = c.q_lora_rank, r = c.kv_lora_rank,
+               dn = c.qk_nope_head_dim, dr = c.qk_rope_head_dim, dv = c.v_head_dim,
+               dq = c.qk_head_dim(), keys = static_cast<double>(context + 1);
+  double proj = qr > 0 ? 2 * hid * qr + 2 * qr * h * dq : 2 * hid * h * dq;
+  proj += 2 * hid * (r + dr) + 2 * h * dv * hid;
+  if (path == MlaPath::kNaive) {
+    return proj + 2 * keys * r * h * (dn + dv) + 2 * keys * h * (dq + dv);
+  }
+  return proj + 2 * h * dn * r + 2 * h * r * dv + 2 * keys * h * ((r + dr) + r);
+}
+
+Ceilings MeasureCeilings(int num_threads) {
+  Ceilings c;
+  const int threads = ResolveThreads(num_threads);
+  {
+    const int n = 1024;
+    std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a), out(a.size());
+    double best = 1e30;
+    for (int rep = 0; rep < 4; ++rep) {
+      const double t0 = Now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
+                  n, 0.0f, out.data(), n);
+      best = std::min(best, Now() - t0);
+    }
+    c.sgemm_gflops = 2.0 * n * n * n / best / 1e9;
+  }
+  {
+    const size_t n = size_t{1} << 27;  // 512 MiB of floats
+    std::unique_ptr<float[]> buf(new float[n]);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 7);
+    double best = 1e30;
+    volatile double sink = 0;
+    for (int rep = 0; rep < 3; ++rep) {
+      const double t0 = Now();
+      double total = 0;
+#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
+      for (size_t i = 0; i < n; ++i) total += buf[i];
+      best = std::min(best, Now() - t0);
+      sink = sink + total;
+    }
+    c.read_gbps = static_cast<double>(n * sizeof(float)) / best / 1e9;
+  }
+  return c;
+}
+
+BlocksBenchResult RunBlocksBench(const BlocksBenchOptions& o, const ProgressFn& progress) {
+  Require(!o.contexts.empty(), "RunBlocksBench: contexts is empty");
+  for (int64_t ctx : o.contexts) {
+    Require(ctx >= 1, "RunBlocksBench: contexts must be >= 1, got ", ctx);
+  }
+  Require(o.prefill_tokens >= 1, "RunBlocksBench: prefill_tokens must be >= 1, got ",
+          o.prefill_tokens);
+  Require(o.decode_steps >= 1, "RunBlocksBench: decode_steps must be >= 1, got ", o.decode_steps);
+  const int threads = ResolveThreads(o.num_threads);
+  BlocksBenchResult result;
+  result.threads = threads;
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(threads);
+  Say(progress, "measuring ceilings (sgemm, memory read bandwidth)");
+  result.ceilings = MeasureCeilings(threads);
+  const double limit =
+      o.memory_limit_gib > 0 ? o.memory_limit_gib * double(1ull << 30) : 0.8 * MemAvailableBytes();
+  const int64_t max_ctx = *std::max_element(o.contexts.begin(), o.contexts.end());
+  const int64_t capacity = std::max(max_ctx, o.prefill_tokens) + o.decode_steps + 2;
+
+  // GQA-family layers.
+  const std::pair<const char*, GqaConfig> gqa_layers[] = {{"llama3-8b gqa", Llama3_8bLayer()},
+                                                          {"llama3-8b mha", Llama3_8bLayerMha()}};
+  for (const auto& [name, base] : gqa_layers) {
+    GqaConfig c = base;
+    c.max_tokens = capacity;
+    const double need = static_cast<double>(GqaCacheBytesPerToken(c)) * capacity +
+                        4.0 * (2.0 * c.hidden * c.num_heads_q * c.head_dim +
+                               2.0 * c.hidden * c.num_heads_kv * c.head_dim);
+    if (need > limit) {
+      BlocksBenchRow row;
+      row.layer = name;
+      row.path = "-";
+      row.skipped = true;
+      row.note = "needs " + Gib(need) + ", limit " + Gib(limit);
+      result.rows.push_back(row);
+      continue;
+    }
+    Say(progress, std::string(name) + ": building (random weights)");
+    GqaBlock blk(c, GqaWeights::Random(c, o.seed));
+    Say(progress, std::string(name) + ": prefill of " + std::to_string(o.prefill_tokens));
+    const double prefill = PrefillTokensPerSecond(blk, o.prefill_tokens, o.seed + 1);
+    for (int64_t ctx : o.contexts) {
+      BlocksBenchRow row;
+      row.layer = name;
+      row.path = "-";
+      row.describe = blk.Describe();
+      row.context = ctx;
+      row.cache_bytes_per_token = GqaCacheBytesPerToken(c);
+      row.cache_bytes = static_cast<double>(row.cache_bytes_per_token) * ctx;
+      row.weight_bytes = static_cast<double>(blk.WeightBytes());
+      row.decode_gflop = GqaDecodeFlops(c, ctx) / 1e9;
+      row.decode_bytes = row.weight_bytes + row.cache_bytes;
+      row.prefill_tokens_per_s = prefill;
+      Say(progress, std::string(name) + ": decode at " + std::to_string(ctx) + " cached tokens");
+      blk.FillCacheRandom(ctx, o.seed + 2);
+      Finish(row, DecodeSamples(blk, o.decode_steps, o.max_seconds_per_point, o.seed + 3));
+      blk.Reset();
+      result.rows.push_back(row);
+    }
+  }
+
+  // MLA: one block, both paths over the same latent cache.
+  {
+    MlaConfig c = DeepSeekV3Layer();
+    c.max_tokens = capacity;
+    Say(progress, "deepseek-v3 mla: building (random weights)");
+    MlaBlock blk(c, MlaWeights::Random(c, o.seed));
+    const double base_bytes = static_cast<double>(blk.WeightBytes() + blk.CacheBytes());
+    std::vector<MlaPath> paths = {MlaPath::kAbsorbed};
+    if (o.include_naive) paths.insert(paths.begin(), MlaPath::kNaive);
+    for (MlaPath path : paths) {
+      blk.set_path(path);
+      const std::string label = std::string("deepseek-v3 mla ") + MlaPathName(path);
+      Say(progress, label + ": prefill of " + std::to_string(o.prefill_tokens));
+      const double prefill = PrefillTokensPerSecond(blk, o.prefill_tokens, o.seed + 1);
+      for (int64_t ctx : o.contexts) {
+        BlocksBenchRow row;
+        row.layer = "deepseek-v3 mla";
+        row.path = MlaPathName(path);
+        row.describe = blk.Describe();
+        row.context = ctx;
+        row.cache_bytes_per_token = MlaCacheBytesPerToken(c);
+        row.cache_bytes = static_cast<double>(row.cache_bytes_per_token) * ctx;
+        row.weight_bytes = static_cast<double>(blk.WeightBytes());
+        row.decode_gflop = MlaDecodeFlops(c, path, ctx) / 1e9;
+        row.prefill_tokens_per_s = prefill;
+        if (path == MlaPath::kNaive) {
+          row.scratch_bytes = MlaBlock::NaiveScratchBytes(c, ctx + o.decode_steps + 1);
+          const double need = base_bytes + row.scratch_bytes;
+          if (need > limit) {
+            row.skipped = true;
+            row.note = "naive path needs " + Gib(need) + " (per-head K,V " +
+                       Gib(row.scratch_bytes) + "), over the limit " + Gib(limit);
+            Say(progress, label + ": skipped at " + std::to_string(ctx) + ": " + row.note);
+            result.rows.push_back(row);
+            continue;
+          }
+          row.note = "materialises " + Gib(row.scratch_bytes) + " of per-head K,V per step";
+        }
+        row.decode_bytes = row.weight_bytes + row.cache_bytes + 2 * row.scratch_bytes;
+        Say(progress, label + ": decode at " + std::to_string(ctx) + " cached tokens");
+        blk.FillCacheRandom(ctx, o.seed + 2);
+        // The naive path's step at long contexts takes seconds: its scratch is allocated and
+        // touched up front instead of by a warm-up step, which would double the run time.
+        const bool big = row.scratch_bytes > double(1ull << 30);
+        if (big) blk.ReserveScratch(ctx + o.decode_steps + 1);
+        Finish(row, DecodeSamples(blk, o.decode_steps, o.max_seconds_per_point, o.seed + 3, !big));
+        blk.Reset();
+        result.rows.push_back(row);
+      }
+      blk.ReleaseScratch();
+    }
+  }
+  SetNumThreads(previous_threads);
+  return result;
+}
+
+StackRunResult RunStack(Stack& stack, int64_t prompt, int64_t decode, uint64_t seed,
+                        const ProgressFn& progress) {
+  Require(prompt >= 1, "RunStack: prompt must be >= 1, got ", prompt);
+  Require(decode >= 0, "RunStack: decode must be >= 0, got ", decode);
+  StackRunResult r;
+  r.prompt = prompt;
+  r.decode = decode;
+  const int64_t hidden = stack.hidden();
+  stack.Reset();
+  Tensor<float> x(1, 1, prompt, hidden), out(1, 1, prompt, hidden);
+  FillUniform(x.data(), static_cast<size_t>(x.numel()), 1.0f, seed);
+  Say(progress, "prefill of " + std::to_string(prompt) + " tokens");
+  const double t0 = Now();
+  stack.Forward(x.view(), 0, out.view());
+  r.prefill_seconds = Now() - t0;
+  r.prefill_tokens_per_s = static_cast<double>(prompt) / r.prefill_seconds;
+  Tensor<float> xt(1, 1, 1, hidden), ot(1, 1, 1, hidden);
+  std::vector<double> samples;
+  for (int64_t t = 0; t < decode; ++t) {
+    // Feed the last output back as the next input (there is no vocabulary to sample from).
+    const float* src = t == 0 ? out.data() + (prompt - 1) * hidden : ot.data();
+    std::copy(src, src + hidden, xt.data());
+    const double s0 = Now();
+    stack.Forward(xt.view(), prompt + t, ot.view());
+    samples.push_back(Now() - s0);
+    if (t % 16 == 15) Say(progress, "decoded " + std::to_string(t + 1) + " tokens");
+  }
+  r.decode_ms_median = Median(samples) * 1e3;
+  r.decode_tokens_per_s = r.decode_ms_median > 0 ? 1e3 / r.decode_ms_median : 0;
+  r.cache_bytes = static_cast<double>(stack.CacheBytes());
+  r.weight_bytes = static_cast<double>(stack.WeightBytes());
+  return r;
+}
+
+}  // namespace attnkit::bench

@@ -1,0 +1,323 @@
+// The lightning indexer (DSA) and its top-k selection, fused so that no seqlen_q × seqlen_kv
+// buffer exists: one work unit is a block of kQueryBlock queries, which scores every key it can
+// see (32-key tiles packed once per call) and then selects its top-k rows.
+//
+// Micro-kernels: AVX-512 BF16 (gather_indexer_bf16.cc) when the CPU has it and reduced precision
+// is asked for; otherwise a Highway f32 kernel (keys in the lanes, 4 rows × 32 keys per call)
+// fed with the same bf16-rounded inputs, so both paths compute the same function up to f32
+// summation order. Cost per (query, key) pair: index_heads · index_dim multiply-adds — the
+// indexer is cheap only because it is small (V3.2: 64 heads × 128 vs MLA's 128 × (576 + 512)).
+//
+// Top-k: a three-pass radix select on order-preserving uint32 keys (11 + 11 + 10 bits) finds the
+// k-th largest score T; rows above T are taken, then rows equal to T in increasing row order.
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/gather_indexer.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/gather_indexer.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attnkit {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+template <int kRows>
+HWY_INLINE void TileF32(const float* const* q, const float* w, float* const* dst, const float* tile,
+                        int64_t dim) {
+  const hn::ScalableTag<float> d;
+  constexpr int64_t lanes = HWY_LANES(float);
+  constexpr int64_t nv = detail::kIndexTileKeys / lanes;
+  static_assert(nv * lanes == detail::kIndexTileKeys, "tile width must be a multiple of lanes");
+  decltype(hn::Zero(d)) acc[kRows][nv];
+  for (int r = 0; r < kRows; ++r) {
+    for (int64_t v = 0; v < nv; ++v) acc[r][v] = hn::Zero(d);
+  }
+  for (int64_t x = 0; x < dim; ++x) {
+    const float* kx = tile + x * detail::kIndexTileKeys;
+    for (int r = 0; r < kRows; ++r) {
+      const auto qv = hn::Set(d, q[r][x]);
+      for (int64_t v = 0; v < nv; ++v) {
+        acc[r][v] = hn::MulAdd(qv, hn::LoadU(d, kx + v * lanes), acc[r][v]);
+      }
+    }
+  }
+  const auto zero = hn::Zero(d);
+  for (int r = 0; r < kRows; ++r) {
+    const auto wv = hn::Set(d, w[r]);
+    for (int64_t v = 0; v < nv; ++v) {
+      float* p = dst[r] + v * lanes;
+      hn::StoreU(hn::MulAdd(wv, hn::Max(acc[r][v], zero), hn::LoadU(d, p)), d, p);
+    }
+  }
+}
+
+// For r < rows: dst[r][j] += w[r] · max(0, q[r] · key_j), j < 32; tile [dim][32] f32.
+void IndexTileF32(const float* const* q, const float* w, float* const* dst, int rows,
+                  const float* tile, int64_t dim) {
+  int r = 0;
+  for (; r + 4 <= rows; r += 4) TileF32<4>(q + r, w + r, dst + r, tile, dim);
+  for (; r < rows; ++r) TileF32<1>(q + r, w + r, dst + r, tile, dim);
+}
+
+}  // namespace HWY_NAMESPACE
+}  // namespace attnkit
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+#include "attnkit/core/runtime.h"
+#include "attnkit/kernels/gather.h"
+
+namespace attnkit {
+HWY_EXPORT(IndexTileF32);
+
+namespace detail {
+namespace {
+std::atomic<bool> g_bf16_allowed{true};
+}  // namespace
+void SetIndexerBf16Allowed(bool allowed) { g_bf16_allowed.store(allowed); }
+}  // namespace detail
+
+bool IndexerUsesAvx512Bf16() {
+  static const bool has = detail::CpuHasAvx512Bf16();
+  return has && detail::g_bf16_allowed.load();
+}
+
+namespace {
+
+constexpr int64_t kQueryBlock = 16;
+constexpr int64_t kTile = detail::kIndexTileKeys;
+
+uint32_t OrderKey(float x) {  // order-preserving; NaN below everything; −0 == +0
+  if (std::isnan(x)) return 0;
+  if (x == 0.0f) x = 0.0f;
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+void TopKScratch(const float* s, int64_t n, int64_t top_k, int32_t* out,
+                 std::vector<uint32_t>& keys) {
+  if (n <= top_k) {
+    for (int64_t j = 0; j < top_k; ++j) out[j] = j < n ? static_cast<int32_t>(j) : -1;
+    return;
+  }
+  keys.resize(static_cast<size_t>(n));
+  for (int64_t j = 0; j < n; ++j) keys[j] = OrderKey(s[j]);
+  uint32_t prefix = 0, mask = 0;
+  int64_t need = top_k;
+  int64_t hist[2048];
+  for (const auto& [shift, bits] : {std::pair{21, 11}, std::pair{10, 11}, std::pair{0, 10}}) {
+    const uint32_t bin_mask = (1u << bits) - 1;
+    std::fill(hist, hist + (1 << bits), 0);
+    for (int64_t j = 0; j < n; ++j) {
+      if ((keys[j] & mask) == prefix) ++hist[(keys[j] >> shift) & bin_mask];
+    }
+    int64_t above = 0;
+    int64_t bin = bin_mask;
+    for (; bin > 0 && above + hist[bin] < need; --bin) above += hist[bin];
+    need -= above;
+    prefix |= static_cast<uint32_t>(bin) << shift;
+    mask |= bin_mask << shift;
+  }
+  // prefix is the k-th largest key T; `need` rows equal to T complete the k.
+  int64_t m = 0;
+  for (int64_t j = 0; j < n; ++j) {
+    if (keys[j] > prefix || (keys[j] == prefix && need-- > 0)) out[m++] = static_cast<int32_t>(j);
+  }
+  for (; m < top_k; ++m) out[m] = -1;
+}
+
+// Keys packed into 32-key tiles: bf16 pairs [tiles][depth][32] (u32) or f32 [tiles][dim][32].
+template <typename KI>
+void PackKeys(TensorView<const KI> ki, int64_t b, bool bf16_pairs, bool round,
+              std::vector<uint32_t>& pairs, std::vector<float>& f32, int threads) {
+  const int64_t n = ki.tokens(), dim = ki.dim(), tiles = (n + kTile - 1) / kTile;
+  const int64_t depth = bf16_pairs ? (dim + 1) / 2 : dim;
+  if (bf16_pairs) {
+    pairs.assign(static_cast<size_t>(tiles * depth * kTile), 0u);
+  } else {
+    f32.assign(static_cast<size_t>(tiles * depth * kTile), 0.0f);
+  }
+#pragma omp parallel for num_threads(threads) schedule(static)
+  for (int64_t t = 0; t < tiles; ++t) {
+    for (int64_t j = 0; j < kTile && t * kTile + j < n; ++j) {
+      const KI* r = ki.row(b, 0, t * kTile + j);
+      for (int64_t x = 0; x < dim; ++x) {
+        const float v = ToFloat(r[x]);
+        if (bf16_pairs) {
+          const uint32_t bits = ToBf16(v).bits;
+          pairs[(t * depth + x / 2) * kTile + j] |= (x % 2 == 0) ? bits : (bits << 16);
+        } else {
+          f32[(t * depth + x) * kTile + j] = round ? ToFloat(ToBf16(v)) : v;
+        }
+      }
+    }
+  }
+}
+
+// Scores (top_k == 0: into `scores`) or selects (top_k >= 1: into `indices`).
+template <typename KI>
+void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
+                 int64_t top_k, TensorView<float> scores, TensorView<int32_t> indices,
+                 const IndexerOptions& o) {
+  const int64_t batch = qi.batch(), heads = qi.heads(), sq = qi.tokens(), dim = qi.dim();
+  const int64_t skv = ki.tokens();
+  const int64_t q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + skv - sq;
+  const bool bf16 = o.reduced_precision && IndexerUsesAvx512Bf16();
+  const int64_t depth = bf16 ? (dim + 1) / 2 : dim;
+  const int threads = ResolveThreads(o.num_threads);
+  const int64_t num_qb = (sq + kQueryBlock - 1) / kQueryBlock;
+  const int64_t max_tiles = (skv + kTile - 1) / kTile;
+  std::vector<uint32_t> kpairs;
+  std::vector<float> kf32;
+  auto visible = [&](int64_t i) {
+    return std::clamp<int64_t>(q_start + i - o.k_start + 1, 0, skv);
+  };
+  for (int64_t b = 0; b < batch; ++b) {
+    PackKeys(ki, b, bf16, o.reduced_precision, kpairs, kf32, threads);
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t ld = max_tiles * kTile;
+      std::vector<float> srows(static_cast<size_t>(kQueryBlock * ld));
+      std::vector<uint32_t> qpairs(static_cast<size_t>(kQueryBlock * heads * depth));
+      std::vector<float> qf(static_cast<size_t>(kQueryBlock * heads * depth));
+      std::vector<uint32_t> scratch;
+      std::vector<const void*> qp(static_cast<size_t>(kQueryBlock * heads));
+      std::vector<float> wr(static_cast<size_t>(kQueryBlock * heads));
+      std::vector<float*> dst(static_cast<size_t>(kQueryBlock * heads));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t qb = num_qb - 1; qb >= 0; --qb) {  // longest rows first
+        const int64_t i0 = qb * kQueryBlock, i1 = std::min(sq, i0 + kQueryBlock), nq = i1 - i0;
+        const int64_t tiles = (visible(i1 - 1) + kTile - 1) / kTile;
+        std::fill(srows.begin(), srows.begin() + nq * ld, 0.0f);
+        for (int64_t i = 0; i < nq; ++i) {
+          for (int64_t h = 0; h < heads; ++h) {
+            const float* src = qi.row(b, h, i0 + i);
+            const int64_t r = i * heads + h;
+            for (int64_t x = 0; x < depth; ++x) {
+              if (bf16) {
+                const uint32_t lo = ToBf16(src[2 * x]).bits;
+                const uint32_t hi = 2 * x + 1 < dim ? ToBf16(src[2 * x + 1]).bits : 0u;
+                qpairs[r * depth + x] = lo | (hi << 16);
+              } else {
+                qf[r * depth + x] = o.reduced_precision ? ToFloat(ToBf16(src[x])) : src[x];
+              }
+            }
+          }
+        }
+        for (int64_t t = 0; t < tiles; ++t) {
+          // Rows whose query sees at least one key of this tile.
+          int rows = 0;
+          for (int64_t i = 0; i < nq; ++i) {
+            if (visible(i0 + i) <= t * kTile) continue;
+            for (int64_t h = 0; h < heads; ++h) {
+              const int64_t r = i * heads + h;
+              qp[rows] = bf16 ? static_cast<const void*>(qpairs.data() + r * depth)
+                              : static_cast<const void*>(qf.data() + r * depth);
+              wr[rows] = w.at(b, 0, i0 + i, h);
+              dst[rows] = srows.data() + i * ld + t * kTile;
+              ++rows;
+            }
+          }
+          for (int r0 = 0; r0 < rows; r0 += detail::kIndexRowsBf16) {
+            const int nr = std::min(rows - r0, detail::kIndexRowsBf16);
+            if (bf16) {
+              detail::IndexTileBf16(reinterpret_cast<const uint32_t* const*>(qp.data() + r0),
+                                    wr.data() + r0, dst.data() + r0, nr,
+                                    kpairs.data() + t * depth * kTile, depth);
+            } else {
+              HWY_DYNAMIC_DISPATCH(IndexTileF32)
+              (reinterpret_cast<const float* const*>(qp.data() + r0), wr.data() + r0,
+               dst.data() + r0, nr, kf32.data() + t * depth * kTile, depth);
+            }
+          }
+        }
+        for (int64_t i = 0; i < nq; ++i) {
+          const float* s = srows.data() + i * ld;
+          const int64_t vis = visible(i0 + i);
+          if (top_k == 0) {
+            float* out = scores.row(b, 0, i0 + i);
+            std::copy(s, s + vis, out);
+            std::fill(out + vis, out + skv, -std::numeric_limits<float>::infinity());
+          } else {
+            TopKScratch(s, vis, top_k, indices.row(b, 0, i0 + i), scratch);
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename KI>
+void IndexerEntry(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
+                  TensorView<float> scores, const IndexerOptions& o) {
+  if (o.backend == Backend::kReference) {
+    ref::LightningIndexer(qi, w, ki, scores, o);
+    return;
+  }
+  detail::CheckIndexerArgs("LightningIndexer", qi, w, ki, o);
+  CheckView(scores, "LightningIndexer", "scores");
+  Require(scores.batch() == qi.batch() && scores.heads() == 1 && scores.tokens() == qi.tokens() &&
+              scores.dim() == ki.tokens(),
+          "LightningIndexer: scores must be [batch, 1, seqlen_q, seqlen_kv] = [", qi.batch(),
+          ", 1, ", qi.tokens(), ", ", ki.tokens(), "], got ", scores.ShapeString());
+  FastIndexer(qi, w, ki, 0, scores, TensorView<int32_t>{}, o);
+}
+
+template <typename KI>
+void SelectEntry(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
+                 int64_t top_k, TensorView<int32_t> indices, const IndexerOptions& o) {
+  if (o.backend == Backend::kReference) {
+    ref::DsaSelect(qi, w, ki, top_k, indices, o);
+    return;
+  }
+  Require(top_k >= 1, "DsaSelect: top_k must be >= 1, got ", top_k);
+  detail::CheckIndexerArgs("DsaSelect", qi, w, ki, o);
+  CheckView(indices, "DsaSelect", "indices");
+  Require(indices.batch() == qi.batch() && indices.heads() == 1 &&
+              indices.tokens() == qi.tokens() && indices.dim() == top_k,
+          "DsaSelect: indices must be [batch, 1, seqlen_q, top_k] = [", qi.batch(), ", 1, ",
+          qi.tokens(), ", ", top_k, "], got ", indices.ShapeString());
+  FastIndexer(qi, w, ki, top_k, TensorView<float>{}, indices, o);
+}
+
+}  // namespace
+
+void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out) {
+  Require(top_k >= 1, "TopKRow: top_k must be >= 1, got ", top_k);
+  Require(n >= 0, "TopKRow: n must be >= 0, got ", n);
+  std::vector<uint32_t> scratch;
+  TopKScratch(scores, n, top_k, out, scratch);
+}
+
+void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
+                      TensorView<const float> k_index, TensorView<float> scores,
+                      const IndexerOptions& options) {
+  IndexerEntry(q_index, weights, k_index, scores, options);
+}
+void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
+                      TensorView<const bf16> k_index, TensorView<float> scores,
+                      const IndexerOptions& options) {
+  IndexerEntry(q_index, weights, k_index, scores, options);
+}
+void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
+               TensorView<const float> k_index, int64_t top_k, TensorView<int32_t> indices,
+               const IndexerOptions& options) {
+  SelectEntry(q_index, weights, k_index, top_k, indices, options);
+}
+void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
+               TensorView<const bf16> k_index, int64_t top_k, TensorView<int32_t> indices,
+               const IndexerOptions& options) {
+  SelectEntry(q_index, weights, k_index, top_k, indices, options);
+}
+
+}  // namespace attnkit
+#endif  // HWY_ONCE

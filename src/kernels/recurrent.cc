@@ -1,0 +1,345 @@
+// The recurrent engine's fast kernels: chunk-wise (WY / UT) prefill and token-by-token steps.
+//
+// Chunk of n tokens, state S₀ (dk × dv) at its start, cumulative log decays γ_i = Σ_{t≤i} log α_t
+// inside the chunk (a scalar, or a vector over the key channels for KDA), Γ_i = exp(γ_i) ≤ 1.
+// Writing u_i for the value the delta rule actually adds at token i (S_i = diag(α_i) S_{i−1} +
+// k_i u_iᵀ), the updates unroll to a unit lower-triangular system
+//   (I + A) U = diag(β) V − diag(β) (K ⊙ Γ) S₀,   A_ij = β_i Σ_c k_ic k_jc exp(γ_ic − γ_jc), j < i
+// so with T = (I + A)⁻¹ (the UT transform; T diag(β) K is the WY factor):
+//   U = T diag(β) V − (T diag(β) (K ⊙ Γ)) S₀
+//   O = (Q ⊙ Γ) S₀ + P U,           P_ij = Σ_c q_ic k_jc exp(γ_ic − γ_jc), j ≤ i
+//   S_n = diag(Γ_n) S₀ + (K ⊙ exp(γ_n − γ))ᵀ U
+// Every exponent above is ≤ 0, so nothing overflows however strong the decay. For the scalar
+// decay the decay factors of A and P are one n × n matrix of exp(γ_i − γ_j) applied to the
+// GEMM products K Kᵀ and Q Kᵀ. For KDA's per-channel decay the factor sits inside the sum over
+// channels; it is split at a reference row r of each 16-row block: rows i ≥ r get
+// exp(γ_i − γ_r) and keys j < r get exp(γ_r − γ_j), both ≤ 1, so the off-diagonal blocks are
+// GEMMs of bounded rescaled copies, and only the 16 × 16 diagonal blocks are summed pairwise
+// with exp(γ_i − γ_j) (never exp(+γ), which overflows for strong decay).
+// Without the delta rule (gated linear attention) U = V and A, T are not needed.
+//
+// Performance note: per token the chunked form does ~3·dk·dv multiply-adds in GEMMs (W S₀,
+// Q S₀, the state update) plus ~n·(2dk + dk + dv) for the chunk-local products; the token-by-token
+// form does ~3·dk·dv as vector FMAs that stream the dk × dv state through L1/L2 twice per token.
+#include "attnkit/kernels/recurrent.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "attnkit/core/runtime.h"
+#include "kernels/linear_simd.h"
+#include "kernels/recurrent_common.h"
+
+namespace attnkit {
+namespace {
+
+using detail::DeltaGeometry;
+using detail::GemmArgs;
+using detail::SmallGemm;
+
+constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed Gram matrices
+
+struct Workspace {
+  int64_t chunk;
+  std::vector<float> q, k, kt, g, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt, s, scratch;
+  Workspace(const DeltaGeometry& geo, int64_t c)
+      : chunk(c),
+        q(c * geo.dk),
+        k(c * geo.dk),
+        kt(geo.dk * c),
+        g(c * std::max<int64_t>(1, geo.dk)),
+        beta(c),
+        alpha(c * std::max<int64_t>(1, geo.dk)),
+        a(c * c),
+        t(c * c),
+        p(c * c),
+        bv(c * geo.dv),
+        bk(c * geo.dk),
+        u(c * geo.dv),
+        w(c * geo.dk),
+        xl(c * geo.dk),
+        yr(c * geo.dk),
+        yrt(geo.dk * c),
+        s(geo.dk * geo.dv),
+        scratch(geo.dk + 2 * geo.dv) {}
+};
+
+// Loads n normalised, scaled rows of q and k into ws.q / ws.k.
+void LoadQk(const DeltaGeometry& g, const GatedDeltaOptions& o, TensorView<const float> q,
+            TensorView<const float> k, int64_t b, int64_t hq, int64_t t0, int64_t n,
+            Workspace& ws) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* qr = q.row(b, hq, t0 + i);
+    const float* kr = k.row(b, hq, t0 + i);
+    float nq = 0.0f, nk = 0.0f;
+    for (int64_t c = 0; c < g.dk; ++c) {
+      nq += qr[c] * qr[c];
+      nk += kr[c] * kr[c];
+    }
+    const float fq =
+        (o.l2_normalize_qk ? 1.0f / std::sqrt(nq + detail::kL2NormEps) : 1.0f) * g.scale;
+    const float fk = o.l2_normalize_qk ? 1.0f / std::sqrt(nk + detail::kL2NormEps) : 1.0f;
+    for (int64_t c = 0; c < g.dk; ++c) {
+      ws.q[i * g.dk + c] = qr[c] * fq;
+      ws.k[i * g.dk + c] = kr[c] * fk;
+    }
+  }
+}
+
+void Transpose(const float* x, int64_t rows, int64_t cols, float* xt) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t c = 0; c < cols; ++c) xt[c * rows + i] = x[i * cols + c];
+  }
+}
+
+// out (n × n, row-major) = Σ_c x_ic y_jc exp(γ_ic − γ_jc) for j < i (strict) or j ≤ i; zero
+// above. g holds the cumulative log decays (n × gd with gd ∈ {0, 1, dk}).
+void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const float* g,
+                 int64_t gd, int64_t n, bool strict, float* out, Workspace& ws) {
+  const int64_t dk = geo.dk;
+  if (gd <= 1) {
+    Transpose(y, n, dk, ws.kt.data());
+    GemmArgs a;
+    a.m = n, a.n = n, a.k = dk;
+    a.a = x, a.a_rs = dk, a.a_cs = 1;
+    a.b = ws.kt.data(), a.ldb = n;
+    a.c = out, a.ldc = n;
+    SmallGemm(a);
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = out + i * n;
+      const int64_t last = strict ? i : i + 1;
+      if (gd == 1) {
+        for (int64_t j = 0; j < last; ++j) row[j] *= std::exp(g[i] - g[j]);
+      }
+      std::fill(row + last, row + n, 0.0f);
+    }
+    return;
+  }
+  for (int64_t i0 = 0; i0 < n; i0 += kSubBlock) {
+    const int64_t i1 = std::min(n, i0 + kSubBlock);
+    const int64_t rows = i1 - i0;
+    if (i0 > 0) {
+      // Reference row r = i0: x_i ⊙ exp(γ_i − γ_r) for i in the block, y_j ⊙ exp(γ_r − γ_j) for
+      // j < r; both factors ≤ 1.
+      const float* gr = g + i0 * dk;
+      for (int64_t i = i0; i < i1; ++i) {
+        for (int64_t c = 0; c < dk; ++c) {
+          ws.xl[(i - i0) * dk + c] = x[i * dk + c] * std::exp(g[i * dk + c] - gr[c]);
+        }
+      }
+      for (int64_t j = 0; j < i0; ++j) {
+        for (int64_t c = 0; c < dk; ++c) {
+          ws.yrt[c * i0 + j] = y[j * dk + c] * std::exp(gr[c] - g[j * dk + c]);
+        }
+      }
+      GemmArgs a;
+      a.m = rows, a.n = i0, a.k = dk;
+      a.a = ws.xl.data(), a.a_rs = dk, a.a_cs = 1;
+      a.b = ws.yrt.data(), a.ldb = i0;
+      a.c = out + i0 * n, a.ldc = n;
+      SmallGemm(a);
+    }
+    for (int64_t i = i0; i < i1; ++i) {
+      float* row = out + i * n;
+      const int64_t last = strict ? i : i + 1;
+      detail::DecayedDots(x + i * dk, g + i * dk, y + i0 * dk, g + i0 * dk, dk, last - i0, dk,
+                          row + i0);
+      std::fill(row + last, row + n, 0.0f);
+    }
+  }
+}
+
+// One chunk of n tokens of one head: updates s (dk × dv) and writes out rows.
+void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<const float> v,
+           TensorView<const float> log_alpha, TensorView<const float> beta, TensorView<float> out,
+           int64_t b, int64_t h, int64_t t0, int64_t n, float* s, Workspace& ws) {
+  const int64_t dk = geo.dk, dv = geo.dv, gd = geo.decay_dim;
+  // Cumulative log decays inside the chunk.
+  for (int64_t i = 0; i < n && gd > 0; ++i) {
+    const float* la = log_alpha.row(b, h, t0 + i);
+    for (int64_t c = 0; c < gd; ++c) {
+      ws.g[i * gd + c] = (i > 0 ? ws.g[(i - 1) * gd + c] : 0.0f) + la[c];
+    }
+  }
+  auto gamma = [&](int64_t i, int64_t c) {  // Γ_ic = exp(γ_ic)
+    return gd == 0 ? 1.0f : std::exp(ws.g[i * gd + (gd == 1 ? 0 : c)]);
+  };
+  const float* vc = v.row(b, h, t0);
+  const int64_t ldv = v.stride[2];
+  float* u = ws.u.data();
+  if (o.delta_rule) {
+    for (int64_t i = 0; i < n; ++i) ws.beta[i] = beta.at(b, h, t0 + i, 0);
+    // A (strict lower) with β_i on row i, then T = (I + A)⁻¹ by forward substitution.
+    DecayedGram(geo, ws.k.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/true, ws.a.data(),
+                ws);
+    float* t = ws.t.data();
+    for (int64_t i = 0; i < n; ++i) {
+      float* ti = t + i * n;
+      const float* ai = ws.a.data() + i * n;
+      std::fill(ti, ti + n, 0.0f);
+      ti[i] = 1.0f;
+      for (int64_t l = 0; l < i; ++l) {
+        const float f = -ws.beta[i] * ai[l];
+        const float* tl = t + l * n;
+        for (int64_t j = 0; j <= l; ++j) ti[j] += f * tl[j];
+      }
+    }
+    // bv = diag(β) V, bk = diag(β) (K ⊙ Γ).
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t e = 0; e < dv; ++e) ws.bv[i * dv + e] = ws.beta[i] * vc[i * ldv + e];
+      for (int64_t c = 0; c < dk; ++c)
+        ws.bk[i * dk + c] = ws.beta[i] * ws.k[i * dk + c] * gamma(i, c);
+    }
+    GemmArgs a;  // U = T bv
+    a.m = n, a.n = dv, a.k = n;
+    a.a = t, a.a_rs = n, a.a_cs = 1;
+    a.b = ws.bv.data(), a.ldb = dv;
+    a.c = u, a.ldc = dv;
+    SmallGemm(a);
+    a.n = dk;  // W = T bk
+    a.b = ws.bk.data(), a.ldb = dk;
+    a.c = ws.w.data(), a.ldc = dk;
+    SmallGemm(a);
+    a = GemmArgs{};  // U −= W S₀
+    a.m = n, a.n = dv, a.k = dk, a.alpha = -1.0f;
+    a.a = ws.w.data(), a.a_rs = dk, a.a_cs = 1;
+    a.b = s, a.ldb = dv;
+    a.c = u, a.ldc = dv;
+    a.accumulate = true;
+    SmallGemm(a);
+  } else {
+    for (int64_t i = 0; i < n; ++i) std::copy(vc + i * ldv, vc + i * ldv + dv, u + i * dv);
+  }
+  // O = (Q ⊙ Γ) S₀ + P U.
+  DecayedGram(geo, ws.q.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/false, ws.p.data(), ws);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t c = 0; c < dk; ++c) ws.q[i * dk + c] *= gamma(i, c);
+  }
+  float* orow = out.row(b, h, t0);
+  GemmArgs a;
+  a.m = n, a.n = dv, a.k = dk;
+  a.a = ws.q.data(), a.a_rs = dk, a.a_cs = 1;
+  a.b = s, a.ldb = dv;
+  a.c = orow, a.ldc = out.stride[2];
+  SmallGemm(a);
+  a.k = n;
+  a.a = ws.p.data(), a.a_rs = n;
+  a.b = u, a.ldb = dv;
+  a.accumulate = true;
+  SmallGemm(a);
+  // S_n = diag(Γ_n) S₀ + (K ⊙ exp(γ_n − γ))ᵀ U.
+  if (gd > 0) {
+    const float* gn = ws.g.data() + (n - 1) * gd;
+    for (int64_t c = 0; c < dk; ++c) {
+      const float f = std::exp(gn[gd == 1 ? 0 : c]);
+      for (int64_t e = 0; e < dv; ++e) s[c * dv + e] *= f;
+    }
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t c = 0; c < dk; ++c) {
+        const int64_t cc = gd == 1 ? 0 : c;
+        ws.k[i * dk + c] *= std::exp(gn[cc] - ws.g[i * gd + cc]);
+      }
+    }
+  }
+  a = GemmArgs{};
+  a.m = dk, a.n = dv, a.k = n;
+  a.a = ws.k.data(), a.a_rs = 1, a.a_cs = dk;
+  a.b = u, a.ldb = dv;
+  a.c = s, a.ldc = dv;
+  a.accumulate = true;
+  SmallGemm(a);
+}
+
+// n tokens of one head, token by token (the decode path).
+void Steps(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<const float> v,
+           TensorView<const float> log_alpha, TensorView<const float> beta, TensorView<float> out,
+           int64_t b, int64_t h, int64_t t0, int64_t n, float* s, Workspace& ws) {
+  const int64_t gd = geo.decay_dim;
+  for (int64_t i = 0; i < n && gd > 0; ++i) {
+    const float* la = log_alpha.row(b, h, t0 + i);
+    for (int64_t c = 0; c < gd; ++c) ws.alpha[i * gd + c] = std::exp(la[c]);
+  }
+  detail::DeltaStepArgs a;
+  a.tokens = n, a.dk = geo.dk, a.dv = geo.dv;
+  a.q = ws.q.data(), a.q_rs = geo.dk;
+  a.k = ws.k.data(), a.k_rs = geo.dk;
+  a.v = v.row(b, h, t0), a.v_rs = v.stride[2];
+  a.alpha = gd > 0 ? ws.alpha.data() : nullptr;
+  a.alpha_stride = gd, a.alpha_dim = std::max<int64_t>(gd, 1);
+  a.delta = o.delta_rule;
+  if (o.delta_rule) a.beta = beta.row(b, h, t0), a.beta_stride = beta.stride[2];
+  a.s = s;
+  a.out = out.row(b, h, t0), a.out_rs = out.stride[2];
+  a.scratch = ws.scratch.data();
+  detail::DeltaRecurrentSteps(a);
+}
+
+}  // namespace
+
+double GatedDeltaFlops(int64_t batch, int64_t num_heads_v, int64_t seqlen, int64_t head_dim_qk,
+                       int64_t head_dim_v, bool per_channel_decay, const GatedDeltaOptions& o) {
+  const double dk = static_cast<double>(head_dim_qk), dv = static_cast<double>(head_dim_v);
+  const double tokens = static_cast<double>(batch * num_heads_v * seqlen);
+  const bool chunked = o.algorithm == DeltaAlgorithm::kChunked ||
+                       (o.algorithm == DeltaAlgorithm::kAuto && seqlen > o.chunk_size / 4);
+  if (!chunked) return 2.0 * tokens * (o.delta_rule ? 3.0 : 2.0) * dk * dv;
+  const double c = static_cast<double>(std::min(o.chunk_size, seqlen));
+  // Per token: Q S₀ and the state update (2 dk dv), P (c dk) and P U (c dv); with the delta rule
+  // also W S₀ (dk dv), K Kᵀ (c dk), T (c²/6), T V and T K (c dv + c dk).
+  double per_token = 2 * dk * dv + c * dk + c * dv;
+  if (o.delta_rule) per_token += dk * dv + c * dk + c * c / 6 + c * (dk + dv);
+  (void)per_channel_decay;  // same GEMM work; KDA adds exponentials, not multiply-adds
+  return 2.0 * tokens * per_token;
+}
+
+void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
+                       TensorView<const float> v, TensorView<const float> log_alpha,
+                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+                       const GatedDeltaOptions& o) {
+  if (o.backend == Backend::kReference) {
+    ref::GatedDeltaForward(q, k, v, log_alpha, beta, out, state, o);
+    return;
+  }
+  const DeltaGeometry g =
+      detail::CheckDeltaArgs("GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+  const bool chunked = o.algorithm == DeltaAlgorithm::kChunked ||
+                       (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen > o.chunk_size / 4);
+  const int64_t chunk = std::min(o.chunk_size, g.seqlen);
+  const int64_t units = g.batch * g.heads_v;
+  const int threads = static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
+#pragma omp parallel num_threads(threads)
+  {
+    Workspace ws(g, chunk);
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t b = unit / g.heads_v, h = unit % g.heads_v, hq = h / g.group;
+      float* s = ws.s.data();
+      if (!state.empty()) {
+        for (int64_t c = 0; c < g.dk; ++c) {
+          std::copy(state.row(b, h, c), state.row(b, h, c) + g.dv, s + c * g.dv);
+        }
+      } else {
+        std::fill(ws.s.begin(), ws.s.end(), 0.0f);
+      }
+      for (int64_t t0 = 0; t0 < g.seqlen; t0 += chunk) {
+        const int64_t n = std::min(chunk, g.seqlen - t0);
+        LoadQk(g, o, q, k, b, hq, t0, n, ws);
+        if (chunked) {
+          Chunk(g, o, v, log_alpha, beta, out, b, h, t0, n, s, ws);
+        } else {
+          Steps(g, o, v, log_alpha, beta, out, b, h, t0, n, s, ws);
+        }
+      }
+      if (!state.empty()) {
+        for (int64_t c = 0; c < g.dk; ++c) {
+          std::copy(s + c * g.dv, s + (c + 1) * g.dv, state.row(b, h, c));
+        }
+      }
+    }
+  }
+}
+
+}  // namespace attnkit

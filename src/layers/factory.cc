@@ -1,0 +1,132 @@
+// Layer kinds by name (see include/attnkit/layers/factory.h).
+#include "attnkit/layers/factory.h"
+
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "attnkit/layers/gqa.h"
+#include "attnkit/layers/mla.h"
+
+namespace attnkit {
+
+namespace {
+
+GqaConfig GqaFrom(const LayerShape& s, int64_t num_heads_kv) {
+  GqaConfig c;
+  c.hidden = s.hidden;
+  c.num_heads_q = s.num_heads;
+  c.num_heads_kv = num_heads_kv;
+  c.head_dim = s.head_dim;
+  c.rope.theta = s.rope_theta;
+  c.batch = s.batch;
+  c.max_tokens = s.max_tokens;
+  return c;
+}
+
+std::unique_ptr<Layer> Gqa(const GqaConfig& c, uint64_t seed) {
+  return std::make_unique<GqaBlock>(c, GqaWeights::Random(c, seed));
+}
+
+std::unique_ptr<Layer> Mla(const LayerShape& s, MlaPath path, uint64_t seed) {
+  MlaConfig c;
+  c.hidden = s.hidden;
+  c.num_heads = s.num_heads;
+  c.q_lora_rank = s.q_lora_rank;
+  c.kv_lora_rank = s.kv_lora_rank;
+  c.qk_nope_head_dim = s.head_dim;
+  c.qk_rope_head_dim = s.rope_head_dim;
+  c.v_head_dim = s.head_dim;
+  c.rope.theta = s.rope_theta;
+  c.path = path;
+  c.batch = s.batch;
+  c.max_tokens = s.max_tokens;
+  return std::make_unique<MlaBlock>(c, MlaWeights::Random(c, seed));
+}
+
+using Factory = std::function<std::unique_ptr<Layer>(const LayerShape&, uint64_t)>;
+
+const std::map<std::string, Factory>& Table() {
+  static const std::map<std::string, Factory> table = {
+      {"mha",
+       [](const LayerShape& s, uint64_t seed) { return Gqa(GqaFrom(s, s.num_heads), seed); }},
+      {"gqa",
+       [](const LayerShape& s, uint64_t seed) { return Gqa(GqaFrom(s, s.num_heads_kv), seed); }},
+      {"mqa", [](const LayerShape& s, uint64_t seed) { return Gqa(GqaFrom(s, 1), seed); }},
+      {"swa",
+       [](const LayerShape& s, uint64_t seed) {
+         GqaConfig c = GqaFrom(s, s.num_heads_kv);
+         c.window = s.window;
+         return Gqa(c, seed);
+       }},
+      {"sinks",
+       [](const LayerShape& s, uint64_t seed) {
+         GqaConfig c = GqaFrom(s, s.num_heads_kv);
+         c.window = s.window;
+         c.sinks = true;
+         return Gqa(c, seed);
+       }},
+      {"qknorm",
+       [](const LayerShape& s, uint64_t seed) {
+         GqaConfig c = GqaFrom(s, s.num_heads_kv);
+         c.qk_norm = true;
+         return Gqa(c, seed);
+       }},
+      {"gated",
+       [](const LayerShape& s, uint64_t seed) {
+         GqaConfig c = GqaFrom(s, s.num_heads_kv);
+         c.qk_norm = true;
+         c.qk_norm_zero_centred = true;
+         c.rope.fraction = 0.25f;
+         c.output_gate = true;
+         return Gqa(c, seed);
+       }},
+      {"mla", [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kAbsorbed, seed); }},
+      {"mla-naive",
+       [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
+  };
+  return table;
+}
+
+}  // namespace
+
+std::vector<std::string> LayerKinds() {
+  std::vector<std::string> kinds;
+  for (const auto& [k, f] : Table()) kinds.push_back(k);
+  return kinds;
+}
+
+std::unique_ptr<Layer> MakeLayer(const std::string& kind, const LayerShape& shape, uint64_t seed) {
+  const auto it = Table().find(kind);
+  if (it == Table().end()) {
+    std::string known;
+    for (const auto& k : LayerKinds()) known += (known.empty() ? "" : ", ") + k;
+    throw Error("MakeLayer: unknown layer kind '" + kind + "' (known: " + known + ")");
+  }
+  return it->second(shape, seed);
+}
+
+std::vector<std::string> ParseLayerList(const std::string& spec) {
+  std::vector<std::string> kinds;
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    int64_t repeat = 1;
+    if (const auto star = item.find('*'); star != std::string::npos) {
+      const std::string count = item.substr(0, star);
+      Require(!count.empty() && count.find_first_not_of("0123456789") == std::string::npos,
+              "layer list: bad repeat count in '", item, "' (use N*kind)");
+      repeat = std::stoll(count);
+      Require(repeat >= 1 && repeat <= 1000, "layer list: repeat count in '", item,
+              "' must be in [1, 1000]");
+      item = item.substr(star + 1);
+    }
+    Require(Table().count(item) == 1, "layer list: unknown layer kind '", item, "'");
+    for (int64_t i = 0; i < repeat; ++i) kinds.push_back(item);
+  }
+  Require(!kinds.empty(), "layer list: '", spec, "' names no layer");
+  return kinds;
+}
+
+}  // namespace attnkit

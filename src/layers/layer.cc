@@ -1,0 +1,97 @@
+// The Layer conveniences, hidden-state checks, and the Stack runner (residual + RMSNorm).
+#include "attnkit/layers/layer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "attnkit/layers/ops.h"
+
+namespace attnkit {
+
+void Layer::Decode(TensorView<const float> x, int64_t position, TensorView<float> out) {
+  Require(x.tokens() == 1, "Layer::Decode: x must hold one token, got shape ", x.ShapeString());
+  Forward(x, position, out);
+}
+
+void CheckHidden(const char* fn, int64_t hidden, TensorView<const float> x, TensorView<float> out) {
+  CheckView(x, fn, "x");
+  CheckView(out, fn, "out");
+  Require(x.heads() == 1 && x.dim() == hidden, fn, ": x must be [batch, 1, tokens, ", hidden,
+          "], got ", x.ShapeString());
+  Require(out.shape == x.shape, fn, ": out ", out.ShapeString(), " must have x's shape ",
+          x.ShapeString());
+  Require(x.stride[2] == hidden && x.stride[0] == x.tokens() * hidden, fn,
+          ": x rows must be contiguous ([batch, tokens, hidden] row-major)");
+  Require(out.stride[2] == hidden && out.stride[0] == out.tokens() * hidden, fn,
+          ": out rows must be contiguous ([batch, tokens, hidden] row-major)");
+  const float* xb = x.data;
+  const float* xe = x.data + x.numel();
+  const float* ob = out.data;
+  const float* oe = out.data + out.numel();
+  Require(xe <= ob || oe <= xb, fn, ": out must not overlap x");
+}
+
+void CheckPosition(const char* fn, int64_t position, int64_t tokens_seen) {
+  Require(position == tokens_seen, fn, ": position ", position,
+          " must continue the sequence at tokens_seen = ", tokens_seen,
+          position > tokens_seen ? " (positions may not skip)" : " (positions may not repeat)");
+}
+
+Stack::Stack(int64_t hidden, float norm_eps) : hidden_(hidden), eps_(norm_eps) {
+  Require(hidden > 0, "Stack: hidden must be positive, got ", hidden);
+  Require(norm_eps > 0, "Stack: norm_eps must be positive, got ", norm_eps);
+  final_norm_.assign(static_cast<size_t>(hidden), 1.0f);
+}
+
+void Stack::Add(std::unique_ptr<Layer> layer) {
+  Require(layer != nullptr, "Stack::Add: layer is null");
+  Require(layer->hidden() == hidden_, "Stack::Add: layer ", layer->Describe(), " has hidden ",
+          layer->hidden(), " but the stack has ", hidden_);
+  Require(layer->tokens_seen() == tokens_seen() || layers_.empty(), "Stack::Add: layer has seen ",
+          layer->tokens_seen(), " tokens, the stack ", tokens_seen());
+  layers_.push_back(std::move(layer));
+  norms_.emplace_back(static_cast<size_t>(hidden_), 1.0f);
+}
+
+void Stack::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
+  CheckHidden("Stack::Forward", hidden_, x, out);
+  CheckPosition("Stack::Forward", position, tokens_seen());
+  const int64_t rows = x.batch() * x.tokens();
+  const size_t n = static_cast<size_t>(rows * hidden_);
+  std::vector<float> h(x.data, x.data + n), normed(n), delta(n);
+  auto view = [&](float* p) { return MakeBhsd(p, x.batch(), int64_t{1}, x.tokens(), hidden_); };
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    std::copy(h.begin(), h.end(), normed.begin());
+    RmsNorm(normed.data(), rows, hidden_, hidden_, norms_[i], eps_);
+    layers_[i]->Forward(view(normed.data()), position, view(delta.data()));
+    for (size_t j = 0; j < n; ++j) h[j] += delta[j];
+  }
+  RmsNorm(h.data(), rows, hidden_, hidden_, final_norm_, eps_);
+  std::copy(h.begin(), h.end(), out.data);
+  if (layers_.empty()) seen_ += x.tokens();
+}
+
+void Stack::Reset() {
+  for (auto& l : layers_) l->Reset();
+  seen_ = 0;
+}
+
+size_t Stack::CacheBytes() const {
+  size_t s = 0;
+  for (const auto& l : layers_) s += l->CacheBytes();
+  return s;
+}
+
+size_t Stack::WeightBytes() const {
+  size_t s = (norms_.size() + 1) * static_cast<size_t>(hidden_) * sizeof(float);
+  for (const auto& l : layers_) s += l->WeightBytes();
+  return s;
+}
+
+std::string Stack::Describe() const {
+  std::string s = "stack(hidden=" + std::to_string(hidden_) + "):";
+  for (const auto& l : layers_) s += " " + l->Describe();
+  return s;
+}
+
+}  // namespace attnkit

@@ -1,0 +1,281 @@
+// The cost model: KV-cache and state bytes and attention FLOPs per layer kind (docs/models.md).
+#include "attnkit/models/cost.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "attnkit/core/error.h"
+#include "nlohmann/json.hpp"
+
+namespace attnkit::models {
+
+int64_t DtypeBytes(CacheDtype dtype) {
+  switch (dtype) {
+    case CacheDtype::kF32:
+      return 4;
+    case CacheDtype::kBf16:
+    case CacheDtype::kF16:
+      return 2;
+    case CacheDtype::kFp8:
+    case CacheDtype::kInt8:
+      return 1;
+  }
+  return 0;
+}
+
+std::string_view DtypeName(CacheDtype dtype) {
+  switch (dtype) {
+    case CacheDtype::kF32:
+      return "f32";
+    case CacheDtype::kBf16:
+      return "bf16";
+    case CacheDtype::kF16:
+      return "f16";
+    case CacheDtype::kFp8:
+      return "fp8";
+    case CacheDtype::kInt8:
+      return "int8";
+  }
+  return "?";
+}
+
+CacheDtype ParseCacheDtype(std::string_view name) {
+  if (name == "f32" || name == "fp32" || name == "float32") return CacheDtype::kF32;
+  if (name == "bf16" || name == "bfloat16") return CacheDtype::kBf16;
+  if (name == "f16" || name == "fp16" || name == "float16") return CacheDtype::kF16;
+  if (name == "fp8" || name == "f8" || name == "float8") return CacheDtype::kFp8;
+  if (name == "int8" || name == "i8") return CacheDtype::kInt8;
+  throw Error(
+      detail::StrCat("dtype: unknown cache dtype '", name, "' (f32, bf16, f16, fp8, int8)"));
+}
+
+namespace {
+
+int64_t Mul(int64_t a, int64_t b) {
+  int64_t r = 0;
+  Require(!__builtin_mul_overflow(a, b, &r), "Cost: byte count overflows 64 bits (", a, " * ", b,
+          "); use a smaller context or batch");
+  return r;
+}
+int64_t Add(int64_t a, int64_t b) {
+  int64_t r = 0;
+  Require(!__builtin_add_overflow(a, b, &r), "Cost: byte count overflows 64 bits (", a, " + ", b,
+          ")");
+  return r;
+}
+
+// Sum over query positions i = 1..L of the keys query i sees, as a double (FLOP counts).
+double CausalKeySum(int64_t L) { return 0.5 * static_cast<double>(L) * static_cast<double>(L + 1); }
+double WindowKeySum(int64_t L, int64_t w) {
+  if (L <= w) return CausalKeySum(L);
+  return CausalKeySum(w) + static_cast<double>(L - w) * static_cast<double>(w);
+}
+double ChunkKeySum(int64_t L, int64_t c) {
+  const int64_t full = L / c, rest = L % c;
+  return static_cast<double>(full) * CausalKeySum(c) + CausalKeySum(rest);
+}
+
+// Keys the newest token sees when the cache holds L tokens (itself included).
+int64_t DecodeKeys(const LayerSpec& l, int64_t L) {
+  switch (l.kind) {
+    case LayerKind::kSliding:
+      return std::min(L, l.window);
+    case LayerKind::kChunked:
+      return (L - 1) % l.window + 1;
+    case LayerKind::kDsa:
+      return std::min(L, l.index_topk);
+    default:
+      return L;
+  }
+}
+
+double PrefillKeys(const LayerSpec& l, int64_t L) {
+  switch (l.kind) {
+    case LayerKind::kSliding:
+      return WindowKeySum(L, l.window);
+    case LayerKind::kChunked:
+      return ChunkKeySum(L, l.window);
+    case LayerKind::kDsa:
+      return WindowKeySum(L, l.index_topk);  // min(i, topk) per query
+    default:
+      return CausalKeySum(L);
+  }
+}
+
+// Per-token FLOPs of a recurrent layer: state update + read-out, plus the short convolution.
+double RecurrentTokenFlops(const LayerSpec& l) {
+  const double hkv = static_cast<double>(l.state_heads) * static_cast<double>(l.state_dim_k) *
+                     static_cast<double>(l.state_dim_v);
+  // Delta rule: decay (1), S^T k (2), rank-1 update (2), read-out S^T q (2) -> 7 per state entry.
+  // Mamba-2 and lightning: decay (1), update (2), read-out (2) -> 5.
+  const double per_entry =
+      (l.kind == LayerKind::kGatedDeltaNet || l.kind == LayerKind::kKda) ? 7.0 : 5.0;
+  const double conv =
+      2.0 * static_cast<double>(l.conv_channels) * static_cast<double>(l.conv_kernel);
+  return per_entry * hkv + conv;
+}
+
+}  // namespace
+
+CostReport Cost(const ModelConfig& config, const CostQuery& query) {
+  Require(query.context >= 1, "Cost: context must be >= 1, got ", query.context);
+  Require(query.batch >= 1, "Cost: batch must be >= 1, got ", query.batch);
+  Require(!config.layers.empty(), "Cost: model '", config.name, "' has no layers");
+  const int64_t L = query.context;
+  const int64_t cb = DtypeBytes(query.cache_dtype), sb = DtypeBytes(query.state_dtype);
+  CostReport r;
+  r.query = query;
+  for (size_t i = 0; i < config.layers.size(); ++i) {
+    const LayerSpec& l = config.layers[i];
+    LayerCost c;
+    c.index = static_cast<int>(i);
+    c.kind = l.kind;
+    c.window = l.window;
+    c.shared = l.kv_source >= 0;
+    const double hq = static_cast<double>(l.num_heads_q);
+    switch (l.kind) {
+      case LayerKind::kFull:
+      case LayerKind::kSliding:
+      case LayerKind::kChunked: {
+        const int64_t elems = Mul(l.num_heads_kv, Add(l.head_dim_qk, l.head_dim_v));
+        c.kv_bytes_per_token = c.shared ? 0 : Mul(elems, cb);
+        c.cached_tokens = l.kind == LayerKind::kFull ? L : std::min(L, l.window);
+        const double per_key = 2.0 * hq * static_cast<double>(l.head_dim_qk + l.head_dim_v);
+        c.decode_flops = per_key * static_cast<double>(DecodeKeys(l, L));
+        c.prefill_flops = per_key * PrefillKeys(l, L);
+        break;
+      }
+      case LayerKind::kMla:
+      case LayerKind::kDsa: {
+        c.kv_bytes_per_token = c.shared ? 0 : Mul(Add(l.kv_lora_rank, l.qk_rope_head_dim), cb);
+        c.cached_tokens = L;
+        const double r_kv = static_cast<double>(l.kv_lora_rank);
+        // Decode, absorbed: scores over latent + rope keys, values in the latent, plus absorbing
+        // W_UK into the query and W_UV into the output once per token.
+        const double absorbed_per_key =
+            2.0 * hq * (2.0 * r_kv + static_cast<double>(l.qk_rope_head_dim));
+        const double absorb =
+            2.0 * hq * r_kv * static_cast<double>(l.qk_nope_head_dim + l.head_dim_v);
+        c.decode_flops = absorbed_per_key * static_cast<double>(DecodeKeys(l, L)) + absorb;
+        // Prefill, decompressed: ordinary attention with head_dim_qk / head_dim_v.
+        c.prefill_flops =
+            2.0 * hq * static_cast<double>(l.head_dim_qk + l.head_dim_v) * PrefillKeys(l, L);
+        if (l.kind == LayerKind::kDsa) {
+          c.indexer_bytes_per_token = c.shared ? 0 : Mul(l.index_head_dim, cb);
+          const double idx =
+              2.0 * static_cast<double>(l.index_num_heads) * static_cast<double>(l.index_head_dim);
+          c.decode_flops += idx * static_cast<double>(L);
+          c.prefill_flops += idx * CausalKeySum(L);
+        }
+        break;
+      }
+      case LayerKind::kGatedDeltaNet:
+      case LayerKind::kKda:
+      case LayerKind::kMamba2:
+      case LayerKind::kLightning: {
+        c.state_bytes = Mul(Mul(Mul(l.state_heads, l.state_dim_k), l.state_dim_v), sb);
+        c.conv_state_bytes = Mul(Mul(l.conv_channels, std::max<int64_t>(l.conv_kernel - 1, 0)), sb);
+        c.decode_flops = RecurrentTokenFlops(l);
+        c.prefill_flops = c.decode_flops * static_cast<double>(L);
+        break;
+      }
+      case LayerKind::kMlp:
+        break;
+    }
+    c.kv_bytes = Mul(c.kv_bytes_per_token, c.cached_tokens);
+    c.indexer_bytes = Mul(c.indexer_bytes_per_token, c.cached_tokens);
+    r.kv_bytes_per_token = Add(r.kv_bytes_per_token, c.kv_bytes_per_token);
+    r.indexer_bytes_per_token = Add(r.indexer_bytes_per_token, c.indexer_bytes_per_token);
+    r.kv_bytes_total = Add(r.kv_bytes_total, c.kv_bytes);
+    r.indexer_bytes_total = Add(r.indexer_bytes_total, c.indexer_bytes);
+    r.state_bytes = Add(r.state_bytes, Add(c.state_bytes, c.conv_state_bytes));
+    r.conv_state_bytes = Add(r.conv_state_bytes, c.conv_state_bytes);
+    r.decode_flops += c.decode_flops;
+    r.prefill_flops += c.prefill_flops;
+    r.layers.push_back(c);
+  }
+  r.kv_bytes_total = Mul(r.kv_bytes_total, query.batch);
+  r.indexer_bytes_total = Mul(r.indexer_bytes_total, query.batch);
+  r.state_bytes_total = Mul(r.state_bytes, query.batch);
+  r.total_bytes = Add(Add(r.kv_bytes_total, r.indexer_bytes_total), r.state_bytes_total);
+  return r;
+}
+
+std::string CostReportToJson(const ModelConfig& config, const CostReport& r, bool include_layers) {
+  nlohmann::ordered_json j;
+  j["model"] = config.name;
+  j["model_type"] = config.model_type;
+  j["source"] = config.source;
+  j["context"] = r.query.context;
+  j["batch"] = r.query.batch;
+  j["dtype"] = std::string(DtypeName(r.query.cache_dtype));
+  j["state_dtype"] = std::string(DtypeName(r.query.state_dtype));
+  j["num_layers"] = config.layers.size();
+  j["pattern"] = config.Pattern();
+  j["summary"] = config.Summary();
+  j["kv_bytes_per_token"] = r.kv_bytes_per_token;
+  j["kv_bytes_total"] = r.kv_bytes_total;
+  j["indexer_bytes_per_token"] = r.indexer_bytes_per_token;
+  j["indexer_bytes_total"] = r.indexer_bytes_total;
+  j["state_bytes"] = r.state_bytes;
+  j["conv_state_bytes"] = r.conv_state_bytes;
+  j["state_bytes_total"] = r.state_bytes_total;
+  j["total_bytes"] = r.total_bytes;
+  j["decode_flops_per_token"] = r.decode_flops;
+  j["prefill_flops"] = r.prefill_flops;
+  j["mtp_layers_left_out"] = config.mtp_layers;
+  j["assumptions"] = config.assumptions;
+  j["warnings"] = config.warnings;
+  if (include_layers) {
+    nlohmann::ordered_json layers = nlohmann::ordered_json::array();
+    for (const auto& c : r.layers) {
+      nlohmann::ordered_json o;
+      o["index"] = c.index;
+      o["kind"] = std::string(LayerKindName(c.kind));
+      o["window"] = c.window;
+      o["shared_kv"] = c.shared;
+      o["bytes_per_token"] = c.kv_bytes_per_token;
+      o["cached_tokens"] = c.cached_tokens;
+      o["kv_bytes"] = c.kv_bytes;
+      o["indexer_bytes_per_token"] = c.indexer_bytes_per_token;
+      o["state_bytes"] = c.state_bytes;
+      o["conv_state_bytes"] = c.conv_state_bytes;
+      o["decode_flops"] = c.decode_flops;
+      o["prefill_flops"] = c.prefill_flops;
+      layers.push_back(std::move(o));
+    }
+    j["layers"] = std::move(layers);
+  }
+  return j.dump();
+}
+
+std::string GroupDigits(int64_t value) {
+  std::string digits = std::to_string(value < 0 ? -value : value);
+  std::string out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+    out.push_back(digits[i]);
+  }
+  return value < 0 ? "-" + out : out;
+}
+
+std::string HumanBytes(double bytes) {
+  static const char* kUnits[] = {"B", "kB", "MB", "GB", "TB", "PB", "EB"};
+  int u = 0;
+  while (bytes >= 1000.0 && u < 6) {
+    bytes /= 1000.0;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u == 0 ? "%.0f %s" : "%.2f %s", bytes, kUnits[u]);
+  return buf;
+}
+
+std::string HumanTokens(int64_t tokens) {
+  const int64_t m = 1024 * 1024;
+  if (tokens >= m && tokens % m == 0) return std::to_string(tokens / m) + "m";
+  if (tokens >= 1024 && tokens % 1024 == 0) return std::to_string(tokens / 1024) + "k";
+  return std::to_string(tokens);
+}
+
+}  // namespace attnkit::models

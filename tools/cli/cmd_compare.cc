@@ -1,0 +1,91 @@
+// `attnkit compare`: KV cache and state of several models side by side at several contexts.
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "attnkit/core/error.h"
+#include "attnkit/models/catalogue.h"
+#include "attnkit/models/cost.h"
+#include "command.h"
+#include "nlohmann/json.hpp"
+
+namespace attnkit::cli {
+namespace {
+
+using namespace attnkit::models;
+
+std::vector<int64_t> ParseContexts(const std::string& text) {
+  std::vector<int64_t> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    const int64_t v = ParseSize(item, "--context");
+    Require(v >= 1, "--context: each context must be >= 1, got ", v);
+    out.push_back(v);
+  }
+  Require(!out.empty(), "--context: expected a list such as 32k,128k,1m");
+  return out;
+}
+
+int RunCompare(const std::vector<std::string>& args) {
+  ArgParser p(
+      "attnkit compare A B C ... [--context 32k,128k,1m] [--batch 1] [--dtype bf16] [--json]",
+      "KV bytes per token and the whole cache (KV + indexer + fixed state) of several "
+      "models at several context lengths.");
+  p.AddPositional("models", "catalogue names or config.json paths", 1, -1);
+  p.AddOption("context", "32k,128k,1m", "comma-separated contexts (k = 1024, m = 1024^2)");
+  p.AddOption("batch", "1", "sequences held at once");
+  p.AddOption("dtype", "bf16", "cache dtype: f32, bf16, f16, fp8, int8");
+  p.AddOption("state-dtype", "f32", "recurrent / conv state dtype");
+  p.AddFlag("json", "one JSON object per model and context, one per line");
+  if (!p.Parse(args)) return 0;
+  const std::vector<int64_t> contexts = ParseContexts(p.Get("context"));
+  CostQuery q;
+  q.batch = p.GetInt("batch");
+  Require(q.batch >= 1, "--batch must be >= 1, got ", q.batch);
+  q.cache_dtype = ParseCacheDtype(p.Get("dtype"));
+  q.state_dtype = ParseCacheDtype(p.Get("state-dtype"));
+  std::vector<ModelConfig> models;
+  for (const auto& name : p.Positionals()) models.push_back(LoadModelOrFile(name));
+
+  if (!p.Flag("json")) {
+    std::printf("%-26s %12s %10s", "model", "KV B/token", "state");
+    for (int64_t c : contexts) std::printf(" %12s", ("@" + HumanTokens(c)).c_str());
+    std::printf("  layers\n");
+  }
+  for (const auto& m : models) {
+    std::vector<CostReport> rs;
+    for (int64_t c : contexts) {
+      q.context = c;
+      rs.push_back(Cost(m, q));
+    }
+    if (p.Flag("json")) {
+      for (const auto& r : rs) std::cout << CostReportToJson(m, r, false) << "\n";
+      continue;
+    }
+    std::string per_token = GroupDigits(rs[0].kv_bytes_per_token);
+    if (rs[0].indexer_bytes_per_token > 0) {
+      per_token += "+" + GroupDigits(rs[0].indexer_bytes_per_token);
+    }
+    std::printf(
+        "%-26s %12s %10s", m.name.c_str(), per_token.c_str(),
+        rs[0].state_bytes > 0 ? HumanBytes(static_cast<double>(rs[0].state_bytes)).c_str() : "-");
+    for (const auto& r : rs)
+      std::printf(" %12s", HumanBytes(static_cast<double>(r.total_bytes)).c_str());
+    std::printf("  %s\n", m.Summary().c_str());
+  }
+  if (!p.Flag("json")) {
+    std::printf(
+        "\ncache = KV + DSA indexer + fixed state, batch %lld, %s cache, %s state; "
+        "GB = 10^9 bytes\n",
+        static_cast<long long>(q.batch), std::string(DtypeName(q.cache_dtype)).c_str(),
+        std::string(DtypeName(q.state_dtype)).c_str());
+  }
+  return 0;
+}
+
+const CommandRegistrar kRegistrar({"compare", "KV cache of several models at several contexts",
+                                   RunCompare});
+
+}  // namespace
+}  // namespace attnkit::cli

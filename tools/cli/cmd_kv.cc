@@ -1,0 +1,144 @@
+// `attnkit kv`: KV-cache bytes, recurrent state bytes and attention FLOPs of one model at a
+// context.
+#include <cstdio>
+#include <iostream>
+
+#include "attnkit/core/error.h"
+#include "attnkit/models/catalogue.h"
+#include "attnkit/models/cost.h"
+#include "command.h"
+
+namespace attnkit::cli {
+namespace {
+
+using namespace attnkit::models;
+
+// Consecutive layers with the same figures, printed as one row.
+struct Run {
+  size_t first = 0, last = 0;
+};
+
+bool SameRow(const LayerSpec& a, const LayerCost& ca, const LayerSpec& b, const LayerCost& cb) {
+  return a == b && ca.kv_bytes_per_token == cb.kv_bytes_per_token && ca.shared == cb.shared;
+}
+
+std::string Shape(const LayerSpec& l) {
+  char buf[160];
+  switch (l.kind) {
+    case LayerKind::kMla:
+    case LayerKind::kDsa:
+      std::snprintf(buf, sizeof(buf), "heads %lld, latent %lld + rope %lld",
+                    static_cast<long long>(l.num_heads_q), static_cast<long long>(l.kv_lora_rank),
+                    static_cast<long long>(l.qk_rope_head_dim));
+      break;
+    case LayerKind::kGatedDeltaNet:
+    case LayerKind::kKda:
+    case LayerKind::kMamba2:
+    case LayerKind::kLightning:
+      std::snprintf(buf, sizeof(buf), "state %lld x %lld x %lld, conv %lld x %lld",
+                    static_cast<long long>(l.state_heads), static_cast<long long>(l.state_dim_k),
+                    static_cast<long long>(l.state_dim_v), static_cast<long long>(l.conv_channels),
+                    static_cast<long long>(l.conv_kernel));
+      break;
+    case LayerKind::kMlp:
+      buf[0] = '\0';
+      break;
+    default:
+      std::snprintf(buf, sizeof(buf), "q %lld / kv %lld heads x %lld%s",
+                    static_cast<long long>(l.num_heads_q), static_cast<long long>(l.num_heads_kv),
+                    static_cast<long long>(l.head_dim_qk), l.rope ? "" : ", NoPE");
+  }
+  return buf;
+}
+
+int RunKv(const std::vector<std::string>& args) {
+  ArgParser p(
+      "attnkit kv (--config FILE | --model NAME) [--context 128k] [--batch 1] "
+      "[--dtype bf16] [--state-dtype f32] [--json]",
+      "KV-cache bytes (per token and at the context), DSA indexer bytes, fixed recurrent "
+      "state and attention FLOPs of a model, per layer kind.");
+  p.AddOption("config", "", "path to a Hugging Face config.json");
+  p.AddOption("model", "", "a catalogue name (see `attnkit list`)");
+  p.AddOption("context", "32k", "tokens in the cache: 4096, 32k, 128k, 1m (k = 1024)");
+  p.AddOption("batch", "1", "sequences held at once");
+  p.AddOption("dtype", "bf16", "cache dtype: f32, bf16, f16, fp8, int8");
+  p.AddOption("state-dtype", "f32", "recurrent / conv state dtype");
+  p.AddFlag("json", "print one JSON object (with layers[])");
+  if (!p.Parse(args)) return 0;
+  Require(p.Given("config") != p.Given("model"),
+          "give exactly one of --config FILE or --model NAME");
+  const ModelConfig m =
+      p.Given("config") ? ReadHfConfig(p.Get("config")) : LoadModel(p.Get("model"));
+  CostQuery q;
+  q.context = p.GetInt("context");
+  q.batch = p.GetInt("batch");
+  Require(q.context >= 1, "--context must be >= 1, got ", q.context);
+  Require(q.batch >= 1, "--batch must be >= 1, got ", q.batch);
+  q.cache_dtype = ParseCacheDtype(p.Get("dtype"));
+  q.state_dtype = ParseCacheDtype(p.Get("state-dtype"));
+  const CostReport r = Cost(m, q);
+  if (p.Flag("json")) {
+    std::cout << CostReportToJson(m, r) << "\n";
+    return 0;
+  }
+  std::cout << "model:    " << m.name << " (" << m.model_type << ", " << m.layers.size()
+            << " layers: " << m.Summary() << ")\n";
+  std::cout << "source:   " << m.source << "\n";
+  std::cout << "query:    context " << GroupDigits(q.context) << " (" << HumanTokens(q.context)
+            << "), batch " << q.batch << ", cache " << DtypeName(q.cache_dtype) << ", state "
+            << DtypeName(q.state_dtype) << "\n\n";
+  auto line = [](const char* label, int64_t v, const std::string& note = "") {
+    std::printf("  %-30s %22s  %s\n", label, GroupDigits(v).c_str(), note.c_str());
+  };
+  line("KV bytes per token", r.kv_bytes_per_token, "(all layers, context below every window)");
+  if (r.indexer_bytes_per_token > 0) {
+    line("indexer bytes per token", r.indexer_bytes_per_token, "(DSA keys, apart from KV)");
+  }
+  line("KV cache at context x batch", r.kv_bytes_total,
+       HumanBytes(static_cast<double>(r.kv_bytes_total)));
+  if (r.indexer_bytes_total > 0) {
+    line("indexer cache at context x batch", r.indexer_bytes_total,
+         HumanBytes(static_cast<double>(r.indexer_bytes_total)));
+  }
+  if (r.state_bytes > 0) {
+    line("state bytes per sequence", r.state_bytes,
+         HumanBytes(static_cast<double>(r.state_bytes)) + " (conv " +
+             HumanBytes(static_cast<double>(r.conv_state_bytes)) + ")");
+  }
+  line("total at context x batch", r.total_bytes, HumanBytes(static_cast<double>(r.total_bytes)));
+  std::printf("  %-30s %22.4g  %s\n", "attention FLOPs, decode", r.decode_flops,
+              "(one new token, per sequence)");
+  std::printf("  %-30s %22.4g  %s\n\n", "attention FLOPs, prefill", r.prefill_flops,
+              "(causal prefill of the context)");
+  std::printf("  %-9s %-15s %-9s %-44s %12s %14s\n", "layers", "kind", "window", "shape", "B/token",
+              "B at context");
+  for (size_t i = 0; i < m.layers.size();) {
+    size_t j = i;
+    while (j + 1 < m.layers.size() &&
+           SameRow(m.layers[i], r.layers[i], m.layers[j + 1], r.layers[j + 1]))
+      ++j;
+    // Only merge runs of identical neighbours; interleaved patterns print one row per layer.
+    const auto& c = r.layers[i];
+    const std::string range =
+        i == j ? std::to_string(i) : std::to_string(i) + "-" + std::to_string(j);
+    std::string per_layer =
+        c.shared ? "shared" : GroupDigits(c.kv_bytes_per_token + c.indexer_bytes_per_token);
+    std::string at_ctx = IsRecurrent(c.kind)
+                             ? GroupDigits(c.state_bytes + c.conv_state_bytes) + " st"
+                             : GroupDigits(c.kv_bytes + c.indexer_bytes);
+    std::printf("  %-9s %-15s %-9s %-44s %12s %14s\n", range.c_str(),
+                std::string(LayerKindName(c.kind)).c_str(),
+                c.window > 0 ? GroupDigits(c.window).c_str() : "-", Shape(m.layers[i]).c_str(),
+                per_layer.c_str(), at_ctx.c_str());
+    i = j + 1;
+  }
+  for (const auto& a : m.assumptions) std::cout << "  assumption: " << a << "\n";
+  for (const auto& w : m.warnings) std::cout << "  warning: " << w << "\n";
+  return 0;
+}
+
+const CommandRegistrar kRegistrar({"kv", "KV-cache, state bytes and attention FLOPs of a model",
+                                   RunKv});
+
+}  // namespace
+}  // namespace attnkit::cli

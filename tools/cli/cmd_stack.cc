@@ -1,0 +1,100 @@
+// `attnkit stack`: runs a stack of attention layers (residual stream + RMSNorm, no MLP) over a
+// random prompt, then decodes token by token; reports prefill tokens/s, decode ms/token and
+// cache bytes per layer. Hybrid stacks are lists such as "3*swa,gqa" or "3*gdn,gated".
+#include <cstdio>
+#include <iostream>
+
+#include "attnkit/bench/blocks.h"
+#include "attnkit/core/runtime.h"
+#include "attnkit/layers/factory.h"
+#include "command.h"
+#include "nlohmann/json.hpp"
+
+namespace attnkit::cli {
+namespace {
+
+int RunStackCmd(const std::vector<std::string>& args) {
+  std::string kinds_help = "comma list of layer kinds, N*kind repeats; kinds:";
+  for (const auto& k : LayerKinds()) kinds_help += " " + k;
+  ArgParser p("attnkit stack [options]",
+              "Prefill a random prompt through a stack of attention layers, then decode token by "
+              "token; report tokens/s and cache bytes. Weights are seeded random.");
+  p.AddOption("layers", "3*swa,gqa", kinds_help);
+  p.AddOption("hidden", "1024", "hidden size");
+  p.AddOption("heads", "16", "query heads");
+  p.AddOption("kv-heads", "4", "KV heads (gqa, swa, sinks, gated, qknorm)");
+  p.AddOption("head-dim", "64", "head dim (mla: qk_nope = v head dim)");
+  p.AddOption("window", "128", "sliding window of swa / sinks layers");
+  p.AddOption("kv-lora", "256", "mla kv_lora_rank");
+  p.AddOption("q-lora", "384", "mla q_lora_rank (0 = direct)");
+  p.AddOption("rope-dim", "32", "mla qk_rope_head_dim");
+  p.AddOption("prompt", "512", "prompt tokens");
+  p.AddOption("decode", "32", "decoded tokens");
+  p.AddOption("threads", "0", "threads (0 = all)");
+  p.AddOption("seed", "1", "seed of weights and inputs");
+  p.AddFlag("json", "print one JSON object");
+  if (!p.Parse(args)) return 0;
+  LayerShape s;
+  s.hidden = p.GetInt("hidden");
+  s.num_heads = p.GetInt("heads");
+  s.num_heads_kv = p.GetInt("kv-heads");
+  s.head_dim = p.GetInt("head-dim");
+  s.window = p.GetInt("window");
+  s.kv_lora_rank = p.GetInt("kv-lora");
+  s.q_lora_rank = p.GetInt("q-lora");
+  s.rope_head_dim = p.GetInt("rope-dim");
+  const int64_t prompt = p.GetInt("prompt"), decode = p.GetInt("decode");
+  Require(prompt >= 1 && decode >= 0, "--prompt must be >= 1 and --decode >= 0");
+  s.max_tokens = prompt + decode;
+  const uint64_t seed = static_cast<uint64_t>(p.GetInt("seed"));
+  const int threads = static_cast<int>(p.GetInt("threads"));
+  if (threads > 0) SetNumThreads(threads);
+  Stack stack(s.hidden);
+  const auto kinds = ParseLayerList(p.Get("layers"));
+  for (size_t i = 0; i < kinds.size(); ++i) stack.Add(MakeLayer(kinds[i], s, seed + 17 * i));
+  const auto r = bench::RunStack(stack, prompt, decode, seed, [](const std::string& line) {
+    std::cerr << "stack: " << line << std::endl;
+  });
+  nlohmann::json j = {{"layers", p.Get("layers")},
+                      {"describe", stack.Describe()},
+                      {"threads", GetNumThreads()},
+                      {"prompt", prompt},
+                      {"decode", decode},
+                      {"prefill_seconds", r.prefill_seconds},
+                      {"prefill_tokens_per_s", r.prefill_tokens_per_s},
+                      {"decode_ms_median", r.decode_ms_median},
+                      {"decode_tokens_per_s", r.decode_tokens_per_s},
+                      {"cache_bytes", r.cache_bytes},
+                      {"weight_bytes", r.weight_bytes}};
+  nlohmann::json per_layer = nlohmann::json::array();
+  for (size_t i = 0; i < stack.num_layers(); ++i) {
+    per_layer.push_back(
+        {{"layer", stack.layer(i).Describe()}, {"cache_bytes", stack.layer(i).CacheBytes()}});
+  }
+  j["per_layer"] = per_layer;
+  if (p.Flag("json")) {
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  std::printf(
+      "%zu layers, %d threads: prefill %lld tokens %.2f s (%.1f tokens/s); decode %lld "
+      "tokens: %.2f ms/token median (%.1f tokens/s)\n",
+      stack.num_layers(), GetNumThreads(), static_cast<long long>(prompt), r.prefill_seconds,
+      r.prefill_tokens_per_s, static_cast<long long>(decode), r.decode_ms_median,
+      r.decode_tokens_per_s);
+  std::printf("cache %.2f MiB in all (weights %.1f MiB):\n", r.cache_bytes / 1048576.0,
+              r.weight_bytes / 1048576.0);
+  for (size_t i = 0; i < stack.num_layers(); ++i) {
+    std::printf("  %2zu  %10.2f MiB  %s\n", i, stack.layer(i).CacheBytes() / 1048576.0,
+                stack.layer(i).Describe().c_str());
+  }
+  return 0;
+}
+
+const CommandRegistrar kRegistrar({"stack",
+                                   "run a (hybrid) stack of attention layers: prefill, "
+                                   "decode, tokens/s, cache bytes",
+                                   RunStackCmd});
+
+}  // namespace
+}  // namespace attnkit::cli
