@@ -11,6 +11,7 @@
 #include "attnkit/guide/measure.h"
 #include "attnkit/guide/svg.h"
 #include "guide/assets.h"
+#include "guide/sections.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::guide {
@@ -40,11 +41,7 @@ const std::string& CheckedScript(const std::string& name, const std::string& tex
   return text;
 }
 
-std::string Fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
+using detail::Fmt;
 
 const char* kStyle = R"css(
 :root { --ink:#1f2328; --muted:#57606a; --line:#d8dee4; --accent:#3b6fb6; --bg:#f6f8fa; }
@@ -206,8 +203,14 @@ std::string RenderHtml(const GuidePage& page) {
     if (!s.formula_html.empty()) h += "<div class=\"formula\">" + s.formula_html + "</div>";
     if (!s.models.empty()) {
       h += "<div class=\"models\">Used by: ";
-      for (const auto& model : s.models)
-        h += "<span class=\"chip\">" + XmlEscape(model) + "</span>";
+      constexpr size_t kShown = 18;
+      for (size_t i = 0; i < s.models.size() && i < kShown; ++i) {
+        h += "<span class=\"chip\">" + XmlEscape(s.models[i]) + "</span>";
+      }
+      if (s.models.size() > kShown) {
+        h += "<span class=\"chip more\" title=\"the full list is in guide.json\">+" +
+             std::to_string(s.models.size() - kShown) + " more</span>";
+      }
       h += " <span class=\"source\">(" + XmlEscape(s.models_source) + ")</span></div>";
     }
     h += "<div class=\"figures\">";

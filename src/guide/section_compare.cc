@@ -5,22 +5,91 @@
 #include <cstdio>
 
 #include "attnkit/guide/charts.h"
+#include "attnkit/models/card.h"
+#include "attnkit/models/cost.h"
+#include "guide/catalogue_util.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
 namespace {
 
-std::string Fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
+// Cache bars of real models at 8k / 32k / 128k, their per-token table and a few model cards, all
+// computed from the catalogue's configs by the cost model (models/cost.h).
+void AddCatalogueFigures(Section& sec) {
+  const char* kModels[] = {"gpt2-xl",          "llama-2-70b",       "llama-3.1-8b",
+                           "llama-3.1-70b",    "qwen3-32b",         "mistral-7b-v0.1",
+                           "gemma-3-27b",      "gpt-oss-120b",      "deepseek-v3",
+                           "deepseek-v3.2-exp", "kimi-k2",          "qwen3-next-80b-a3b",
+                           "kimi-linear-48b-a3b", "minimax-text-01"};
+  const int64_t kContexts[] = {8192, 32768, 131072};
+  BarChartSpec bars;
+  bars.title = "Cache memory per sequence of real models at 8k, 32k and 128k tokens";
+  bars.subtitle = "KV cache (bf16) + DSA indexer keys + recurrent/conv state (f32), batch 1, all layers";
+  bars.x_title = "model";
+  bars.y_title = "cache per sequence (GB, 10^9 bytes)";
+  bars.group_title = "context";
+  bars.log_y = 1;
+  Table t;
+  t.id = "compare-models";
+  t.title = "What each model keeps per token (all layers)";
+  t.provenance = Provenance::kConfig;
+  t.source = "models::Cost over the catalogue's configs (bf16 cache, f32 state)";
+  t.header = {"model", "layers", "KV bytes / token", "indexer bytes / token",
+              "fixed state bytes", "cache at 128k (GB)"};
+  for (const char* name : kModels) {
+    const models::ModelConfig* config = nullptr;
+    for (const auto& c : CatalogueConfigs()) {
+      if (c.name == name) config = &c;
+    }
+    if (!config) continue;
+    models::CostReport at128k;
+    for (int64_t ctxlen : kContexts) {
+      models::CostQuery q;
+      q.context = ctxlen;
+      const models::CostReport r = models::Cost(*config, q);
+      bars.bars.push_back({config->name, FormatTokens(ctxlen), static_cast<double>(r.total_bytes) / 1e9});
+      at128k = r;
+    }
+    t.rows.push_back({config->name, config->Summary(), Fmt("%.0f", static_cast<double>(at128k.kv_bytes_per_token)),
+                      Fmt("%.0f", static_cast<double>(at128k.indexer_bytes_per_token)),
+                      Fmt("%.0f", static_cast<double>(at128k.state_bytes)),
+                      Fmt("%.2f", static_cast<double>(at128k.total_bytes) / 1e9)});
+  }
+  if (!bars.bars.empty()) {
+    Figure f;
+    f.kind = Figure::Kind::kChart;
+    f.id = "compare-model-cache";
+    f.title = "Cache of real models at 8k / 32k / 128k context";
+    f.caption = "Sliding windows cap a layer's cache, MLA compresses it to a latent, hybrid models "
+                "replace most layers with a fixed-size state: the spread at 128k is two orders of "
+                "magnitude.";
+    f.provenance = Provenance::kConfig;
+    f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
+    f.vega_lite = GroupedBarChart(bars);
+    sec.figures.push_back(f);
+    sec.tables.push_back(t);
+  }
+  for (const char* name : {"llama-3.1-8b", "gemma-3-27b", "deepseek-v3.2-exp", "qwen3-next-80b-a3b"}) {
+    for (const auto& c : CatalogueConfigs()) {
+      if (c.name != name) continue;
+      Figure card;
+      card.kind = Figure::Kind::kDiagram;
+      card.id = std::string("card-") + name;
+      card.title = "Model card: " + c.name;
+      card.caption = "Layer pattern, attention kinds, bytes per token and cache at 8k/32k/128k.";
+      card.provenance = Provenance::kConfig;
+      card.source = "models::ModelCardSvg(LoadModel(\"" + c.name + "\")) (" + c.source + ")";
+      card.svg = models::ModelCardSvg(c);
+      sec.figures.push_back(card);
+    }
+  }
 }
 
 Section Build(Context& ctx) {
   Section sec;
   sec.name = "compare";
   sec.comparison = true;
-  sec.title = "Comparison: every variant measured in this run";
+  sec.title = "Comparison: every variant measured in this run, and real models' caches";
   sec.intro_html =
       "<p>One row per variant measured above. The slope is the fitted exponent of prefill time "
       "against sequence length on log-log axes (2 = quadratic, 1 = linear); the cache column is "
@@ -68,6 +137,7 @@ Section Build(Context& ctx) {
   if (t.rows.empty()) {
     sec.notes.push_back("No variant was measured in this run (see --only).");
   }
+  AddCatalogueFigures(sec);
   return sec;
 }
 

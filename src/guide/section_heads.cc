@@ -7,6 +7,7 @@
 #include "attnkit/guide/charts.h"
 #include "attnkit/guide/svg.h"
 #include "attnkit/kernels/kv_cache.h"
+#include "guide/catalogue_util.h"
 #include "guide/dense_measure.h"
 #include "guide/sections.h"
 
@@ -28,12 +29,6 @@ const Variant kVariants[] = {
 std::string Label(const char* name, const DenseShape& s) {
   return std::string(name) + " " + std::to_string(s.num_heads_q) + "q/" +
          std::to_string(s.num_heads_kv) + "kv";
-}
-
-std::string Fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
 }
 
 template <typename T>
@@ -61,6 +56,24 @@ Section Build(Context& ctx) {
       "V<sub>g(h)</sub>, &nbsp; g(h) = &lfloor;h / G&rfloor;, &nbsp; G = H<sub>q</sub> / "
       "H<sub>kv</sub><br>KV cache per token and layer = 2 &middot; H<sub>kv</sub> &middot; d "
       "&middot; bytes per element";
+
+  // Real models, grouped by how their attention layers share KV heads (from their configs).
+  std::vector<std::string> by_kind[3];
+  for (const auto& c : CatalogueConfigs()) {
+    const models::LayerSpec* l = FirstLayer(c, models::LayerKind::kFull);
+    if (!l) l = FirstLayer(c, models::LayerKind::kSliding);
+    if (!l || l->num_heads_kv <= 0) continue;
+    const int kind = l->num_heads_kv == l->num_heads_q ? 0 : l->num_heads_kv == 1 ? 2 : 1;
+    const char* names[] = {"MHA", "GQA", "MQA"};
+    by_kind[kind].push_back(c.name + " (" + names[kind] + " " + std::to_string(l->num_heads_q) +
+                            "q/" + std::to_string(l->num_heads_kv) + "kv)");
+  }
+  for (size_t i = 0; i < 40; ++i) {  // interleave so every kind shows up early in the list
+    for (auto& list : by_kind) {
+      if (i < list.size()) sec.models.push_back(list[i]);
+    }
+  }
+  sec.models_source = CatalogueSourceLine();
 
   // Diagram: head sharing of the very shapes measured below.
   Figure sharing;

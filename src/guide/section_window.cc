@@ -9,6 +9,7 @@
 #include "attnkit/guide/charts.h"
 #include "attnkit/guide/svg.h"
 #include "attnkit/kernels/kv_cache.h"
+#include "guide/catalogue_util.h"
 #include "guide/dense_measure.h"
 #include "guide/sections.h"
 
@@ -19,12 +20,6 @@ const DenseShape kShape{8, 2, 128};    // prefill shape (GQA, as most windowed m
 const DenseShape kDecode{32, 8, 128};  // decode shape
 
 int64_t WindowFor(const SweepConfig& c) { return c.size == SweepSize::kSmoke ? 128 : 512; }
-
-std::string Fmt(const char* f, double v) {
-  char buf[64];
-  std::snprintf(buf, sizeof buf, f, v);
-  return buf;
-}
 
 Section Build(Context& ctx) {
   const SweepConfig& c = ctx.config();
@@ -44,6 +39,13 @@ Section Build(Context& ctx) {
       "sliding window: allowed(q, k) &hArr; q &minus; W &lt; k &le; q &nbsp;&nbsp; cost "
       "&asymp; N &middot; W &nbsp;&nbsp; cache = W slots<br>chunked local: allowed(q, k) &hArr; "
       "&lfloor;q / C&rfloor; = &lfloor;k / C&rfloor; and k &le; q";
+
+  sec.models = ModelsWhere([](const models::ModelConfig& c) -> std::string {
+    return c.Count(models::LayerKind::kSliding) + c.Count(models::LayerKind::kChunked) > 0
+               ? c.Summary()
+               : "";
+  });
+  sec.models_source = CatalogueSourceLine();
 
   const MaskPtr small_window = CausalWindowMask(8);
   const MaskPtr small_chunk = ChunkedLocalMask(8);
@@ -99,6 +101,14 @@ Section Build(Context& ctx) {
   }
   f4.svg = LayerStripDiagram(strip, "Layer schedule, 12 layers, 5 local : 1 global");
   sec.figures.push_back(f4);
+
+  // Real schedules, drawn from the catalogue's configs.
+  for (const char* name : {"gemma-3-27b", "gpt-oss-120b", "llama-4-scout"}) {
+    Figure strip;
+    if (ModelStripFigure(name, std::string("window-strip-") + name, &strip)) {
+      sec.figures.push_back(strip);
+    }
+  }
 
   // Measured prefill: causal vs window vs chunked.
   const auto causal_pts =

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/guide/charts.h"
 #include "attnkit/guide/guide.h"
 #include "attnkit/guide/measure.h"
 #include "attnkit/guide/page.h"
@@ -59,12 +60,29 @@ struct SectionSpec {
   std::function<Section(Context&)> build;
 };
 
+// printf-style formatting of one number, e.g. Fmt("%.2f", 1.5).
+std::string Fmt(const char* format, double value);
+
+// A measured sweep as a chart series of milliseconds against tokens, fitted on log-log axes
+// from 1024 tokens (or from the last three points when fewer reach that far).
+Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points);
+
+// A comparison-table row with the slope, its range and the longest length of `series`.
+VariantSummary SummaryFromSeries(const std::string& variant, const std::string& section,
+                                 const Series& series);
+
 // All sections of this build, in page order.
 const std::vector<SectionSpec>& Sections();
 
 // Section specs, one per file.
 SectionSpec HeadsSection();
 SectionSpec WindowSection();
+SectionSpec MlaSection();
+SectionSpec SparseSection();
+SectionSpec DsaSection();
+SectionSpec LinearSection();
+SectionSpec DeltaSection();
+SectionSpec HybridSection();
 SectionSpec CompareSection();
 
 }  // namespace attnkit::guide::detail

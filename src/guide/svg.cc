@@ -108,7 +108,9 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
                           : std::max(2.0, std::floor(300.0 / std::max(seqlen_q, seqlen_kv)));
   const double left = 46, top = 44;
   const double w = cell * seqlen_kv, h = cell * seqlen_q;
-  SvgDoc doc(left + w + 16, top + h + 40, options.title);
+  const bool legend = !options.legend.empty();
+  SvgDoc doc(std::max(left + w + 16, legend ? 400.0 : 0.0), top + h + (legend ? 58 : 40),
+             options.title);
   doc.Text(left, 16, options.title, 13, "start", "#222", "bold");
   doc.Text(left + w / 2, 34, "key position k →", 11, "middle", "#555");
   doc.Text(16, top + h / 2, "query position q →", 11, "middle", "#555", "normal", -90);
@@ -116,14 +118,21 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
   const int64_t q_start = seqlen_kv - seqlen_q;  // bottom-right alignment
   std::vector<uint8_t> allowed(static_cast<size_t>(seqlen_q * seqlen_kv));
   mask.FillTile(q_start, q_start + seqlen_q, 0, seqlen_kv, allowed.data());
-  int64_t kept = 0;
+  std::vector<uint8_t> behind(allowed.size(), 0);
+  if (options.background) {
+    options.background->FillTile(q_start, q_start + seqlen_q, 0, seqlen_kv, behind.data());
+  }
+  int64_t kept = 0, extra = 0;
   const bool grid = cell >= 6;
   for (int64_t i = 0; i < seqlen_q; ++i) {
     for (int64_t j = 0; j < seqlen_kv; ++j) {
       const bool a = allowed[static_cast<size_t>(i * seqlen_kv + j)] != 0;
+      const bool b = !a && behind[static_cast<size_t>(i * seqlen_kv + j)] != 0;
       kept += a;
-      doc.Rect(left + j * cell, top + i * cell, cell, cell, a ? options.fill : kEmptyFill,
-               grid ? kGridStroke : "", grid ? 0.5 : 0);
+      extra += b;
+      doc.Rect(left + j * cell, top + i * cell, cell, cell,
+               a ? options.fill : b ? options.background_fill : kEmptyFill, grid ? kGridStroke : "",
+               grid ? 0.5 : 0);
     }
   }
   for (int64_t k : options.highlight_keys) {
@@ -140,6 +149,15 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
                 100.0 * static_cast<double>(kept) / static_cast<double>(seqlen_q * seqlen_kv),
                 "Mask::FillTile");
   doc.Text(left, top + h + 30, buf, 10.5, "start", "#444");
+  if (legend) {
+    const double ly = top + h + 48;
+    doc.Rect(left, ly - 9, 10, 10, options.fill);
+    doc.Text(left + 14, ly, options.legend + " (" + std::to_string(kept) + ")", 10.5);
+    if (options.background) {
+      doc.Rect(left + 190, ly - 9, 10, 10, options.background_fill);
+      doc.Text(left + 204, ly, options.background_legend + " (" + std::to_string(extra) + ")", 10.5);
+    }
+  }
   return doc.Finish();
 }
 

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/progress.h"
 #include "attnkit/guide/guide.h"
 #include "attnkit/guide/measure.h"
 #include "command.h"
@@ -18,43 +19,6 @@
 
 namespace attnkit::cli {
 namespace {
-
-// Minimal progress display on stderr: a redrawn bar on a terminal, otherwise a plain line about
-// every 10% of the steps. (To be replaced by attnkit/core/progress.h once that lands.)
-class ProgressDisplay {
- public:
-  ProgressDisplay() : tty_(isatty(STDERR_FILENO) != 0), start_(std::chrono::steady_clock::now()) {}
-  void Update(int64_t done, int64_t total, const std::string& what) {
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    const double frac = total > 0 ? static_cast<double>(done) / static_cast<double>(total) : 1.0;
-    if (tty_) {
-      constexpr int kWidth = 28;
-      const int filled = static_cast<int>(frac * kWidth);
-      std::string bar(static_cast<size_t>(filled), '#');
-      bar.resize(kWidth, '.');
-      std::string label = what.substr(0, 44);
-      std::fprintf(stderr, "\r\033[Kguide [%s] %3d%% %lld/%lld %5.0fs  %s", bar.c_str(),
-                   static_cast<int>(frac * 100), static_cast<long long>(done),
-                   static_cast<long long>(total), elapsed, label.c_str());
-      if (done >= total) std::fprintf(stderr, "\n");
-    } else {
-      const int decile = static_cast<int>(frac * 10);
-      if (decile > last_decile_ || done >= total) {
-        last_decile_ = decile;
-        std::fprintf(stderr, "guide: %3d%% (%lld/%lld steps, %.0f s) %s\n",
-                     static_cast<int>(frac * 100), static_cast<long long>(done),
-                     static_cast<long long>(total), elapsed, what.c_str());
-      }
-    }
-    std::fflush(stderr);
-  }
-
- private:
-  bool tty_;
-  int last_decile_ = -1;
-  std::chrono::steady_clock::time_point start_;
-};
 
 // Runs `node args...` with its stdout sent to our stderr (stdout stays clean for --json);
 // returns its exit status, 127 when node cannot be started.
@@ -136,11 +100,13 @@ int RunGuide(const std::vector<std::string>& args) {
               << " tokens (largest measurement ~"
               << guide::FormatBytes(static_cast<double>(plan.peak_bytes)) << ")\n";
   }
-  ProgressDisplay progress;
-  o.progress = [&](int64_t done, int64_t total, const std::string& what) {
-    progress.Update(done, total, what);
+  Progress progress("guide", plan.steps);
+  o.progress = [&](int64_t done, int64_t, const std::string& what) {
+    progress.SetNote(what);
+    progress.Set(done);
   };
   const guide::GuideResult r = guide::WriteGuide(o);
+  progress.Finish();
   // Charts as standalone SVG too: rendered by the same Vega in Node (no browser), when available.
   std::string svg_export = "skipped: node or guide/web/node_modules not found";
   const std::string script = guide::ChartExportScript();

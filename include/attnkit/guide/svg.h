@@ -44,6 +44,13 @@ struct MaskDiagramOptions {
   std::string fill = "#3b6fb6";         // allowed pairs
   double cell = 0;                      // pixels per cell; 0 → fit into about 300 px
   std::vector<int64_t> highlight_keys;  // columns to outline (e.g. global tokens)
+  // Optional second mask: pairs it allows that `mask` does not are drawn in background_fill
+  // (e.g. the causal pairs a top-k selection left out, or the pairs a linear layer reaches
+  // through its running state), with legend entries for both.
+  const Mask* background = nullptr;
+  std::string background_fill = "#f2b880";
+  std::string legend;             // label of `mask`'s pairs
+  std::string background_legend;  // label of the background's extra pairs
 };
 std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
                         const MaskDiagramOptions& options);
