@@ -14,6 +14,7 @@
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/layer.h"
 #include "attnkit/layers/mla.h"
+#include "attnkit/models/build.h"
 #include "bindings.h"
 
 namespace attnkit::python {
@@ -376,6 +377,29 @@ Both give the same numbers; switch with layer.set_path().
 mha, gqa, mqa, swa (sliding window), sinks (gpt-oss), qknorm (Qwen3), gated (Qwen3-Next),
 mla (absorbed), mla-naive, ... Each kind takes the shape fields it needs.)doc");
   m.def("layer_kinds", &LayerKinds, "The kinds make_layer() and Stack() accept.");
+
+  m.def(
+      "model_layer",
+      [](const py::object& model, int64_t index, int64_t max_tokens, uint64_t seed) {
+        const models::ModelConfig config = AsModelConfig(model);
+        if (index < 0 || index >= static_cast<int64_t>(config.layers.size())) {
+          ValueError("index must be in [0, " + std::to_string(config.layers.size()) + "), got " +
+                     std::to_string(index));
+        }
+        const models::LayerPlan plan =
+            models::PlanLayer(config, static_cast<size_t>(index), max_tokens);
+        if (plan.kind.empty()) {
+          ValueError("layer " + std::to_string(index) + " of " + config.name +
+                     " cannot be built: " + plan.missing);
+        }
+        return Wrap(MakeLayer(plan.kind, plan.shape, seed));
+      },
+      py::arg("model"), py::arg("index"), py::kw_only(), py::arg("max_tokens") = 4096,
+      py::arg("seed") = 0,
+      R"doc(Layer `index` of a real model (catalogue name, config.json path or attnkit.ModelConfig) as
+an attnkit.Layer at the model's own head counts and dims, with seeded random weights (no
+checkpoint is read). max_tokens is its KV-cache capacity. ValueError for layer kinds no block
+builds yet.)doc");
 
   py::class_<PyStack>(m, "Stack",
                       R"doc(A stack of attention blocks with a pre-norm residual stream (no MLP).

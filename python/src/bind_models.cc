@@ -21,8 +21,20 @@ py::object JsonLoads(const std::string& text) {
   return py::module_::import("json").attr("loads")(text);
 }
 
+models::CostQuery MakeQuery(int64_t context, int64_t batch, const std::string& dtype,
+                            const std::string& state_dtype) {
+  models::CostQuery q;
+  q.context = context;
+  q.batch = batch;
+  q.cache_dtype = models::ParseCacheDtype(dtype);
+  q.state_dtype = models::ParseCacheDtype(state_dtype);
+  return q;
+}
+
+}  // namespace
+
 // A ModelConfig, or a catalogue name / config.json path (str or os.PathLike).
-ModelConfig AsModel(const py::object& model) {
+ModelConfig AsModelConfig(const py::object& model) {
   if (py::isinstance<ModelConfig>(model)) return model.cast<ModelConfig>();
   py::object path = model;
   if (py::hasattr(model, "__fspath__")) path = model.attr("__fspath__")();
@@ -36,18 +48,6 @@ ModelConfig AsModel(const py::object& model) {
   py::gil_scoped_release release;
   return models::LoadModelOrFile(s);
 }
-
-models::CostQuery MakeQuery(int64_t context, int64_t batch, const std::string& dtype,
-                            const std::string& state_dtype) {
-  models::CostQuery q;
-  q.context = context;
-  q.batch = batch;
-  q.cache_dtype = models::ParseCacheDtype(dtype);
-  q.state_dtype = models::ParseCacheDtype(state_dtype);
-  return q;
-}
-
-}  // namespace
 
 void BindModels(py::module_& m) {
   py::class_<ModelConfig>(m, "ModelConfig",
@@ -106,7 +106,7 @@ assumptions and warnings (family defaults applied / guesses made by the reader).
       },
       py::arg("text"), py::arg("source") = "<text>",
       "The same as read_config() from the JSON text of a config.json.");
-  m.def("load_model", &AsModel, py::arg("name_or_path"),
+  m.def("load_model", &AsModelConfig, py::arg("name_or_path"),
         "A catalogue model by name or Hugging Face id (see attnkit.catalogue()), or else a path "
         "to a config.json, as an attnkit.ModelConfig.");
   m.def(
@@ -128,7 +128,7 @@ assumptions and warnings (family defaults applied / guesses made by the reader).
   m.def(
       "kv_cache_bytes",
       [](const py::object& model, int64_t context, const std::string& dtype, int64_t batch) {
-        const ModelConfig c = AsModel(model);
+        const ModelConfig c = AsModelConfig(model);
         return models::Cost(c, MakeQuery(context, batch, dtype, "f32")).kv_bytes_total;
       },
       py::arg("model"), py::arg("context") = 131072, py::arg("dtype") = "bf16",
@@ -151,7 +151,7 @@ included: see attnkit.cost() for those.
       "cost",
       [](const py::object& model, int64_t context, int64_t batch, const std::string& dtype,
          const std::string& state_dtype, bool layers) {
-        const ModelConfig c = AsModel(model);
+        const ModelConfig c = AsModelConfig(model);
         const models::CostReport r = models::Cost(c, MakeQuery(context, batch, dtype, state_dtype));
         return JsonLoads(models::CostReportToJson(c, r, layers));
       },
@@ -169,7 +169,7 @@ per-layer list. dtype is the KV-cache element type, state_dtype that of recurren
         models::CardOptions o;
         o.contexts = std::move(contexts);
         o.cache_dtype = models::ParseCacheDtype(dtype);
-        return models::ModelCardSvg(AsModel(model), o);
+        return models::ModelCardSvg(AsModelConfig(model), o);
       },
       py::arg("model"), py::kw_only(),
       py::arg("contexts") = std::vector<int64_t>{8192, 32768, 131072}, py::arg("dtype") = "bf16",

@@ -12,6 +12,7 @@
 
 #include "attnkit/kernels/dense.h"
 #include "attnkit/masks/mask.h"
+#include "attnkit/models/config.h"
 
 namespace attnkit::python {
 
@@ -49,6 +50,9 @@ ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
                          std::optional<double> softcap, const py::object& sinks,
                          const py::object& alibi_slopes, int num_threads,
                          const std::string& backend);
+
+// A ModelConfig, or a catalogue name / config.json path (str or os.PathLike); TypeError otherwise.
+models::ModelConfig AsModelConfig(const py::object& model);
 
 void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);

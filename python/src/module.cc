@@ -22,10 +22,17 @@ with a message naming the argument.
 
 Main entry points:
   attention(q, k, v, *, causal, window, mask, scale, softcap, sinks, alibi_slopes, return_lse)
-  merge_attention(outs, lses)          combine attention over disjoint key sets
-  KVCache(...), decode(q, cache)       incremental decoding
-  masks.causal(), masks.sliding_window(w), masks.window(l, r), masks.chunked(c)
+  merge_attention(outs, lses)            combine attention over disjoint key sets
+  KVCache(...), decode(q, cache)         incremental decoding (contiguous or ring buffer)
+  masks.causal(), sliding_window(w), window(l, r), chunked(c), strided(s), fixed(b, c),
+  longformer(...), bigbird(...), block_bitmap(...), selection(indices)   -> attnkit.Mask
+  lightning_indexer, dsa_select, gather_attention, dsa_attention, IndexerCache   (DSA)
+  linear_attention, PerformerFeatures, LinearState   (Performer, elu+1, ReLU)
+  gated_delta_rule, decay_gate, write_gate   (DeltaNet, Gated DeltaNet, KDA, GLA)
+  gqa_block, mla_block, make_layer, model_layer, Stack   (attention blocks with weights)
+  kv_cache_bytes, cost, load_model, read_config, catalogue, model_card_svg   (models)
   set_num_threads(n), get_num_threads(), simd_target()
+See docs/python.md and examples/ in the repository.
 )doc";
 
   // attnkit::Error is the library's "bad input" exception: it becomes a ValueError.

@@ -52,7 +52,7 @@ def test_gqa_block_matches_torch(rng, window, sinks):
 
 
 @pytest.mark.parametrize("kind", ["gqa", "mqa", "swa", "sinks", "qknorm", "gated", "mla",
-                                  "mla-naive"])
+                                  "mla-naive", "gated_deltanet", "kda"])
 def test_prefill_then_decode_equals_one_pass(rng, kind):
     shape = dict(hidden=64, num_heads=4, num_heads_kv=2, head_dim=16, window=6, q_lora_rank=24,
                  kv_lora_rank=32, rope_head_dim=8, batch=2, max_tokens=40)
@@ -113,3 +113,14 @@ def test_layer_bad_input(rng):
         attnkit.make_layer("nope")
     with pytest.raises(ValueError, match="only MLA"):
         layer.set_path("naive")
+
+
+def test_a_real_models_layer_at_its_own_dims(rng):
+    layer = attnkit.model_layer("llama-3.2-1b", 0, max_tokens=16)
+    model = attnkit.load_model("llama-3.2-1b")
+    assert layer.hidden == model.hidden_size
+    x = (0.1 * rng.standard_normal((1, 3, layer.hidden))).astype(np.float32)
+    out = layer.forward(x)
+    assert out.shape == x.shape and np.all(np.isfinite(out))
+    with pytest.raises(ValueError, match="index must be in"):
+        attnkit.model_layer("llama-3.2-1b", 10_000)
