@@ -179,7 +179,7 @@ Section Build(Context& ctx) {
         }
       }
       eff.rows.push_back(r);
-      PatternSpec small;  // (brace init would leave fields to -Wmissing-field-initializers)
+      PatternSpec small;
       small.name = name;
       small.seqlen = 200;
       row.error_vs_exact = DenseErrorVsReference(kShape, 200, MakePattern(small));
