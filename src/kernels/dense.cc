@@ -1,6 +1,6 @@
 // The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block of kDenseBlockQ rows, twice that for MHA). All
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All
 // group_size query heads that share the kv head are processed together (rows = group_size × block
 // rows), so each K/V tile is read from memory once per group. Key blocks of kDenseBlockKv are
 // classified by the mask: empty ones are skipped (and KeyBounds trims the loop), full ones run
@@ -80,8 +80,9 @@ constexpr int kKeyVecs = 2;
 constexpr int kDvVecs = 2;
 #endif
 constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
-// Per-thread budget for keeping the packed K/V tiles of one (batch, kv head) between units
-// (4096 keys × d 128 needs 4 MiB); longer sequences pack per unit, keeping workspace O(tile).
+// Per-thread budget for keeping the packed K/V tiles of one (batch, kv head) between units: all
+// of them up to 8192 keys at d 128 (a whole causal prefill packs each tile about once per thread),
+// and for longer ones the most recent 128 key blocks, which covers windows up to 8192 keys.
 constexpr double kTileCacheBytes = 8.0 * 1024 * 1024;
 
 HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
@@ -230,9 +231,10 @@ struct Workspace {
   std::vector<uint8_t> allowed;
   std::vector<const float*> qrows;
   std::vector<float*> accrows;
-  // Packed K/V tiles of one (batch, kv head), kept while consecutive units use that head.
+  // Packed K/V tiles of one (batch, kv head), kept while consecutive units use that head: key
+  // block jb lives in slot jb % slots, tag[slot] says which block is there (-1: none).
   hwy::AlignedFreeUniquePtr<float[]> kcache, vcache;
-  std::vector<uint8_t> packed;
+  std::vector<int64_t> tag;
   int64_t cached_bh = -1;
   int64_t head0 = 0;  // first query head of the current unit's group
   int64_t skipped = 0, full = 0, partial = 0;
@@ -245,16 +247,15 @@ class Kernel {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
-    // A packed K/V tile is reused by group_size · block_q rows; MHA gets taller query blocks so
-    // that packing stays a small fraction of the work.
-    bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
+    bq_ = detail::kDenseBlockQ;
     num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
-    const double cache_bytes = static_cast<double>(num_kb_ * kBk) * (g_.dk + dv_pad_) * 4.0;
-    cache_ = !direct_ && num_qb_ > 1 && cache_bytes <= kTileCacheBytes;
+    const double tile_bytes = static_cast<double>(kBk) * (g_.dk + dv_pad_) * 4.0;
+    cache_slots_ = std::min<int64_t>(num_kb_, static_cast<int64_t>(kTileCacheBytes / tile_bytes));
+    cache_ = !direct_ && num_qb_ > 1 && cache_slots_ >= 1;
   }
 
   void Run() {
@@ -267,9 +268,9 @@ class Kernel {
         w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
       }
       if (cache_) {
-        w.kcache = hwy::AllocateAligned<float>(static_cast<size_t>(num_kb_ * kBk * g_.dk));
-        w.vcache = hwy::AllocateAligned<float>(static_cast<size_t>(num_kb_ * kBk * dv_pad_));
-        w.packed.assign(static_cast<size_t>(num_kb_), 0);
+        w.kcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * g_.dk));
+        w.vcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * dv_pad_));
+        w.tag.assign(static_cast<size_t>(cache_slots_), -1);
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
       w.acc = hwy::AllocateAligned<float>(static_cast<size_t>((rows_max + kRows) * dv_pad_));
@@ -320,7 +321,7 @@ class Kernel {
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
     w.head0 = hk * g_.group;
     if (cache_ && w.cached_bh != b * g_.heads_kv + hk) {
-      std::fill(w.packed.begin(), w.packed.end(), uint8_t{0});
+      std::fill(w.tag.begin(), w.tag.end(), int64_t{-1});
       w.cached_bh = b * g_.heads_kv + hk;
     }
     for (int64_t r = 0; r < rows; ++r) {
@@ -406,10 +407,11 @@ class Kernel {
     float* kt = w.kt.get();
     float* vt = w.vt.get();
     if (cache_) {
-      kt = w.kcache.get() + jb * kBk * g_.dk;
-      vt = w.vcache.get() + jb * kBk * dv_pad_;
-      if (!w.packed[jb]) Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
-      w.packed[jb] = 1;
+      const int64_t slot = jb % cache_slots_;
+      kt = w.kcache.get() + slot * kBk * g_.dk;
+      vt = w.vcache.get() + slot * kBk * dv_pad_;
+      if (w.tag[slot] != jb) Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
+      w.tag[slot] = jb;
     } else {
       Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
     }
@@ -526,7 +528,7 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, bq_, num_qb_, num_kb_;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_, cache_slots_ = 0;
   bool direct_, mods_, cache_;
 };
 
