@@ -1,12 +1,18 @@
 // The gather engine's fast attention: exact softmax attention over per-query key lists (DSA).
 //
-// Work unit: one (batch, kv head, query row), with all group_size query heads that share the kv
-// head, so each selected K/V row is read once per group (MLA's absorbed form: once for all 128
-// heads). Three passes over the list, in chunks of kChunk keys: logits (Q·Kᵀ, 2 keys × 4 heads
-// register tile), softmax, then P·V (4 keys per pass over each accumulator row). bf16 K/V are
-// widened chunk by chunk into a small f32 buffer. Memory traffic: each selected row once per
-// unit; the group's q rows and accumulators stay in L2 (128 × 576 f32 = 288 KiB for MLA).
-// When there are fewer units than threads (decode), the group's heads are split across threads.
+// Two work units:
+//  * per query (large groups such as MLA's 128 heads on one latent head, decode, bf16 K/V): one
+//    (batch, kv head, query row) with all group_size query heads that share the kv head, so each
+//    selected K/V row is read once per group. Three passes over the list: logits (Q·Kᵀ, 2 keys ×
+//    4 heads register tile), softmax, then P·V (4 keys per pass over each accumulator row). bf16
+//    K/V are widened chunk by chunk into a small f32 buffer. The group's q rows and accumulators
+//    stay in L2 (128 × 576 f32 = 288 KiB for MLA). With fewer units than threads (decode), the
+//    group's heads are split across threads.
+//  * per query block (groups of <= 4 heads, f32 K/V, prefill): see BlockGather.
+// Memory traffic model: a gathered row is scattered (no tile reuse), so with one head per kv head
+// the per-query path reads 2·head_dim·4 bytes per (query, key) pair for 4·head_dim FLOPs —
+// latency/bandwidth bound; sharing rows across a query block or across a group's heads is the
+// only lever, which is why DSA's design point is MLA's absorbed multi-query form.
 #include <omp.h>
 
 #include <algorithm>
