@@ -580,6 +580,10 @@ MaskPtr BlockBitmapMask(int64_t block_q, int64_t block_kv, int64_t num_blocks_q,
 
 MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_t k_start) {
   CheckView(indices, "SelectionMask", "indices");
+  Require(indices.batch() == 1 && indices.heads() == 1,
+          "SelectionMask: indices must be [1, 1, seqlen_q, top_k] (one mask serves every batch "
+          "and head), got ",
+          indices.ShapeString());
   std::vector<std::vector<int64_t>> rows(static_cast<size_t>(indices.tokens()));
   for (int64_t i = 0; i < indices.tokens(); ++i) {
     const int32_t* r = indices.row(0, 0, i);
