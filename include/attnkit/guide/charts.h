@@ -1,0 +1,63 @@
+// Chart specs for the visual guide: measured data → Vega-Lite JSON (rendered in the page by the
+// inlined Vega / Vega-Lite / vega-embed). Axes carry units, log scales are chosen where the data
+// span decades, every mark has a tooltip with the exact numbers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace attnkit::guide {
+
+// Least-squares fit of log(y) = slope · log(x) + intercept over the points with x >= min_x and
+// positive x, y. points == number used; slope is NaN with fewer than two points.
+struct LogLogFit {
+  double slope = 0;
+  double intercept = 0;
+  int points = 0;
+};
+LogLogFit FitLogLog(const std::vector<double>& x, const std::vector<double>& y, double min_x = 0);
+
+// The smallest x to fit from: `preferred_min_x` (small sizes are dominated by per-call overhead)
+// unless that leaves fewer than min_points points, then the x of the min_points-th largest point.
+double FitStart(const std::vector<double>& x, double preferred_min_x, int min_points = 3);
+
+struct Series {
+  std::string name;
+  std::vector<double> x, y;
+  bool show_fit = false;  // append "slope s" to the legend and draw the fitted line dashed
+  double fit_min_x = 0;   // fit only points with x >= fit_min_x (small sizes are overhead-bound)
+};
+
+struct LineChartSpec {
+  std::string title;
+  std::string subtitle;
+  std::string x_title;            // with unit, e.g. "sequence length (tokens)"
+  std::string y_title;            // with unit, e.g. "time (ms)"
+  std::string x_format = ",d";    // d3-format of x in tooltips and axis
+  bool token_axis = true;         // x is a token count: label powers of two as 1k, 32k, 1M
+  std::string y_format = ".4~g";  // d3-format of y in tooltips
+  int log_x = -1, log_y = -1;  // 1 log, 0 linear, -1 automatic (log when data span ≥ 1.5 decades)
+  std::vector<Series> series;
+};
+// Returns the Vega-Lite spec; fits (when asked) are written into the legend labels.
+std::string LineChart(const LineChartSpec& spec);
+
+struct Bar {
+  std::string category;  // x axis group, e.g. model name
+  std::string group;     // colour, e.g. "8k"
+  double value = 0;
+};
+struct BarChartSpec {
+  std::string title;
+  std::string subtitle;
+  std::string x_title;
+  std::string y_title;
+  std::string y_format = ".4~g";
+  std::string group_title;  // legend title
+  int log_y = -1;
+  std::vector<Bar> bars;
+};
+std::string GroupedBarChart(const BarChartSpec& spec);
+
+}  // namespace attnkit::guide

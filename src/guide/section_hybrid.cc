@@ -1,0 +1,126 @@
+// Guide section "hybrid": hybrid stacks that run a recurrent (linear) layer in most positions and
+// full attention in a few (Qwen3-Next, Kimi Linear, MiniMax, Nemotron-H). Everything here comes
+// from the catalogue's configs through the cost model: the layer strips and the cache of each
+// model against the context, split into the growing KV cache and the fixed recurrent state. The
+// per-layer speeds are measured in the sections of the layer kinds (heads, mla, delta).
+#include <algorithm>
+#include <cstdio>
+
+#include "attnkit/guide/charts.h"
+#include "attnkit/guide/svg.h"
+#include "attnkit/models/cost.h"
+#include "guide/catalogue_util.h"
+#include "guide/sections.h"
+
+namespace attnkit::guide::detail {
+namespace {
+
+bool IsHybrid(const models::ModelConfig& c) {
+  int64_t recurrent = 0, attention = 0;
+  for (const auto& l : c.layers) {
+    recurrent += models::IsRecurrent(l.kind);
+    attention += models::HasKvCache(l.kind);
+  }
+  return recurrent > 0 && attention > 0;
+}
+
+Section Build(Context&) {
+  Section sec;
+  sec.name = "hybrid";
+  sec.title = "Hybrid stacks: mostly recurrent layers, a few attention layers";
+  sec.intro_html =
+      "<p>A recurrent layer (Gated DeltaNet, KDA, Mamba-2, lightning attention) keeps a fixed-size "
+      "state, so decode cost and memory do not grow with the context; but it cannot look up an "
+      "arbitrary earlier token exactly. Hybrid models therefore keep a few full-attention layers "
+      "(Qwen3-Next: one in four, gated; Kimi Linear: one MLA layer in four). Their cache is the "
+      "sum of a fixed state and a KV cache that grows only in the attention layers.</p><p>The "
+      "figures below come from the models' configs through attnkit's cost model; the speeds of "
+      "each layer kind are measured in the sections above.</p>";
+  sec.formula_html =
+      "cache(L) = &Sigma;<sub>attention layers</sub> bytes per token &middot; min(L, window) + "
+      "&Sigma;<sub>recurrent layers</sub> (heads &middot; d<sub>k</sub> &middot; d<sub>v</sub> + "
+      "conv state)";
+  sec.models = ModelsWhere([](const models::ModelConfig& c) { return IsHybrid(c) ? c.Summary() : std::string(); });
+  sec.models_source = CatalogueSourceLine();
+
+  for (const char* name : {"qwen3-next-80b-a3b", "kimi-linear-48b-a3b", "nemotron-h-56b"}) {
+    Figure strip;
+    if (ModelStripFigure(name, std::string("hybrid-strip-") + name, &strip)) sec.figures.push_back(strip);
+  }
+
+  LineChartSpec cc;
+  cc.title = "Cache per sequence against context: hybrid models";
+  cc.subtitle = "KV cache (bf16) + recurrent and convolution state (f32), batch 1, all layers";
+  cc.x_title = "context (tokens)";
+  cc.y_title = "cache per sequence (GB, 10^9 bytes)";
+  cc.log_x = cc.log_y = 1;
+  cc.y_format = ".4~g";
+  Table t;
+  t.id = "hybrid-models";
+  t.title = "Hybrid models: what grows and what stays fixed";
+  t.provenance = Provenance::kConfig;
+  t.source = "models::Cost over the catalogue's configs";
+  t.header = {"model", "layers", "KV bytes / token", "fixed state (MB)", "cache at 1M tokens (GB)",
+              "share of the cache that is state, at 32k"};
+  std::vector<const models::ModelConfig*> picked;
+  for (const auto& c : CatalogueConfigs()) {
+    if (IsHybrid(c)) picked.push_back(&c);
+  }
+  for (const char* ref : {"llama-3.1-70b"}) {  // a full-attention model of similar size, for scale
+    for (const auto& c : CatalogueConfigs()) {
+      if (c.name == ref) picked.push_back(&c);
+    }
+  }
+  for (const auto* c : picked) {
+    Series s{c->name + (IsHybrid(*c) ? "" : " (all full attention, for scale)"), {}, {}, false, 0};
+    models::CostReport at32k, at1m;
+    for (int64_t ctxlen = 1024; ctxlen <= (int64_t{1} << 20); ctxlen *= 4) {
+      models::CostQuery q;
+      q.context = ctxlen;
+      const models::CostReport r = models::Cost(*c, q);
+      s.x.push_back(static_cast<double>(ctxlen));
+      s.y.push_back(static_cast<double>(r.total_bytes) / 1e9);
+      at1m = r;
+    }
+    {
+      models::CostQuery q;
+      q.context = 32768;
+      at32k = models::Cost(*c, q);
+    }
+    cc.series.push_back(s);
+    t.rows.push_back({c->name, c->Summary(), Fmt("%.0f", static_cast<double>(at1m.kv_bytes_per_token)),
+                      Fmt("%.1f", static_cast<double>(at1m.state_bytes) / 1e6),
+                      Fmt("%.2f", static_cast<double>(at1m.total_bytes) / 1e9),
+                      Fmt("%.0f%%", 100.0 * static_cast<double>(at32k.state_bytes) /
+                                        std::max<double>(1, static_cast<double>(at32k.total_bytes)))});
+  }
+  if (!cc.series.empty()) {
+    Figure f;
+    f.kind = Figure::Kind::kChart;
+    f.id = "hybrid-cache";
+    f.title = cc.title;
+    f.caption = "At short context a hybrid model's memory is mostly its fixed state; the few "
+                "attention layers' KV cache takes over only at long context, and stays a fraction "
+                "of an all-attention model's.";
+    f.provenance = Provenance::kConfig;
+    f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
+    f.vega_lite = LineChart(cc);
+    sec.figures.push_back(f);
+    sec.tables.push_back(t);
+  }
+  return sec;
+}
+
+}  // namespace
+
+SectionSpec HybridSection() {
+  SectionSpec s;
+  s.name = "hybrid";
+  s.title = "Hybrid stacks";
+  s.steps = [](const SweepConfig&) { return int64_t{0}; };
+  s.peak_bytes = [](const SweepConfig&) { return int64_t{0}; };
+  s.build = Build;
+  return s;
+}
+
+}  // namespace attnkit::guide::detail

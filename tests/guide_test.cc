@@ -1,0 +1,249 @@
+// Tests of the visual guide's library parts: the log-log fit, the diagrams sampled from masks,
+// the chart specs, and the guide's refusals of bad input (unknown section, unwritable directory,
+// a sweep too large for memory) and its atomic page writing.
+#include "attnkit/guide/guide.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <regex>
+#include <string>
+
+#include "attnkit/core/error.h"
+#include "attnkit/guide/charts.h"
+#include "attnkit/guide/measure.h"
+#include "attnkit/guide/svg.h"
+#include "nlohmann/json.hpp"
+#include "test_util.h"
+
+namespace attnkit::guide {
+namespace {
+
+namespace fs = std::filesystem;
+using attnkit::testing::TestSeed;
+
+int CountOccurrences(const std::string& text, const std::string& needle) {
+  int n = 0;
+  for (size_t pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+    ++n;
+  return n;
+}
+
+TEST(GuideFit, RecoversThePowerLawOfNoisyData) {
+  std::mt19937_64 rng(TestSeed());
+  SCOPED_TRACE(TestSeed());
+  std::uniform_real_distribution<double> slope_dist(0.3, 2.7), noise(-0.02, 0.02);
+  for (int trial = 0; trial < 20; ++trial) {
+    const double slope = slope_dist(rng), scale = 1e-3 * (1 + trial);
+    std::vector<double> x, y;
+    for (double s = 64; s <= 65536; s *= 2) {
+      x.push_back(s);
+      y.push_back(scale * std::pow(s, slope) * std::exp(noise(rng)));
+    }
+    const LogLogFit fit = FitLogLog(x, y);
+    EXPECT_EQ(fit.points, static_cast<int>(x.size()));
+    EXPECT_NEAR(fit.slope, slope, 0.02);
+    // Only points at or above min_x are used.
+    y[0] *= 1000;
+    EXPECT_NEAR(FitLogLog(x, y, 128).slope, slope, 0.02);
+  }
+}
+
+TEST(GuideFit, TooFewPointsGiveNaNAndFitStartKeepsThreePoints) {
+  EXPECT_TRUE(std::isnan(FitLogLog({256}, {1.0}).slope));
+  EXPECT_TRUE(std::isnan(FitLogLog({256, 512}, {1.0, -1.0}).slope));  // non-positive y dropped
+  EXPECT_THROW(FitLogLog({1, 2}, {1}), Error);
+  EXPECT_EQ(FitStart({256, 512, 1024, 2048, 4096}, 1024), 1024);
+  EXPECT_EQ(FitStart({256, 512, 1024, 2048}, 1024), 512);
+  EXPECT_EQ(FitStart({256, 512}, 1024), 256);
+}
+
+// Every allowed cell of a mask diagram is one rect with the allowed fill; their number must equal
+// a brute-force count of Mask::Allowed over the same (bottom-right aligned) rectangle.
+TEST(GuideDiagrams, MaskDiagramDrawsExactlyTheAllowedPairs) {
+  std::mt19937_64 rng(TestSeed());
+  SCOPED_TRACE(TestSeed());
+  std::uniform_int_distribution<int64_t> len(1, 70), win(1, 20);
+  for (int trial = 0; trial < 12; ++trial) {
+    const int64_t sq = len(rng), skv = sq + len(rng) - 1;
+    const MaskPtr masks[] = {CausalMask(), CausalWindowMask(win(rng)), ChunkedLocalMask(win(rng))};
+    for (const auto& mask : masks) {
+      int64_t expected = 0;
+      for (int64_t i = 0; i < sq; ++i) {
+        for (int64_t j = 0; j < skv; ++j) expected += mask->Allowed(i + skv - sq, j);
+      }
+      MaskDiagramOptions o;
+      o.title = mask->Describe();
+      o.fill = "#123456";
+      const std::string svg = MaskDiagram(*mask, sq, skv, o);
+      EXPECT_EQ(CountOccurrences(svg, "fill=\"#123456\""), expected) << mask->Describe();
+      EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
+    }
+  }
+  MaskDiagramOptions o;
+  EXPECT_THROW(MaskDiagram(*CausalMask(), 0, 4, o), Error);
+  EXPECT_THROW(MaskDiagram(*CausalMask(), 4, 257, o), Error);
+}
+
+TEST(GuideDiagrams, TileMapCountsMatchClassify) {
+  std::mt19937_64 rng(TestSeed());
+  SCOPED_TRACE(TestSeed());
+  std::uniform_int_distribution<int64_t> w(1, 300), n(1, 2000);
+  for (int trial = 0; trial < 8; ++trial) {
+    const int64_t seqlen = n(rng), block = 32;
+    const MaskPtr mask = CausalWindowMask(w(rng));
+    TileCounts c;
+    TileMapDiagram(*mask, seqlen, block, "t", &c);
+    const int64_t tiles = (seqlen + block - 1) / block;
+    EXPECT_EQ(c.full + c.partial + c.empty, tiles * tiles);
+    int64_t empty = 0;
+    for (int64_t qb = 0; qb < tiles; ++qb) {
+      for (int64_t kb = 0; kb < tiles; ++kb) {
+        bool any = false;
+        for (int64_t q = qb * block; q < std::min(seqlen, (qb + 1) * block) && !any; ++q) {
+          for (int64_t k = kb * block; k < std::min(seqlen, (kb + 1) * block) && !any; ++k) {
+            any = mask->Allowed(q, k);
+          }
+        }
+        empty += !any;
+      }
+    }
+    EXPECT_EQ(c.empty, empty);
+  }
+  EXPECT_THROW(TileMapDiagram(*CausalMask(), 100000, 64, "too many tiles"), Error);
+}
+
+TEST(GuideDiagrams, HeadSharingDrawsOneLinePerQueryHeadAndRejectsBadGroups) {
+  const std::string svg = HeadSharingDiagram({{"GQA", 8, 2}, {"MQA", 6, 1}}, "t");
+  EXPECT_EQ(CountOccurrences(svg, "<line"), 8 + 6);
+  EXPECT_EQ(CountOccurrences(svg, "reads KV head"), 8 + 6);
+  EXPECT_THROW(HeadSharingDiagram({{"bad", 8, 3}}, "t"), Error);
+  EXPECT_THROW(HeadSharingDiagram({}, "t"), Error);
+}
+
+TEST(GuideDiagrams, TextIsEscaped) {
+  EXPECT_EQ(XmlEscape("a<b & \"c\">'"), "a&lt;b &amp; &quot;c&quot;&gt;&#39;");
+  SvgDoc doc(10, 10, "<x>");
+  doc.Text(0, 0, "</svg><script>");
+  const std::string s = doc.Finish();
+  EXPECT_EQ(s.find("<script>"), std::string::npos);
+}
+
+TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
+  LineChartSpec spec;
+  spec.title = "t";
+  spec.x_title = "sequence length (tokens)";
+  spec.y_title = "time (ms)";
+  Series s{"quadratic", {}, {}, true, 0};
+  for (double x = 256; x <= 16384; x *= 2) {
+    s.x.push_back(x);
+    s.y.push_back(1e-6 * x * x);
+  }
+  spec.series = {s};
+  const auto j = nlohmann::json::parse(LineChart(spec));
+  const auto& enc = j["layer"][0]["encoding"];
+  EXPECT_EQ(enc["x"]["scale"]["type"], "log");
+  EXPECT_EQ(enc["y"]["scale"]["type"], "log");
+  EXPECT_EQ(j["layer"][0]["data"]["values"].size(), s.x.size());
+  EXPECT_EQ(j["layer"][0]["data"]["values"][0]["series"], "quadratic (slope 2.00)");
+  EXPECT_EQ(j["layer"].size(), 2u);  // the dashed fit
+  // A narrow range stays linear.
+  spec.series = {Series{"flat", {1, 2, 3}, {5, 5.5, 6}, false, 0}};
+  const auto k = nlohmann::json::parse(LineChart(spec));
+  EXPECT_FALSE(k["layer"][0]["encoding"]["x"]["scale"].contains("type"));
+  EXPECT_EQ(k["layer"].size(), 1u);
+  spec.series = {};
+  EXPECT_THROW(LineChart(spec), Error);
+}
+
+TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
+  if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
+  const fs::path dir =
+      fs::temp_directory_path() / ("attnkit-guide-test-" + std::to_string(TestSeed()));
+  GuideOptions o;
+  o.out_dir = dir.string();
+  o.size = SweepSize::kSmoke;
+  o.only = {"heads", "no-such-section"};
+  try {
+    PlanGuide(o);
+    ADD_FAILURE() << "unknown section accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("unknown section 'no-such-section'"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("heads"), std::string::npos) << "lists the available ones";
+  }
+  o.only = {"heads"};
+  o.max_seqlen = int64_t{1} << 40;  // far beyond any machine's memory
+  try {
+    PlanGuide(o);
+    ADD_FAILURE() << "a sweep too large for memory was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("needs about"), std::string::npos) << e.what();
+  }
+  o.max_seqlen = 0;
+  o.out_dir = "/proc/attnkit-guide-test";
+  EXPECT_THROW(PlanGuide(o), Error);
+  o.out_dir = dir.string();
+  const GuidePlan plan = PlanGuide(o);
+  EXPECT_EQ(plan.sections, std::vector<std::string>{"heads"});
+  EXPECT_GT(plan.steps, 0);
+  EXPECT_GT(plan.peak_bytes, 0);
+  fs::remove_all(dir);
+}
+
+TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
+  if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
+  const fs::path dir =
+      fs::temp_directory_path() / ("attnkit-guide-write-" + std::to_string(TestSeed()));
+  GuideOptions o;
+  o.out_dir = dir.string();
+  o.only = {"compare"};  // no measurements: fast, and still a complete page
+  int64_t calls = 0;
+  o.progress = [&](int64_t, int64_t, const std::string&) { ++calls; };
+  const GuideResult r = WriteGuide(o);
+  ASSERT_TRUE(fs::exists(r.index_path));
+  EXPECT_EQ(r.files.back(), r.index_path) << "index.html is written last";
+  std::ifstream in(r.index_path);
+  const std::string html((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(html.find("vegaEmbed"), std::string::npos);
+  EXPECT_EQ(html.find("src=\"http"), std::string::npos) << "no external scripts";
+  EXPECT_NE(html.find("</html>"), std::string::npos);
+  for (const auto& entry : fs::recursive_directory_iterator(dir)) {
+    EXPECT_EQ(entry.path().string().find(".partial"), std::string::npos) << entry.path();
+  }
+  const auto data = nlohmann::json::parse(std::ifstream(dir / "guide.json"));
+  EXPECT_EQ(data["sections"].size(), 1u);
+  EXPECT_FALSE(data["machine"]["cpu"].get<std::string>().empty());
+  fs::remove_all(dir);
+}
+
+TEST(GuideMeasure, SweepStopsBeforeAPointOverItsBudget) {
+  SweepOptions o;
+  o.first = 100;
+  o.last = 100 * 64;
+  o.point_budget_seconds = 1.0;
+  o.min_slope = 1;
+  int skipped = 0;
+  // Synthetic quadratic cost: 0.01 s at 100, so 400 → 0.16 s, 800 → 0.64 s, 1600 → 2.56 s.
+  const auto pts = SeqlenSweep(
+      o,
+      [](int64_t n) {
+        SweepPoint p;
+        p.seqlen = n;
+        p.seconds = 0.01 * (n / 100.0) * (n / 100.0);
+        return p;
+      },
+      nullptr, [&](int64_t) { ++skipped; });
+  ASSERT_EQ(pts.size(), 4u);
+  EXPECT_EQ(pts.back().seqlen, 800);
+  EXPECT_EQ(skipped, 3);
+  EXPECT_EQ(SweepPlannedPoints(o.first, o.last), 7);
+  EXPECT_EQ(FormatTokens(32768), "32k");
+  EXPECT_EQ(FormatTokens(1 << 20), "1M");
+  EXPECT_EQ(FormatBytes(1536.0 * 1024 * 1024), "1.5 GiB");
+}
+
+}  // namespace
+}  // namespace attnkit::guide
