@@ -179,7 +179,10 @@ Section Build(Context& ctx) {
         }
       }
       eff.rows.push_back(r);
-      row.error_vs_exact = DenseErrorVsReference(kShape, 200, MakePattern(PatternSpec{name, 200}));
+      PatternSpec small;
+      small.name = name;
+      small.seqlen = 200;
+      row.error_vs_exact = DenseErrorVsReference(kShape, 200, MakePattern(small));
     }
     ctx.variants().push_back(row);
     sec.variants.push_back(row);
