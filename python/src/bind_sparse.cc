@@ -177,7 +177,17 @@ and the query block; among earlier blocks when causal).)doc");
   masks.def(
       "selection",
       [](const ArrayArg& indices, int64_t q_start, int64_t k_start) {
-        const IntTensor4 t = AsIndices(indices, Layout::kBhsd);
+        py::object idx_obj = indices;
+        if (py::array a = AsArray(indices, "indices"); a.ndim() == 2) {
+          idx_obj = a[py::make_tuple(py::none())];  // [seqlen_q, top_k] -> [1, seqlen_q, top_k]
+        }
+        const IntTensor4 t = AsIndices(idx_obj, Layout::kBhsd);
+        if (t.view.batch() != 1 || t.view.heads() != 1) {
+          ValueError(
+              "selection: indices must hold one list per query ([seqlen_q, top_k], or batch "
+              "and heads of 1), got " +
+              t.view.ShapeString());
+        }
         // The mask keeps a view: hold a private copy alive with it.
         auto copy = std::make_shared<std::vector<int32_t>>();
         const auto& s = t.view.shape;
@@ -197,8 +207,8 @@ and the query block; among earlier blocks when causal).)doc");
       R"doc(The keys a DSA top-k selection picked, as a mask: query position q_start + i sees key
 position k_start + indices[i, j] for every j with indices[i, j] >= 0.
 
-  indices  int32 [seqlen_q, top_k] ... given as [batch, seqlen_q, top_k] or
-           [batch, heads, seqlen_q, top_k]; batch 0 (and head 0) is used)doc");
+  indices  int32 [seqlen_q, top_k], or [1, seqlen_q, top_k] / [1, 1, seqlen_q, top_k] (as
+           dsa_select returns for batch 1); more batches or heads raise ValueError)doc");
 
   // ------------------------------------------------------------------ pictures
   auto grid = [](const PyMask& self, int64_t seqlen_q, std::optional<int64_t> seqlen_kv,

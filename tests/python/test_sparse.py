@@ -188,3 +188,11 @@ def test_dsa_bad_input(rng):
         attnkit.dsa_select(qi, w, attnkit.IndexerCache(1, 8, 4), 2)
     with pytest.raises(ValueError, match="bitmap must be 2-D"):
         attnkit.masks.block_bitmap(np.ones(4), 8)
+
+
+def test_selection_mask_takes_one_list_per_query():
+    idx = np.array([[0, -1], [0, 1], [2, 0]], np.int32)
+    np.testing.assert_array_equal(attnkit.masks.selection(idx, 0).to_array(3),
+                                  _selection_def(idx, 3))
+    with pytest.raises(ValueError, match="one list per query"):
+        attnkit.masks.selection(np.zeros((2, 3, 2), np.int32), 0)
