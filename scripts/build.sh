@@ -13,7 +13,9 @@ case "$kind" in
     cmake --build build -j "$jobs"
     ;;
   asan)
-    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTNKIT_SANITIZE=address,undefined \
+    # -O1 -g1: line-level stack traces at a fraction of the compile time of -O2 -g.
+    cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
+      -DATTNKIT_SANITIZE=address,undefined \
       -DATTNKIT_BUILD_CLI=OFF -DATTNKIT_BUILD_PYTHON=OFF >/dev/null
     cmake --build build-asan -j "$jobs"
     ;;
