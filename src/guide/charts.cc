@@ -144,7 +144,10 @@ std::string LineChart(const LineChartSpec& s) {
         "datum.value >= 1048576 ? format(datum.value / 1048576, '~g') + 'M' : datum.value >= 1024 "
         "? format(datum.value / 1024, '~g') + 'k' : format(datum.value, ',d')";
   }
-  json x_enc = {{"field", "x"}, {"type", "quantitative"}, {"title", x_title}, {"scale", x_scale},
+  json x_enc = {{"field", "x"},
+                {"type", "quantitative"},
+                {"title", x_title},
+                {"scale", x_scale},
                 {"axis", x_axis}};
   json y_enc = {{"field", "y"}, {"type", "quantitative"}, {"title", y_title}, {"scale", y_scale}};
   json spec = Base(s.title, s.subtitle);

@@ -151,17 +151,7 @@ Section Build(Context& ctx) {
     time_chart.series.push_back(ts);
     if (!ms.x.empty()) mem_chart.series.push_back(ms);
 
-    VariantSummary row;
-    row.variant = label;
-    row.section = sec.name;
-    const LogLogFit fit = FitLogLog(ts.x, ts.y, ts.fit_min_x);
-    if (fit.points >= 2) row.time_slope = fit.slope;
-    if (!pts.empty()) {
-      row.longest_seqlen = pts.back().seqlen;
-      row.slope_range =
-          FormatTokens(static_cast<int64_t>(ts.fit_min_x > 0 ? ts.fit_min_x : pts.front().seqlen)) +
-          "–" + FormatTokens(pts.back().seqlen);
-    }
+    VariantSummary row = SummaryFromSeries(label, sec.name, ts);
     row.bytes_per_token = CacheBytesPerToken<bf16>(v.prefill);
     row.bytes_note = "bf16 KvCache, per layer";
     row.error_vs_exact = DenseErrorVsReference(v.prefill, 200, causal);
@@ -215,11 +205,7 @@ Section Build(Context& ctx) {
   for (const auto& v : kVariants) {
     const std::string label = Label(v.name, v.decode);
     const auto pts = DenseDecodeSweep(ctx, "dense-decode-" + label, label, v.decode, 0);
-    Series s{label, {}, {}, true, 0};
-    for (const auto& p : pts) {
-      s.x.push_back(static_cast<double>(p.seqlen));
-      s.y.push_back(p.seconds * 1e3);
-    }
+    Series s = TimeSeries(label, pts);
     dec.series.push_back(s);
     const double f32_bpt = CacheBytesPerToken<float>(v.decode);
     std::vector<std::string> row = {

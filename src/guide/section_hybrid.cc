@@ -40,12 +40,14 @@ Section Build(Context&) {
       "cache(L) = &Sigma;<sub>attention layers</sub> bytes per token &middot; min(L, window) + "
       "&Sigma;<sub>recurrent layers</sub> (heads &middot; d<sub>k</sub> &middot; d<sub>v</sub> + "
       "conv state)";
-  sec.models = ModelsWhere([](const models::ModelConfig& c) { return IsHybrid(c) ? c.Summary() : std::string(); });
+  sec.models = ModelsWhere(
+      [](const models::ModelConfig& c) { return IsHybrid(c) ? c.Summary() : std::string(); });
   sec.models_source = CatalogueSourceLine();
 
   for (const char* name : {"qwen3-next-80b-a3b", "kimi-linear-48b-a3b", "nemotron-h-56b"}) {
     Figure strip;
-    if (ModelStripFigure(name, std::string("hybrid-strip-") + name, &strip)) sec.figures.push_back(strip);
+    if (ModelStripFigure(name, std::string("hybrid-strip-") + name, &strip))
+      sec.figures.push_back(strip);
   }
 
   LineChartSpec cc;
@@ -60,7 +62,11 @@ Section Build(Context&) {
   t.title = "Hybrid models: what grows and what stays fixed";
   t.provenance = Provenance::kConfig;
   t.source = "models::Cost over the catalogue's configs";
-  t.header = {"model", "layers", "KV bytes / token", "fixed state (MB)", "cache at 1M tokens (GB)",
+  t.header = {"model",
+              "layers",
+              "KV bytes / token",
+              "fixed state (MB)",
+              "cache at 1M tokens (GB)",
               "share of the cache that is state, at 32k"};
   std::vector<const models::ModelConfig*> picked;
   for (const auto& c : CatalogueConfigs()) {
@@ -88,20 +94,22 @@ Section Build(Context&) {
       at32k = models::Cost(*c, q);
     }
     cc.series.push_back(s);
-    t.rows.push_back({c->name, c->Summary(), Fmt("%.0f", static_cast<double>(at1m.kv_bytes_per_token)),
-                      Fmt("%.1f", static_cast<double>(at1m.state_bytes) / 1e6),
-                      Fmt("%.2f", static_cast<double>(at1m.total_bytes) / 1e9),
-                      Fmt("%.0f%%", 100.0 * static_cast<double>(at32k.state_bytes) /
-                                        std::max<double>(1, static_cast<double>(at32k.total_bytes)))});
+    t.rows.push_back(
+        {c->name, c->Summary(), Fmt("%.0f", static_cast<double>(at1m.kv_bytes_per_token)),
+         Fmt("%.1f", static_cast<double>(at1m.state_bytes) / 1e6),
+         Fmt("%.2f", static_cast<double>(at1m.total_bytes) / 1e9),
+         Fmt("%.0f%%", 100.0 * static_cast<double>(at32k.state_bytes) /
+                           std::max<double>(1, static_cast<double>(at32k.total_bytes)))});
   }
   if (!cc.series.empty()) {
     Figure f;
     f.kind = Figure::Kind::kChart;
     f.id = "hybrid-cache";
     f.title = cc.title;
-    f.caption = "At short context a hybrid model's memory is mostly its fixed state; the few "
-                "attention layers' KV cache takes over only at long context, and stays a fraction "
-                "of an all-attention model's.";
+    f.caption =
+        "At short context a hybrid model's memory is mostly its fixed state; the few "
+        "attention layers' KV cache takes over only at long context, and stays a fraction "
+        "of an all-attention model's.";
     f.provenance = Provenance::kConfig;
     f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
     f.vega_lite = LineChart(cc);

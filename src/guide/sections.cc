@@ -59,7 +59,8 @@ VariantSummary SummaryFromSeries(const std::string& variant, const std::string& 
   if (!series.x.empty()) {
     row.longest_seqlen = static_cast<int64_t>(*std::max_element(series.x.begin(), series.x.end()));
     const double from = series.fit_min_x > 0 ? series.fit_min_x : series.x.front();
-    row.slope_range = FormatTokens(static_cast<int64_t>(from)) + "–" + FormatTokens(row.longest_seqlen);
+    row.slope_range =
+        FormatTokens(static_cast<int64_t>(from)) + "–" + FormatTokens(row.longest_seqlen);
   }
   return row;
 }
@@ -71,8 +72,8 @@ void Context::Step(const std::string& what) {
 
 const std::vector<SectionSpec>& Sections() {
   static const std::vector<SectionSpec> sections = {
-      HeadsSection(),  MlaSection(), WindowSection(), SparseSection(), DsaSection(),
-      LinearSection(), DeltaSection(),  HybridSection(), CompareSection()};
+      HeadsSection(), MlaSection(),    WindowSection(), SparseSection(), DsaSection(),
+      GatedSection(), LinearSection(), DeltaSection(),  HybridSection(), CompareSection()};
   return sections;
 }
 

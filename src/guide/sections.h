@@ -80,6 +80,7 @@ SectionSpec WindowSection();
 SectionSpec MlaSection();
 SectionSpec SparseSection();
 SectionSpec DsaSection();
+SectionSpec GatedSection();
 SectionSpec LinearSection();
 SectionSpec DeltaSection();
 SectionSpec HybridSection();
