@@ -424,6 +424,31 @@ TEST(DenseKernel, DecodeEqualsFullPassThroughEveryCache) {
   }
 }
 
+// A user mask that fails inside the kernel's parallel region: the error must reach the caller.
+class ThrowingMask final : public Mask {
+ public:
+  bool Allowed(int64_t q, int64_t k) const override { return k <= q; }
+  TileKind Classify(int64_t, int64_t, int64_t, int64_t) const override {
+    throw Error("ThrowingMask: refused");
+  }
+  std::string Describe() const override { return "throwing"; }
+};
+
+TEST(DenseKernel, ErrorsInsideTheParallelRegionReachTheCaller) {
+  const Shape s{1, 4, 2, 200, 600, 32, 32};  // 600 cached keys: decode splits them over threads
+  const Inputs in(s, false, 1);
+  Outputs o(s, false);
+  ThrowingMask mask;
+  DenseOptions opt;
+  opt.mask = &mask;
+  opt.num_threads = 2;
+  EXPECT_THROW(DenseForward(in.Q(), in.K(), in.V(), o.out, opt), Error);
+  KvCache<float> cache(1, 2, 32, 32, 1000);
+  cache.Append(in.K(), in.V());
+  Tensor<float> q1(1, 4, 1, 32), o1(1, 4, 1, 32);
+  EXPECT_THROW(DenseDecode(q1.view(), cache, o1.view(), opt), Error);
+}
+
 TEST(DenseKernel, BadInputIsRejectedWithNamedArguments) {
   auto expect_error = [](const std::function<void()>& fn, const std::string& needle) {
     try {

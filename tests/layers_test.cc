@@ -19,7 +19,6 @@ namespace {
 
 using testing::RandomHidden;
 using testing::RelMaxError;
-using testing::RunChunked;
 
 bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
 
@@ -248,16 +247,16 @@ TEST(GqaBlock, PrefillThenDecodeEqualsFullPass) {
     const GqaWeights w = GqaWeights::Random(fast, seed);
     const Tensor<float> x = RandomHidden(fast.batch, total, fast.hidden, seed + 1);
     GqaBlock full(slow, w);
-    const Tensor<float> want = RunChunked(full, x, {total});
+    const Tensor<float> want = ForwardInChunks(full, x, {total});
     for (int64_t prefill : {int64_t{0}, int64_t{1}, int64_t{11}}) {
       GqaBlock blk(fast, w);
-      const Tensor<float> got = RunChunked(blk, x, testing::PrefillThenDecode(prefill, total));
+      const Tensor<float> got = ForwardInChunks(blk, x, PrefillThenDecodeChunks(prefill, total));
       EXPECT_LT(RelMaxError(got.view(), want.view()), kBlockTol) << "prefill " << prefill;
       EXPECT_EQ(blk.tokens_seen(), total);
     }
     // Chunked prefill in uneven pieces (crossing the ring's max_step on windowed layers).
     GqaBlock chunked(fast, w);
-    const Tensor<float> got = RunChunked(chunked, x, {3, 8, 1, 2, total - 14});
+    const Tensor<float> got = ForwardInChunks(chunked, x, {3, 8, 1, 2, total - 14});
     EXPECT_LT(RelMaxError(got.view(), want.view()), kBlockTol) << "chunked";
   }
 }
@@ -270,7 +269,7 @@ TEST(GqaBlock, WindowedCacheIsBoundedAndWraps) {
   const size_t per_token = static_cast<size_t>(GqaCacheBytesPerToken(c));
   EXPECT_EQ(blk.CacheBytes(), per_token * static_cast<size_t>(c.window + c.max_step - 1));
   const Tensor<float> x = RandomHidden(1, 23, c.hidden, seed);
-  RunChunked(blk, x, testing::PrefillThenDecode(4, 23));
+  ForwardInChunks(blk, x, PrefillThenDecodeChunks(4, 23));
   EXPECT_EQ(blk.cache().stored(), c.window);  // wrapped: 23 tokens seen, 5 held
   EXPECT_EQ(blk.CacheBytes(), per_token * static_cast<size_t>(c.window + c.max_step - 1));
 }
@@ -364,18 +363,18 @@ TEST(Stack, HybridPrefillThenDecodeEqualsFullPass) {
   Tensor<float> want(1, 1, total, hidden), step(1, 1, 1, hidden);
   full.Forward(x.view(), 0, want.view());
   const int64_t prefill = 6;
-  const Tensor<float> xp = testing::Slice(x, 0, prefill);
+  const Tensor<float> xp = SliceTokens(x, 0, prefill);
   Tensor<float> op(1, 1, prefill, hidden);
   inc.Forward(xp.view(), 0, op.view());
-  EXPECT_LT(RelMaxError(op.view(), testing::Slice(want, 0, prefill).view()), kBlockTol);
+  EXPECT_LT(RelMaxError(op.view(), SliceTokens(want, 0, prefill).view()), kBlockTol);
   for (int64_t t = prefill; t < total; ++t) {
-    const Tensor<float> xt = testing::Slice(x, t, 1);
+    const Tensor<float> xt = SliceTokens(x, t, 1);
     inc.Forward(xt.view(), t, step.view());
-    EXPECT_LT(RelMaxError(step.view(), testing::Slice(want, t, 1).view()), kBlockTol) << t;
+    EXPECT_LT(RelMaxError(step.view(), SliceTokens(want, t, 1).view()), kBlockTol) << t;
   }
   EXPECT_EQ(inc.tokens_seen(), total);
   EXPECT_EQ(inc.CacheBytes(), full.CacheBytes() - 0);  // same configurations, same caches
-  EXPECT_THROW(inc.Forward(testing::Slice(x, 0, 1).view(), total + 1, step.view()), Error);
+  EXPECT_THROW(inc.Forward(SliceTokens(x, 0, 1).view(), total + 1, step.view()), Error);
 }
 
 TEST(LayerFactory, EveryKindDecodesLikeItPrefills) {
@@ -395,11 +394,12 @@ TEST(LayerFactory, EveryKindDecodesLikeItPrefills) {
   for (const auto& kind : LayerKinds()) {
     SCOPED_TRACE(kind);
     auto full = MakeLayer(kind, s, seed), inc = MakeLayer(kind, s, seed);
-    EXPECT_EQ(full->Kind(), kind.rfind("mla", 0) == 0 ? "mla" : "gqa");
+    const bool recurrent = kind == "gated_deltanet" || kind == "kda";  // own Kind() names
+    EXPECT_EQ(full->Kind(), recurrent ? kind : kind.rfind("mla", 0) == 0 ? "mla" : "gqa");
     // Windowed layers serve at most max_step (1) tokens from the ring: prefill of 4 and of 16
     // goes through the gather path, decode through the ring; all must agree.
-    const Tensor<float> want = RunChunked(*full, x, {16});
-    const Tensor<float> got = RunChunked(*inc, x, testing::PrefillThenDecode(4, 16));
+    const Tensor<float> want = ForwardInChunks(*full, x, {16});
+    const Tensor<float> got = ForwardInChunks(*inc, x, PrefillThenDecodeChunks(4, 16));
     EXPECT_LT(RelMaxError(got.view(), want.view()), kBlockTol);
     EXPECT_GT(inc->CacheBytes(), 0u);
   }

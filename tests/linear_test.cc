@@ -192,12 +192,19 @@ TEST(Linear, PerformerApproximatesSoftmaxAndImprovesWithMoreFeatures) {
 }
 
 TEST(Linear, OrthogonalFeaturesBeatIidAtEqualM) {
-  const Inputs in = MakeInputs(1, 2, 2, 96, 96, 32, 16, 4242, /*qk_std=*/0.6f);
-  for (int64_t m : {32, 64}) {
-    const double orth = PerformerError(in, false, m, RandomFeatureKind::kOrthogonal, 10, 99);
-    const double iid = PerformerError(in, false, m, RandomFeatureKind::kIid, 10, 99);
-    SCOPED_TRACE(::testing::Message() << "m " << m << " orthogonal " << orth << " iid " << iid);
-    EXPECT_LT(orth, iid);
+  // Orthogonal rows make the features of a block negatively correlated, which lowers the
+  // estimator's variance (Choromanski et al. 2020, Thm. 2). The gain is clearest at moderate
+  // norms (‖x + y‖² ≈ 2 here); at large norms the kernel estimates are so heavy-tailed that
+  // averages over a few draws are dominated by single outliers. Fixed seeds, 12 draws each.
+  const Inputs in = MakeInputs(1, 2, 2, 96, 96, 32, 16, 4242, /*qk_std=*/0.4f);
+  for (bool causal : {false, true}) {
+    for (int64_t m : {32, 64}) {
+      const double orth = PerformerError(in, causal, m, RandomFeatureKind::kOrthogonal, 12, 99);
+      const double iid = PerformerError(in, causal, m, RandomFeatureKind::kIid, 12, 99);
+      SCOPED_TRACE(::testing::Message() << "causal " << causal << " m " << m << " orthogonal "
+                                        << orth << " iid " << iid);
+      EXPECT_LT(orth, iid);
+    }
   }
 }
 

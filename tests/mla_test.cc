@@ -15,7 +15,6 @@ namespace {
 
 using testing::RandomHidden;
 using testing::RelMaxError;
-using testing::RunChunked;
 
 MlaConfig Make(int64_t hidden, int64_t heads, int64_t q_lora, int64_t kv_lora, int64_t nope,
                int64_t rope, int64_t v) {
@@ -59,9 +58,9 @@ TEST(Mla, NaiveEqualsAbsorbed) {
     MlaBlock naive(c, w);
     c.path = MlaPath::kAbsorbed;
     MlaBlock absorbed(c, w);
-    const auto chunks = testing::PrefillThenDecode(9, total);
-    const Tensor<float> a = RunChunked(naive, x, chunks);
-    const Tensor<float> b = RunChunked(absorbed, x, chunks);
+    const auto chunks = PrefillThenDecodeChunks(9, total);
+    const Tensor<float> a = ForwardInChunks(naive, x, chunks);
+    const Tensor<float> b = ForwardInChunks(absorbed, x, chunks);
     EXPECT_LT(RelMaxError(b.view(), a.view()), kPathTol);
     EXPECT_EQ(naive.latent_cache(), absorbed.latent_cache());  // the cache is path-independent
   }
@@ -79,14 +78,14 @@ TEST(Mla, PrefillThenDecodeEqualsFullPass) {
     ref.backend = Backend::kReference;
     ref.path = MlaPath::kNaive;
     MlaBlock full(ref, w);
-    const Tensor<float> want = RunChunked(full, x, {total});
+    const Tensor<float> want = ForwardInChunks(full, x, {total});
     for (MlaPath path : {MlaPath::kNaive, MlaPath::kAbsorbed}) {
       c.path = path;
       MlaBlock inc(c, w);
-      const Tensor<float> got = RunChunked(inc, x, testing::PrefillThenDecode(5, total));
+      const Tensor<float> got = ForwardInChunks(inc, x, PrefillThenDecodeChunks(5, total));
       EXPECT_LT(RelMaxError(got.view(), want.view()), kPathTol) << MlaPathName(path);
       MlaBlock chunked(c, w);
-      const Tensor<float> got2 = RunChunked(chunked, x, {4, 1, 9, total - 14});
+      const Tensor<float> got2 = ForwardInChunks(chunked, x, {4, 1, 9, total - 14});
       EXPECT_LT(RelMaxError(got2.view(), want.view()), kPathTol) << MlaPathName(path);
     }
   }

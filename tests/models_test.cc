@@ -3,12 +3,15 @@
 // the shared files) and the errors for malformed, missing or contradictory configs.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "attnkit/core/error.h"
 #include "attnkit/masks/mask.h"
@@ -40,6 +43,35 @@ std::string Decoder(int layers, int hidden, int heads, int kv_heads,
      << ", \"hidden_size\": " << hidden << ", \"num_attention_heads\": " << heads
      << ", \"num_key_value_heads\": " << kv_heads << extra << "}";
   return os.str();
+}
+
+// Minimal XML well-formedness check for the cards: tags nest and close, entities are escaped.
+std::string XmlProblem(const std::string& s) {
+  std::vector<std::string> stack;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '&') {
+      static const char* kEntities[] = {"&amp;", "&lt;", "&gt;", "&quot;", "&#39;"};
+      bool ok = false;
+      for (const char* e : kEntities) ok |= s.compare(i, std::strlen(e), e) == 0;
+      if (!ok) return "raw & at " + std::to_string(i);
+      continue;
+    }
+    if (s[i] != '<') continue;
+    const size_t end = s.find('>', i);
+    if (end == std::string::npos) return "unclosed < at " + std::to_string(i);
+    std::string tag = s.substr(i + 1, end - i - 1);
+    i = end;
+    if (tag.empty() || tag[0] == '?' || tag[0] == '!') continue;
+    if (std::count(tag.begin(), tag.end(), '"') % 2 != 0) return "odd quotes in <" + tag + ">";
+    if (tag[0] == '/') {
+      if (stack.empty() || stack.back() != tag.substr(1))
+        return "unexpected </" + tag.substr(1) + ">";
+      stack.pop_back();
+    } else if (tag.back() != '/') {
+      stack.push_back(tag.substr(0, tag.find(' ')));
+    }
+  }
+  return stack.empty() ? "" : "unclosed <" + stack.back() + ">";
 }
 
 template <typename Fn>
@@ -215,6 +247,17 @@ TEST(ModelCost, RejectsBadQueries) {
             }).find("overflows"),
             std::string::npos);
   EXPECT_NE(ErrorOf([] { ParseCacheDtype("fp4"); }).find("fp4"), std::string::npos);
+  // Hand-built descriptions the formulas cannot take.
+  ModelConfig bad = m;
+  bad.layers[3].kind = LayerKind::kSliding;  // window 0
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("layer 3 (sliding) needs window"),
+            std::string::npos);
+  bad = m;
+  bad.layers[2].kv_source = 5;
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("kv_source"), std::string::npos);
+  bad = m;
+  bad.layers[0].head_dim_v = -1;
+  EXPECT_NE(ErrorOf([&] { CostAt(bad, 10); }).find("negative"), std::string::npos);
   EXPECT_EQ(ParseCacheDtype("bfloat16"), CacheDtype::kBf16);
 }
 
@@ -328,6 +371,12 @@ TEST(Catalogue, SizeNamesAndSources) {
   }
   EXPECT_EQ(kinds.size(), std::size(kAllLayerKinds));  // every layer kind is represented
   EXPECT_NE(FindModel("Meta-Llama/Llama-3.1-8B"), nullptr);
+  const auto mla = ModelsWithKind(LayerKind::kMla);
+  EXPECT_NE(std::find(mla.begin(), mla.end(), "deepseek-v3"), mla.end());
+  EXPECT_NE(std::find(mla.begin(), mla.end(), "kimi-linear-48b-a3b"), mla.end());
+  EXPECT_EQ(std::find(mla.begin(), mla.end(), "llama-3.1-8b"), mla.end());
+  const auto sinks = ModelsWhere([](const ModelConfig& m) { return m.layers[0].sinks; });
+  EXPECT_EQ(sinks, (std::vector<std::string>{"gpt-oss-20b", "gpt-oss-120b"}));
   EXPECT_NE(ErrorOf([] { LoadModel("lama-3.1-8b"); }).find("llama-3.1-8b"), std::string::npos);
 }
 
@@ -339,6 +388,7 @@ TEST(Catalogue, EveryEntryRoundTripsToACard) {
     EXPECT_TRUE(m.warnings.empty());
     const std::string svg = ModelCardSvg(m);
     EXPECT_EQ(svg.rfind("<svg", 0), 0u);
+    EXPECT_EQ(XmlProblem(svg), "");
     EXPECT_NE(svg.find("</svg>"), std::string::npos);
     size_t cells = 0;
     for (size_t p = svg.find("<title>layer "); p != std::string::npos;
@@ -372,6 +422,26 @@ TEST(Catalogue, SameFiguresAsTheSharedFiles) {
     ++checked;
   }
   EXPECT_EQ(checked, 15);  // one catalogue entry per shared file
+}
+
+TEST(Catalogue, CardsEscapeTextAndRejectBadOptions) {
+  ModelConfig m = LoadModel("gemma-3n-e4b");
+  m.name = "<b>&\"odd\" name'";
+  m.source = "a&b<c>";
+  // The checker itself catches what it is for.
+  EXPECT_NE(XmlProblem("<a>&</a>"), "");
+  EXPECT_NE(XmlProblem("<a><b></a>"), "");
+  EXPECT_NE(XmlProblem("<a x=\"1></a>"), "");
+  const std::string svg = ModelCardSvg(m);
+  EXPECT_EQ(XmlProblem(svg), "");
+  EXPECT_NE(svg.find("&lt;b&gt;&amp;&quot;odd&quot; name&#39;"), std::string::npos);
+  CardOptions o;
+  o.contexts = {};
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(m, o); }).find("contexts"), std::string::npos);
+  o.contexts = {0};
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(m, o); }).find("context 0"), std::string::npos);
+  ModelConfig empty;
+  EXPECT_NE(ErrorOf([&] { ModelCardSvg(empty); }).find("no layers"), std::string::npos);
 }
 
 // ------------------------------------------------------------ errors

@@ -219,6 +219,18 @@ Tensor4 NewLse(int64_t batch, int64_t heads, int64_t seqlen) {
   return AsLse(a, "lse", true);
 }
 
+void RequireNoOverlap(const py::array& out, const char* out_name,
+                      std::initializer_list<std::pair<const py::array*, const char*>> inputs) {
+  py::object may_share = py::module_::import("numpy").attr("may_share_memory");
+  for (const auto& [array, name] : inputs) {
+    if (may_share(out, *array).cast<bool>()) {
+      ValueError(std::string(out_name) + " overlaps " + name +
+                 " (outputs must not share memory "
+                 "with inputs)");
+    }
+  }
+}
+
 std::optional<std::vector<float>> AsVector(py::handle obj, const char* name, int64_t n) {
   if (obj.is_none()) return std::nullopt;
   py::array a = AsArray(obj, name);

@@ -13,8 +13,10 @@
 
 #include <array>
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attnkit/core/tensor.h"
@@ -89,6 +91,11 @@ Tensor4 NewLse(int64_t batch, int64_t heads, int64_t seqlen);
 // A small per-head parameter vector (sinks, ALiBi slopes): any 1-D array-like of `n` real
 // numbers, converted to float32 (these are tiny, so a copy is fine). nullopt for None.
 std::optional<std::vector<float>> AsVector(py::handle obj, const char* name, int64_t n);
+
+// Raises ValueError when `out` may share memory with one of the named inputs (NumPy's bounds
+// check: outputs must be fresh memory).
+void RequireNoOverlap(const py::array& out, const char* out_name,
+                      std::initializer_list<std::pair<const py::array*, const char*>> inputs);
 
 // Throws ValueError / TypeError with a message; helpers for the binding files.
 [[noreturn]] void ValueError(const std::string& message);

@@ -142,6 +142,13 @@ DenseOptions ScoreArgs::Options() const {
   return o;
 }
 
+Backend ParseBackend(const std::string& backend) {
+  if (backend == "auto") return Backend::kAuto;
+  if (backend == "fast") return Backend::kFast;
+  if (backend == "reference") return Backend::kReference;
+  ValueError("backend must be \"auto\", \"fast\" or \"reference\", got \"" + backend + "\"");
+}
+
 ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
                          std::optional<double> softcap, const py::object& sinks,
                          const py::object& alibi_slopes, int num_threads,
@@ -168,15 +175,7 @@ ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
                std::to_string(num_threads));
   }
   a.num_threads = num_threads;
-  if (backend == "auto") {
-    a.backend = Backend::kAuto;
-  } else if (backend == "fast") {
-    a.backend = Backend::kFast;
-  } else if (backend == "reference") {
-    a.backend = Backend::kReference;
-  } else {
-    ValueError("backend must be \"auto\", \"fast\" or \"reference\", got \"" + backend + "\"");
-  }
+  a.backend = ParseBackend(backend);
   return a;
 }
 

@@ -112,9 +112,7 @@ class PyKvCache {
     const auto& qs = tq.view.shape;
     const int64_t dv = Visit([](const auto& c) { return c.head_dim_v(); });
     const Tensor4 to = OutputTensor4(out, "out", {qs[0], qs[1], qs[2], dv}, layout);
-    if (py::module_::import("numpy").attr("may_share_memory")(to.array, tq.array).cast<bool>()) {
-      ValueError("decode: out overlaps q");
-    }
+    RequireNoOverlap(to.array, "out", {{&tq.array, "q"}});
     std::optional<Tensor4> tl;
     if (return_lse) tl = NewLse(qs[0], qs[1], qs[2]);
     const DenseOptions o = args.Options();

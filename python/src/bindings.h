@@ -40,6 +40,9 @@ struct ScoreArgs {
   DenseOptions Options() const;
 };
 
+// Parses "auto", "fast" or "reference" (ValueError otherwise).
+Backend ParseBackend(const std::string& backend);
+
 // Parses scale (None or nonzero finite), softcap (None or >= 0), sinks and alibi_slopes
 // (None or [num_heads_q]), num_threads (>= 0) and backend ("auto", "fast", "reference").
 ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
@@ -51,5 +54,9 @@ void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);
 void BindDense(py::module_& m);
 void BindKvCache(py::module_& m);
+void BindLinear(py::module_& m);
+void BindRecurrent(py::module_& m);
+void BindSparse(py::module_& m);  // after BindMasks: extends attnkit.masks and attnkit.Mask
+void BindModels(py::module_& m);
 
 }  // namespace attnkit::python

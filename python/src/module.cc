@@ -42,4 +42,8 @@ Main entry points:
   attnkit::python::BindMasks(m);
   attnkit::python::BindDense(m);
   attnkit::python::BindKvCache(m);
+  attnkit::python::BindLinear(m);
+  attnkit::python::BindRecurrent(m);
+  attnkit::python::BindSparse(m);
+  attnkit::python::BindModels(m);
 }

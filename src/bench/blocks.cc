@@ -2,9 +2,6 @@
 // and the stack runner. See include/attnkit/bench/blocks.h.
 #include "attnkit/bench/blocks.h"
 
-#include <cblas.h>
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,6 +9,7 @@
 #include <memory>
 #include <sstream>
 
+#include "attnkit/bench/dense.h"
 #include "attnkit/core/runtime.h"
 
 namespace attnkit::bench {
@@ -147,36 +145,8 @@ double MlaDecodeFlops(const MlaConfig& c, MlaPath path, int64_t context) {
 
 Ceilings MeasureCeilings(int num_threads) {
   Ceilings c;
-  const int threads = ResolveThreads(num_threads);
-  {
-    const int n = 1024;
-    std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(a), out(a.size());
-    double best = 1e30;
-    for (int rep = 0; rep < 4; ++rep) {
-      const double t0 = Now();
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(),
-                  n, 0.0f, out.data(), n);
-      best = std::min(best, Now() - t0);
-    }
-    c.sgemm_gflops = 2.0 * n * n * n / best / 1e9;
-  }
-  {
-    const size_t n = size_t{1} << 27;  // 512 MiB of floats
-    std::unique_ptr<float[]> buf(new float[n]);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (size_t i = 0; i < n; ++i) buf[i] = static_cast<float>(i & 7);
-    double best = 1e30;
-    volatile double sink = 0;
-    for (int rep = 0; rep < 3; ++rep) {
-      const double t0 = Now();
-      double total = 0;
-#pragma omp parallel for num_threads(threads) schedule(static) reduction(+ : total)
-      for (size_t i = 0; i < n; ++i) total += buf[i];
-      best = std::min(best, Now() - t0);
-      sink = sink + total;
-    }
-    c.read_gbps = static_cast<double>(n * sizeof(float)) / best / 1e9;
-  }
+  c.sgemm_gflops = MeasureSgemmGflops(num_threads, 1536, 3);
+  c.read_gbps = MeasureReadGbps(num_threads);
   return c;
 }
 

@@ -5,6 +5,9 @@
 #include <cblas.h>
 #include <omp.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -296,6 +299,9 @@ PeakMemoryResult MeasurePeakMemory(int64_t seqlen, int64_t num_heads, int64_t he
   // VmHWM cannot be reset reliably everywhere (clear_refs may be refused in containers), so a
   // sampler thread polls the resident set every millisecond while the tensors exist and the
   // kernel runs; the kernel's workspace lives for the whole call, so the sampler sees it.
+#if defined(__GLIBC__)
+  malloc_trim(0);  // hand freed heap memory back first, or "before" would include it
+#endif
   const int64_t before = ResidentBytes();
   std::atomic<bool> stop{false};
   std::atomic<int64_t> peak{before};

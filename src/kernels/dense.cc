@@ -1,11 +1,11 @@
 // The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All group_size query heads
-// that share the kv head are processed together (rows = group_size × block rows), so each K/V
-// tile is read from memory once per group. Key blocks of kDenseBlockKv are classified by the
-// mask: empty ones are skipped (and KeyBounds trims the loop), full ones run without any
-// per-element check, partial ones get their logits masked from the mask's FillTile. Online
-// softmax keeps, per row, the running max m, the running denominator l and an unnormalised
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows, twice that for MHA). All
+// group_size query heads that share the kv head are processed together (rows = group_size × block
+// rows), so each K/V tile is read from memory once per group. Key blocks of kDenseBlockKv are
+// classified by the mask: empty ones are skipped (and KeyBounds trims the loop), full ones run
+// without any per-element check, partial ones get their logits masked from the mask's FillTile.
+// Online softmax keeps, per row, the running max m, the running denominator l and an unnormalised
 // f32 output accumulator.
 //
 // Two ways through a key tile:
@@ -55,6 +55,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "hwy/aligned_allocator.h"
+#include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
 #endif
 
@@ -67,7 +68,6 @@ namespace hn = hwy::HWY_NAMESPACE;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-constexpr int64_t kBq = detail::kDenseBlockQ;
 constexpr int64_t kBk = detail::kDenseBlockKv;
 
 #if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
@@ -85,6 +85,16 @@ HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
 HWY_INLINE VF LoadRow(DF df, const bf16* p) {
   const hn::Rebind<hwy::bfloat16_t, DF> dbf;
   return hn::PromoteTo(df, hn::LoadU(dbf, reinterpret_cast<const hwy::bfloat16_t*>(p)));
+}
+
+// The direct (decode) path streams K and V from memory; touching rows this far ahead keeps the
+// memory system busy while the current rows are computed on (prefetches never fault, so running
+// past the end of the tensor is harmless).
+constexpr int64_t kPrefetchRows = 64;
+template <typename T>
+HWY_INLINE void PrefetchRow(const T* row, int64_t bytes) {
+  const char* p = reinterpret_cast<const char*>(row);
+  for (int64_t b = 0; b < bytes; b += 64) hwy::Prefetch(p + b);
 }
 
 // s[r][col0 .. col0 + C·N) = Σ_d q_r[d] · kt[d][...] for R rows (pointers may be a zero row).
@@ -123,6 +133,7 @@ HWY_INLINE void PvMicro(const float* HWY_RESTRICT p, const VRows& vrows, int64_t
     for (int c = 0; c < C; ++c) acc[r][c] = hn::LoadU(df, accrows[r] + col0 + c * N);
   }
   for (int64_t j = 0; j < nk; ++j) {
+    if (col0 == 0) vrows.Prefetch(j);
     VF vv[C];
     for (int c = 0; c < C; ++c) vv[c] = vrows.Load(df, j, col0 + c * N);
     for (int r = 0; r < R; ++r) {
@@ -141,6 +152,7 @@ struct PackedV {
   HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
     return hn::Load(df, vt + j * ld + col);
   }
+  HWY_INLINE void Prefetch(int64_t) const {}
 };
 template <typename KV>
 struct DirectV {
@@ -149,6 +161,10 @@ struct DirectV {
   HWY_INLINE VF Load(DF df, int64_t j, int64_t col) const {
     return LoadRow(df, base + j * stride + col);
   }
+  HWY_INLINE void Prefetch(int64_t j) const {
+    PrefetchRow(base + (j + kPrefetchRows) * stride, bytes);
+  }
+  int64_t bytes;  // of one row
 };
 
 // O += P·V over width `width` (a multiple of N) in chunks of kDvVecs vectors, then single vectors.
@@ -177,6 +193,9 @@ HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kst
       for (int t = 0; t < 4; ++t) acc[r][t] = hn::Zero(df);
     }
     const KV* k0 = kbase + j * kstride;
+    for (int t = 0; t < 4; ++t) {
+      PrefetchRow(k0 + (t + kPrefetchRows) * kstride, dk * static_cast<int64_t>(sizeof(KV)));
+    }
     for (int64_t d = 0; d < dk; d += N) {
       VF kv[4];
       for (int t = 0; t < 4; ++t) kv[t] = LoadRow(df, k0 + t * kstride + d);
@@ -219,16 +238,19 @@ class Kernel {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
-    num_qb_ = (g_.seqlen_q + kBq - 1) / kBq;
+    // A packed K/V tile is reused by group_size · block_q rows; MHA gets taller query blocks so
+    // that packing stays a small fraction of the work.
+    bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
+    num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
-    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
   }
 
   void Run() {
     const int threads = std::max(1, job_.threads);
-    const int64_t rows_max = g_.group * std::min(kBq, g_.seqlen_q);
+    const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     std::vector<Workspace> ws(static_cast<size_t>(threads));
     for (auto& w : ws) {
       if (!direct_) {
@@ -241,7 +263,7 @@ class Kernel {
       std::fill(w.zero_row.get(), w.zero_row.get() + std::max(g_.dk, dv_pad_), 0.0f);
       w.m.resize(static_cast<size_t>(rows_max));
       w.l.resize(static_cast<size_t>(rows_max));
-      w.allowed.resize(static_cast<size_t>(kBq * kBk));
+      w.allowed.resize(static_cast<size_t>(bq_ * kBk));
       w.qrows.resize(static_cast<size_t>(rows_max + kRows));
       w.accrows.resize(static_cast<size_t>(rows_max + kRows));
     }
@@ -249,6 +271,7 @@ class Kernel {
     // ordered by descending query block and handed out dynamically.
     const int64_t per_qb = g_.batch * g_.heads_kv;
     const int64_t units = per_qb * num_qb_;
+    detail::RegionExceptions errors;
 #pragma omp parallel num_threads(threads)
     {
       Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
@@ -256,9 +279,10 @@ class Kernel {
       for (int64_t u = 0; u < units; ++u) {
         const int64_t qb = num_qb_ - 1 - u / per_qb;
         const int64_t bh = u % per_qb;
-        Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb);
+        errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
       }
     }
+    errors.Rethrow();
     if (o_.stats) {
       DenseStats& st = *o_.stats;
       st = DenseStats{};
@@ -268,14 +292,14 @@ class Kernel {
         st.tiles_partial += w.partial;
       }
       st.tiles_total = units * num_kb_;
-      st.block_q = kBq;
+      st.block_q = bq_;
       st.block_kv = kBk;
     }
   }
 
  private:
   void Unit(Workspace& w, int64_t b, int64_t hk, int64_t qb) {
-    const int64_t i0 = qb * kBq, i1 = std::min(g_.seqlen_q, i0 + kBq);
+    const int64_t i0 = qb * bq_, i1 = std::min(g_.seqlen_q, i0 + bq_);
     const int64_t nq = i1 - i0;
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
     w.head0 = hk * g_.group;
@@ -341,7 +365,7 @@ class Kernel {
           break;
       }
       for (int64_t r = 0; r < rows; ++r) Softmax(w, r, r, i0, nq, j0, nk, partial);
-      const DirectV<KV> vr{vbase, vstride};
+      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV))};
       switch (rows) {
         case 1:
           PvPanel<1>(w.s.get(), vr, nk, accrows, g_.dv);
@@ -468,7 +492,7 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, num_qb_, num_kb_;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_;
   bool direct_, mods_;
 };
 

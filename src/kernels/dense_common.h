@@ -3,7 +3,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <exception>
 #include <limits>
+#include <mutex>
 
 #include "attnkit/kernels/dense.h"
 
@@ -45,6 +47,28 @@ inline float ScoreMod(float s, float softcap, float alibi_slope, int64_t q_pos, 
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Keeps the first exception thrown inside an OpenMP region (user masks run there and may
+// allocate) so it can be rethrown after the region: nothing may propagate out of one.
+class RegionExceptions {
+ public:
+  template <class Fn>
+  void Run(Fn&& fn) noexcept {
+    try {
+      fn();
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!first_) first_ = std::current_exception();
+    }
+  }
+  void Rethrow() const {
+    if (first_) std::rethrow_exception(first_);
+  }
+
+ private:
+  std::mutex mu_;
+  std::exception_ptr first_;
+};
+
 // Everything one fast-kernel call needs, already checked (see CheckDenseArgs).
 template <typename KV>
 struct DenseJob {
@@ -63,7 +87,7 @@ struct DenseJob {
 void DenseFastUnchecked(const DenseJob<float>& job);
 void DenseFastUnchecked(const DenseJob<bf16>& job);
 
-// The fast kernel's tile sizes (the stats report them too).
+// The fast kernel's tile sizes (the stats report the ones used: MHA doubles block_q).
 inline constexpr int64_t kDenseBlockQ = 64;
 inline constexpr int64_t kDenseBlockKv = 64;
 

@@ -23,6 +23,12 @@ namespace attnkit {
 namespace HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// Gathered rows are scattered in memory: fetch each row a few keys ahead of its use.
+constexpr int64_t kAhead = 6;
+HWY_INLINE void PrefetchRow(const float* row, int64_t dim) {
+  for (int64_t x = 0; x < dim; x += 16) __builtin_prefetch(row + x);
+}
+
 // scores[g * ld + j] = scale · dot(q + g * q_stride, krows[j]) for g < num_heads, j < n.
 template <int kHeads, int kKeys>
 HWY_INLINE void DotTile(const float* q, int64_t q_stride, const float* const* krows, int64_t dim,
@@ -55,6 +61,10 @@ void Logits(const float* q, int64_t q_stride, int64_t num_heads, const float* co
             int64_t n, int64_t dim, float scale, float* scores, int64_t ld) {
   int64_t j = 0;
   for (; j + 2 <= n; j += 2) {
+    if (j + kAhead + 1 < n) {
+      PrefetchRow(krows[j + kAhead], dim);
+      PrefetchRow(krows[j + kAhead + 1], dim);
+    }
     int64_t h = 0;
     for (; h + 4 <= num_heads; h += 4) {
       DotTile<4, 2>(q + h * q_stride, q_stride, krows + j, dim, scale, scores + h * ld + j, ld);
@@ -77,6 +87,7 @@ void Accumulate(const float* p, int64_t ld, int64_t num_heads, const float* cons
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) {
+    for (int64_t a = j + kAhead; a < std::min(n, j + kAhead + 4); ++a) PrefetchRow(vrows[a], dim);
     const float *v0 = vrows[j], *v1 = vrows[j + 1], *v2 = vrows[j + 2], *v3 = vrows[j + 3];
     for (int64_t g = 0; g < num_heads; ++g) {
       const float* pg = p + g * ld + j;
@@ -126,7 +137,7 @@ HWY_EXPORT(Accumulate);
 
 namespace {
 
-constexpr int64_t kChunk = 64;
+constexpr int64_t kChunk = 64;  // bf16 rows widened per chunk
 
 // Pointers to f32 rows of the chunk's keys (widened into buf when KV is bf16).
 template <typename KV>
@@ -135,6 +146,12 @@ void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel,
   const int64_t dim = t.dim();
   for (int64_t j = 0; j < n; ++j) {
     const KV* r = t.row(b, h, sel[j]);
+    if (!std::is_same_v<KV, float> && j + 4 < n) {  // f32 rows are prefetched by the kernels
+      const KV* ahead = t.row(b, h, sel[j + 4]);
+      for (int64_t x = 0; x < dim; x += 64 / static_cast<int64_t>(sizeof(KV))) {
+        __builtin_prefetch(ahead + x);
+      }
+    }
     if constexpr (std::is_same_v<KV, float>) {
       rows[j] = r;
     } else {
@@ -170,7 +187,10 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
     std::vector<float> acc(static_cast<size_t>(heads_per * dv));
     std::vector<float> buf(
         std::is_same_v<KV, float> ? 0 : static_cast<size_t>(kChunk * std::max(dk, dv)));
-    std::vector<const float*> rows(static_cast<size_t>(kChunk));
+    // f32: one pointer per selected row (no copy); bf16: rows of the current widened chunk.
+    constexpr bool kF32 = std::is_same_v<KV, float>;
+    const int64_t chunk = kF32 ? top_k : kChunk;
+    std::vector<const float*> rows(static_cast<size_t>(chunk));
     std::vector<float> mx(static_cast<size_t>(heads_per)), denom(static_cast<size_t>(heads_per));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
@@ -194,8 +214,8 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
         continue;
       }
       const float* qbase = q.row(b, h0, i);
-      for (int64_t c = 0; c < n; c += kChunk) {
-        const int64_t nc = std::min(kChunk, n - c);
+      for (int64_t c = 0; c < n; c += chunk) {
+        const int64_t nc = std::min(chunk, n - c);
         ChunkRows(k, b, hk, sel.data() + c, nc, buf, rows);
         HWY_DYNAMIC_DISPATCH(Logits)
         (qbase, q_stride, nh, rows.data(), nc, dk, scale, scores.data() + c, top_k);
@@ -213,8 +233,8 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
         denom[g] = l;
       }
       std::fill(acc.begin(), acc.begin() + nh * dv, 0.0f);
-      for (int64_t c = 0; c < n; c += kChunk) {
-        const int64_t nc = std::min(kChunk, n - c);
+      for (int64_t c = 0; c < n; c += chunk) {
+        const int64_t nc = std::min(chunk, n - c);
         ChunkRows(v, b, hk, sel.data() + c, nc, buf, rows);
         HWY_DYNAMIC_DISPATCH(Accumulate)
         (scores.data() + c, top_k, nh, rows.data(), nc, dv, acc.data());

@@ -95,42 +95,70 @@ namespace {
 constexpr int64_t kQueryBlock = 16;
 constexpr int64_t kTile = detail::kIndexTileKeys;
 
-uint32_t OrderKey(float x) {  // order-preserving; NaN below everything; −0 == +0
-  if (std::isnan(x)) return 0;
-  if (x == 0.0f) x = 0.0f;
+// Order-preserving uint32 of a float (larger float → larger key); NaN below everything, −0 == +0.
+// Branch-free, so the loop over a row vectorises (scores have random signs).
+inline uint32_t OrderKey(float x) {
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  const uint32_t flip = static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u;
+  uint32_t key = u ^ flip;
+  key = (u & 0x7fffffffu) == 0 ? 0x80000000u : key;  // ±0
+  key = (u & 0x7fffffffu) > 0x7f800000u ? 0u : key;  // NaN
+  return key;
 }
 
+// Finds the k-th largest key by radix select (11 + 11 + 10 bits): the first pass histograms all
+// keys, the later ones only the candidates left in the chosen bin. Branch-free inner loops.
 void TopKScratch(const float* s, int64_t n, int64_t top_k, int32_t* out,
                  std::vector<uint32_t>& keys) {
   if (n <= top_k) {
     for (int64_t j = 0; j < top_k; ++j) out[j] = j < n ? static_cast<int32_t>(j) : -1;
     return;
   }
-  keys.resize(static_cast<size_t>(n));
-  for (int64_t j = 0; j < n; ++j) keys[j] = OrderKey(s[j]);
-  uint32_t prefix = 0, mask = 0;
+  keys.resize(static_cast<size_t>(2 * n));
+  uint32_t* key = keys.data();
+  uint32_t* cand = keys.data() + n;
+  uint32_t hist[2048];
+  std::fill(hist, hist + 2048, 0u);
+  for (int64_t j = 0; j < n; ++j) key[j] = OrderKey(s[j]);
+  for (int64_t j = 0; j < n; ++j) ++hist[key[j] >> 21];
   int64_t need = top_k;
-  int64_t hist[2048];
-  for (const auto& [shift, bits] : {std::pair{21, 11}, std::pair{10, 11}, std::pair{0, 10}}) {
+  uint32_t prefix = 0;
+  int64_t num_cand = 0;
+  const uint32_t* src = key;
+  int64_t num_src = n;
+  for (int pass = 0; pass < 3; ++pass) {
+    const int shift = pass == 0 ? 21 : pass == 1 ? 10 : 0;
+    const int bits = pass == 2 ? 10 : 11;
     const uint32_t bin_mask = (1u << bits) - 1;
-    std::fill(hist, hist + (1 << bits), 0);
-    for (int64_t j = 0; j < n; ++j) {
-      if ((keys[j] & mask) == prefix) ++hist[(keys[j] >> shift) & bin_mask];
+    if (pass > 0) {
+      std::fill(hist, hist + (1 << bits), 0u);
+      for (int64_t j = 0; j < num_src; ++j) ++hist[(src[j] >> shift) & bin_mask];
     }
     int64_t above = 0;
     int64_t bin = bin_mask;
     for (; bin > 0 && above + hist[bin] < need; --bin) above += hist[bin];
     need -= above;
     prefix |= static_cast<uint32_t>(bin) << shift;
-    mask |= bin_mask << shift;
+    if (pass == 2) break;
+    // Keep the candidates whose bits so far equal the prefix (compacted in place into cand).
+    const uint32_t high_mask = ~((1u << shift) - 1);
+    num_cand = 0;
+    for (int64_t j = 0; j < num_src; ++j) {
+      cand[num_cand] = src[j];
+      num_cand += (src[j] & high_mask) == prefix;
+    }
+    src = cand;
+    num_src = num_cand;
   }
-  // prefix is the k-th largest key T; `need` rows equal to T complete the k.
+  // prefix is the k-th largest key T; `need` rows equal to T complete the k (lowest rows first).
   int64_t m = 0;
-  for (int64_t j = 0; j < n; ++j) {
-    if (keys[j] > prefix || (keys[j] == prefix && need-- > 0)) out[m++] = static_cast<int32_t>(j);
+  for (int64_t j = 0; j < n && m < top_k; ++j) {
+    const bool eq = key[j] == prefix;
+    const bool take = key[j] > prefix || (eq && need > 0);
+    out[m] = static_cast<int32_t>(j);
+    m += take;
+    need -= eq && take;
   }
   for (; m < top_k; ++m) out[m] = -1;
 }
@@ -197,7 +225,9 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
       for (int64_t qb = num_qb - 1; qb >= 0; --qb) {  // longest rows first
         const int64_t i0 = qb * kQueryBlock, i1 = std::min(sq, i0 + kQueryBlock), nq = i1 - i0;
         const int64_t tiles = (visible(i1 - 1) + kTile - 1) / kTile;
-        std::fill(srows.begin(), srows.begin() + nq * ld, 0.0f);
+        for (int64_t i = 0; i < nq; ++i) {
+          std::fill(srows.begin() + i * ld, srows.begin() + i * ld + tiles * kTile, 0.0f);
+        }
         for (int64_t i = 0; i < nq; ++i) {
           for (int64_t h = 0; h < heads; ++h) {
             const float* src = qi.row(b, h, i0 + i);

@@ -150,7 +150,11 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   const int threads = ResolveThreads(options.num_threads);
   const auto segs = cache.Segments();
   const int64_t held = cache.stored();
-  const int64_t per = std::max<int64_t>(256, (held + threads - 1) / threads);
+  // Four pieces per thread, handed out dynamically: on a shared machine a descheduled thread
+  // then delays the call by a quarter of its share instead of all of it. A piece keeps at least
+  // 256 keys so that the per-piece overhead (partial output, merge) stays negligible.
+  const int64_t pieces_wanted = threads > 1 ? 4 * int64_t{threads} : 1;
+  const int64_t per = std::max<int64_t>(256, (held + pieces_wanted - 1) / pieces_wanted);
   struct Piece {
     TensorView<const T> k, v;
     int64_t start;
@@ -200,18 +204,23 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
                         part_lse[p].view());
     }
   } else {
+    detail::RegionExceptions errors;
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t p = 0; p < np; ++p) {
-      const detail::DenseJob<T> job{q,
-                                    pieces[p].k,
-                                    pieces[p].v,
-                                    part_out[p].view(),
-                                    part_lse[p].view(),
-                                    &part_opt[p],
-                                    detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
-                                    1};
-      detail::DenseFastUnchecked(job);
+      errors.Run([&] {
+        const detail::DenseJob<T> job{
+            q,
+            pieces[p].k,
+            pieces[p].v,
+            part_out[p].view(),
+            part_lse[p].view(),
+            &part_opt[p],
+            detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
+            1};
+        detail::DenseFastUnchecked(job);
+      });
     }
+    errors.Rethrow();
   }
   std::vector<TensorView<const float>> outs, lses;
   for (size_t p = 0; p < pieces.size(); ++p) {

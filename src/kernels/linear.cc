@@ -36,7 +36,9 @@ using detail::SmallGemm;
 // Per-thread scratch, sized once per call.
 struct Workspace {
   std::vector<float> xs, hsn, fk, fkt, fq, rq, p, rk, mrow, den, s, z;
-  Workspace(const LinearGeometry& g, int64_t chunk)
+  // own_state: room for a state (m × dv) when the caller passes none (decode passes one, and a
+  // 128 KiB allocation per decode step would cost more than the step).
+  Workspace(const LinearGeometry& g, int64_t chunk, bool own_state)
       : xs(chunk * g.dk),
         hsn(chunk),
         fk(chunk * g.m),
@@ -46,9 +48,9 @@ struct Workspace {
         p(chunk * chunk),
         rk(chunk),
         mrow(chunk),
-        den(chunk),
-        s(g.m * g.dv),
-        z(g.m) {}
+        den(2 * chunk),
+        s(own_state ? g.m * g.dv : 0),
+        z(own_state ? g.m : 0) {}
 };
 
 // φ of n rows of x (row stride x_rs) into f (n × m), stabiliser of each row into r.
@@ -79,7 +81,7 @@ void FeatureRows(const LinearGeometry& g, const LinearOptions& o, const float* x
     const float* xr = x + t * x_rs;
     float* fr = f + t * g.m;
     if (elu) {
-      for (int64_t c = 0; c < g.dk; ++c) fr[c] = xr[c] > 0.0f ? xr[c] + 1.0f : std::exp(xr[c]);
+      detail::EluPlusOne(xr, g.dk, fr);
     } else {
       for (int64_t c = 0; c < g.dk; ++c) fr[c] = std::max(xr[c], 0.0f);
     }
@@ -165,13 +167,17 @@ void CausalUnit(const LinearGeometry& g, const LinearOptions& o, TensorView<cons
       a.b = ws.fkt.data(), a.ldb = n;
       a.c = ws.p.data(), a.ldc = n;
       SmallGemm(a);
+      const bool favor = o.feature_map == FeatureMap::kFavorPositive;
       for (int64_t i = 0; i < n; ++i) {
         float* pr = ws.p.data() + i * n;
-        float sum = 0.0f;
-        for (int64_t j = 0; j <= i; ++j) {
-          pr[j] *= std::exp(ws.rk[j] - ws.mrow[i]);
-          sum += pr[j];
+        if (favor) {                     // key stabilisers relative to this query's prefix maximum
+          float* f = ws.den.data() + n;  // scratch row of n factors
+          for (int64_t j = 0; j <= i; ++j) f[j] = ws.rk[j] - ws.mrow[i];
+          detail::ExpInPlace(f, i + 1);
+          for (int64_t j = 0; j <= i; ++j) pr[j] *= f[j];
         }
+        float sum = 0.0f;
+        for (int64_t j = 0; j <= i; ++j) sum += pr[j];
         for (int64_t j = i + 1; j < n; ++j) pr[j] = 0.0f;
         ws.den[i] = sum;
       }
@@ -236,9 +242,13 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
   const int64_t chunk = std::min(o.chunk_size, std::max(g.seqlen_q, g.seqlen_kv));
   LinearOptions opt = o;
   opt.chunk_size = chunk;
-#pragma omp parallel num_threads(static_cast <int>(std::min <int64_t>(threads, units)))
+  // A fork/join costs microseconds; a decode step of a few heads is about that much work.
+  const double work = static_cast<double>(units * g.group * std::max(g.seqlen_q, g.seqlen_kv) *
+                                          g.m * (g.dk + g.dv));
+  const int team = work < double{1 << 20} ? 1 : static_cast<int>(std::min<int64_t>(threads, units));
+#pragma omp parallel num_threads(team)
   {
-    Workspace ws(g, chunk);
+    Workspace ws(g, chunk, /*own_state=*/state == nullptr);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t b = u / g.heads_kv, hk = u % g.heads_kv;

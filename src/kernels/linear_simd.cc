@@ -101,6 +101,27 @@ void FavorExpRowsImpl(float* p, int64_t rows, int64_t m, int64_t ld, const float
   }
 }
 
+void ExpInPlaceImpl(float* x, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) hn::StoreU(hn::Exp(d, hn::LoadU(d, x + i)), d, x + i);
+  for (; i < n; ++i) x[i] = std::exp(x[i]);
+}
+
+void EluPlusOneImpl(const float* x, int64_t n, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto zero = hn::Zero(d), one = hn::Set(d, 1.0f);
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes) {
+    const auto v = hn::LoadU(d, x + i);
+    const auto e = hn::Exp(d, hn::Min(v, zero));
+    hn::StoreU(hn::IfThenElse(hn::Gt(v, zero), hn::Add(v, one), e), d, out + i);
+  }
+  for (; i < n; ++i) out[i] = x[i] > 0.0f ? x[i] + 1.0f : std::exp(x[i]);
+}
+
 void DecayedDotsImpl(const float* x, const float* gx, const float* y, const float* gy, int64_t ldy,
                      int64_t count, int64_t dim, float* out) {
   const hn::ScalableTag<float> d;
@@ -198,6 +219,8 @@ namespace attnkit::detail {
 HWY_EXPORT(SmallGemmImpl);
 HWY_EXPORT(FavorExpRowsImpl);
 HWY_EXPORT(DecayedDotsImpl);
+HWY_EXPORT(ExpInPlaceImpl);
+HWY_EXPORT(EluPlusOneImpl);
 HWY_EXPORT(DeltaRecurrentStepsImpl);
 
 void SmallGemm(const GemmArgs& args) {
@@ -214,6 +237,12 @@ void SmallGemm(const GemmArgs& args) {
 void FavorExpRows(float* p, int64_t rows, int64_t m, int64_t ld, const float* half_sq_norm,
                   float log_scale, float* row_max) {
   HWY_DYNAMIC_DISPATCH(FavorExpRowsImpl)(p, rows, m, ld, half_sq_norm, log_scale, row_max);
+}
+
+void ExpInPlace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInPlaceImpl)(x, n); }
+
+void EluPlusOne(const float* x, int64_t n, float* out) {
+  HWY_DYNAMIC_DISPATCH(EluPlusOneImpl)(x, n, out);
 }
 
 void DecayedDots(const float* x, const float* gx, const float* y, const float* gy, int64_t ldy,

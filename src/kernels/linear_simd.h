@@ -32,6 +32,12 @@ void SmallGemm(const GemmArgs& args);
 void FavorExpRows(float* p, int64_t rows, int64_t m, int64_t ld, const float* half_sq_norm,
                   float log_scale, float* row_max);
 
+// x[i] = exp(x[i]) for i < n (Highway's Exp: 1 ULP; arguments below −104 give 0).
+void ExpInPlace(float* x, int64_t n);
+
+// out[i] = x[i] > 0 ? x[i] + 1 : exp(x[i]) for i < n (the elu + 1 feature map).
+void EluPlusOne(const float* x, int64_t n, float* out);
+
 // out[j] = Σ_c x[c] · y[j * ldy + c] · exp(gx[c] − gy[j * ldy + c]) for j < count (dim = c range).
 // The caller guarantees gx[c] ≤ gy[j, c] (a later position's cumulative log decay), so every
 // exponential is ≤ 1.

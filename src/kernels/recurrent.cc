@@ -44,13 +44,17 @@ constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed 
 
 struct Workspace {
   int64_t chunk;
-  std::vector<float> q, k, kt, g, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt, s, scratch;
+  std::vector<float> q, k, kt, g, gam, tail, dec, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt,
+      s, scratch;
   Workspace(const DeltaGeometry& geo, int64_t c)
       : chunk(c),
         q(c * geo.dk),
         k(c * geo.dk),
         kt(geo.dk * c),
         g(c * std::max<int64_t>(1, geo.dk)),
+        gam(c * std::max<int64_t>(1, geo.dk)),
+        tail(c * std::max<int64_t>(1, geo.dk)),
+        dec(c * c),
         beta(c),
         alpha(c * std::max<int64_t>(1, geo.dk)),
         a(c * c),
@@ -112,7 +116,8 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       float* row = out + i * n;
       const int64_t last = strict ? i : i + 1;
       if (gd == 1) {
-        for (int64_t j = 0; j < last; ++j) row[j] *= std::exp(g[i] - g[j]);
+        const float* dec = ws.dec.data() + i * n;  // exp(γ_i − γ_j), j ≤ i
+        for (int64_t j = 0; j < last; ++j) row[j] *= dec[j];
       }
       std::fill(row + last, row + n, 0.0f);
     }
@@ -125,15 +130,18 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       // Reference row r = i0: x_i ⊙ exp(γ_i − γ_r) for i in the block, y_j ⊙ exp(γ_r − γ_j) for
       // j < r; both factors ≤ 1.
       const float* gr = g + i0 * dk;
+      float* e = ws.yr.data();  // exponents, then factors
       for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = 0; c < dk; ++c) {
-          ws.xl[(i - i0) * dk + c] = x[i * dk + c] * std::exp(g[i * dk + c] - gr[c]);
-        }
+        for (int64_t c = 0; c < dk; ++c) e[(i - i0) * dk + c] = g[i * dk + c] - gr[c];
       }
+      detail::ExpInPlace(e, rows * dk);
+      for (int64_t i = 0; i < rows * dk; ++i) ws.xl[i] = x[i0 * dk + i] * e[i];
       for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) {
-          ws.yrt[c * i0 + j] = y[j * dk + c] * std::exp(gr[c] - g[j * dk + c]);
-        }
+        for (int64_t c = 0; c < dk; ++c) e[j * dk + c] = gr[c] - g[j * dk + c];
+      }
+      detail::ExpInPlace(e, i0 * dk);
+      for (int64_t j = 0; j < i0; ++j) {
+        for (int64_t c = 0; c < dk; ++c) ws.yrt[c * i0 + j] = y[j * dk + c] * e[j * dk + c];
       }
       GemmArgs a;
       a.m = rows, a.n = i0, a.k = dk;
@@ -164,8 +172,35 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       ws.g[i * gd + c] = (i > 0 ? ws.g[(i - 1) * gd + c] : 0.0f) + la[c];
     }
   }
-  auto gamma = [&](int64_t i, int64_t c) {  // Γ_ic = exp(γ_ic)
-    return gd == 0 ? 1.0f : std::exp(ws.g[i * gd + (gd == 1 ? 0 : c)]);
+  // Γ = exp(γ) (n × gd), exp(γ_n − γ_i) (n × gd) and, for a scalar decay, the n × n matrix of
+  // exp(γ_i − γ_j) (j ≤ i) shared by A and P; every exponent is <= 0.
+  float* gam = ws.gam.data();
+  float* tail = ws.tail.data();
+  if (gd > 0) {
+    const float* gn = ws.g.data() + (n - 1) * gd;
+    for (int64_t i = 0; i < n * gd; ++i) {
+      gam[i] = ws.g[i];
+      tail[i] = gn[i % gd] - ws.g[i];
+    }
+    detail::ExpInPlace(gam, n * gd);
+    detail::ExpInPlace(tail, n * gd);
+  }
+  if (gd == 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      float* row = ws.dec.data() + i * n;
+      for (int64_t j = 0; j <= i; ++j) row[j] = ws.g[i] - ws.g[j];
+      detail::ExpInPlace(row, i + 1);
+    }
+  }
+  // dst = src ⊙ f ⊙ Γ_i (Γ_i a scalar or a row over the channels), branch-free inner loops.
+  auto scale_by_gamma = [&](int64_t i, const float* src, float f, float* dst) {
+    if (gd == dk) {
+      const float* gi = gam + i * dk;
+      for (int64_t c = 0; c < dk; ++c) dst[c] = src[c] * f * gi[c];
+    } else {
+      const float fi = gd == 1 ? f * gam[i] : f;
+      for (int64_t c = 0; c < dk; ++c) dst[c] = src[c] * fi;
+    }
   };
   const float* vc = v.row(b, h, t0);
   const int64_t ldv = v.stride[2];
@@ -190,8 +225,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     // bv = diag(β) V, bk = diag(β) (K ⊙ Γ).
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t e = 0; e < dv; ++e) ws.bv[i * dv + e] = ws.beta[i] * vc[i * ldv + e];
-      for (int64_t c = 0; c < dk; ++c)
-        ws.bk[i * dk + c] = ws.beta[i] * ws.k[i * dk + c] * gamma(i, c);
+      scale_by_gamma(i, ws.k.data() + i * dk, ws.beta[i], ws.bk.data() + i * dk);
     }
     GemmArgs a;  // U = T bv
     a.m = n, a.n = dv, a.k = n;
@@ -216,7 +250,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   // O = (Q ⊙ Γ) S₀ + P U.
   DecayedGram(geo, ws.q.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/false, ws.p.data(), ws);
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t c = 0; c < dk; ++c) ws.q[i * dk + c] *= gamma(i, c);
+    scale_by_gamma(i, ws.q.data() + i * dk, 1.0f, ws.q.data() + i * dk);
   }
   float* orow = out.row(b, h, t0);
   GemmArgs a;
@@ -238,9 +272,11 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
       for (int64_t e = 0; e < dv; ++e) s[c * dv + e] *= f;
     }
     for (int64_t i = 0; i < n; ++i) {
-      for (int64_t c = 0; c < dk; ++c) {
-        const int64_t cc = gd == 1 ? 0 : c;
-        ws.k[i * dk + c] *= std::exp(gn[cc] - ws.g[i * gd + cc]);
+      float* ki = ws.k.data() + i * dk;
+      if (gd == 1) {
+        for (int64_t c = 0; c < dk; ++c) ki[c] *= tail[i];
+      } else {
+        for (int64_t c = 0; c < dk; ++c) ki[c] *= tail[i * dk + c];
       }
     }
   }
@@ -309,7 +345,12 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
                        (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen > o.chunk_size / 4);
   const int64_t chunk = std::min(o.chunk_size, g.seqlen);
   const int64_t units = g.batch * g.heads_v;
-  const int threads = static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
+  // A fork/join costs microseconds; a decode step of a few heads is about that much work.
+  const double work = static_cast<double>(units * g.seqlen * g.dk * g.dv);
+  const int threads =
+      work < double{1 << 20}
+          ? 1
+          : static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
 #pragma omp parallel num_threads(threads)
   {
     Workspace ws(g, chunk);

@@ -5,6 +5,7 @@
 #include <map>
 #include <sstream>
 
+#include "attnkit/layers/gated_deltanet.h"
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/mla.h"
 
@@ -42,6 +43,20 @@ std::unique_ptr<Layer> Mla(const LayerShape& s, MlaPath path, uint64_t seed) {
   c.batch = s.batch;
   c.max_tokens = s.max_tokens;
   return std::make_unique<MlaBlock>(c, MlaWeights::Random(c, seed));
+}
+
+// Gated DeltaNet / KDA: value heads = num_heads, q/k heads = num_heads_kv (Qwen3-Next: 32 : 16),
+// head_dim for both; a fixed-size state instead of a cache.
+std::unique_ptr<Layer> DeltaNet(const LayerShape& s, bool kda, uint64_t seed) {
+  GatedDeltaNetConfig c;
+  c.hidden = s.hidden;
+  c.num_heads_qk = s.num_heads_kv;
+  c.num_heads_v = s.num_heads;
+  c.head_dim_qk = s.head_dim;
+  c.head_dim_v = s.head_dim;
+  c.per_channel_decay = kda;
+  c.batch = s.batch;
+  return std::make_unique<GatedDeltaNetBlock>(c, GatedDeltaNetWeights::Random(c, seed));
 }
 
 using Factory = std::function<std::unique_ptr<Layer>(const LayerShape&, uint64_t)>;
@@ -82,6 +97,9 @@ const std::map<std::string, Factory>& Table() {
          return Gqa(c, seed);
        }},
       {"mla", [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kAbsorbed, seed); }},
+      {"gated_deltanet",
+       [](const LayerShape& s, uint64_t seed) { return DeltaNet(s, false, seed); }},
+      {"kda", [](const LayerShape& s, uint64_t seed) { return DeltaNet(s, true, seed); }},
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };

@@ -37,6 +37,51 @@ void CheckPosition(const char* fn, int64_t position, int64_t tokens_seen) {
           position > tokens_seen ? " (positions may not skip)" : " (positions may not repeat)");
 }
 
+Tensor<float> SliceTokens(const Tensor<float>& x, int64_t t0, int64_t n) {
+  const auto& s = x.shape();
+  Require(s[1] == 1 && t0 >= 0 && n > 0 && t0 + n <= s[2], "SliceTokens: tokens [", t0, ", ",
+          t0 + n, ") outside x with ", s[2], " tokens (or x is not [batch, 1, tokens, hidden])");
+  Tensor<float> y(s[0], 1, n, s[3]);
+  for (int64_t b = 0; b < s[0]; ++b) {
+    std::memcpy(y.data() + b * n * s[3], x.data() + (b * s[2] + t0) * s[3],
+                sizeof(float) * static_cast<size_t>(n * s[3]));
+  }
+  return y;
+}
+
+Tensor<float> ForwardInChunks(Layer& layer, const Tensor<float>& x,
+                              const std::vector<int64_t>& chunks) {
+  const auto& s = x.shape();
+  int64_t sum = 0;
+  for (int64_t n : chunks) {
+    Require(n > 0, "ForwardInChunks: chunk sizes must be positive, got ", n);
+    sum += n;
+  }
+  Require(sum == s[2], "ForwardInChunks: chunks sum to ", sum, " but x has ", s[2], " tokens");
+  Tensor<float> out(s[0], 1, s[2], s[3]);
+  const int64_t start = layer.tokens_seen();
+  int64_t t0 = 0;
+  for (int64_t n : chunks) {
+    Tensor<float> xi = SliceTokens(x, t0, n), oi(s[0], 1, n, s[3]);
+    layer.Forward(xi.view(), start + t0, oi.view());
+    for (int64_t b = 0; b < s[0]; ++b) {
+      std::memcpy(out.data() + (b * s[2] + t0) * s[3], oi.data() + b * n * s[3],
+                  sizeof(float) * static_cast<size_t>(n * s[3]));
+    }
+    t0 += n;
+  }
+  return out;
+}
+
+std::vector<int64_t> PrefillThenDecodeChunks(int64_t prefill, int64_t total) {
+  Require(prefill >= 0 && prefill <= total, "PrefillThenDecodeChunks: prefill ", prefill,
+          " must be in [0, total = ", total, "]");
+  std::vector<int64_t> chunks;
+  if (prefill > 0) chunks.push_back(prefill);
+  for (int64_t t = prefill; t < total; ++t) chunks.push_back(1);
+  return chunks;
+}
+
 Stack::Stack(int64_t hidden, float norm_eps) : hidden_(hidden), eps_(norm_eps) {
   Require(hidden > 0, "Stack: hidden must be positive, got ", hidden);
   Require(norm_eps > 0, "Stack: norm_eps must be positive, got ", norm_eps);

@@ -644,8 +644,8 @@ PatternSpec DefaultPatternSpec(const PatternSpec& in) {
   } else if (s.name == "bigbird") {
     if (s.block == kUnset) s.block = large ? 64 : std::max<int64_t>(1, n / 16);
     if (s.window_blocks == kUnset) s.window_blocks = 1;
-    if (s.global_blocks == kUnset) s.global_blocks = 1;
-    if (s.random_blocks == kUnset) s.random_blocks = 2;
+    if (s.global_blocks == kUnset) s.global_blocks = 2;  // BigBird-ITC: 3-block window,
+    if (s.random_blocks == kUnset) s.random_blocks = 3;  // 2 global and 3 random blocks
   }
   return s;
 }

@@ -90,6 +90,18 @@ ModelConfig LoadModel(std::string_view name) {
   return m;
 }
 
+std::vector<std::string> ModelsWhere(const std::function<bool(const ModelConfig&)>& pred) {
+  std::vector<std::string> names;
+  for (const auto& e : Catalogue()) {
+    if (pred(LoadModel(e.name))) names.push_back(e.name);
+  }
+  return names;
+}
+
+std::vector<std::string> ModelsWithKind(LayerKind kind) {
+  return ModelsWhere([kind](const ModelConfig& m) { return m.Count(kind) > 0; });
+}
+
 ModelConfig LoadModelOrFile(const std::string& name_or_path) {
   if (FindModel(name_or_path) != nullptr) return LoadModel(name_or_path);
   struct stat st {};

@@ -115,6 +115,26 @@ double RecurrentTokenFlops(const LayerSpec& l) {
   return per_entry * hkv + conv;
 }
 
+// A ModelConfig may be built by hand: reject what the formulas cannot take.
+void CheckLayer(const LayerSpec& l, size_t i) {
+  const int64_t fields[] = {
+      l.num_heads_q,    l.num_heads_kv, l.head_dim_qk,      l.head_dim_v,       l.window,
+      l.q_lora_rank,    l.kv_lora_rank, l.qk_nope_head_dim, l.qk_rope_head_dim, l.index_num_heads,
+      l.index_head_dim, l.index_topk,   l.state_heads,      l.state_dim_k,      l.state_dim_v,
+      l.conv_channels,  l.conv_kernel};
+  for (int64_t v : fields) {
+    Require(v >= 0, "Cost: layer ", i, " (", LayerKindName(l.kind), ") has a negative size field");
+  }
+  if (l.kind == LayerKind::kSliding || l.kind == LayerKind::kChunked) {
+    Require(l.window >= 1, "Cost: layer ", i, " (", LayerKindName(l.kind), ") needs window >= 1");
+  }
+  if (l.kind == LayerKind::kDsa) {
+    Require(l.index_topk >= 1, "Cost: layer ", i, " (dsa) needs index_topk >= 1");
+  }
+  Require(l.kv_source < static_cast<int64_t>(i), "Cost: layer ", i, " kv_source (", l.kv_source,
+          ") must name an earlier layer");
+}
+
 }  // namespace
 
 CostReport Cost(const ModelConfig& config, const CostQuery& query) {
@@ -127,6 +147,7 @@ CostReport Cost(const ModelConfig& config, const CostQuery& query) {
   r.query = query;
   for (size_t i = 0; i < config.layers.size(); ++i) {
     const LayerSpec& l = config.layers[i];
+    CheckLayer(l, i);
     LayerCost c;
     c.index = static_cast<int>(i);
     c.kind = l.kind;

@@ -226,6 +226,16 @@ std::string FormatNumber(double v) {
   return os.str();
 }
 
+// A short description of a JSON value for messages. Containers are named, not printed, so a
+// deeply nested value cannot recurse through dump().
+std::string Describe(const json& j) {
+  if (j.is_object()) return "an object";
+  if (j.is_array()) return "an array";
+  std::string s = j.dump();
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
+}
+
 // Typed, checked access to one JSON object of the config, recording defaults as assumptions.
 class Fields {
  public:
@@ -278,7 +288,7 @@ class Fields {
     double v = fallback;
     if (Has(key)) {
       const json& j = At(key);
-      if (!j.is_number()) Fail(key, "must be a number, got " + Snippet(j));
+      if (!j.is_number()) Fail(key, "must be a number, got " + Describe(j));
       v = j.get<double>();
     } else if (const double* d = FamilyDefault(key)) {
       v = *d;
@@ -293,30 +303,30 @@ class Fields {
   bool Bool(const std::string& key, bool fallback) const {
     if (!Has(key)) return fallback;
     const json& j = At(key);
-    if (!j.is_boolean()) Fail(key, "must be true or false, got " + Snippet(j));
+    if (!j.is_boolean()) Fail(key, "must be true or false, got " + Describe(j));
     return j.get<bool>();
   }
   std::string Str(const std::string& key, const std::string& fallback) const {
     if (!Has(key)) return fallback;
     const json& j = At(key);
-    if (!j.is_string()) Fail(key, "must be a string, got " + Snippet(j));
+    if (!j.is_string()) Fail(key, "must be a string, got " + Describe(j));
     return j.get<std::string>();
   }
   const json* Object(const std::string& key) const {
     if (!Has(key)) return nullptr;
     const json& j = At(key);
-    if (!j.is_object()) Fail(key, "must be an object, got " + Snippet(j));
+    if (!j.is_object()) Fail(key, "must be an object, got " + Describe(j));
     return &j;
   }
   const json* Array(const std::string& key) const {
     if (!Has(key)) return nullptr;
     const json& j = At(key);
-    if (!j.is_array()) Fail(key, "must be an array, got " + Snippet(j));
+    if (!j.is_array()) Fail(key, "must be an array, got " + Describe(j));
     return &j;
   }
 
   int64_t IntValue(const std::string& key, const json& j, int64_t lo, int64_t hi) const {
-    if (!j.is_number()) Fail(key, "must be an integer, got " + Snippet(j));
+    if (!j.is_number()) Fail(key, "must be an integer, got " + Describe(j));
     if (j.is_number_integer()) {
       if (j.is_number_unsigned()) {
         const uint64_t u = j.get<uint64_t>();
@@ -359,12 +369,6 @@ class Fields {
     Fail(key, "must be an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) +
                   "], got " + got);
   }
-  static std::string Snippet(const json& j) {
-    std::string s = j.dump();
-    if (s.size() > 40) s = s.substr(0, 37) + "...";
-    return s;
-  }
-
   const json& obj_;
   std::string prefix_;
   const std::string& source_;
@@ -408,7 +412,7 @@ enum class TypeName { kFull, kSliding, kChunked, kLinear, kMamba, kMlp };
 
 TypeName ParseTypeName(const Fields& f, const std::string& key, size_t index, const json& j) {
   if (!j.is_string()) {
-    f.Fail(key, "[" + std::to_string(index) + "] must be a string, got " + j.dump().substr(0, 40));
+    f.Fail(key, "[" + std::to_string(index) + "] must be a string, got " + Describe(j));
   }
   const std::string s = j.get<std::string>();
   if (s == "full_attention" || s == "attention" || s == "global_attention" || s == "global") {
@@ -860,6 +864,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
     case Family::kSmolLm3:
       no_rope_from_list("SmolLM3Config default");
       break;
+    case Family::kUnknown:
     case Family::kMiniMax:
     case Family::kMiniMaxM2: {
       if (!had_layer_types && (family == Family::kMiniMax || f.Has("attn_type_list"))) {
@@ -935,7 +940,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
 
   LayerSpec gdn;
   if (std::find(types.begin(), types.end(), TypeName::kLinear) != types.end()) {
-    if (family == Family::kMiniMax || family == Family::kMiniMaxM2) {
+    if (family == Family::kMiniMax || family == Family::kMiniMaxM2 || f.Has("attn_type_list")) {
       gdn.kind = LayerKind::kLightning;
       gdn.state_heads = s.heads;
       gdn.state_dim_k = s.head_dim;

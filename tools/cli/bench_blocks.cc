@@ -7,12 +7,11 @@
 #include <sstream>
 
 #include "attnkit/bench/blocks.h"
+#include "attnkit/core/progress.h"
 #include "attnkit/core/runtime.h"
+#include "bench.h"
 #include "command.h"
 #include "nlohmann/json.hpp"
-#if __has_include("bench.h")
-#include "bench.h"
-#endif
 
 namespace attnkit::cli {
 namespace {
@@ -69,6 +68,7 @@ int RunBenchBlocks(const std::vector<std::string>& args) {
   p.AddOption("seed", "1", "seed of the random weights and caches");
   p.AddFlag("no-naive", "skip the naive MLA path");
   p.AddFlag("json", "one JSON object per point on stdout");
+  p.AddFlag("quiet", "no progress on stderr");
   if (!p.Parse(args)) return 0;
   bench::BlocksBenchOptions o;
   o.contexts = ParseContexts(p.Get("contexts"));
@@ -125,15 +125,8 @@ int RunBenchBlocks(const std::vector<std::string>& args) {
   return 0;
 }
 
-#if __has_include("bench.h")
 const BenchRegistrar kBlocks({"blocks", "attention layers (GQA/MHA/MLA) at 4k and 32k context",
                               RunBenchBlocks});
-#else
-// Until the bench family registry lands in main: `attnkit bench-blocks`.
-const CommandRegistrar kBlocks({"bench-blocks",
-                                "attention layers (GQA/MHA/MLA) at 4k and 32k context",
-                                RunBenchBlocks});
-#endif
 
 }  // namespace
 }  // namespace attnkit::cli

@@ -61,33 +61,6 @@ Tensor<float> RandomX(int64_t batch, int64_t tokens, int64_t hidden, uint64_t se
   return x;
 }
 
-// Runs `layer` over x: calls of `chunks` tokens each; returns [batch, 1, tokens, hidden].
-Tensor<float> Run(Layer& layer, const Tensor<float>& x, const std::vector<int64_t>& chunks) {
-  const auto s = x.shape();
-  Tensor<float> out(s[0], 1, s[2], s[3]);
-  int64_t t0 = 0;
-  for (int64_t n : chunks) {
-    Tensor<float> xi(s[0], 1, n, s[3]), oi(s[0], 1, n, s[3]);
-    for (int64_t b = 0; b < s[0]; ++b) {
-      std::memcpy(xi.data() + b * n * s[3], x.data() + (b * s[2] + t0) * s[3],
-                  sizeof(float) * n * s[3]);
-    }
-    layer.Forward(xi.view(), t0, oi.view());
-    for (int64_t b = 0; b < s[0]; ++b) {
-      std::memcpy(out.data() + (b * s[2] + t0) * s[3], oi.data() + b * n * s[3],
-                  sizeof(float) * n * s[3]);
-    }
-    t0 += n;
-  }
-  return out;
-}
-
-std::vector<int64_t> PrefillThenDecode(int64_t prefill, int64_t total) {
-  std::vector<int64_t> c{prefill};
-  for (int64_t t = prefill; t < total; ++t) c.push_back(1);
-  return c;
-}
-
 nlohmann::json RopeJson(const RopeConfig& r) {
   return {{"theta", r.theta}, {"layout", RopeLayoutName(r.layout)}, {"fraction", r.fraction}};
 }
@@ -101,8 +74,9 @@ void DumpGqa(const fs::path& dir, const GqaConfig& c, int64_t tokens, int64_t pr
   full_cfg.max_step = tokens;
   GqaBlock full(full_cfg, w), inc(c, w);
   WriteHidden(dir, "x", x);
-  WriteHidden(dir, "out_full", Run(full, x, {tokens}));
-  WriteHidden(dir, "out_incremental", Run(inc, x, PrefillThenDecode(prefill, tokens)));
+  WriteHidden(dir, "out_full", ForwardInChunks(full, x, {tokens}));
+  WriteHidden(dir, "out_incremental",
+              ForwardInChunks(inc, x, PrefillThenDecodeChunks(prefill, tokens)));
   WriteMatrix(dir, "w_q", w.w_q);
   WriteMatrix(dir, "w_k", w.w_k);
   WriteMatrix(dir, "w_v", w.w_v);
@@ -142,10 +116,12 @@ void DumpMla(const fs::path& dir, const MlaConfig& c, int64_t tokens, int64_t pr
   absorbed.path = MlaPath::kAbsorbed;
   MlaBlock n_full(naive, w), a_full(absorbed, w), n_inc(naive, w), a_inc(absorbed, w);
   WriteHidden(dir, "x", x);
-  WriteHidden(dir, "out_naive_full", Run(n_full, x, {tokens}));
-  WriteHidden(dir, "out_absorbed_full", Run(a_full, x, {tokens}));
-  WriteHidden(dir, "out_naive_incremental", Run(n_inc, x, PrefillThenDecode(prefill, tokens)));
-  WriteHidden(dir, "out_absorbed_incremental", Run(a_inc, x, PrefillThenDecode(prefill, tokens)));
+  WriteHidden(dir, "out_naive_full", ForwardInChunks(n_full, x, {tokens}));
+  WriteHidden(dir, "out_absorbed_full", ForwardInChunks(a_full, x, {tokens}));
+  WriteHidden(dir, "out_naive_incremental",
+              ForwardInChunks(n_inc, x, PrefillThenDecodeChunks(prefill, tokens)));
+  WriteHidden(dir, "out_absorbed_incremental",
+              ForwardInChunks(a_inc, x, PrefillThenDecodeChunks(prefill, tokens)));
   // The latent cache rows of the tokens seen: [batch, tokens, kv_lora_rank + qk_rope_head_dim].
   std::vector<float> cache;
   for (int64_t b = 0; b < c.batch; ++b) {

@@ -6,6 +6,7 @@
 #include "attnkit/models/card.h"
 #include "attnkit/models/catalogue.h"
 #include "command.h"
+#include "model_args.h"
 
 namespace attnkit::cli {
 namespace {
@@ -19,13 +20,13 @@ int RunCard(const std::vector<std::string>& args) {
               "the SVG goes to stdout.");
   p.AddPositional("model", "a catalogue name (see `attnkit list`) or a config.json path", 1, 1);
   p.AddOption("out", "", "output file");
-  p.AddOption("dtype", "bf16", "cache dtype: f32, bf16, f16, fp8, int8");
-  p.AddOption("state-dtype", "f32", "recurrent / conv state dtype");
+  AddCostOptions(p, /*with_batch=*/false);
   if (!p.Parse(args)) return 0;
   const ModelConfig m = LoadModelOrFile(p.Positionals()[0]);
   CardOptions o;
-  o.cache_dtype = ParseCacheDtype(p.Get("dtype"));
-  o.state_dtype = ParseCacheDtype(p.Get("state-dtype"));
+  const CostQuery q = ReadCostOptions(p, /*with_batch=*/false);
+  o.cache_dtype = q.cache_dtype;
+  o.state_dtype = q.state_dtype;
   const std::string svg = ModelCardSvg(m, o);
   if (!p.Given("out")) {
     std::cout << svg;

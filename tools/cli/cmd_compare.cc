@@ -7,6 +7,7 @@
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/cost.h"
 #include "command.h"
+#include "model_args.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::cli {
@@ -34,17 +35,11 @@ int RunCompare(const std::vector<std::string>& args) {
       "models at several context lengths.");
   p.AddPositional("models", "catalogue names or config.json paths", 1, -1);
   p.AddOption("context", "32k,128k,1m", "comma-separated contexts (k = 1024, m = 1024^2)");
-  p.AddOption("batch", "1", "sequences held at once");
-  p.AddOption("dtype", "bf16", "cache dtype: f32, bf16, f16, fp8, int8");
-  p.AddOption("state-dtype", "f32", "recurrent / conv state dtype");
+  AddCostOptions(p);
   p.AddFlag("json", "one JSON object per model and context, one per line");
   if (!p.Parse(args)) return 0;
   const std::vector<int64_t> contexts = ParseContexts(p.Get("context"));
-  CostQuery q;
-  q.batch = p.GetInt("batch");
-  Require(q.batch >= 1, "--batch must be >= 1, got ", q.batch);
-  q.cache_dtype = ParseCacheDtype(p.Get("dtype"));
-  q.state_dtype = ParseCacheDtype(p.Get("state-dtype"));
+  CostQuery q = ReadCostOptions(p);
   std::vector<ModelConfig> models;
   for (const auto& name : p.Positionals()) models.push_back(LoadModelOrFile(name));
 

@@ -7,6 +7,7 @@
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/cost.h"
 #include "command.h"
+#include "model_args.h"
 
 namespace attnkit::cli {
 namespace {
@@ -60,22 +61,16 @@ int RunKv(const std::vector<std::string>& args) {
   p.AddOption("config", "", "path to a Hugging Face config.json");
   p.AddOption("model", "", "a catalogue name (see `attnkit list`)");
   p.AddOption("context", "32k", "tokens in the cache: 4096, 32k, 128k, 1m (k = 1024)");
-  p.AddOption("batch", "1", "sequences held at once");
-  p.AddOption("dtype", "bf16", "cache dtype: f32, bf16, f16, fp8, int8");
-  p.AddOption("state-dtype", "f32", "recurrent / conv state dtype");
+  AddCostOptions(p);
   p.AddFlag("json", "print one JSON object (with layers[])");
   if (!p.Parse(args)) return 0;
   Require(p.Given("config") != p.Given("model"),
           "give exactly one of --config FILE or --model NAME");
   const ModelConfig m =
       p.Given("config") ? ReadHfConfig(p.Get("config")) : LoadModel(p.Get("model"));
-  CostQuery q;
+  CostQuery q = ReadCostOptions(p);
   q.context = p.GetInt("context");
-  q.batch = p.GetInt("batch");
   Require(q.context >= 1, "--context must be >= 1, got ", q.context);
-  Require(q.batch >= 1, "--batch must be >= 1, got ", q.batch);
-  q.cache_dtype = ParseCacheDtype(p.Get("dtype"));
-  q.state_dtype = ParseCacheDtype(p.Get("state-dtype"));
   const CostReport r = Cost(m, q);
   if (p.Flag("json")) {
     std::cout << CostReportToJson(m, r) << "\n";
@@ -88,7 +83,7 @@ int RunKv(const std::vector<std::string>& args) {
             << "), batch " << q.batch << ", cache " << DtypeName(q.cache_dtype) << ", state "
             << DtypeName(q.state_dtype) << "\n\n";
   auto line = [](const char* label, int64_t v, const std::string& note = "") {
-    std::printf("  %-30s %22s  %s\n", label, GroupDigits(v).c_str(), note.c_str());
+    std::printf("  %-34s %20s  %s\n", label, GroupDigits(v).c_str(), note.c_str());
   };
   line("KV bytes per token", r.kv_bytes_per_token, "(all layers, context below every window)");
   if (r.indexer_bytes_per_token > 0) {
@@ -106,9 +101,9 @@ int RunKv(const std::vector<std::string>& args) {
              HumanBytes(static_cast<double>(r.conv_state_bytes)) + ")");
   }
   line("total at context x batch", r.total_bytes, HumanBytes(static_cast<double>(r.total_bytes)));
-  std::printf("  %-30s %22.4g  %s\n", "attention FLOPs, decode", r.decode_flops,
+  std::printf("  %-34s %20.4g  %s\n", "attention FLOPs, decode", r.decode_flops,
               "(one new token, per sequence)");
-  std::printf("  %-30s %22.4g  %s\n\n", "attention FLOPs, prefill", r.prefill_flops,
+  std::printf("  %-34s %20.4g  %s\n\n", "attention FLOPs, prefill", r.prefill_flops,
               "(causal prefill of the context)");
   std::printf("  %-9s %-15s %-9s %-44s %12s %14s\n", "layers", "kind", "window", "shape", "B/token",
               "B at context");

@@ -11,6 +11,7 @@
 #include "attnkit/masks/draw.h"
 #include "attnkit/masks/sparse.h"
 #include "command.h"
+#include "list_args.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::cli {
@@ -24,14 +25,6 @@ uint64_t ParseSeed(const std::string& text) {
   Require(digits && errno == 0 && end != nullptr && *end == '\0',
           "--seed: expected a non-negative integer, got '", text, "'");
   return static_cast<uint64_t>(v);
-}
-
-std::vector<int64_t> ParseList(const std::string& text, const std::string& what) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(ParseSize(item, what));
-  return out;
 }
 
 // DSA's selection for seeded random indexer inputs (the indexer of a real model is trained; this
@@ -111,7 +104,7 @@ int RunMask(const std::vector<std::string>& args) {
     opt_int("window-blocks", &spec.window_blocks);
     opt_int("global-blocks", &spec.global_blocks);
     opt_int("random-blocks", &spec.random_blocks);
-    if (p.Given("globals")) spec.globals = ParseList(p.Get("globals"), "--globals");
+    if (p.Given("globals")) spec.globals = ParseSizeList(p.Get("globals"), "--globals");
     mask = MakePattern(spec);
   }
   const TileCounts tiles = CountTiles(mask.get(), n, n);

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "attnkit/bench/blocks.h"
+#include "attnkit/core/progress.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/layers/factory.h"
 #include "command.h"
@@ -52,9 +53,13 @@ int RunStackCmd(const std::vector<std::string>& args) {
   Stack stack(s.hidden);
   const auto kinds = ParseLayerList(p.Get("layers"));
   for (size_t i = 0; i < kinds.size(); ++i) stack.Add(MakeLayer(kinds[i], s, seed + 17 * i));
-  const auto r = bench::RunStack(stack, prompt, decode, seed, [](const std::string& line) {
-    std::cerr << "stack: " << line << std::endl;
+  if (p.Flag("json")) SetProgressQuiet(true);
+  Progress bar("stack", 0);
+  const auto r = bench::RunStack(stack, prompt, decode, seed, [&bar](const std::string& line) {
+    bar.SetNote(line);
+    bar.Advance();
   });
+  bar.Finish();
   nlohmann::json j = {{"layers", p.Get("layers")},
                       {"describe", stack.Describe()},
                       {"threads", GetNumThreads()},

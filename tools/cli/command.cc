@@ -103,7 +103,9 @@ std::string ArgParser::Get(const std::string& name) const {
   return it->second.default_value;
 }
 
-int64_t ArgParser::GetInt(const std::string& name) const { return ParseSize(Get(name), "--" + name); }
+int64_t ArgParser::GetInt(const std::string& name) const {
+  return ParseSize(Get(name), "--" + name);
+}
 double ArgParser::GetDouble(const std::string& name) const {
   return ParseDouble(Get(name), "--" + name);
 }

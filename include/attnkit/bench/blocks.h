@@ -56,9 +56,9 @@ struct BlocksBenchRow {
   std::string note;  // why skipped, or anything worth saying
 };
 
-// The machine's ceilings, measured in the same run.
+// The machine's ceilings, measured in the same run (with attnkit/bench/dense.h's routines).
 struct Ceilings {
-  double sgemm_gflops = 0;  // OpenBLAS sgemm, 1024³-ish, all threads
+  double sgemm_gflops = 0;  // OpenBLAS sgemm 1536³, all threads
   double read_gbps = 0;     // streaming read of a buffer far larger than the caches
 };
 Ceilings MeasureCeilings(int num_threads = 0);

@@ -3,7 +3,8 @@
 //
 // Kinds: mha, gqa, mqa, swa (GQA with a causal sliding window), sinks (gpt-oss: window + sinks),
 // gated (Qwen3-Next full attention: zero-centred QK-norm, partial rotary 0.25, output gate),
-// qknorm (Qwen3), mla (absorbed path), mla-naive.
+// qknorm (Qwen3), mla (absorbed path), mla-naive, gated_deltanet and kda (layers/gated_deltanet.h:
+// value heads = num_heads, q/k heads = num_heads_kv, fixed-size recurrent state).
 // Other layer families (Gated DeltaNet, KDA, ...) add their kinds in src/layers/factory.cc: one
 // entry in the table there, building from the same LayerShape.
 #pragma once

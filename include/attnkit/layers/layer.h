@@ -65,6 +65,16 @@ void CheckHidden(const char* fn, int64_t hidden, TensorView<const float> x, Tens
 // Throws attnkit::Error unless position == tokens_seen ("a decode position that skips").
 void CheckPosition(const char* fn, int64_t position, int64_t tokens_seen);
 
+// Runs `layer` over x [batch, 1, tokens, hidden] in calls of `chunks[i]` tokens each (summing to
+// tokens; positions continue from layer.tokens_seen()) and returns the per-token outputs
+// [batch, 1, tokens, hidden]. Tests and tools use it to check prefill + decode == full pass.
+Tensor<float> ForwardInChunks(Layer& layer, const Tensor<float>& x,
+                              const std::vector<int64_t>& chunks);
+// {prefill, 1, 1, …}: a prefill of `prefill` tokens (none if 0), then single tokens up to total.
+std::vector<int64_t> PrefillThenDecodeChunks(int64_t prefill, int64_t total);
+// Tokens [t0, t0 + n) of every batch entry of x [batch, 1, tokens, hidden], as a new tensor.
+Tensor<float> SliceTokens(const Tensor<float>& x, int64_t t0, int64_t n);
+
 // N layers with a pre-norm residual stream: h ← h + layer_i(RMSNorm(h) ⊙ w_i), then a final
 // RMSNorm. No MLP: the stack exists to run attention layers of different kinds together and
 // measure them (prefill, decode, cache bytes).

@@ -7,6 +7,7 @@
 // any directory.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,5 +34,11 @@ const CatalogueEntry* FindModel(std::string_view name);
 ModelConfig LoadModel(std::string_view name);
 // A catalogue name, or else a path to a config.json.
 ModelConfig LoadModelOrFile(const std::string& name_or_path);
+
+// Names of the catalogue models whose description satisfies `pred`, in catalogue order
+// (e.g. for "models that use this variant" in the guide).
+std::vector<std::string> ModelsWhere(const std::function<bool(const ModelConfig&)>& pred);
+// Names of the catalogue models with at least one layer of `kind`.
+std::vector<std::string> ModelsWithKind(LayerKind kind);
 
 }  // namespace attnkit::models

@@ -1,0 +1,93 @@
+// Measurements for sparse attention, shared by `attnkit bench sparse`, `attnkit probe` and the
+// visual guide: the static patterns and DSA against dense causal attention, and the retrieval
+// probe that shows what each pattern can and cannot see.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "attnkit/kernels/dense.h"
+#include "attnkit/masks/sparse.h"
+
+namespace attnkit::bench {
+
+struct SparseBenchConfig {
+  std::vector<int64_t> seqlens = {16384, 65536};
+  int64_t batch = 1;
+  int64_t num_heads = 1;  // query heads = kv heads (MHA), the same for every case
+  int64_t head_dim = 128;
+  int threads = 0;       // 0 → GetNumThreads()
+  int repeats = 3;       // timed runs (median) for seqlen <= 16384, after one warm-up run
+  int long_repeats = 1;  // timed runs for longer sequences, no warm-up (65536 causal is long)
+  // Static patterns by PatternSpec name, built with the defaults for each seqlen.
+  std::vector<std::string> patterns = {"window", "strided", "bigbird", "fixed", "longformer"};
+  bool dsa = true;
+  int64_t top_k = 2048;
+  int64_t index_heads = 1;
+  int64_t index_dim = 32;
+  uint64_t seed = 1;
+  // Called before the static patterns of each seqlen and before its DSA run (progress).
+  std::function<void(const std::string&)> on_case;
+};
+
+struct SparseBenchRow {
+  int64_t seqlen = 0;
+  std::string pattern;      // "causal", a PatternSpec name, or "dsa"
+  std::string description;  // mask->Describe() (DSA: its parameters)
+  double density = 0;       // allowed pairs / seqlen² (DSA: selected pairs / seqlen²)
+  double causal_density = 0;
+  double median_ms = 0;  // the pattern's time (DSA: indexer + top-k + attention)
+  double causal_ms = 0;  // dense causal at the same seqlen, same run
+  // (causal_ms × density / causal_density) / median_ms: 1 = the skipped pairs cost nothing.
+  double efficiency = 0;
+  DenseStats tiles;  // from the kernel (static patterns)
+  // DSA only.
+  double indexer_ms = 0, attention_ms = 0;        // DsaSelect (indexer + top-k), GatherForward
+  double indexer_share = 0, attention_share = 0;  // each / causal_ms
+  int64_t top_k = 0;
+};
+
+// Times dense causal attention and each pattern through DenseForward (interleaved within each
+// repeat, so that all meet the same machine conditions), and DSA (DsaSelect +
+// GatherForward in query chunks of 4096) on seeded random data. Rows are in seqlen order, causal
+// first.
+std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& config);
+
+// ----------------------------------------------------------------------------- retrieval probe
+// One query at the last position t = seqlen − 1; one key at t − D is planted to match it (same
+// random direction, scaled so its logit beats every other by a wide margin) and carries a random
+// value v*. A method retrieves the key when its attention output has cosine similarity > 0.9 with
+// v*. Exact and reproducible: the data is a pure function of (seed, D).
+struct ProbeConfig {
+  int64_t seqlen = 4096;
+  int64_t head_dim = 64;
+  std::vector<int64_t> distances;  // empty → 1, 2, 4, … < seqlen, plus seqlen − 1
+  int64_t window = 256;            // the sliding-window method's window (keys incl. the query)
+  int64_t top_k = 64;              // DSA
+  int64_t index_dim = 16;          // DSA indexer: 1 head, k_I = P·k and q_I = P·q (P random)
+  double indexer_noise = 0.0;      // added to q_I, k_I (× their RMS): an imperfect indexer
+  std::vector<std::string> patterns = {"strided", "fixed", "longformer", "bigbird"};
+  uint64_t seed = 1;
+};
+
+struct ProbeRow {
+  std::string method;       // "causal", "window", a pattern name, or "dsa"
+  std::string description;  // the mask or DSA parameters
+  int64_t distance = 0;
+  bool visible = false;    // the mask allows (t, t − D) / DSA selected the key
+  bool retrieved = false;  // cosine > 0.9
+  double cosine = 0;
+  int64_t indexer_rank = -1;  // DSA: rank of the planted key among the indexer scores (0 = best)
+};
+
+struct ProbeResult {
+  ProbeConfig config;  // with distances filled in
+  std::vector<std::string> methods;
+  std::vector<ProbeRow> rows;  // distances × methods, distance-major
+};
+
+ProbeResult RetrievalProbe(const ProbeConfig& config);
+
+}  // namespace attnkit::bench

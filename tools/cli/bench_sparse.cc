@@ -1,0 +1,144 @@
+// `attnkit bench sparse`: static sparse patterns and DSA against dense causal attention.
+//
+// Default run: seqlen 16384 and 65536, 1 head (MHA) of head_dim 128, both cores; the patterns
+// window, strided, bigbird, fixed, longformer with their seqlen-scaled defaults (see
+// `attnkit mask <pattern> --seqlen N`), and DSA with top_k 2048 (1 index head of dim 32).
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "attnkit/bench/sparse.h"
+#include "attnkit/core/error.h"
+#include "attnkit/core/progress.h"
+#include "attnkit/core/runtime.h"
+#include "attnkit/kernels/gather.h"
+#include "bench.h"
+#include "command.h"
+#include "list_args.h"
+#include "nlohmann/json.hpp"
+
+namespace attnkit::cli {
+namespace {
+
+int RunBenchSparse(const std::vector<std::string>& args) {
+  ArgParser p("attnkit bench sparse [options]",
+              "Times each static sparse pattern (through the dense kernel, which skips empty "
+              "tiles) and DSA (indexer + top-k, then gathered attention) against dense causal "
+              "attention at the same seqlen, in one process. efficiency = (causal time × density "
+              "/ causal density) / pattern time: 1 means the skipped pairs cost nothing.");
+  p.AddOption("seqlen", "16384,65536", "comma-separated sequence lengths");
+  p.AddOption("heads", "1", "query heads = kv heads (MHA)");
+  p.AddOption("head-dim", "128", "head dimension");
+  p.AddOption("patterns", "window,strided,bigbird,fixed,longformer",
+              "comma-separated static patterns (attnkit mask --help)");
+  p.AddFlag("no-dsa", "skip DSA");
+  p.AddOption("top-k", "2048", "DSA: keys per query");
+  p.AddOption("index-heads", "1", "DSA: indexer heads");
+  p.AddOption("index-dim", "32", "DSA: indexer head dimension");
+  p.AddOption("threads", "0", "threads (0 = all cores)");
+  p.AddOption("repeats", "3", "timed runs for seqlen <= 16384 (median; after a warm-up)");
+  p.AddOption("long-repeats", "1", "timed runs for longer sequences (no warm-up)");
+  p.AddOption("seed", "1", "data seed");
+  p.AddFlag("json", "one JSON object per case on stdout");
+  p.AddFlag("quiet", "no progress on stderr");
+  if (!p.Parse(args)) return 0;
+  if (p.Flag("quiet")) SetProgressQuiet(true);
+  bench::SparseBenchConfig c;
+  c.seqlens = ParseSizeList(p.Get("seqlen"), "--seqlen");
+  Require(!c.seqlens.empty(), "--seqlen: no sequence length given");
+  for (const int64_t n : c.seqlens) Require(n >= 1, "--seqlen must be >= 1, got ", n);
+  c.num_heads = p.GetInt("heads");
+  Require(c.num_heads >= 1, "--heads must be >= 1, got ", c.num_heads);
+  c.head_dim = p.GetInt("head-dim");
+  Require(c.head_dim >= 1, "--head-dim must be >= 1, got ", c.head_dim);
+  c.patterns = SplitList(p.Get("patterns"));
+  c.dsa = !p.Flag("no-dsa");
+  c.top_k = p.GetInt("top-k");
+  Require(c.top_k >= 1, "--top-k must be >= 1, got ", c.top_k);
+  c.index_heads = p.GetInt("index-heads");
+  Require(c.index_heads >= 1, "--index-heads must be >= 1, got ", c.index_heads);
+  c.index_dim = p.GetInt("index-dim");
+  Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
+  const int64_t threads_opt = p.GetInt("threads");
+  Require(threads_opt >= 0, "--threads must be >= 0, got ", threads_opt);
+  c.threads = ResolveThreads(static_cast<int>(threads_opt));
+  c.repeats = static_cast<int>(p.GetInt("repeats"));
+  c.long_repeats = static_cast<int>(p.GetInt("long-repeats"));
+  Require(c.repeats >= 1, "--repeats must be >= 1, got ", c.repeats);
+  Require(c.long_repeats >= 1, "--long-repeats must be >= 1, got ", c.long_repeats);
+  c.seed = static_cast<uint64_t>(p.GetInt("seed"));
+  const bool json = p.Flag("json");
+  const int64_t cases_per_len = 1 + (c.dsa ? 1 : 0);  // static patterns together, then DSA
+  Progress bar("bench sparse", cases_per_len * static_cast<int64_t>(c.seqlens.size()));
+  bool first = true;
+  c.on_case = [&](const std::string& what) {
+    if (!first) bar.Advance();
+    first = false;
+    bar.SetNote(what);
+  };
+  if (!json) {
+    std::printf(
+        "attnkit bench sparse: %s, %d threads, SIMD %s, indexer %s; heads %lld, head_dim "
+        "%lld (measured on this machine, in one process)\n",
+        CpuModelName().c_str(), c.threads, SimdTargetName().c_str(),
+        IndexerUsesAvx512Bf16() ? "AVX-512 BF16" : "f32 SIMD", static_cast<long long>(c.num_heads),
+        static_cast<long long>(c.head_dim));
+    std::fflush(stdout);
+  }
+  const auto rows = bench::BenchSparse(c);
+  bar.Advance();
+  bar.Finish();
+  if (!json) {
+    std::printf("%-7s %-11s %8s %9s %10s %10s %6s  %s\n", "seqlen", "pattern", "density",
+                "vs causal", "ms", "predicted", "eff", "tiles skipped/full/partial | DSA shares");
+  }
+  for (const auto& r : rows) {
+    const double predicted = r.causal_ms * r.density / r.causal_density;
+    if (json) {
+      nlohmann::json j = {{"case", "sparse"},
+                          {"seqlen", r.seqlen},
+                          {"pattern", r.pattern},
+                          {"description", r.description},
+                          {"num_heads", c.num_heads},
+                          {"head_dim", c.head_dim},
+                          {"threads", c.threads},
+                          {"density", r.density},
+                          {"causal_density", r.causal_density},
+                          {"median_ms", r.median_ms},
+                          {"causal_ms", r.causal_ms},
+                          {"predicted_ms", predicted},
+                          {"efficiency", r.efficiency},
+                          {"tiles_total", r.tiles.tiles_total},
+                          {"tiles_skipped", r.tiles.tiles_skipped},
+                          {"tiles_full", r.tiles.tiles_full},
+                          {"tiles_partial", r.tiles.tiles_partial}};
+      if (r.pattern == "dsa") {
+        j["top_k"] = r.top_k;
+        j["indexer_ms"] = r.indexer_ms;
+        j["attention_ms"] = r.attention_ms;
+        j["indexer_share"] = r.indexer_share;
+        j["attention_share"] = r.attention_share;
+      }
+      std::cout << j.dump() << std::endl;
+      continue;
+    }
+    std::printf("%-7lld %-11s %8.4f %9.3f %10.1f %10.1f %6.2f  ", static_cast<long long>(r.seqlen),
+                r.pattern.c_str(), r.density, r.density / r.causal_density, r.median_ms, predicted,
+                r.efficiency);
+    if (r.pattern == "dsa") {
+      std::printf("indexer+top-k %.1f ms = %.3f of causal, attention %.1f ms = %.3f of causal\n",
+                  r.indexer_ms, r.indexer_share, r.attention_ms, r.attention_share);
+    } else {
+      std::printf("%lld/%lld/%lld  %s\n", static_cast<long long>(r.tiles.tiles_skipped),
+                  static_cast<long long>(r.tiles.tiles_full),
+                  static_cast<long long>(r.tiles.tiles_partial), r.description.c_str());
+    }
+  }
+  return 0;
+}
+
+const BenchRegistrar kSparse({"sparse", "static sparse patterns and DSA vs dense causal",
+                              RunBenchSparse});
+
+}  // namespace
+}  // namespace attnkit::cli
