@@ -229,9 +229,11 @@ std::string HeatmapChart(const HeatmapSpec& s) {
   json values = json::array();
   std::vector<std::string> rows, columns;
   for (const auto& c : s.cells) {
-    values.push_back({{"row", c.row}, {"column", c.column}, {"status", c.status}, {"detail", c.detail}});
+    values.push_back(
+        {{"row", c.row}, {"column", c.column}, {"status", c.status}, {"detail", c.detail}});
     if (std::find(rows.begin(), rows.end(), c.row) == rows.end()) rows.push_back(c.row);
-    if (std::find(columns.begin(), columns.end(), c.column) == columns.end()) columns.push_back(c.column);
+    if (std::find(columns.begin(), columns.end(), c.column) == columns.end())
+      columns.push_back(c.column);
   }
   json spec = Base(s.title, s.subtitle);
   spec["width"] = std::max<int>(300, static_cast<int>(columns.size()) * 26);
@@ -239,11 +241,18 @@ std::string HeatmapChart(const HeatmapSpec& s) {
   spec["data"] = {{"values", values}};
   spec["mark"] = {{"type", "rect"}, {"stroke", "#ffffff"}, {"strokeWidth", 1}};
   spec["encoding"] = {
-      {"x", {{"field", "column"}, {"type", "ordinal"}, {"title", s.x_title}, {"sort", columns},
-             {"axis", {{"labelAngle", 0}}}}},
+      {"x",
+       {{"field", "column"},
+        {"type", "ordinal"},
+        {"title", s.x_title},
+        {"sort", columns},
+        {"axis", {{"labelAngle", 0}}}}},
       {"y", {{"field", "row"}, {"type", "nominal"}, {"title", s.y_title}, {"sort", rows}}},
-      {"color", {{"field", "status"}, {"type", "nominal"}, {"title", s.status_title},
-                 {"scale", {{"domain", s.statuses}, {"range", s.colors}}}}},
+      {"color",
+       {{"field", "status"},
+        {"type", "nominal"},
+        {"title", s.status_title},
+        {"scale", {{"domain", s.statuses}, {"range", s.colors}}}}},
       {"tooltip", json::array({{{"field", "row"}, {"title", s.y_title}},
                                {{"field", "column"}, {"title", s.x_title}},
                                {{"field", "status"}, {"title", s.status_title}},

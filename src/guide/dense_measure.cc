@@ -92,6 +92,12 @@ std::vector<SweepPoint> DensePrefillSweep(Context& ctx, const std::string& key,
   return points;
 }
 
+std::vector<SweepPoint> SharedCausalSweep(Context& ctx) {
+  static const MaskPtr causal = CausalMask();
+  return DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", DenseShape{8, 2, 128},
+                           causal);
+}
+
 std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
                                          const std::string& label, const DenseShape& sh,
                                          int64_t window) {

@@ -32,6 +32,10 @@ std::vector<SweepPoint> DensePrefillSweep(Context& ctx, const std::string& key,
                                           const std::string& label, const DenseShape& shape,
                                           const MaskPtr& mask);
 
+// The causal prefill sweep of 8 query heads over 2 KV heads (head_dim 128) that the sections
+// comparing a variant with exact attention share (measured once per run).
+std::vector<SweepPoint> SharedCausalSweep(Context& ctx);
+
 // Decode sweep: 1 new token over a KV cache of `context` tokens (contiguous when window == 0,
 // else a ring buffer of that window), context over the config's decode range. Memoised by key.
 std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,

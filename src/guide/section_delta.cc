@@ -145,16 +145,11 @@ Section Build(Context& ctx) {
   }
 
   // Measured prefill: chunked GDN / KDA, token-by-token GDN, exact attention.
-  LineChartSpec tc;
-  tc.title = "Prefill time: chunk-wise delta rule against the recurrence and exact attention";
-  tc.subtitle = "batch 1, 4 q/k heads, 8 value heads, head_dim 128, f32, " +
-                std::to_string(c.threads) + " threads; exact: 8 q heads over 2 KV heads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
-  const MaskPtr causal = CausalMask();
-  const auto dense = DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv",
-                                       DenseShape{8, 2, 128}, causal);
+  LineChartSpec tc = SeqlenTimeChart(
+      "Prefill time: chunk-wise delta rule against the recurrence and exact attention",
+      "batch 1, 4 q/k heads, 8 value heads, head_dim 128, f32, " + std::to_string(c.threads) +
+          " threads; exact: 8 q heads over 2 KV heads");
+  const auto dense = SharedCausalSweep(ctx);
   Series ds = TimeSeries("exact causal (dense kernel)", dense);
   tc.series.push_back(ds);
   struct Variant {

@@ -118,9 +118,7 @@ Section Build(Context& ctx) {
   }
 
   // Measured: indexer + attention time against seqlen, against full causal attention.
-  const MaskPtr causal = CausalMask();
-  const auto dense =
-      DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
+  const auto dense = SharedCausalSweep(ctx);
   SweepOptions so;
   so.first = c.prefill_first;
   so.last = c.prefill_last;
@@ -158,16 +156,12 @@ Section Build(Context& ctx) {
   const auto pts = SeqlenSweep(
       so, measure, [&](const SweepPoint& p) { ctx.Step("DSA " + FormatTokens(p.seqlen)); },
       [&](int64_t n) { ctx.Step("DSA " + FormatTokens(n) + " skipped (time budget)"); });
-  LineChartSpec tc;
-  tc.title =
-      "DSA prefill time: indexer + top-" + std::to_string(top_k) + " attention against full causal";
-  tc.subtitle = "batch 1, 8 q heads over 2 KV heads, head_dim 128; indexer " +
-                std::to_string(kIndexHeads) + " heads × " + std::to_string(kIndexDim) +
-                (IndexerUsesAvx512Bf16() ? ", AVX-512 BF16" : ", f32 SIMD") + "; " +
-                std::to_string(c.threads) + " threads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
+  LineChartSpec tc = SeqlenTimeChart(
+      "DSA prefill time: indexer + top-" + std::to_string(top_k) + " attention against full causal",
+      "batch 1, 8 q heads over 2 KV heads, head_dim 128; indexer " + std::to_string(kIndexHeads) +
+          " heads × " + std::to_string(kIndexDim) +
+          (IndexerUsesAvx512Bf16() ? ", AVX-512 BF16" : ", f32 SIMD") + "; " +
+          std::to_string(c.threads) + " threads");
   Series ds = TimeSeries("full causal", dense);
   Series total{"DSA total", {}, {}, true, 0}, ind{"DSA indexer + top-k", {}, {}, true, 0},
       att{"DSA attention over top-k", {}, {}, true, 0};

@@ -119,13 +119,10 @@ Section Build(Context& ctx) {
   sec.figures.push_back(tiles);
 
   // Measured prefill: time and memory against seqlen.
-  LineChartSpec time_chart;
-  time_chart.title = "Causal prefill time against sequence length";
-  time_chart.subtitle = "batch 1, 8 query heads, head_dim 128, f32, " +
-                        std::to_string(ctx.config().threads) + " threads; dashed: log-log fit";
-  time_chart.x_title = "sequence length (tokens)";
-  time_chart.log_x = time_chart.log_y = 1;  // scaling plot: log-log
-  time_chart.y_title = "time (ms)";
+  LineChartSpec time_chart =
+      SeqlenTimeChart("Causal prefill time against sequence length",
+                      "batch 1, 8 query heads, head_dim 128, f32, " +
+                          std::to_string(ctx.config().threads) + " threads; dashed: log-log fit");
   LineChartSpec mem_chart = time_chart;
   mem_chart.title = "Peak memory of causal prefill against sequence length";
   mem_chart.subtitle =

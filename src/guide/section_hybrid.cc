@@ -9,9 +9,9 @@
 
 #include "attnkit/bench/blocks.h"
 #include "attnkit/guide/charts.h"
+#include "attnkit/guide/svg.h"
 #include "attnkit/layers/factory.h"
 #include "attnkit/layers/layer.h"
-#include "attnkit/guide/svg.h"
 #include "attnkit/models/cost.h"
 #include "guide/catalogue_util.h"
 #include "guide/sections.h"
@@ -30,9 +30,12 @@ bool IsHybrid(const models::ModelConfig& c) {
 
 std::vector<int64_t> StackPrompts(const SweepConfig& c) {
   switch (c.size) {
-    case SweepSize::kSmoke: return {256, 1024};
-    case SweepSize::kQuick: return {1024, 4096};
-    case SweepSize::kFull: return {1024, 4096, 16384, 65536};
+    case SweepSize::kSmoke:
+      return {256, 1024};
+    case SweepSize::kQuick:
+      return {1024, 4096};
+    case SweepSize::kFull:
+      return {1024, 4096, 16384, 65536};
   }
   return {};
 }
@@ -58,7 +61,6 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
   shape.num_heads = 8;
   shape.num_heads_kv = 2;
   shape.head_dim = 128;
-  shape.max_tokens = prompts.back() + kDecodeTokens + 16;
   LineChartSpec dc;
   dc.title = "Measured stacks: decode time per token after a prompt";
   dc.subtitle = "4 layers, hidden 1024, 8 heads × 128 (2 KV / q-k heads), f32, " +
@@ -75,6 +77,9 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
   for (const auto& kind : kStacks) {
     Series ds{kind.label, {}, {}, true, 0}, ms{kind.label, {}, {}, true, 0};
     for (int64_t prompt : prompts) {
+      // Full-attention caches allocate their capacity up front: size it to this run, so the
+      // reported bytes are what the prompt needs.
+      shape.max_tokens = prompt + kDecodeTokens + 16;
       Stack stack(shape.hidden);
       uint64_t seed = 1;
       for (const auto& k : ParseLayerList(kind.layers)) stack.Add(MakeLayer(k, shape, seed++));
@@ -94,12 +99,13 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
     f.id = spec == &dc ? "hybrid-stack-decode" : "hybrid-stack-cache";
     f.title = spec->title;
     f.caption = spec == &dc
-                    ? "Three of four layers in the hybrids decode at a cost independent of the "
-                      "prompt, so their per-token time grows more slowly than the all-attention "
-                      "stack's."
+                    ? "What to look for: three of four layers in the hybrids decode at a cost "
+                      "independent of the prompt, so their per-token time should grow more slowly "
+                      "than the all-attention stack's (on a busy machine the noise can hide it)."
                     : "The all-attention stack's cache grows with every token in all four layers; "
                       "the hybrids' grows in one layer only (the MLA latent is smaller still) "
-                      "above a fixed recurrent state.";
+                      "above a fixed recurrent state. Bytes are what the layers allocate for "
+                      "this prompt (Layer::CacheBytes).";
     f.provenance = Provenance::kMeasured;
     f.source = "bench::RunStack over Stack(MakeLayer(kind)) with seeded random weights, this run";
     f.vega_lite = LineChart(*spec);

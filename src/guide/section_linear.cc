@@ -114,15 +114,11 @@ Section Build(Context& ctx) {
   sec.figures.push_back(dia);
 
   // Measured prefill time against seqlen, beside exact causal attention.
-  LineChartSpec tc;
-  tc.title = "Causal prefill time: linear attention against exact attention";
-  tc.subtitle = "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
-                std::to_string(c.threads) + " threads; dashed: log-log fit";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
-  const auto dense =
-      DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
+  LineChartSpec tc =
+      SeqlenTimeChart("Causal prefill time: linear attention against exact attention",
+                      "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
+                          std::to_string(c.threads) + " threads; dashed: log-log fit");
+  const auto dense = SharedCausalSweep(ctx);
   Series ds = TimeSeries("exact causal (dense kernel)", dense);
   tc.series.push_back(ds);
   PerformerFeatures features(kFeatures, kShape.head_dim, RandomFeatureKind::kOrthogonal, 7);

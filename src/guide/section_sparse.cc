@@ -73,19 +73,21 @@ void AddRetrievalProbe(Context& ctx, Section& sec) {
   f.kind = Figure::Kind::kChart;
   f.id = "sparse-retrieval-probe";
   f.title = "What each pattern can still see";
-  f.caption = "Green: the output recovered the planted value; yellow: the key was visible but not "
-              "recovered; grey: the method never looks at that pair. A window can only see within "
-              "its window, a static pattern only where its fixed pairs reach, DSA wherever its "
-              "indexer ranks the planted key in its top-k. Hover a cell for the cosine.";
+  f.caption =
+      "Green: the output recovered the planted value; yellow: the key was visible but not "
+      "recovered; grey: the method never looks at that pair. A window can only see within "
+      "its window, a static pattern only where its fixed pairs reach, DSA wherever its "
+      "indexer ranks the planted key in its top-k. Hover a cell for the cosine.";
   f.provenance = Provenance::kMeasured;
-  f.source = "bench::RetrievalProbe (seeded, exact): DenseForward with each mask, DsaSelect + "
-             "GatherForward for DSA; this run";
+  f.source =
+      "bench::RetrievalProbe (seeded, exact): DenseForward with each mask, DsaSelect + "
+      "GatherForward for DSA; this run";
   f.vega_lite = HeatmapChart(h);
   sec.figures.push_back(f);
   sec.notes.push_back("Retrieval probe: the sliding window missed the planted key at " +
                       std::to_string(window_miss) + " of the " +
-                      std::to_string(r.config.distances.size()) + " distances tried (its window is " +
-                      std::to_string(pc.window) + " tokens).");
+                      std::to_string(r.config.distances.size()) +
+                      " distances tried (its window is " + std::to_string(pc.window) + " tokens).");
 }
 
 Section Build(Context& ctx) {
@@ -149,17 +151,12 @@ Section Build(Context& ctx) {
 
   // Measured: time against seqlen for each pattern, beside dense causal.
   const MaskPtr causal = CausalMask();
-  const auto dense =
-      DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
-  LineChartSpec tc;
-  tc.title = "Prefill time of the sparse patterns against full causal attention";
-  tc.subtitle =
+  const auto dense = SharedCausalSweep(ctx);
+  LineChartSpec tc = SeqlenTimeChart(
+      "Prefill time of the sparse patterns against full causal attention",
       "patterns with their default parameters at each length (block forms of 64 tokens "
       "above 512); batch 1, 8 q heads over 2 KV heads, head_dim 128, " +
-      std::to_string(c.threads) + " threads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
+          std::to_string(c.threads) + " threads");
   Series ds = TimeSeries("full causal", dense);
   tc.series.push_back(ds);
   Table eff;

@@ -111,19 +111,15 @@ Section Build(Context& ctx) {
   }
 
   // Measured prefill: causal vs window vs chunked.
-  const auto causal_pts =
-      DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
+  const auto causal_pts = SharedCausalSweep(ctx);
   const std::string wl = "window " + std::to_string(w);
   const std::string cl = "chunked " + std::to_string(w);
   const auto window_pts = DensePrefillSweep(ctx, "dense-" + wl, wl, kShape, window);
   const auto chunk_pts = DensePrefillSweep(ctx, "dense-" + cl, cl, kShape, chunked);
-  LineChartSpec tc;
-  tc.title = "Prefill time: full causal against a " + std::to_string(w) + "-token window";
-  tc.subtitle = "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
-                std::to_string(c.threads) + " threads; dashed: log-log fit";
-  tc.x_title = "sequence length (tokens)";
-  tc.log_x = tc.log_y = 1;  // scaling plot: log-log
-  tc.y_title = "time (ms)";
+  LineChartSpec tc =
+      SeqlenTimeChart("Prefill time: full causal against a " + std::to_string(w) + "-token window",
+                      "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
+                          std::to_string(c.threads) + " threads; dashed: log-log fit");
   Table skip;
   skip.id = "window-skipping";
   skip.title = "Is the skipping real? Window time against the causal time scaled by density";

@@ -49,6 +49,16 @@ Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points
   return s;
 }
 
+LineChartSpec SeqlenTimeChart(const std::string& title, const std::string& subtitle) {
+  LineChartSpec spec;
+  spec.title = title;
+  spec.subtitle = subtitle;
+  spec.x_title = "sequence length (tokens)";
+  spec.y_title = "time (ms)";
+  spec.log_x = spec.log_y = 1;
+  return spec;
+}
+
 VariantSummary SummaryFromSeries(const std::string& variant, const std::string& section,
                                  const Series& series) {
   VariantSummary row;
