@@ -18,6 +18,7 @@ std::atomic<int> g_num_threads{0};
 
 void SetNumThreads(int n) {
   Require(n >= 1, "SetNumThreads: n must be >= 1, got ", n);
+  Require(n <= kMaxThreads, "SetNumThreads: n must be <= ", kMaxThreads, ", got ", n);
   g_num_threads.store(n);
 }
 
@@ -28,6 +29,7 @@ int GetNumThreads() {
 
 int ResolveThreads(int requested) {
   Require(requested >= 0, "num_threads must be >= 0 (0 = the global setting), got ", requested);
+  Require(requested <= kMaxThreads, "num_threads must be <= ", kMaxThreads, ", got ", requested);
   return requested > 0 ? requested : GetNumThreads();
 }
 

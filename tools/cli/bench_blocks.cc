@@ -76,7 +76,7 @@ int RunBenchBlocks(const std::vector<std::string>& args) {
   o.decode_steps = static_cast<int>(p.GetInt("steps"));
   o.max_seconds_per_point = p.GetDouble("max-seconds");
   o.memory_limit_gib = p.GetDouble("memory-gib");
-  o.num_threads = static_cast<int>(p.GetInt("threads"));
+  o.num_threads = p.GetThreads();
   o.seed = static_cast<uint64_t>(p.GetInt("seed"));
   o.include_naive = !p.Flag("no-naive");
   const bool json = p.Flag("json");

@@ -114,7 +114,7 @@ int RunBenchDense(const std::vector<std::string>& args) {
   if (!p.Parse(args)) return 0;
   const bool json = p.Flag("json");
   if (p.Flag("quiet")) SetProgressQuiet(true);
-  const int threads = ResolveThreads(static_cast<int>(p.GetInt("threads")));
+  const int threads = ResolveThreads(p.GetThreads());
   const int repeats = static_cast<int>(p.GetInt("repeats"));
   Require(repeats >= 1, "--repeats must be >= 1, got ", repeats);
 

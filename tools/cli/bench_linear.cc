@@ -47,7 +47,7 @@ int RunBenchLinear(const std::vector<std::string>& args) {
   if (p.Flag("quiet")) SetProgressQuiet(true);
 
   bench::LinearBenchConfig cfg;
-  cfg.threads = ResolveThreads(static_cast<int>(p.GetInt("threads")));
+  cfg.threads = ResolveThreads(p.GetThreads());
   cfg.max_seqlen = p.GetInt("max-seqlen");
   cfg.dense_max_seqlen = p.GetInt("dense-max");
   if (p.Flag("full")) {

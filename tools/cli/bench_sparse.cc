@@ -59,9 +59,7 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   Require(c.index_heads >= 1, "--index-heads must be >= 1, got ", c.index_heads);
   c.index_dim = p.GetInt("index-dim");
   Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
-  const int64_t threads_opt = p.GetInt("threads");
-  Require(threads_opt >= 0, "--threads must be >= 0, got ", threads_opt);
-  c.threads = ResolveThreads(static_cast<int>(threads_opt));
+  c.threads = ResolveThreads(p.GetThreads());
   c.repeats = static_cast<int>(p.GetInt("repeats"));
   c.long_repeats = static_cast<int>(p.GetInt("long-repeats"));
   Require(c.repeats >= 1, "--repeats must be >= 1, got ", c.repeats);

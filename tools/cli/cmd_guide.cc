@@ -86,9 +86,7 @@ int RunGuide(const std::vector<std::string>& args) {
   o.only = SplitComma(p.Get("only"));
   Require(!p.Given("only") || !o.only.empty(), "--only needs at least one section name");
   o.max_seqlen = p.GetInt("max-seqlen");
-  const int64_t threads = p.GetInt("threads");
-  Require(threads >= 0 && threads <= 4096, "--threads must be in [0, 4096], got ", threads);
-  o.num_threads = static_cast<int>(threads);
+  o.num_threads = p.GetThreads();
   o.command = "attnkit guide";
   for (const auto& a : args) o.command += " " + a;
 

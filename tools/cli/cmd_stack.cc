@@ -48,7 +48,7 @@ int RunStackCmd(const std::vector<std::string>& args) {
   Require(prompt >= 1 && decode >= 0, "--prompt must be >= 1 and --decode >= 0");
   s.max_tokens = prompt + decode;
   const uint64_t seed = static_cast<uint64_t>(p.GetInt("seed"));
-  const int threads = static_cast<int>(p.GetInt("threads"));
+  const int threads = p.GetThreads();
   if (threads > 0) SetNumThreads(threads);
   Stack stack(s.hidden);
   const auto kinds = ParseLayerList(p.Get("layers"));

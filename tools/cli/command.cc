@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
 
 namespace attnkit::cli {
 
@@ -108,6 +109,13 @@ int64_t ArgParser::GetInt(const std::string& name) const {
 }
 double ArgParser::GetDouble(const std::string& name) const {
   return ParseDouble(Get(name), "--" + name);
+}
+
+int ArgParser::GetThreads(const std::string& name) const {
+  const int64_t n = GetInt(name);
+  Require(n >= 0 && n <= kMaxThreads, "--", name, " must be between 0 (all cores) and ",
+          kMaxThreads, ", got ", Get(name));
+  return static_cast<int>(n);
 }
 
 std::string ArgParser::Help() const {

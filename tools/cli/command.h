@@ -47,6 +47,8 @@ class ArgParser {
   std::string Get(const std::string& name) const;
   int64_t GetInt(const std::string& name) const;  // accepts 4096, 32k, 1m (k=1024, m=1024^2)
   double GetDouble(const std::string& name) const;
+  // A thread count: 0 (= all cores) … kMaxThreads; anything else throws naming the option.
+  int GetThreads(const std::string& name = "threads") const;
   const std::vector<std::string>& Positionals() const { return positionals_; }
   std::string Help() const;
 

@@ -7,6 +7,7 @@ namespace attnkit {
 
 // Number of threads attnkit kernels use when an options struct leaves num_threads at 0.
 // Defaults to the OpenMP default (all cores). n must be >= 1.
+inline constexpr int kMaxThreads = 1024;
 void SetNumThreads(int n);
 int GetNumThreads();
 // Resolves a per-call request: 0 means the global setting.

@@ -107,6 +107,9 @@ void CheckView(const TensorView<T>& v, const char* fn, const char* name) {
   }
 }
 
+// Largest single allocation Tensor<T> accepts (1 TB): beyond it a size is a mistake, not a plan.
+inline constexpr double kMaxTensorBytes = 1e12;
+
 // Owning, 64-byte aligned, zero-initialised buffer of T with a [b, h, t, d] contiguous shape.
 template <typename T>
 class Tensor {
@@ -114,10 +117,16 @@ class Tensor {
   Tensor() = default;
   Tensor(int64_t batch, int64_t heads, int64_t tokens, int64_t dim)
       : shape_{batch, heads, tokens, dim} {
-    const int64_t n = batch * heads * tokens * dim;
     Require(batch > 0 && heads > 0 && tokens > 0 && dim > 0,
             "Tensor: every size must be positive, got [", batch, ", ", heads, ", ", tokens, ", ",
             dim, "]");
+    // Checked in floating point first, so that the integer product below cannot overflow.
+    const double want = static_cast<double>(batch) * static_cast<double>(heads) *
+                        static_cast<double>(tokens) * static_cast<double>(dim) * sizeof(T);
+    Require(want <= kMaxTensorBytes, "Tensor: [", batch, ", ", heads, ", ", tokens, ", ", dim,
+            "] needs ", want / 1e9, " GB, more than the ", kMaxTensorBytes / 1e9,
+            " GB a single tensor may take");
+    const int64_t n = batch * heads * tokens * dim;
     const size_t bytes = ((static_cast<size_t>(n) * sizeof(T) + 63) / 64) * 64;
     data_.reset(static_cast<T*>(::operator new[](bytes, std::align_val_t(64))));
     std::memset(static_cast<void*>(data_.get()), 0, bytes);
