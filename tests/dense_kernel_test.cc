@@ -415,7 +415,7 @@ void DecodeAgainstFull(int64_t window, int64_t step, int threads, uint64_t seed)
 TEST(DenseKernel, DecodeEqualsFullPassThroughEveryCache) {
   uint64_t seed = testing::TestSeed();
   for (int64_t window : {int64_t{0}, int64_t{40}, int64_t{100}}) {
-    for (int64_t step : {int64_t{1}, int64_t{3}}) {
+    for (int64_t step : {int64_t{1}, int64_t{3}, int64_t{20}}) {  // 20: past the key-split limit
       for (int threads : {1, 2, 3}) {
         DecodeAgainstFull<float>(window, step, threads, ++seed);
         DecodeAgainstFull<bf16>(window, step, threads, ++seed);

@@ -15,7 +15,6 @@ namespace {
 
 using testing::RandomHidden;
 using testing::RelMaxError;
-using testing::RunChunked;
 
 // Layer outputs pass through projections and norms after the kernel; f32 vs the double kernel
 // stays at the kernel's ~1e-6 relative level, amplified a little by the RMSNorm.
@@ -45,16 +44,16 @@ TEST(GatedDeltaNetLayer, PrefillThenDecodeEqualsReferencePass) {
     GatedDeltaNetBlock ref(slow, GatedDeltaNetWeights::Random(slow, seed));
     GatedDeltaNetBlock inc(fast, GatedDeltaNetWeights::Random(fast, seed));
     const Tensor<float> x = RandomHidden(2, 41, fast.hidden, seed + 1);
-    const Tensor<float> want = RunChunked(ref, x, {41});
+    const Tensor<float> want = ForwardInChunks(ref, x, {41});
     const size_t bytes_before = inc.CacheBytes();
-    const Tensor<float> got = RunChunked(inc, x, {19, 13, 1, 1, 1, 1, 1, 1, 1, 1, 1});
+    const Tensor<float> got = ForwardInChunks(inc, x, {19, 13, 1, 1, 1, 1, 1, 1, 1, 1, 1});
     EXPECT_LT(RelMaxError(got.view(), want.view()), kTol);
     EXPECT_EQ(inc.tokens_seen(), 41);
     EXPECT_EQ(inc.CacheBytes(), bytes_before);  // fixed-size state
     EXPECT_EQ(inc.CacheBytes(), sizeof(float) * 2 * (4 * 16 * 12 + 3 * fast.conv_channels()));
     inc.Reset();
     EXPECT_EQ(inc.tokens_seen(), 0);
-    const Tensor<float> again = RunChunked(inc, x, {41});
+    const Tensor<float> again = ForwardInChunks(inc, x, {41});
     EXPECT_LT(RelMaxError(again.view(), want.view()), kTol);
   }
 }
@@ -101,13 +100,13 @@ TEST(HybridStack, PrefillThenDecodeEqualsOnePass) {
     const Tensor<float> x = RandomHidden(1, 20, s.hidden, seed);
     Tensor<float> want(1, 1, 20, s.hidden), step(1, 1, 1, s.hidden);
     full.Forward(x.view(), 0, want.view());
-    const Tensor<float> xp = testing::Slice(x, 0, 12);
+    const Tensor<float> xp = SliceTokens(x, 0, 12);
     Tensor<float> op(1, 1, 12, s.hidden);
     inc.Forward(xp.view(), 0, op.view());
-    EXPECT_LT(RelMaxError(op.view(), testing::Slice(want, 0, 12).view()), kTol);
+    EXPECT_LT(RelMaxError(op.view(), SliceTokens(want, 0, 12).view()), kTol);
     for (int64_t t = 12; t < 20; ++t) {
-      inc.Forward(testing::Slice(x, t, 1).view(), t, step.view());
-      EXPECT_LT(RelMaxError(step.view(), testing::Slice(want, t, 1).view()), kTol) << t;
+      inc.Forward(SliceTokens(x, t, 1).view(), t, step.view());
+      EXPECT_LT(RelMaxError(step.view(), SliceTokens(want, t, 1).view()), kTol) << t;
     }
     size_t recurrent_bytes = 0;
     for (size_t i = 0; i < inc.num_layers(); ++i) {

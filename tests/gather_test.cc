@@ -273,6 +273,7 @@ TEST(Gather, PrefillThenDecodeEqualsFullPass) {
 TEST(Gather, BadInputNamesTheArgument) {
   Tensor<float> q(1, 2, 4, 8), k(1, 1, 6, 8), v(1, 1, 6, 8), o(1, 2, 4, 8);
   Tensor<int32_t> idx(1, 1, 4, 3);
+  for (int64_t i = 0; i < idx.numel(); ++i) idx.data()[i] = static_cast<int32_t>(i % 3);
   idx.data()[5] = 6;  // past seqlen_kv
   auto expect_error = [](auto fn, const std::string& word) {
     try {
@@ -284,6 +285,9 @@ TEST(Gather, BadInputNamesTheArgument) {
   };
   expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view()); },
                "indices[0, 0, 1, 2]");
+  idx.data()[5] = 1;  // row 1 now lists key 1 twice: would count it twice in the softmax
+  expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view()); },
+               "twice");
   Tensor<int32_t> idx_bad_shape(1, 1, 3, 3);
   expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx_bad_shape.view(), o.view()); },
                "indices must be");

@@ -1,6 +1,6 @@
 // The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block of kDenseBlockQ rows, twice that for MHA). All
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All
 // group_size query heads that share the kv head are processed together (rows = group_size × block
 // rows), so each K/V tile is read from memory once per group. Key blocks of kDenseBlockKv are
 // classified by the mask: empty ones are skipped (and KeyBounds trims the loop), full ones run
@@ -80,6 +80,10 @@ constexpr int kKeyVecs = 2;
 constexpr int kDvVecs = 2;
 #endif
 constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
+// Per-thread budget for keeping the packed K/V tiles of one (batch, kv head) between units: all
+// of them up to 8192 keys at d 128 (a whole causal prefill packs each tile about once per thread),
+// and for longer ones the most recent 128 key blocks, which covers windows up to 8192 keys.
+constexpr double kTileCacheBytes = 8.0 * 1024 * 1024;
 
 HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
 HWY_INLINE VF LoadRow(DF df, const bf16* p) {
@@ -227,6 +231,11 @@ struct Workspace {
   std::vector<uint8_t> allowed;
   std::vector<const float*> qrows;
   std::vector<float*> accrows;
+  // Packed K/V tiles of one (batch, kv head), kept while consecutive units use that head: key
+  // block jb lives in slot jb % slots, tag[slot] says which block is there (-1: none).
+  hwy::AlignedFreeUniquePtr<float[]> kcache, vcache;
+  std::vector<int64_t> tag;
+  int64_t cached_bh = -1;
   int64_t head0 = 0;  // first query head of the current unit's group
   int64_t skipped = 0, full = 0, partial = 0;
 };
@@ -238,14 +247,15 @@ class Kernel {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
-    // A packed K/V tile is reused by group_size · block_q rows; MHA gets taller query blocks so
-    // that packing stays a small fraction of the work.
-    bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
+    bq_ = detail::kDenseBlockQ;
     num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
+    const double tile_bytes = static_cast<double>(kBk) * (g_.dk + dv_pad_) * 4.0;
+    cache_slots_ = std::min<int64_t>(num_kb_, static_cast<int64_t>(kTileCacheBytes / tile_bytes));
+    cache_ = !direct_ && num_qb_ > 1 && cache_slots_ >= 1;
   }
 
   void Run() {
@@ -256,6 +266,11 @@ class Kernel {
       if (!direct_) {
         w.kt = hwy::AllocateAligned<float>(static_cast<size_t>(g_.dk * kBk));
         w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
+      }
+      if (cache_) {
+        w.kcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * g_.dk));
+        w.vcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * dv_pad_));
+        w.tag.assign(static_cast<size_t>(cache_slots_), -1);
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
       w.acc = hwy::AllocateAligned<float>(static_cast<size_t>((rows_max + kRows) * dv_pad_));
@@ -268,7 +283,9 @@ class Kernel {
       w.accrows.resize(static_cast<size_t>(rows_max + kRows));
     }
     // Longest first: with a causal mask the last query blocks see the most keys, so units are
-    // ordered by descending query block and handed out dynamically.
+    // ordered by descending query block and handed out dynamically. With the tile cache, units
+    // of one (batch, kv head) are kept together (still descending within it) so that a thread
+    // packs each K/V tile about once per head instead of once per query block.
     const int64_t per_qb = g_.batch * g_.heads_kv;
     const int64_t units = per_qb * num_qb_;
     detail::RegionExceptions errors;
@@ -277,8 +294,8 @@ class Kernel {
       Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
       for (int64_t u = 0; u < units; ++u) {
-        const int64_t qb = num_qb_ - 1 - u / per_qb;
-        const int64_t bh = u % per_qb;
+        const int64_t qb = num_qb_ - 1 - (cache_ ? u % num_qb_ : u / per_qb);
+        const int64_t bh = cache_ ? u / num_qb_ : u % per_qb;
         errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
       }
     }
@@ -303,6 +320,10 @@ class Kernel {
     const int64_t nq = i1 - i0;
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
     w.head0 = hk * g_.group;
+    if (cache_ && w.cached_bh != b * g_.heads_kv + hk) {
+      std::fill(w.tag.begin(), w.tag.end(), int64_t{-1});
+      w.cached_bh = b * g_.heads_kv + hk;
+    }
     for (int64_t r = 0; r < rows; ++r) {
       w.qrows[r] = job_.q.row(b, hk * g_.group + r / nq, i0 + r % nq);
       w.accrows[r] = w.acc.get() + r * dv_pad_;
@@ -337,13 +358,14 @@ class Kernel {
       } else {
         ++w.full;
       }
-      Tile(w, b, hk, i0, nq, rows, j0, j1 - j0, kind == TileKind::kPartial);
+      Tile(w, b, hk, i0, nq, rows, jb, j1 - j0, kind == TileKind::kPartial);
     }
     Finish(w, b, hk, i0, nq, rows);
   }
 
-  void Tile(Workspace& w, int64_t b, int64_t hk, int64_t i0, int64_t nq, int64_t rows, int64_t j0,
+  void Tile(Workspace& w, int64_t b, int64_t hk, int64_t i0, int64_t nq, int64_t rows, int64_t jb,
             int64_t nk, bool partial) {
+    const int64_t j0 = jb * kBk;
     const KV* kbase = job_.k.row(b, hk, j0);
     const KV* vbase = job_.v.row(b, hk, j0);
     const int64_t kstride = job_.k.stride[2], vstride = job_.v.stride[2];
@@ -382,19 +404,16 @@ class Kernel {
       }
       return;
     }
-    // Pack K transposed and V row-major (widening bf16), zero-padded to a full block.
     float* kt = w.kt.get();
     float* vt = w.vt.get();
-    for (int64_t j = 0; j < nk; ++j) {
-      const KV* kr = kbase + j * kstride;
-      for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
-      const KV* vr = vbase + j * vstride;
-      float* vd = vt + j * dv_pad_;
-      for (int64_t d = 0; d < g_.dv; ++d) vd[d] = ToFloat(vr[d]);
-      for (int64_t d = g_.dv; d < dv_pad_; ++d) vd[d] = 0.0f;
-    }
-    if (nk < kBk) {
-      for (int64_t d = 0; d < g_.dk; ++d) std::fill(kt + d * kBk + nk, kt + (d + 1) * kBk, 0.0f);
+    if (cache_) {
+      const int64_t slot = jb % cache_slots_;
+      kt = w.kcache.get() + slot * kBk * g_.dk;
+      vt = w.vcache.get() + slot * kBk * dv_pad_;
+      if (w.tag[slot] != jb) Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
+      w.tag[slot] = jb;
+    } else {
+      Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
     }
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
@@ -409,6 +428,23 @@ class Kernel {
       for (int64_t r = pr; r < kRows; ++r)
         std::fill(w.s.get() + r * kBk, w.s.get() + (r + 1) * kBk, 0.0f);
       PvPanel<kRows>(w.s.get(), pv, nk, w.accrows.data() + r0, dv_pad_);
+    }
+  }
+
+  // Packs a K tile transposed (kt[d][j]) and a V tile row-major (widening bf16), zero-padded to a
+  // full block.
+  void Pack(const KV* kbase, int64_t kstride, const KV* vbase, int64_t vstride, int64_t nk,
+            float* HWY_RESTRICT kt, float* HWY_RESTRICT vt) const {
+    for (int64_t j = 0; j < nk; ++j) {
+      const KV* kr = kbase + j * kstride;
+      for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
+      const KV* vr = vbase + j * vstride;
+      float* vd = vt + j * dv_pad_;
+      for (int64_t d = 0; d < g_.dv; ++d) vd[d] = ToFloat(vr[d]);
+      for (int64_t d = g_.dv; d < dv_pad_; ++d) vd[d] = 0.0f;
+    }
+    if (nk < kBk) {
+      for (int64_t d = 0; d < g_.dk; ++d) std::fill(kt + d * kBk + nk, kt + (d + 1) * kBk, 0.0f);
     }
   }
 
@@ -492,8 +528,8 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, bq_, num_qb_, num_kb_;
-  bool direct_, mods_;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_, cache_slots_ = 0;
+  bool direct_, mods_, cache_;
 };
 
 }  // namespace

@@ -1,22 +1,32 @@
 // The gather engine's fast attention: exact softmax attention over per-query key lists (DSA).
 //
-// Work unit: one (batch, kv head, query row), with all group_size query heads that share the kv
-// head, so each selected K/V row is read once per group (MLA's absorbed form: once for all 128
-// heads). Three passes over the list, in chunks of kChunk keys: logits (Q·Kᵀ, 2 keys × 4 heads
-// register tile), softmax, then P·V (4 keys per pass over each accumulator row). bf16 K/V are
-// widened chunk by chunk into a small f32 buffer. Memory traffic: each selected row once per
-// unit; the group's q rows and accumulators stay in L2 (128 × 576 f32 = 288 KiB for MLA).
-// When there are fewer units than threads (decode), the group's heads are split across threads.
+// Two work units:
+//  * per query (large groups such as MLA's 128 heads on one latent head, decode, bf16 K/V): one
+//    (batch, kv head, query row) with all group_size query heads that share the kv head, so each
+//    selected K/V row is read once per group. Three passes over the list: logits (Q·Kᵀ, 2 keys ×
+//    4 heads register tile), softmax, then P·V (4 keys per pass over each accumulator row). bf16
+//    K/V are widened chunk by chunk into a small f32 buffer. The group's q rows and accumulators
+//    stay in L2 (128 × 576 f32 = 288 KiB for MLA). With fewer units than threads (decode), the
+//    group's heads are split across threads.
+//  * per query block (groups of <= 4 heads, f32 K/V, prefill): see BlockGather.
+// Memory traffic model: a gathered row is scattered (no tile reuse), so with one head per kv head
+// the per-query path reads 2·head_dim·4 bytes per (query, key) pair for 4·head_dim FLOPs —
+// latency/bandwidth bound; sharing rows across a query block or across a group's heads is the
+// only lever, which is why DSA's design point is MLA's absorbed multi-query form.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/gather.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
+// clang-format off
 #include "hwy/highway.h"
+#include "hwy/contrib/math/math-inl.h"
+// clang-format on
 
 HWY_BEFORE_NAMESPACE();
 namespace attnkit {
@@ -122,6 +132,101 @@ void Accumulate(const float* p, int64_t ld, int64_t num_heads, const float* cons
   }
 }
 
+// out[r] = scale · dot(qrows[r], krow) for r < num_rows (rows of different queries).
+void RowsDot(const float* const* qrows, int64_t num_rows, const float* krow, int64_t dim,
+             float scale, float* out) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  int64_t r = 0;
+  for (; r + 4 <= num_rows; r += 4) {
+    auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    int64_t x = 0;
+    for (; x + lanes <= dim; x += lanes) {
+      const auto kv = hn::LoadU(d, krow + x);
+      a0 = hn::MulAdd(hn::LoadU(d, qrows[r] + x), kv, a0);
+      a1 = hn::MulAdd(hn::LoadU(d, qrows[r + 1] + x), kv, a1);
+      a2 = hn::MulAdd(hn::LoadU(d, qrows[r + 2] + x), kv, a2);
+      a3 = hn::MulAdd(hn::LoadU(d, qrows[r + 3] + x), kv, a3);
+    }
+    float s[4] = {hn::GetLane(hn::SumOfLanes(d, a0)), hn::GetLane(hn::SumOfLanes(d, a1)),
+                  hn::GetLane(hn::SumOfLanes(d, a2)), hn::GetLane(hn::SumOfLanes(d, a3))};
+    for (; x < dim; ++x) {
+      for (int t = 0; t < 4; ++t) s[t] += qrows[r + t][x] * krow[x];
+    }
+    for (int t = 0; t < 4; ++t) out[r + t] = s[t] * scale;
+  }
+  for (; r < num_rows; ++r) {
+    auto a = hn::Zero(d);
+    int64_t x = 0;
+    for (; x + lanes <= dim; x += lanes) {
+      a = hn::MulAdd(hn::LoadU(d, qrows[r] + x), hn::LoadU(d, krow + x), a);
+    }
+    float s = hn::GetLane(hn::SumOfLanes(d, a));
+    for (; x < dim; ++x) s += qrows[r][x] * krow[x];
+    out[r] = s * scale;
+  }
+}
+
+// Softmax of s[0, n) over the entries whose bits[u] has `bit` set; the others become 0. Returns
+// the max in *max_out (−inf if none) and the sum of exp(s − max) in *sum_out.
+void MaskedSoftmax(float* s, const uint16_t* bits, int64_t n, uint32_t bit, float* max_out,
+                   float* sum_out) {
+  const hn::ScalableTag<float> d;
+  const hn::RebindToUnsigned<decltype(d)> du;
+  const hn::Rebind<uint16_t, decltype(d)> d16;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto vbit = hn::Set(du, bit);
+  const auto neg_inf = hn::Set(d, -std::numeric_limits<float>::infinity());
+  auto vmax = neg_inf;
+  int64_t x = 0;
+  for (; x + lanes <= n; x += lanes) {
+    const auto m =
+        hn::RebindMask(d, hn::TestBit(hn::PromoteTo(du, hn::LoadU(d16, bits + x)), vbit));
+    vmax = hn::Max(vmax, hn::IfThenElse(m, hn::LoadU(d, s + x), neg_inf));
+  }
+  float mval = hn::GetLane(hn::MaxOfLanes(d, vmax));
+  for (int64_t t = x; t < n; ++t) {
+    if (bits[t] & bit) mval = std::max(mval, s[t]);
+  }
+  *max_out = mval;
+  if (mval == -std::numeric_limits<float>::infinity()) {
+    *sum_out = 0.0f;
+    return;
+  }
+  const auto vm = hn::Set(d, mval);
+  auto vsum = hn::Zero(d);
+  x = 0;
+  for (; x + lanes <= n; x += lanes) {
+    const auto m =
+        hn::RebindMask(d, hn::TestBit(hn::PromoteTo(du, hn::LoadU(d16, bits + x)), vbit));
+    const auto p = hn::IfThenElseZero(m, hn::Exp(d, hn::Sub(hn::LoadU(d, s + x), vm)));
+    hn::StoreU(p, d, s + x);
+    vsum = hn::Add(vsum, p);
+  }
+  float sum = hn::GetLane(hn::SumOfLanes(d, vsum));
+  for (int64_t t = x; t < n; ++t) {
+    s[t] = (bits[t] & bit) ? std::exp(s[t] - mval) : 0.0f;
+    sum += s[t];
+  }
+  *sum_out = sum;
+}
+
+// accrows[r][x] += p[r] · vrow[x] for r < num_rows.
+void RowsAxpy(const float* p, float* const* accrows, int64_t num_rows, const float* vrow,
+              int64_t dim) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t r = 0; r < num_rows; ++r) {
+    const auto pv = hn::Set(d, p[r]);
+    float* a = accrows[r];
+    int64_t x = 0;
+    for (; x + lanes <= dim; x += lanes) {
+      hn::StoreU(hn::MulAdd(pv, hn::LoadU(d, vrow + x), hn::LoadU(d, a + x)), d, a + x);
+    }
+    for (; x < dim; ++x) a[x] += p[r] * vrow[x];
+  }
+}
+
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit
 HWY_AFTER_NAMESPACE();
@@ -134,6 +239,9 @@ HWY_AFTER_NAMESPACE();
 namespace attnkit {
 HWY_EXPORT(Logits);
 HWY_EXPORT(Accumulate);
+HWY_EXPORT(RowsDot);
+HWY_EXPORT(RowsAxpy);
+HWY_EXPORT(MaskedSoftmax);
 
 namespace {
 
@@ -162,6 +270,104 @@ void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel,
   }
 }
 
+// Query-block path for small groups (MHA/GQA prefill, f32 K/V): a unit is up to kBlockQueries
+// consecutive queries of one (batch, kv head). Their lists are merged into one set of distinct key
+// rows with a bit per query, and each selected K/V row is read once per block and used by every
+// query that selected it (neighbouring queries' selections overlap), instead of once per query.
+// Only member (query, key) pairs are computed, so the arithmetic is the same as the per-query path.
+constexpr int64_t kBlockQueries = 16;
+
+void BlockGather(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                 TensorView<const int32_t> idx, TensorView<float> out, TensorView<float> lse,
+                 float scale, int threads) {
+  const int64_t batch = q.batch(), hkv = k.heads(), group = q.heads() / hkv, sq = q.tokens();
+  const int64_t dk = q.dim(), dv = v.dim(), top_k = idx.dim();
+  const int64_t qb_len = std::max<int64_t>(1, kBlockQueries / group);  // group <= 4 → >= 4
+  const int64_t num_qb = (sq + qb_len - 1) / qb_len;
+  const int64_t units = batch * hkv * num_qb;
+  const int64_t max_rows = qb_len * group, ld = qb_len * top_k;
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<uint16_t> mark(static_cast<size_t>(k.tokens()), 0);
+    std::vector<int32_t> keys(static_cast<size_t>(ld));
+    std::vector<uint16_t> bits(static_cast<size_t>(ld));
+    std::vector<float> scores(static_cast<size_t>(max_rows * ld));
+    std::vector<float> acc(static_cast<size_t>(max_rows * dv)), mx(max_rows), denom(max_rows);
+    std::vector<const float*> qrows(static_cast<size_t>(max_rows)),
+        mq(static_cast<size_t>(max_rows));
+    std::vector<float*> accrows(static_cast<size_t>(max_rows)), macc(static_cast<size_t>(max_rows));
+    std::vector<int64_t> mrow(static_cast<size_t>(max_rows));
+    std::vector<float> tmp(static_cast<size_t>(max_rows));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t unit = 0; unit < units; ++unit) {
+      const int64_t qbi = unit % num_qb, hk = (unit / num_qb) % hkv, b = unit / (num_qb * hkv);
+      const int64_t i0 = qbi * qb_len, nq = std::min(qb_len, sq - i0), rows = nq * group;
+      for (int64_t r = 0; r < rows; ++r) {  // row r = query (r / group), head (r % group)
+        qrows[r] = q.row(b, hk * group + r % group, i0 + r / group);
+        accrows[r] = acc.data() + r * dv;
+      }
+      int64_t nu = 0;  // distinct selected key rows of the block, in first-seen order
+      for (int64_t qq = 0; qq < nq; ++qq) {
+        const int32_t* raw = idx.row(b, idx.heads() == 1 ? 0 : hk, i0 + qq);
+        for (int64_t j = 0; j < top_k; ++j) {
+          const int32_t key = raw[j];
+          if (key < 0) continue;
+          if (mark[key] == 0) keys[nu++] = key;
+          mark[key] |= static_cast<uint16_t>(1u << qq);
+        }
+      }
+      for (int64_t u = 0; u < nu; ++u) {
+        bits[u] = mark[keys[u]];
+        mark[keys[u]] = 0;
+      }
+      auto members = [&](int64_t u) {  // fills mq/mrow with the (query, head) rows using key u
+        int64_t m = 0;
+        for (uint32_t bb = bits[u]; bb != 0; bb &= bb - 1) {
+          const int64_t qq = __builtin_ctz(bb);
+          for (int64_t g = 0; g < group; ++g) mrow[m++] = qq * group + g;
+        }
+        return m;
+      };
+      for (int64_t u = 0; u < nu; ++u) {
+        if (u + 6 < nu) {
+          const float* ahead = k.row(b, hk, keys[u + 6]);
+          for (int64_t x = 0; x < dk; x += 16) __builtin_prefetch(ahead + x);
+        }
+        const int64_t m = members(u);
+        for (int64_t t = 0; t < m; ++t) mq[t] = qrows[mrow[t]];
+        HWY_DYNAMIC_DISPATCH(RowsDot)(mq.data(), m, k.row(b, hk, keys[u]), dk, scale, tmp.data());
+        for (int64_t t = 0; t < m; ++t) scores[mrow[t] * ld + u] = tmp[t];
+      }
+      for (int64_t r = 0; r < rows; ++r) {  // softmax over the row's own keys
+        HWY_DYNAMIC_DISPATCH(MaskedSoftmax)
+        (scores.data() + r * ld, bits.data(), nu, 1u << (r / group), &mx[r], &denom[r]);
+      }
+      std::fill(acc.begin(), acc.begin() + rows * dv, 0.0f);
+      for (int64_t u = 0; u < nu; ++u) {
+        if (u + 6 < nu) {
+          const float* ahead = v.row(b, hk, keys[u + 6]);
+          for (int64_t x = 0; x < dv; x += 16) __builtin_prefetch(ahead + x);
+        }
+        const int64_t m = members(u);
+        for (int64_t t = 0; t < m; ++t) {
+          tmp[t] = scores[mrow[t] * ld + u];
+          macc[t] = accrows[mrow[t]];
+        }
+        HWY_DYNAMIC_DISPATCH(RowsAxpy)(tmp.data(), macc.data(), m, v.row(b, hk, keys[u]), dv);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t h = hk * group + r % group, i = i0 + r / group;
+        float* orow = out.row(b, h, i);
+        const float inv = denom[r] > 0.0f ? 1.0f / denom[r] : 0.0f;
+        for (int64_t x = 0; x < dv; ++x) orow[x] = acc[r * dv + x] * inv;
+        if (!lse.empty()) {
+          lse.at(b, h, i, 0) = denom[r] > 0.0f ? mx[r] + std::log(denom[r]) : detail::kNegInf;
+        }
+      }
+    }
+  }
+}
+
 template <typename KV>
 void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
                 TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
@@ -170,6 +376,12 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
   const int64_t dk = q.dim(), dv = v.dim(), top_k = idx.dim();
   const float scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(dk));
   const int threads = ResolveThreads(o.num_threads);
+  if constexpr (std::is_same_v<KV, float>) {
+    if (group <= 4 && sq >= 2 && batch * hkv * sq >= 8 * threads) {
+      BlockGather(q, k, v, idx, out, lse, scale, threads);
+      return;
+    }
+  }
   // Split the group's heads when there are too few (batch, kv head, query) units for the threads.
   const int64_t base_units = batch * hkv * sq;
   int64_t head_split = 1;

@@ -28,13 +28,22 @@ void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const
           fn, ": indices must be [batch, 1 or num_heads_kv, seqlen_q, top_k] = [", q.batch(),
           ", 1 or ", k.heads(), ", ", q.tokens(), ", top_k], got ", indices.ShapeString());
   const int64_t n = k.tokens();
+  // A key listed twice in one row would be counted twice in its softmax: a silent wrong answer.
+  // seen[key] holds the last row (numbered from 1) that listed it: O(1) per index.
+  std::vector<int64_t> seen(static_cast<size_t>(n), 0);
+  int64_t row_id = 0;
   for (int64_t b = 0; b < indices.batch(); ++b) {
     for (int64_t h = 0; h < indices.heads(); ++h) {
       for (int64_t i = 0; i < indices.tokens(); ++i) {
         const int32_t* r = indices.row(b, h, i);
+        ++row_id;
         for (int64_t j = 0; j < indices.dim(); ++j) {
           Require(r[j] >= -1 && r[j] < n, fn, ": indices[", b, ", ", h, ", ", i, ", ", j,
                   "] = ", r[j], " is not a key row of k (seqlen_kv = ", n, ") or -1");
+          if (r[j] < 0) continue;
+          Require(seen[static_cast<size_t>(r[j])] != row_id, fn, ": indices[", b, ", ", h, ", ",
+                  i, "] lists key ", r[j], " twice (a row's keys must be distinct)");
+          seen[static_cast<size_t>(r[j])] = row_id;
         }
       }
     }

@@ -114,6 +114,9 @@ std::vector<typename KvCache<T>::Segment> KvCache<T>::Segments() const {
 template class KvCache<float>;
 template class KvCache<bf16>;
 
+// Steps of at most this many query tokens split the keys across threads (see DenseDecode).
+constexpr int64_t kDecodeSplitMaxTokens = 16;
+
 template <typename T>
 void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<float> out,
                  const DenseOptions& options, TensorView<float> lse) {
@@ -153,8 +156,14 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   // Four pieces per thread, handed out dynamically: on a shared machine a descheduled thread
   // then delays the call by a quarter of its share instead of all of it. A piece keeps at least
   // 256 keys so that the per-piece overhead (partial output, merge) stays negligible.
-  const int64_t pieces_wanted = threads > 1 ? 4 * int64_t{threads} : 1;
-  const int64_t per = std::max<int64_t>(256, (held + pieces_wanted - 1) / pieces_wanted);
+  // Only a decode-sized step (few query tokens) splits the keys: a long step (a prefill through
+  // a layer's cache) has parallel work enough in its query blocks, and splitting it would cost
+  // one partial output per piece. It runs the threaded kernel once per cache segment instead.
+  const bool split_keys = threads > 1 && n <= kDecodeSplitMaxTokens;
+  const int64_t pieces_wanted = split_keys ? 4 * int64_t{threads} : 1;
+  const int64_t per = split_keys
+                          ? std::max<int64_t>(256, (held + pieces_wanted - 1) / pieces_wanted)
+                          : std::max<int64_t>(1, held);
   struct Piece {
     TensorView<const T> k, v;
     int64_t start;
@@ -186,20 +195,26 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   }
   std::vector<Tensor<float>> part_out, part_lse;
   std::vector<DenseOptions> part_opt;
+  std::vector<DenseStats> part_stats(pieces.size());
   for (size_t p = 0; p < pieces.size(); ++p) {
     part_out.emplace_back(q.batch(), q.heads(), n, dv);
     part_lse.emplace_back(q.batch(), q.heads(), n, 1);
     DenseOptions o = piece_options(p);
-    o.num_threads = 1;
-    o.stats = nullptr;
+    o.num_threads = split_keys ? 1 : threads;
+    o.stats = options.stats ? &part_stats[p] : nullptr;
     if (p != 0) o.sinks = nullptr;  // a sink joins the denominator exactly once
     // Every check happens here, before the parallel region (which must not throw).
     CheckDenseArgs(fn, q, pieces[p].k, pieces[p].v, part_out[p].view(), o, part_lse[p].view());
     part_opt.push_back(o);
   }
   const int64_t np = static_cast<int64_t>(pieces.size());
-  if (options.backend == Backend::kReference) {
+  if (options.backend == Backend::kReference || !split_keys) {
     for (int64_t p = 0; p < np; ++p) {
+      if (options.backend != Backend::kReference) {
+        DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
+                     part_lse[p].view());
+        continue;
+      }
       ref::DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
                         part_lse[p].view());
     }
@@ -228,6 +243,18 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
     lses.push_back(part_lse[p].view());
   }
   MergeAttention(outs, lses, out, lse);
+  if (options.stats) {  // the pieces' counters add up to the whole call's
+    DenseStats total;
+    for (const DenseStats& st : part_stats) {
+      total.tiles_total += st.tiles_total;
+      total.tiles_skipped += st.tiles_skipped;
+      total.tiles_full += st.tiles_full;
+      total.tiles_partial += st.tiles_partial;
+      total.block_q = std::max(total.block_q, st.block_q);
+      total.block_kv = std::max(total.block_kv, st.block_kv);
+    }
+    *options.stats = total;
+  }
 }
 
 template void DenseDecode<float>(TensorView<const float>, const KvCache<float>&, TensorView<float>,

@@ -99,6 +99,34 @@ void Transpose(const float* x, int64_t rows, int64_t cols, float* xt) {
   }
 }
 
+constexpr int64_t kTriBlock = 16;  // row block of the triangular products
+
+// C = alpha · A · B (+ C) where A (m × m, a_cs == 1) is lower triangular: the rows of block
+// [i0, i1) only read A's columns (and B's rows) below i1, which skips about half the work.
+void LowerTriangularAGemm(const GemmArgs& g) {
+  for (int64_t i0 = 0; i0 < g.m; i0 += kTriBlock) {
+    const int64_t i1 = std::min(g.m, i0 + kTriBlock);
+    GemmArgs b = g;
+    b.m = i1 - i0, b.k = i1;
+    b.a = g.a + i0 * g.a_rs;
+    b.c = g.c + i0 * g.ldc;
+    SmallGemm(b);
+  }
+}
+
+// The lower triangle (columns < i1 for the rows of block [i0, i1)) of C = A · B (m × m); the
+// caller ignores or zeroes what lies above the diagonal.
+void LowerTriangularCGemm(const GemmArgs& g) {
+  for (int64_t i0 = 0; i0 < g.m; i0 += kTriBlock) {
+    const int64_t i1 = std::min(g.m, i0 + kTriBlock);
+    GemmArgs b = g;
+    b.m = i1 - i0, b.n = i1;
+    b.a = g.a + i0 * g.a_rs;
+    b.c = g.c + i0 * g.ldc;
+    SmallGemm(b);
+  }
+}
+
 // out (n × n, row-major) = Σ_c x_ic y_jc exp(γ_ic − γ_jc) for j < i (strict) or j ≤ i; zero
 // above. g holds the cumulative log decays (n × gd with gd ∈ {0, 1, dk}).
 void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const float* g,
@@ -111,7 +139,7 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
     a.a = x, a.a_rs = dk, a.a_cs = 1;
     a.b = ws.kt.data(), a.ldb = n;
     a.c = out, a.ldc = n;
-    SmallGemm(a);
+    LowerTriangularCGemm(a);
     for (int64_t i = 0; i < n; ++i) {
       float* row = out + i * n;
       const int64_t last = strict ? i : i + 1;
@@ -232,11 +260,11 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     a.a = t, a.a_rs = n, a.a_cs = 1;
     a.b = ws.bv.data(), a.ldb = dv;
     a.c = u, a.ldc = dv;
-    SmallGemm(a);
+    LowerTriangularAGemm(a);
     a.n = dk;  // W = T bk
     a.b = ws.bk.data(), a.ldb = dk;
     a.c = ws.w.data(), a.ldc = dk;
-    SmallGemm(a);
+    LowerTriangularAGemm(a);
     a = GemmArgs{};  // U −= W S₀
     a.m = n, a.n = dv, a.k = dk, a.alpha = -1.0f;
     a.a = ws.w.data(), a.a_rs = dk, a.a_cs = 1;
@@ -259,11 +287,11 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   a.b = s, a.ldb = dv;
   a.c = orow, a.ldc = out.stride[2];
   SmallGemm(a);
-  a.k = n;
+  a.m = n, a.k = n;
   a.a = ws.p.data(), a.a_rs = n;
   a.b = u, a.ldb = dv;
   a.accumulate = true;
-  SmallGemm(a);
+  LowerTriangularAGemm(a);
   // S_n = diag(Γ_n) S₀ + (K ⊙ exp(γ_n − γ))ᵀ U.
   if (gd > 0) {
     const float* gn = ws.g.data() + (n - 1) * gd;
@@ -322,11 +350,19 @@ double GatedDeltaFlops(int64_t batch, int64_t num_heads_v, int64_t seqlen, int64
   const bool chunked = o.algorithm == DeltaAlgorithm::kChunked ||
                        (o.algorithm == DeltaAlgorithm::kAuto && seqlen > o.chunk_size / 4);
   if (!chunked) return 2.0 * tokens * (o.delta_rule ? 3.0 : 2.0) * dk * dv;
-  const double c = static_cast<double>(std::min(o.chunk_size, seqlen));
-  // Per token: Q S₀ and the state update (2 dk dv), P (c dk) and P U (c dv); with the delta rule
-  // also W S₀ (dk dv), K Kᵀ (c dk), T (c²/6), T V and T K (c dv + c dk).
-  double per_token = 2 * dk * dv + c * dk + c * dv;
-  if (o.delta_rule) per_token += dk * dv + c * dk + c * c / 6 + c * (dk + dv);
+  const int64_t ci = std::min(o.chunk_size, seqlen);
+  const double c = static_cast<double>(ci);
+  // The chunk-local products run over the lower-triangular row blocks only: for each block of
+  // kTriBlock rows, the columns below its end. tri = that area / c (per token).
+  double area = 0;
+  for (int64_t i0 = 0; i0 < ci; i0 += kTriBlock) {
+    area += static_cast<double>(std::min(ci, i0 + kTriBlock) * (std::min(ci, i0 + kTriBlock) - i0));
+  }
+  const double tri = area / c;
+  // Per token: Q S₀ and the state update (2 dk dv), P (tri dk) and P U (tri dv); with the delta
+  // rule also W S₀ (dk dv), K Kᵀ (tri dk), T (c²/6), T V and T K (tri (dv + dk)).
+  double per_token = 2 * dk * dv + tri * dk + tri * dv;
+  if (o.delta_rule) per_token += dk * dv + tri * dk + c * c / 6 + tri * (dk + dv);
   (void)per_channel_decay;  // same GEMM work; KDA adds exponentials, not multiply-adds
   return 2.0 * tokens * per_token;
 }

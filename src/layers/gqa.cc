@@ -67,29 +67,20 @@ size_t GqaWeights::bytes() const {
 
 GqaWeights GqaWeights::Random(const GqaConfig& c, uint64_t seed) {
   c.Validate();
+  const uint64_t s = seed * 131;
   GqaWeights w;
-  auto mat = [&](Matrix& m, int64_t r, int64_t cols, uint64_t salt) {
-    m = Matrix(r, cols);
-    FillUniform(m.data.data(), m.data.size(), InitScale(r), seed * 131 + salt);
-  };
-  mat(w.w_q, c.hidden, c.num_heads_q * c.head_dim, 1);
-  mat(w.w_k, c.hidden, c.num_heads_kv * c.head_dim, 2);
-  mat(w.w_v, c.hidden, c.num_heads_kv * c.dv(), 3);
-  mat(w.w_o, c.num_heads_q * c.dv(), c.hidden, 4);
-  if (c.output_gate) mat(w.w_gate, c.hidden, c.num_heads_q * c.dv(), 5);
+  w.w_q = RandomMatrix(c.hidden, c.num_heads_q * c.head_dim, s + 1);
+  w.w_k = RandomMatrix(c.hidden, c.num_heads_kv * c.head_dim, s + 2);
+  w.w_v = RandomMatrix(c.hidden, c.num_heads_kv * c.dv(), s + 3);
+  w.w_o = RandomMatrix(c.num_heads_q * c.dv(), c.hidden, s + 4);
+  if (c.output_gate) w.w_gate = RandomMatrix(c.hidden, c.num_heads_q * c.dv(), s + 5);
   if (c.qk_norm) {
-    w.q_norm.resize(static_cast<size_t>(c.head_dim));
-    w.k_norm.resize(static_cast<size_t>(c.head_dim));
-    FillUniform(w.q_norm.data(), w.q_norm.size(), 0.2f, seed * 131 + 6);
-    FillUniform(w.k_norm.data(), w.k_norm.size(), 0.2f, seed * 131 + 7);
-    if (!c.qk_norm_zero_centred) {
-      for (float& v : w.q_norm) v += 1.0f;
-      for (float& v : w.k_norm) v += 1.0f;
-    }
+    w.q_norm = RandomNormWeight(c.head_dim, s + 6, c.qk_norm_zero_centred);
+    w.k_norm = RandomNormWeight(c.head_dim, s + 7, c.qk_norm_zero_centred);
   }
   if (c.sinks) {
     w.sinks.resize(static_cast<size_t>(c.num_heads_q));
-    FillUniform(w.sinks.data(), w.sinks.size(), 1.0f, seed * 131 + 8);
+    FillUniform(w.sinks.data(), w.sinks.size(), 1.0f, s + 8);
   }
   return w;
 }

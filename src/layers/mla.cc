@@ -87,30 +87,22 @@ size_t MlaWeights::bytes() const {
 
 MlaWeights MlaWeights::Random(const MlaConfig& c, uint64_t seed) {
   c.Validate();
-  MlaWeights w;
-  auto mat = [&](Matrix& m, int64_t r, int64_t cols, uint64_t salt) {
-    m = Matrix(r, cols);
-    FillUniform(m.data.data(), m.data.size(), InitScale(r), seed * 131 + salt);
-  };
-  auto norm = [&](std::vector<float>& v, int64_t n, uint64_t salt) {
-    v.resize(static_cast<size_t>(n));
-    FillUniform(v.data(), v.size(), 0.2f, seed * 131 + salt);
-    for (float& x : v) x += 1.0f;
-  };
+  const uint64_t s = seed * 131;
   const int64_t h = c.num_heads;
+  MlaWeights w;
   if (c.q_lora_rank > 0) {
-    mat(w.w_dq, c.hidden, c.q_lora_rank, 1);
-    norm(w.q_norm, c.q_lora_rank, 2);
-    mat(w.w_uq, c.q_lora_rank, h * c.qk_head_dim(), 3);
+    w.w_dq = RandomMatrix(c.hidden, c.q_lora_rank, s + 1);
+    w.q_norm = RandomNormWeight(c.q_lora_rank, s + 2);
+    w.w_uq = RandomMatrix(c.q_lora_rank, h * c.qk_head_dim(), s + 3);
   } else {
-    mat(w.w_uq, c.hidden, h * c.qk_head_dim(), 3);
+    w.w_uq = RandomMatrix(c.hidden, h * c.qk_head_dim(), s + 3);
   }
-  mat(w.w_dkv, c.hidden, c.kv_lora_rank, 4);
-  norm(w.kv_norm, c.kv_lora_rank, 5);
-  mat(w.w_kr, c.hidden, c.qk_rope_head_dim, 6);
-  mat(w.w_uk, c.kv_lora_rank, h * c.qk_nope_head_dim, 7);
-  mat(w.w_uv, c.kv_lora_rank, h * c.v_head_dim, 8);
-  mat(w.w_o, h * c.v_head_dim, c.hidden, 9);
+  w.w_dkv = RandomMatrix(c.hidden, c.kv_lora_rank, s + 4);
+  w.kv_norm = RandomNormWeight(c.kv_lora_rank, s + 5);
+  w.w_kr = RandomMatrix(c.hidden, c.qk_rope_head_dim, s + 6);
+  w.w_uk = RandomMatrix(c.kv_lora_rank, h * c.qk_nope_head_dim, s + 7);
+  w.w_uv = RandomMatrix(c.kv_lora_rank, h * c.v_head_dim, s + 8);
+  w.w_o = RandomMatrix(h * c.v_head_dim, c.hidden, s + 9);
   return w;
 }
 

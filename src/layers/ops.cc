@@ -35,6 +35,21 @@ void FillUniform(float* data, size_t n, float scale, uint64_t seed) {
   }
 }
 
+Matrix RandomMatrix(int64_t rows, int64_t cols, uint64_t seed) {
+  Matrix m(rows, cols);
+  FillUniform(m.data.data(), m.data.size(), InitScale(rows), seed);
+  return m;
+}
+
+std::vector<float> RandomNormWeight(int64_t n, uint64_t seed, bool zero_centred) {
+  std::vector<float> v(static_cast<size_t>(n));
+  FillUniform(v.data(), v.size(), 0.2f, seed);
+  if (!zero_centred) {
+    for (float& x : v) x += 1.0f;
+  }
+  return v;
+}
+
 void Linear(const float* x, int64_t rows, const Matrix& w, float* y, int64_t ldx, int64_t ldy) {
   Require(!w.empty(), "Linear: weight is empty");
   if (rows == 0) return;

@@ -580,6 +580,10 @@ MaskPtr BlockBitmapMask(int64_t block_q, int64_t block_kv, int64_t num_blocks_q,
 
 MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_t k_start) {
   CheckView(indices, "SelectionMask", "indices");
+  Require(indices.batch() == 1 && indices.heads() == 1,
+          "SelectionMask: indices must be [1, 1, seqlen_q, top_k] (one mask serves every batch "
+          "and head), got ",
+          indices.ShapeString());
   std::vector<std::vector<int64_t>> rows(static_cast<size_t>(indices.tokens()));
   for (int64_t i = 0; i < indices.tokens(); ++i) {
     const int32_t* r = indices.row(0, 0, i);
@@ -620,16 +624,19 @@ PatternSpec DefaultPatternSpec(const PatternSpec& in) {
           "' (known: causal, window, chunked, strided, fixed, longformer, bigbird)");
   Require(s.seqlen >= 1, "pattern ", s.name, ": seqlen must be >= 1, got ", s.seqlen);
   constexpr int64_t kUnset = PatternSpec::kPatternDefault;
+  // Block size of the block patterns for large seqlen: a multiple of the dense kernel's query
+  // tiles (64 rows, 128 for MHA) so that a tile never straddles two pattern blocks.
+  constexpr int64_t kLargeBlock = 128;
   const int64_t n = s.seqlen;
   const bool large = n > 512;
   // Small sequences (pictures) use token-level patterns; large ones the block forms the kernels
   // run at tile granularity (block 64 = the dense kernel's tile).
   if (s.name == "strided") {
-    if (s.block == kUnset) s.block = large ? 64 : 1;
+    if (s.block == kUnset) s.block = large ? kLargeBlock : 1;
     RequirePositive(s.block, "block", s.name);
     if (s.stride == kUnset) s.stride = std::max<int64_t>(1, RoundSqrt((n + s.block - 1) / s.block));
   } else if (s.name == "fixed") {
-    const int64_t tile = large ? 64 : 1;
+    const int64_t tile = large ? kLargeBlock : 1;
     if (s.block == kUnset) s.block = tile * std::max<int64_t>(2, RoundSqrt((n + tile - 1) / tile));
     RequirePositive(s.block, "block", s.name);
     if (s.summary == kUnset)
@@ -642,7 +649,7 @@ PatternSpec DefaultPatternSpec(const PatternSpec& in) {
     if (s.dilated_window == kUnset) s.dilated_window = std::max<int64_t>(1, s.window / 2);
     if (s.globals.empty()) s.globals = {0};
   } else if (s.name == "bigbird") {
-    if (s.block == kUnset) s.block = large ? 64 : std::max<int64_t>(1, n / 16);
+    if (s.block == kUnset) s.block = large ? kLargeBlock : std::max<int64_t>(1, n / 16);
     if (s.window_blocks == kUnset) s.window_blocks = 1;
     if (s.global_blocks == kUnset) s.global_blocks = 2;  // BigBird-ITC: 3-block window,
     if (s.random_blocks == kUnset) s.random_blocks = 3;  // 2 global and 3 random blocks

@@ -80,8 +80,13 @@ int RunBenchBlocks(const std::vector<std::string>& args) {
   o.seed = static_cast<uint64_t>(p.GetInt("seed"));
   o.include_naive = !p.Flag("no-naive");
   const bool json = p.Flag("json");
-  const auto res = bench::RunBlocksBench(
-      o, [](const std::string& line) { std::cerr << "bench blocks: " << line << std::endl; });
+  if (p.Flag("quiet")) SetProgressQuiet(true);
+  Progress bar("bench blocks", 0);
+  const auto res = bench::RunBlocksBench(o, [&bar](const std::string& line) {
+    bar.SetNote(line);
+    bar.Advance();
+  });
+  bar.Finish();
   const auto& c = res.ceilings;
   if (json) {
     for (const auto& r : res.rows) std::cout << RowJson(r, c).dump() << "\n";

@@ -37,6 +37,10 @@ void CheckVector(const char* owner, const char* name, const std::vector<float>& 
 void FillUniform(float* data, size_t n, float scale, uint64_t seed);
 // 1 / sqrt(fan_in): keeps activations O(1) through a random projection.
 inline float InitScale(int64_t fan_in) { return 1.0f / std::sqrt(static_cast<float>(fan_in)); }
+// A [rows, cols] projection ~ U(±InitScale(rows)), deterministic in seed.
+Matrix RandomMatrix(int64_t rows, int64_t cols, uint64_t seed);
+// A norm gain of n values ~ 1 + U(±0.2) (or U(±0.2) when zero_centred: applied as 1 + w).
+std::vector<float> RandomNormWeight(int64_t n, uint64_t seed, bool zero_centred = false);
 
 // y [rows, w.cols] = x [rows, w.rows] · w (row-major; ldx/ldy are row strides in elements,
 // 0 → dense). Uses OpenBLAS sgemm; call only outside OpenMP parallel regions.

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attnkit/core/tensor.h"
@@ -81,6 +82,9 @@ TileCounts CountTiles(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv, int
 // naming the field). Names: causal, window, chunked, strided, fixed, longformer, bigbird.
 struct PatternSpec {
   static constexpr int64_t kPatternDefault = std::numeric_limits<int64_t>::min();
+  PatternSpec() = default;
+  PatternSpec(std::string pattern_name, int64_t pattern_seqlen)
+      : name(std::move(pattern_name)), seqlen(pattern_seqlen) {}
   std::string name;
   int64_t seqlen = 0;
   int64_t block = kPatternDefault;           // strided/bigbird block; fixed: its block l
