@@ -52,10 +52,12 @@ bool ModelStripFigure(const std::string& name, const std::string& figure_id, Fig
     figure->kind = Figure::Kind::kDiagram;
     figure->id = figure_id;
     figure->title = c.name + ": " + c.Summary();
-    figure->caption = "The layer stack of " + c.name + " as its config.json declares it, one cell per layer.";
+    figure->caption =
+        "The layer stack of " + c.name + " as its config.json declares it, one cell per layer.";
     figure->provenance = Provenance::kConfig;
     figure->source = "models::LoadModel(\"" + c.name + "\").layers (" + c.source + ")";
-    figure->svg = LayerStripDiagram(cells, c.name + " — " + std::to_string(c.layers.size()) + " layers");
+    figure->svg =
+        LayerStripDiagram(cells, c.name + " — " + std::to_string(c.layers.size()) + " layers");
     return true;
   }
   return false;

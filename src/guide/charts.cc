@@ -144,7 +144,10 @@ std::string LineChart(const LineChartSpec& s) {
         "datum.value >= 1048576 ? format(datum.value / 1048576, '~g') + 'M' : datum.value >= 1024 "
         "? format(datum.value / 1024, '~g') + 'k' : format(datum.value, ',d')";
   }
-  json x_enc = {{"field", "x"}, {"type", "quantitative"}, {"title", x_title}, {"scale", x_scale},
+  json x_enc = {{"field", "x"},
+                {"type", "quantitative"},
+                {"title", x_title},
+                {"scale", x_scale},
                 {"axis", x_axis}};
   json y_enc = {{"field", "y"}, {"type", "quantitative"}, {"title", y_title}, {"scale", y_scale}};
   json spec = Base(s.title, s.subtitle);
@@ -216,6 +219,44 @@ std::string GroupedBarChart(const BarChartSpec& s) {
                                                 {"type", "quantitative"},
                                                 {"title", s.y_title},
                                                 {"format", s.y_format}}})}};
+  return spec.dump();
+}
+
+std::string HeatmapChart(const HeatmapSpec& s) {
+  Require(!s.cells.empty(), "HeatmapChart: no cells in '", s.title, "'");
+  Require(s.statuses.size() == s.colors.size(), "HeatmapChart: ", s.statuses.size(),
+          " statuses but ", s.colors.size(), " colours");
+  json values = json::array();
+  std::vector<std::string> rows, columns;
+  for (const auto& c : s.cells) {
+    values.push_back(
+        {{"row", c.row}, {"column", c.column}, {"status", c.status}, {"detail", c.detail}});
+    if (std::find(rows.begin(), rows.end(), c.row) == rows.end()) rows.push_back(c.row);
+    if (std::find(columns.begin(), columns.end(), c.column) == columns.end())
+      columns.push_back(c.column);
+  }
+  json spec = Base(s.title, s.subtitle);
+  spec["width"] = std::max<int>(300, static_cast<int>(columns.size()) * 26);
+  spec["height"] = std::max<int>(120, static_cast<int>(rows.size()) * 24);
+  spec["data"] = {{"values", values}};
+  spec["mark"] = {{"type", "rect"}, {"stroke", "#ffffff"}, {"strokeWidth", 1}};
+  spec["encoding"] = {
+      {"x",
+       {{"field", "column"},
+        {"type", "ordinal"},
+        {"title", s.x_title},
+        {"sort", columns},
+        {"axis", {{"labelAngle", 0}}}}},
+      {"y", {{"field", "row"}, {"type", "nominal"}, {"title", s.y_title}, {"sort", rows}}},
+      {"color",
+       {{"field", "status"},
+        {"type", "nominal"},
+        {"title", s.status_title},
+        {"scale", {{"domain", s.statuses}, {"range", s.colors}}}}},
+      {"tooltip", json::array({{{"field", "row"}, {"title", s.y_title}},
+                               {{"field", "column"}, {"title", s.x_title}},
+                               {{"field", "status"}, {"title", s.status_title}},
+                               {{"field", "detail"}, {"title", "measured"}}})}};
   return spec.dump();
 }
 

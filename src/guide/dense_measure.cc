@@ -92,6 +92,12 @@ std::vector<SweepPoint> DensePrefillSweep(Context& ctx, const std::string& key,
   return points;
 }
 
+std::vector<SweepPoint> SharedCausalSweep(Context& ctx) {
+  static const MaskPtr causal = CausalMask();
+  return DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", DenseShape{8, 2, 128},
+                           causal);
+}
+
 std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
                                          const std::string& label, const DenseShape& sh,
                                          int64_t window) {
@@ -159,12 +165,19 @@ double DenseErrorVsReference(const DenseShape& sh, int64_t n, const MaskPtr& mas
   DenseForward(q.view(), k.view(), v.view(), o.view(), opt);
   opt.backend = Backend::kReference;
   DenseForward(q.view(), k.view(), v.view(), r.view(), opt);
-  double max_diff = 0, max_ref = 0;
-  for (int64_t i = 0; i < o.numel(); ++i) {
-    max_diff = std::max(max_diff, static_cast<double>(std::abs(o.data()[i] - r.data()[i])));
-    max_ref = std::max(max_ref, static_cast<double>(std::abs(r.data()[i])));
+  return RelativeError(o, r);
+}
+
+double RelativeError(const Tensor<float>& a, const Tensor<float>& b) {
+  Require(a.numel() == b.numel(), "RelativeError: sizes differ (", a.numel(), " vs ", b.numel(),
+          ")");
+  double diff = 0, ref = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = static_cast<double>(a.data()[i]) - b.data()[i];
+    diff += d * d;
+    ref += static_cast<double>(b.data()[i]) * b.data()[i];
   }
-  return max_diff / (max_ref + 1e-30);
+  return std::sqrt(diff / (ref + 1e-300));
 }
 
 }  // namespace attnkit::guide::detail

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/core/tensor.h"
 #include "attnkit/guide/measure.h"
 #include "attnkit/masks/mask.h"
 #include "guide/sections.h"
@@ -31,6 +32,10 @@ std::vector<SweepPoint> DensePrefillSweep(Context& ctx, const std::string& key,
                                           const std::string& label, const DenseShape& shape,
                                           const MaskPtr& mask);
 
+// The causal prefill sweep of 8 query heads over 2 KV heads (head_dim 128) that the sections
+// comparing a variant with exact attention share (measured once per run).
+std::vector<SweepPoint> SharedCausalSweep(Context& ctx);
+
 // Decode sweep: 1 new token over a KV cache of `context` tokens (contiguous when window == 0,
 // else a ring buffer of that window), context over the config's decode range. Memoised by key.
 std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
@@ -40,6 +45,10 @@ std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
 // Relative max error of the fast kernel against ref::DenseForward (double accumulation) on one
 // random input of seqlen tokens with the given mask.
 double DenseErrorVsReference(const DenseShape& shape, int64_t seqlen, const MaskPtr& mask);
+
+// Relative error ‖a − b‖ / ‖b‖ over all elements (Frobenius norms), the metric of every "error
+// against exact" figure in the guide.
+double RelativeError(const Tensor<float>& a, const Tensor<float>& b);
 
 // Planned steps of the two sweeps for a config (for the progress bar).
 int64_t PrefillSteps(const SweepConfig& config);

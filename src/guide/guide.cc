@@ -112,13 +112,14 @@ std::vector<SectionInfo> AvailableSections() {
 
 GuidePlan PlanGuide(const GuideOptions& o) {
   Require(o.max_seqlen >= 0, "PlanGuide: --max-seqlen must be positive, got ", o.max_seqlen);
-  Require(o.max_seqlen <= (int64_t{1} << 40), "PlanGuide: --max-seqlen must be at most 1T tokens, got ",
-          o.max_seqlen);
-  Require(o.max_seqlen == 0 || o.max_seqlen >= 16, "PlanGuide: --max-seqlen must be at least 16, got ",
-          o.max_seqlen);
-  Require(ChartLibraryEmbedded(),
-          "PlanGuide: the chart library (vega, vega-lite, vega-embed) was not embedded at build time; "
-          "run scripts/setup.sh (npm ci in guide/web) and rebuild");
+  Require(o.max_seqlen <= (int64_t{1} << 40),
+          "PlanGuide: --max-seqlen must be at most 1T tokens, got ", o.max_seqlen);
+  Require(o.max_seqlen == 0 || o.max_seqlen >= 16,
+          "PlanGuide: --max-seqlen must be at least 16, got ", o.max_seqlen);
+  Require(
+      ChartLibraryEmbedded(),
+      "PlanGuide: the chart library (vega, vega-lite, vega-embed) was not embedded at build time; "
+      "run scripts/setup.sh (npm ci in guide/web) and rebuild");
   GuidePlan plan;
   const auto selected = Selected(o);
   const detail::SweepConfig config =

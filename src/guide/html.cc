@@ -151,9 +151,10 @@ const char* ProvenanceName(Provenance p) {
 bool ChartLibraryEmbedded() { return detail::EmbeddedAssets().size() == 3; }
 
 std::string RenderHtml(const GuidePage& page) {
-  Require(ChartLibraryEmbedded(),
-          "RenderHtml: the chart library (vega, vega-lite, vega-embed) was not embedded at build time; "
-          "run scripts/setup.sh (npm ci in guide/web) and rebuild");
+  Require(
+      ChartLibraryEmbedded(),
+      "RenderHtml: the chart library (vega, vega-lite, vega-embed) was not embedded at build time; "
+      "run scripts/setup.sh (npm ci in guide/web) and rebuild");
   const MachineFacts& m = page.machine;
   std::string h;
   h.reserve(2 << 20);

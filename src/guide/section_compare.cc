@@ -16,15 +16,25 @@ namespace {
 // Cache bars of real models at 8k / 32k / 128k, their per-token table and a few model cards, all
 // computed from the catalogue's configs by the cost model (models/cost.h).
 void AddCatalogueFigures(Section& sec) {
-  const char* kModels[] = {"gpt2-xl",          "llama-2-70b",       "llama-3.1-8b",
-                           "llama-3.1-70b",    "qwen3-32b",         "mistral-7b-v0.1",
-                           "gemma-3-27b",      "gpt-oss-120b",      "deepseek-v3",
-                           "deepseek-v3.2-exp", "kimi-k2",          "qwen3-next-80b-a3b",
-                           "kimi-linear-48b-a3b", "minimax-text-01"};
+  const char* kModels[] = {"gpt2-xl",
+                           "llama-2-70b",
+                           "llama-3.1-8b",
+                           "llama-3.1-70b",
+                           "qwen3-32b",
+                           "mistral-7b-v0.1",
+                           "gemma-3-27b",
+                           "gpt-oss-120b",
+                           "deepseek-v3",
+                           "deepseek-v3.2-exp",
+                           "kimi-k2",
+                           "qwen3-next-80b-a3b",
+                           "kimi-linear-48b-a3b",
+                           "minimax-text-01"};
   const int64_t kContexts[] = {8192, 32768, 131072};
   BarChartSpec bars;
   bars.title = "Cache memory per sequence of real models at 8k, 32k and 128k tokens";
-  bars.subtitle = "KV cache (bf16) + DSA indexer keys + recurrent/conv state (f32), batch 1, all layers";
+  bars.subtitle =
+      "KV cache (bf16) + DSA indexer keys + recurrent/conv state (f32), batch 1, all layers";
   bars.x_title = "model";
   bars.y_title = "cache per sequence (GB, 10^9 bytes)";
   bars.group_title = "context";
@@ -34,8 +44,12 @@ void AddCatalogueFigures(Section& sec) {
   t.title = "What each model keeps per token (all layers)";
   t.provenance = Provenance::kConfig;
   t.source = "models::Cost over the catalogue's configs (bf16 cache, f32 state)";
-  t.header = {"model", "layers", "KV bytes / token", "indexer bytes / token",
-              "fixed state bytes", "cache at 128k (GB)"};
+  t.header = {"model",
+              "layers",
+              "KV bytes / token",
+              "indexer bytes / token",
+              "fixed state bytes",
+              "cache at 128k (GB)"};
   for (const char* name : kModels) {
     const models::ModelConfig* config = nullptr;
     for (const auto& c : CatalogueConfigs()) {
@@ -47,10 +61,12 @@ void AddCatalogueFigures(Section& sec) {
       models::CostQuery q;
       q.context = ctxlen;
       const models::CostReport r = models::Cost(*config, q);
-      bars.bars.push_back({config->name, FormatTokens(ctxlen), static_cast<double>(r.total_bytes) / 1e9});
+      bars.bars.push_back(
+          {config->name, FormatTokens(ctxlen), static_cast<double>(r.total_bytes) / 1e9});
       at128k = r;
     }
-    t.rows.push_back({config->name, config->Summary(), Fmt("%.0f", static_cast<double>(at128k.kv_bytes_per_token)),
+    t.rows.push_back({config->name, config->Summary(),
+                      Fmt("%.0f", static_cast<double>(at128k.kv_bytes_per_token)),
                       Fmt("%.0f", static_cast<double>(at128k.indexer_bytes_per_token)),
                       Fmt("%.0f", static_cast<double>(at128k.state_bytes)),
                       Fmt("%.2f", static_cast<double>(at128k.total_bytes) / 1e9)});
@@ -60,16 +76,18 @@ void AddCatalogueFigures(Section& sec) {
     f.kind = Figure::Kind::kChart;
     f.id = "compare-model-cache";
     f.title = "Cache of real models at 8k / 32k / 128k context";
-    f.caption = "Sliding windows cap a layer's cache, MLA compresses it to a latent, hybrid models "
-                "replace most layers with a fixed-size state: the spread at 128k is two orders of "
-                "magnitude.";
+    f.caption =
+        "Sliding windows cap a layer's cache, MLA compresses it to a latent, hybrid models "
+        "replace most layers with a fixed-size state: the spread at 128k is two orders of "
+        "magnitude.";
     f.provenance = Provenance::kConfig;
     f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
     f.vega_lite = GroupedBarChart(bars);
     sec.figures.push_back(f);
     sec.tables.push_back(t);
   }
-  for (const char* name : {"llama-3.1-8b", "gemma-3-27b", "deepseek-v3.2-exp", "qwen3-next-80b-a3b"}) {
+  for (const char* name :
+       {"llama-3.1-8b", "gemma-3-27b", "deepseek-v3.2-exp", "qwen3-next-80b-a3b"}) {
     for (const auto& c : CatalogueConfigs()) {
       if (c.name != name) continue;
       Figure card;
@@ -93,7 +111,8 @@ Section Build(Context& ctx) {
   sec.intro_html =
       "<p>One row per variant measured above. The slope is the fitted exponent of prefill time "
       "against sequence length on log-log axes (2 = quadratic, 1 = linear); the cache column is "
-      "what one layer keeps per token; the error column compares the fast kernel with exact "
+      "what one layer keeps per token; the error column (relative error ‖o − o<sub>exact</sub>‖ / "
+      "‖o<sub>exact</sub>‖) compares the fast kernel with exact "
       "attention computed by the double-precision reference on the same input (for exact "
       "variants it is rounding only).</p>";
   Table t;

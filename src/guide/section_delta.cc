@@ -22,7 +22,8 @@ constexpr int64_t kHeadsQk = 4, kHeadsV = 8, kDim = 128;
 
 struct DeltaInputs {
   Tensor<float> q, k, v, log_alpha, beta, out;
-  DeltaInputs(int64_t n, int64_t heads_qk, int64_t heads_v, int64_t d, bool per_channel, uint64_t seed)
+  DeltaInputs(int64_t n, int64_t heads_qk, int64_t heads_v, int64_t d, bool per_channel,
+              uint64_t seed)
       : q(1, heads_qk, n, d),
         k(1, heads_qk, n, d),
         v(1, heads_v, n, d),
@@ -35,7 +36,8 @@ struct DeltaInputs {
     FillUniform(log_alpha.data(), log_alpha.numel(), seed + 4);
     FillUniform(beta.data(), beta.numel(), seed + 5);
     // Decays in (e^-0.1, 1], write strengths in [0.25, 0.75]: typical trained-gate ranges.
-    for (int64_t i = 0; i < log_alpha.numel(); ++i) log_alpha.data()[i] = -0.05f * (1 + log_alpha.data()[i]);
+    for (int64_t i = 0; i < log_alpha.numel(); ++i)
+      log_alpha.data()[i] = -0.05f * (1 + log_alpha.data()[i]);
     for (int64_t i = 0; i < beta.numel(); ++i) beta.data()[i] = 0.5f + 0.25f * beta.data()[i];
   }
 };
@@ -45,7 +47,9 @@ int64_t DeltaLast(const SweepConfig& c) { return c.prefill_last * 4; }
 int64_t DecodeLast(const SweepConfig& c) {
   return std::min<int64_t>(c.decode_last, c.size == SweepSize::kFull ? 131072 : 16384);
 }
-int64_t DeltaBytes(int64_t n) { return n * kDim * (2 * kHeadsQk + 3 * kHeadsV) * 4 + n * kHeadsV * kDim * 4; }
+int64_t DeltaBytes(int64_t n) {
+  return n * kDim * (2 * kHeadsQk + 3 * kHeadsV) * 4 + n * kHeadsV * kDim * 4;
+}
 
 // Heatmaps of the state S (head 0, first 16 × 16 entries) after t tokens, read from the kernel's
 // state output.
@@ -53,8 +57,7 @@ std::string StateDiagram(bool per_channel) {
   const int64_t d = 16, show = 16;
   const int64_t steps[] = {1, 4, 16, 64};
   const double cell = 6, gap = 18, left = 10, top = 40;
-  SvgDoc doc(left + 4 * (show * cell + gap) + 10, top + show * cell + 54,
-             "State S after t tokens");
+  SvgDoc doc(left + 4 * (show * cell + gap) + 10, top + show * cell + 54, "State S after t tokens");
   doc.Text(left, 16,
            std::string(per_channel ? "KDA" : "Gated DeltaNet") +
                ": the state S (d_k × d_v) after t tokens, head 0",
@@ -72,7 +75,8 @@ std::string StateDiagram(bool per_channel) {
     GatedDeltaForward(view(in.q), view(in.k), view(in.v), view(in.log_alpha), view(in.beta),
                       view(in.out), state.view(), o);
     double max_abs = 1e-12;
-    for (int64_t j = 0; j < state.numel(); ++j) max_abs = std::max(max_abs, static_cast<double>(std::abs(state.data()[j])));
+    for (int64_t j = 0; j < state.numel(); ++j)
+      max_abs = std::max(max_abs, static_cast<double>(std::abs(state.data()[j])));
     const double x0 = left + static_cast<double>(i) * (show * cell + gap);
     for (int64_t r = 0; r < show; ++r) {
       for (int64_t c = 0; c < show; ++c) {
@@ -81,14 +85,19 @@ std::string StateDiagram(bool per_channel) {
         char fill[16];
         std::snprintf(fill, sizeof fill, s >= 0 ? "#%02x%02xff" : "#ff%02x%02x", shade, shade);
         doc.Rect(x0 + c * cell, top + r * cell, cell, cell, fill, "", 0,
-                 "S[" + std::to_string(r) + "][" + std::to_string(c) + "] = " + Fmt("%.4g", state.data()[r * d + c]));
+                 "S[" + std::to_string(r) + "][" + std::to_string(c) +
+                     "] = " + Fmt("%.4g", state.data()[r * d + c]));
       }
     }
     doc.Rect(x0, top, show * cell, show * cell, "none", "#888", 1);
-    doc.Text(x0 + show * cell / 2, top + show * cell + 16, "t = " + std::to_string(t), 11, "middle");
-    doc.Text(x0 + show * cell / 2, top + show * cell + 30, "max |S| " + Fmt("%.3g", max_abs), 10, "middle", "#555");
+    doc.Text(x0 + show * cell / 2, top + show * cell + 16, "t = " + std::to_string(t), 11,
+             "middle");
+    doc.Text(x0 + show * cell / 2, top + show * cell + 30, "max |S| " + Fmt("%.3g", max_abs), 10,
+             "middle", "#555");
   }
-  doc.Text(left, top + show * cell + 48, "blue > 0, red < 0, shade ∝ |S| / max |S|; rows: key dims, columns: value dims", 10, "start", "#555");
+  doc.Text(left, top + show * cell + 48,
+           "blue > 0, red < 0, shade ∝ |S| / max |S|; rows: key dims, columns: value dims", 10,
+           "start", "#555");
   return doc.Finish();
 }
 
@@ -125,30 +134,23 @@ Section Build(Context& ctx) {
     Figure f;
     f.id = per_channel ? "delta-state-kda" : "delta-state-gdn";
     f.title = per_channel ? "The state of Kimi Delta Attention" : "The state of Gated DeltaNet";
-    f.caption = "The memory the layer carries instead of a KV cache: the same fixed-size matrix "
-                "after 1 or 64 tokens, filled by the delta-rule writes.";
+    f.caption =
+        "The memory the layer carries instead of a KV cache: the same fixed-size matrix "
+        "after 1 or 64 tokens, filled by the delta-rule writes.";
     f.source = std::string("GatedDeltaForward on a seeded random input (d_k = d_v = 16, ") +
-               (per_channel ? "per-channel" : "scalar") + " decay), its state output after t tokens";
+               (per_channel ? "per-channel" : "scalar") +
+               " decay), its state output after t tokens";
     f.svg = StateDiagram(per_channel);
     sec.figures.push_back(f);
   }
 
   // Measured prefill: chunked GDN / KDA, token-by-token GDN, exact attention.
-  LineChartSpec tc;
-  tc.title = "Prefill time: chunk-wise delta rule against the recurrence and exact attention";
-  tc.subtitle = "batch 1, 4 q/k heads, 8 value heads, head_dim 128, f32, " +
-                std::to_string(c.threads) + " threads; exact: 8 q heads over 2 KV heads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
-  const MaskPtr causal = CausalMask();
-  const auto dense = DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", DenseShape{8, 2, 128}, causal);
-  Series ds{"exact causal (dense kernel)", {}, {}, true, 0};
-  for (const auto& p : dense) {
-    ds.x.push_back(static_cast<double>(p.seqlen));
-    ds.y.push_back(p.seconds * 1e3);
-  }
-  ds.fit_min_x = FitStart(ds.x, 1024);
+  LineChartSpec tc = SeqlenTimeChart(
+      "Prefill time: chunk-wise delta rule against the recurrence and exact attention",
+      "batch 1, 4 q/k heads, 8 value heads, head_dim 128, f32, " + std::to_string(c.threads) +
+          " threads; exact: 8 q heads over 2 KV heads");
+  const auto dense = SharedCausalSweep(ctx);
+  Series ds = TimeSeries("exact causal (dense kernel)", dense);
   tc.series.push_back(ds);
   struct Variant {
     const char* name;
@@ -156,9 +158,10 @@ Section Build(Context& ctx) {
     DeltaAlgorithm algorithm;
     int64_t last_div;  // the token-by-token form is slow: shorter sweep
   };
-  const Variant variants[] = {{"Gated DeltaNet, chunk-wise", false, DeltaAlgorithm::kChunked, 1},
-                              {"KDA, chunk-wise", true, DeltaAlgorithm::kChunked, 1},
-                              {"Gated DeltaNet, token by token", false, DeltaAlgorithm::kRecurrent, 4}};
+  const Variant variants[] = {
+      {"Gated DeltaNet, chunk-wise", false, DeltaAlgorithm::kChunked, 1},
+      {"KDA, chunk-wise", true, DeltaAlgorithm::kChunked, 1},
+      {"Gated DeltaNet, token by token", false, DeltaAlgorithm::kRecurrent, 4}};
   std::vector<std::vector<SweepPoint>> results;
   for (const auto& var : variants) {
     SweepOptions so;
@@ -183,8 +186,13 @@ Section Build(Context& ctx) {
       return p;
     };
     results.push_back(SeqlenSweep(
-        so, measure, [&](const SweepPoint& p) { ctx.Step(std::string(var.name) + " " + FormatTokens(p.seqlen)); },
-        [&](int64_t n) { ctx.Step(std::string(var.name) + " " + FormatTokens(n) + " skipped (time budget)"); }));
+        so, measure,
+        [&](const SweepPoint& p) {
+          ctx.Step(std::string(var.name) + " " + FormatTokens(p.seqlen));
+        },
+        [&](int64_t n) {
+          ctx.Step(std::string(var.name) + " " + FormatTokens(n) + " skipped (time budget)");
+        }));
     Series s{var.name, {}, {}, true, 0};
     for (const auto& p : results.back()) {
       s.x.push_back(static_cast<double>(p.seqlen));
@@ -193,16 +201,7 @@ Section Build(Context& ctx) {
     s.fit_min_x = FitStart(s.x, 1024);
     tc.series.push_back(s);
     if (var.algorithm == DeltaAlgorithm::kChunked) {
-      VariantSummary row;
-      row.variant = var.name;
-      row.section = sec.name;
-      const LogLogFit fit = FitLogLog(s.x, s.y, s.fit_min_x);
-      if (fit.points >= 2) row.time_slope = fit.slope;
-      if (!s.x.empty()) {
-        row.longest_seqlen = static_cast<int64_t>(s.x.back());
-        row.slope_range = FormatTokens(static_cast<int64_t>(s.fit_min_x > 0 ? s.fit_min_x : s.x.front())) +
-                          "–" + FormatTokens(row.longest_seqlen);
-      }
+      VariantSummary row = SummaryFromSeries(var.name, sec.name, s);
       row.bytes_note = "no per-token cache: fixed state of " +
                        FormatBytes(static_cast<double>(kHeadsV * kDim * kDim * 4)) + " per layer";
       ctx.variants().push_back(row);
@@ -213,8 +212,9 @@ Section Build(Context& ctx) {
   tf.kind = Figure::Kind::kChart;
   tf.id = "delta-prefill-time";
   tf.title = tc.title;
-  tf.caption = "Both forms are linear in the sequence (slope ≈ 1); the chunk-wise form turns the "
-               "per-token rank-1 updates into matrix products and is much faster.";
+  tf.caption =
+      "Both forms are linear in the sequence (slope ≈ 1); the chunk-wise form turns the "
+      "per-token rank-1 updates into matrix products and is much faster.";
   tf.provenance = Provenance::kMeasured;
   tf.source = "GatedDeltaForward (kChunked, chunk 64 / kRecurrent) and DenseForward, this run";
   tf.vega_lite = LineChart(tc);
@@ -238,7 +238,8 @@ Section Build(Context& ctx) {
   // Decode: one token after a prefill of `context` tokens, time flat in the context.
   LineChartSpec dc;
   dc.title = "Decode time per token against context: flat";
-  dc.subtitle = "Gated DeltaNet, 1 new token after a chunk-wise prefill of the context; state carried";
+  dc.subtitle =
+      "Gated DeltaNet, 1 new token after a chunk-wise prefill of the context; state carried";
   dc.x_title = "context (tokens)";
   dc.y_title = "time per token (ms)";
   dc.log_x = dc.log_y = 1;
@@ -268,11 +269,13 @@ Section Build(Context& ctx) {
   df.kind = Figure::Kind::kChart;
   df.id = "delta-decode-time";
   df.title = dc.title;
-  df.caption = "The state has the same size after 1k or 32k tokens, so each decode step costs the "
-               "same (slope ≈ 0), unlike a KV cache whose reads grow with the context.";
+  df.caption =
+      "The state has the same size after 1k or 32k tokens, so each decode step costs the "
+      "same (slope ≈ 0), unlike a KV cache whose reads grow with the context.";
   df.provenance = Provenance::kMeasured;
-  df.source = "GatedDeltaForward with seqlen 1 and the state left by a prefill of the context (the "
-              "timed step includes copying the state back), this run";
+  df.source =
+      "GatedDeltaForward with seqlen 1 and the state left by a prefill of the context (the "
+      "timed step includes copying the state back), this run";
   df.vega_lite = LineChart(dc);
   sec.figures.push_back(df);
   return sec;
@@ -288,9 +291,12 @@ SectionSpec DeltaSection() {
     int64_t decode = 0;
     for (int64_t n = c.decode_first; n <= DecodeLast(c); n *= 4) ++decode;
     return PrefillSteps(c) + 2 * SweepPlannedPoints(c.prefill_first, DeltaLast(c)) +
-           SweepPlannedPoints(c.prefill_first, std::max(c.prefill_first, DeltaLast(c) / 4)) + decode;
+           SweepPlannedPoints(c.prefill_first, std::max(c.prefill_first, DeltaLast(c) / 4)) +
+           decode;
   };
-  s.peak_bytes = [](const SweepConfig& c) { return std::max(DeltaBytes(DeltaLast(c)), DeltaBytes(DecodeLast(c))); };
+  s.peak_bytes = [](const SweepConfig& c) {
+    return std::max(DeltaBytes(DeltaLast(c)), DeltaBytes(DecodeLast(c)));
+  };
   s.build = Build;
   return s;
 }

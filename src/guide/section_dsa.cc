@@ -58,12 +58,7 @@ double DsaError(int64_t n, int64_t top_k, bool aligned) {
   DenseOptions opt;
   opt.mask = causal.get();
   DenseForward(p.q.view(), p.k.view(), p.v.view(), exact.view(), opt);
-  double diff = 0, ref = 0;
-  for (int64_t i = 0; i < o.numel(); ++i) {
-    diff = std::max(diff, static_cast<double>(std::abs(o.data()[i] - exact.data()[i])));
-    ref = std::max(ref, static_cast<double>(std::abs(exact.data()[i])));
-  }
-  return diff / (ref + 1e-30);
+  return RelativeError(o, exact);
 }
 
 Section Build(Context& ctx) {
@@ -90,8 +85,8 @@ Section Build(Context& ctx) {
     const models::LayerSpec* l = FirstLayer(cfg, models::LayerKind::kDsa);
     if (!l) return "";
     return std::to_string(cfg.Count(models::LayerKind::kDsa)) + " dsa layers, " +
-           std::to_string(l->index_num_heads) + " index heads × " + std::to_string(l->index_head_dim) +
-           ", top-" + std::to_string(l->index_topk);
+           std::to_string(l->index_num_heads) + " index heads × " +
+           std::to_string(l->index_head_dim) + ", top-" + std::to_string(l->index_topk);
   });
   sec.models_source = CatalogueSourceLine();
 
@@ -112,17 +107,18 @@ Section Build(Context& ctx) {
     Figure f;
     f.id = "dsa-selection";
     f.title = "Which keys each query attends to";
-    f.caption = "The first 8 queries see every earlier key; after that each row keeps the 8 keys "
-                "its indexer scored highest — a different set per query, unlike a fixed pattern.";
-    f.source = "DsaSelect(top_k 8) on a seeded random input (indexer aligned with the attention's "
-               "q, k), drawn through SelectionMask(indices) with Mask::FillTile";
+    f.caption =
+        "The first 8 queries see every earlier key; after that each row keeps the 8 keys "
+        "its indexer scored highest — a different set per query, unlike a fixed pattern.";
+    f.source =
+        "DsaSelect(top_k 8) on a seeded random input (indexer aligned with the attention's "
+        "q, k), drawn through SelectionMask(indices) with Mask::FillTile";
     f.svg = MaskDiagram(*sel, n, n, mo);
     sec.figures.push_back(f);
   }
 
   // Measured: indexer + attention time against seqlen, against full causal attention.
-  const MaskPtr causal = CausalMask();
-  const auto dense = DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
+  const auto dense = SharedCausalSweep(ctx);
   SweepOptions so;
   so.first = c.prefill_first;
   so.last = c.prefill_last;
@@ -131,7 +127,8 @@ Section Build(Context& ctx) {
   auto measure = [&](int64_t n) {
     SweepPoint p;
     p.seqlen = n;
-    Tensor<float> q(1, kShape.num_heads_q, n, kShape.head_dim), k(1, kShape.num_heads_kv, n, kShape.head_dim),
+    Tensor<float> q(1, kShape.num_heads_q, n, kShape.head_dim),
+        k(1, kShape.num_heads_kv, n, kShape.head_dim),
         v(1, kShape.num_heads_kv, n, kShape.head_dim), o(1, kShape.num_heads_q, n, kShape.head_dim);
     Tensor<float> qi(1, kIndexHeads, n, kIndexDim), w(1, 1, n, kIndexHeads), ki(1, 1, n, kIndexDim);
     FillUniform(q.data(), q.numel(), 1);
@@ -145,8 +142,12 @@ Section Build(Context& ctx) {
     io.num_threads = c.threads;
     GatherOptions go;
     go.num_threads = c.threads;
-    const double ti = MedianSeconds([&] { DsaSelect(qi.view(), w.view(), ki.view(), top_k, idx.view(), io); }, 1, 5, 0.2, false);
-    const double tg = MedianSeconds([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view(), go); }, 1, 5, 0.2, false);
+    const double ti =
+        MedianSeconds([&] { DsaSelect(qi.view(), w.view(), ki.view(), top_k, idx.view(), io); }, 1,
+                      5, 0.2, false);
+    const double tg = MedianSeconds(
+        [&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view(), go); }, 1, 5, 0.2,
+        false);
     index_ms.push_back(ti * 1e3);
     gather_ms.push_back(tg * 1e3);
     p.seconds = ti + tg;
@@ -155,20 +156,15 @@ Section Build(Context& ctx) {
   const auto pts = SeqlenSweep(
       so, measure, [&](const SweepPoint& p) { ctx.Step("DSA " + FormatTokens(p.seqlen)); },
       [&](int64_t n) { ctx.Step("DSA " + FormatTokens(n) + " skipped (time budget)"); });
-  LineChartSpec tc;
-  tc.title = "DSA prefill time: indexer + top-" + std::to_string(top_k) + " attention against full causal";
-  tc.subtitle = "batch 1, 8 q heads over 2 KV heads, head_dim 128; indexer " + std::to_string(kIndexHeads) +
-                " heads × " + std::to_string(kIndexDim) + (IndexerUsesAvx512Bf16() ? ", AVX-512 BF16" : ", f32 SIMD") +
-                "; " + std::to_string(c.threads) + " threads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
-  Series ds{"full causal", {}, {}, true, 0}, total{"DSA total", {}, {}, true, 0},
-      ind{"DSA indexer + top-k", {}, {}, true, 0}, att{"DSA attention over top-k", {}, {}, true, 0};
-  for (const auto& p : dense) {
-    ds.x.push_back(static_cast<double>(p.seqlen));
-    ds.y.push_back(p.seconds * 1e3);
-  }
+  LineChartSpec tc = SeqlenTimeChart(
+      "DSA prefill time: indexer + top-" + std::to_string(top_k) + " attention against full causal",
+      "batch 1, 8 q heads over 2 KV heads, head_dim 128; indexer " + std::to_string(kIndexHeads) +
+          " heads × " + std::to_string(kIndexDim) +
+          (IndexerUsesAvx512Bf16() ? ", AVX-512 BF16" : ", f32 SIMD") + "; " +
+          std::to_string(c.threads) + " threads");
+  Series ds = TimeSeries("full causal", dense);
+  Series total{"DSA total", {}, {}, true, 0}, ind{"DSA indexer + top-k", {}, {}, true, 0},
+      att{"DSA attention over top-k", {}, {}, true, 0};
   for (size_t i = 0; i < pts.size(); ++i) {
     const double x = static_cast<double>(pts[i].seqlen);
     total.x.push_back(x);
@@ -184,8 +180,9 @@ Section Build(Context& ctx) {
   tf.kind = Figure::Kind::kChart;
   tf.id = "dsa-prefill-time";
   tf.title = "DSA prefill time, split into indexer and attention";
-  tf.caption = "Once the sequence is several times k, the attention part grows linearly (k keys per "
-               "query) while the indexer stays quadratic but cheap.";
+  tf.caption =
+      "Once the sequence is several times k, the attention part grows linearly (k keys per "
+      "query) while the indexer stays quadratic but cheap.";
   tf.provenance = Provenance::kMeasured;
   tf.source = "DsaSelect and GatherForward timed separately; DenseForward(CausalMask); this run";
   tf.vega_lite = LineChart(tc);
@@ -194,10 +191,11 @@ Section Build(Context& ctx) {
   // Measured: error against exact causal attention as k grows.
   LineChartSpec ec;
   ec.title = "DSA error against exact causal attention as k grows";
-  ec.subtitle = "1024 tokens, 1 head, head_dim 64, q scaled ×3; aligned indexer = the attention's own "
-                "q·k, random = an untrained indexer";
+  ec.subtitle =
+      "1024 tokens, 1 head, head_dim 64, q scaled ×3; aligned indexer = the attention's own "
+      "q·k, random = an untrained indexer";
   ec.x_title = "top-k (keys per query)";
-  ec.y_title = "relative max error";
+  ec.y_title = "relative error ‖o − o_exact‖ / ‖o_exact‖";
   ec.log_x = 1;
   ec.log_y = 1;
   ec.token_axis = false;
@@ -216,24 +214,17 @@ Section Build(Context& ctx) {
   ef.kind = Figure::Kind::kChart;
   ef.id = "dsa-error";
   ef.title = ec.title;
-  ef.caption = "What top-k truncation costs depends on the indexer: one that ranks keys like the "
-               "attention does loses little, a random one loses much more. DSA trains its indexer "
-               "to match the attention's distribution.";
+  ef.caption =
+      "What top-k truncation costs depends on the indexer: one that ranks keys like the "
+      "attention does loses little, a random one loses much more. DSA trains its indexer "
+      "to match the attention's distribution.";
   ef.provenance = Provenance::kMeasured;
   ef.source = "GatherForward over DsaSelect's keys against DenseForward(CausalMask), same input";
   ef.vega_lite = LineChart(ec);
   sec.figures.push_back(ef);
 
-  VariantSummary row;
-  row.variant = "DSA top-" + std::to_string(top_k) + " (GQA 8q/2kv)";
-  row.section = sec.name;
-  const LogLogFit fit = FitLogLog(total.x, total.y, total.fit_min_x);
-  if (fit.points >= 2) row.time_slope = fit.slope;
-  if (!pts.empty()) {
-    row.longest_seqlen = pts.back().seqlen;
-    row.slope_range = FormatTokens(static_cast<int64_t>(total.fit_min_x > 0 ? total.fit_min_x : total.x.front())) +
-                      "–" + FormatTokens(row.longest_seqlen);
-  }
+  VariantSummary row =
+      SummaryFromSeries("DSA top-" + std::to_string(top_k) + " (GQA 8q/2kv)", sec.name, total);
   row.bytes_per_token = 2.0 * kShape.num_heads_kv * kShape.head_dim * 2 + kIndexDim * 2;
   row.bytes_note = "bf16 KV + bf16 indexer key per token, per layer";
   row.error_vs_exact = DsaError(n_err, std::min<int64_t>(top_k, n_err / 2), true);

@@ -119,13 +119,10 @@ Section Build(Context& ctx) {
   sec.figures.push_back(tiles);
 
   // Measured prefill: time and memory against seqlen.
-  LineChartSpec time_chart;
-  time_chart.title = "Causal prefill time against sequence length";
-  time_chart.subtitle = "batch 1, 8 query heads, head_dim 128, f32, " +
-                        std::to_string(ctx.config().threads) + " threads; dashed: log-log fit";
-  time_chart.x_title = "sequence length (tokens)";
-  time_chart.log_x = time_chart.log_y = 1;  // scaling plot: log-log
-  time_chart.y_title = "time (ms)";
+  LineChartSpec time_chart =
+      SeqlenTimeChart("Causal prefill time against sequence length",
+                      "batch 1, 8 query heads, head_dim 128, f32, " +
+                          std::to_string(ctx.config().threads) + " threads; dashed: log-log fit");
   LineChartSpec mem_chart = time_chart;
   mem_chart.title = "Peak memory of causal prefill against sequence length";
   mem_chart.subtitle =
@@ -151,17 +148,7 @@ Section Build(Context& ctx) {
     time_chart.series.push_back(ts);
     if (!ms.x.empty()) mem_chart.series.push_back(ms);
 
-    VariantSummary row;
-    row.variant = label;
-    row.section = sec.name;
-    const LogLogFit fit = FitLogLog(ts.x, ts.y, ts.fit_min_x);
-    if (fit.points >= 2) row.time_slope = fit.slope;
-    if (!pts.empty()) {
-      row.longest_seqlen = pts.back().seqlen;
-      row.slope_range =
-          FormatTokens(static_cast<int64_t>(ts.fit_min_x > 0 ? ts.fit_min_x : pts.front().seqlen)) +
-          "–" + FormatTokens(pts.back().seqlen);
-    }
+    VariantSummary row = SummaryFromSeries(label, sec.name, ts);
     row.bytes_per_token = CacheBytesPerToken<bf16>(v.prefill);
     row.bytes_note = "bf16 KvCache, per layer";
     row.error_vs_exact = DenseErrorVsReference(v.prefill, 200, causal);
@@ -215,11 +202,7 @@ Section Build(Context& ctx) {
   for (const auto& v : kVariants) {
     const std::string label = Label(v.name, v.decode);
     const auto pts = DenseDecodeSweep(ctx, "dense-decode-" + label, label, v.decode, 0);
-    Series s{label, {}, {}, true, 0};
-    for (const auto& p : pts) {
-      s.x.push_back(static_cast<double>(p.seqlen));
-      s.y.push_back(p.seconds * 1e3);
-    }
+    Series s = TimeSeries(label, pts);
     dec.series.push_back(s);
     const double f32_bpt = CacheBytesPerToken<float>(v.decode);
     std::vector<std::string> row = {

@@ -44,12 +44,13 @@ std::string LatentDiagram(const MlaConfig& c, const std::string& model) {
   SvgDoc doc(2 * panel + 30, 250, "MLA latent sharing");
   doc.Text(10, 16, "MLA (" + model + " dims): what the cache holds and who reads it", 13, "start",
            "#222", "bold");
-  const std::string latent = "c_kv " + std::to_string(c.kv_lora_rank) + " + k_rope " +
-                             std::to_string(c.qk_rope_head_dim);
+  const std::string latent =
+      "c_kv " + std::to_string(c.kv_lora_rank) + " + k_rope " + std::to_string(c.qk_rope_head_dim);
   for (int p = 0; p < 2; ++p) {
     const double x0 = 10 + p * (panel + 10);
     const bool naive = p == 0;
-    doc.Text(x0 + panel / 2, 38, naive ? "naive path" : "absorbed path", 12.5, "middle", "#222", "bold");
+    doc.Text(x0 + panel / 2, 38, naive ? "naive path" : "absorbed path", 12.5, "middle", "#222",
+             "bold");
     const double qy = 52, ky = 118, ly = 196;
     const double lw = panel - 40, lx = x0 + 20;
     for (int64_t h = 0; h < shown; ++h) {
@@ -58,7 +59,8 @@ std::string LatentDiagram(const MlaConfig& c, const std::string& model) {
         doc.Line(qx + box / 2, qy + box, qx + box / 2, ky, "#3b6fb6", 1.2);
         doc.Line(qx + box / 2, ky + box, lx + lw * (h + 0.5) / shown, ly, "#e08a2c", 1, "3 2");
         doc.Rect(qx, ky, box, box, "#e08a2c", "#e08a2c", 1,
-                 "head " + std::to_string(h) + ": k_nope = W_uk,h c_kv, v = W_uv,h c_kv, rebuilt every step");
+                 "head " + std::to_string(h) +
+                     ": k_nope = W_uk,h c_kv, v = W_uv,h c_kv, rebuilt every step");
       } else {
         doc.Line(qx + box / 2, qy + box, lx + lw * (h + 0.5) / shown, ly, "#3b6fb6", 1.2);
       }
@@ -67,8 +69,8 @@ std::string LatentDiagram(const MlaConfig& c, const std::string& model) {
     doc.Rect(lx, ly, lw, 20, "#4a9a5b", "", 0, "cached per token: " + latent);
     doc.Text(lx + lw / 2, ly + 14, latent + " (cached)", 11, "middle", "#fff", "bold");
     doc.Text(x0 + panel / 2, 242,
-             naive ? "per-head K, V materialised from the latent each step"
-                   : "multi-query attention over the latent: W_uk, W_uv folded into q and o",
+             naive ? "per-head K, V rebuilt from the latent each step"
+                   : "MQA over the latent (W_uk, W_uv folded into q, o)",
              10.5, "middle", "#444");
     if (naive) doc.Text(x0 + 4, ky + 12, "K,V", 10, "start", "#b06010");
   }
@@ -101,8 +103,8 @@ Section Build(Context& ctx) {
     const models::LayerSpec* l = FirstLayer(cfg, models::LayerKind::kMla);
     if (!l) l = FirstLayer(cfg, models::LayerKind::kDsa);
     if (!l) return "";
-    return "latent " + std::to_string(l->kv_lora_rank) + " + rope " + std::to_string(l->qk_rope_head_dim) +
-           ", " + std::to_string(l->num_heads_q) + " heads";
+    return "latent " + std::to_string(l->kv_lora_rank) + " + rope " +
+           std::to_string(l->qk_rope_head_dim) + ", " + std::to_string(l->num_heads_q) + " heads";
   });
   sec.models_source = CatalogueSourceLine();
 
@@ -123,9 +125,11 @@ Section Build(Context& ctx) {
   Figure dia;
   dia.id = "mla-latent";
   dia.title = "Who reads the latent cache";
-  dia.caption = "Only the green latent is cached. The naive path rebuilds orange per-head keys and "
-                "values from it at every step; the absorbed path lets all query heads read it "
-                "directly (12 heads drawn of " + std::to_string(drawn.num_heads) + ").";
+  dia.caption =
+      "Only the green latent is cached. The naive path rebuilds orange per-head keys and "
+      "values from it at every step; the absorbed path lets all query heads read it "
+      "directly (12 heads drawn of " +
+      std::to_string(drawn.num_heads) + ").";
   dia.provenance = drawn_name == "deepseek-v3" ? Provenance::kConfig : Provenance::kDrawn;
   dia.source = drawn_source;
   dia.svg = LatentDiagram(drawn, drawn_name);
@@ -140,7 +144,8 @@ Section Build(Context& ctx) {
   FillUniform(x.data(), x.numel(), 4);
   LineChartSpec dc;
   dc.title = "MLA decode time per token: naive against absorbed path";
-  dc.subtitle = cfg.Describe() + ", f32, " + std::to_string(c.threads) + " threads (weights included)";
+  dc.subtitle =
+      cfg.Describe() + ", f32, " + std::to_string(c.threads) + " threads (weights included)";
   dc.x_title = "cached context (tokens)";
   dc.y_title = "time per token (ms)";
   dc.log_x = dc.log_y = 1;
@@ -149,10 +154,11 @@ Section Build(Context& ctx) {
   t.title = "Cache per token and layer, and decode at the longest context";
   t.provenance = Provenance::kMeasured;
   t.source = "MlaBlock::CacheBytes() / tokens and decode timing of a real block, this run";
-  t.header = {"path", "cache bytes / token (f32)", "per-head K+V it replaces (f32)", "context",
-              "decode ms / token", "naive scratch per step"};
+  t.header = {"path",    "cache bytes / token (f32)", "per-head K+V it replaces (f32)",
+              "context", "decode ms / token",         "naive scratch per step"};
   const double latent_bpt = static_cast<double>(MlaCacheBytesPerToken(cfg));
-  const double mha_bpt = static_cast<double>(cfg.num_heads * (cfg.qk_head_dim() + cfg.v_head_dim) * 4);
+  const double mha_bpt =
+      static_cast<double>(cfg.num_heads * (cfg.qk_head_dim() + cfg.v_head_dim) * 4);
   for (MlaPath path : {MlaPath::kNaive, MlaPath::kAbsorbed}) {
     block.set_path(path);
     Series s{std::string(MlaPathName(path)) + " path", {}, {}, true, 0};
@@ -172,16 +178,18 @@ Section Build(Context& ctx) {
     }
     block.ReleaseScratch();
     dc.series.push_back(s);
-    t.rows.push_back({MlaPathName(path), Fmt("%.0f", latent_bpt), Fmt("%.0f", mha_bpt), FormatTokens(last_ctx),
-                      Fmt("%.3f", last_ms),
-                      path == MlaPath::kNaive ? FormatBytes(MlaBlock::NaiveScratchBytes(cfg, last_ctx)) : "—"});
+    t.rows.push_back(
+        {MlaPathName(path), Fmt("%.0f", latent_bpt), Fmt("%.0f", mha_bpt), FormatTokens(last_ctx),
+         Fmt("%.3f", last_ms),
+         path == MlaPath::kNaive ? FormatBytes(MlaBlock::NaiveScratchBytes(cfg, last_ctx)) : "—"});
   }
   Figure df;
   df.kind = Figure::Kind::kChart;
   df.id = "mla-decode-time";
   df.title = dc.title;
-  df.caption = "Both paths give the same outputs (tested); the naive one re-expands the latent for "
-               "every cached token at every step, so its time grows much faster with the context.";
+  df.caption =
+      "Both paths give the same outputs (tested); the naive one re-expands the latent for "
+      "every cached token at every step, so its time grows much faster with the context.";
   df.provenance = Provenance::kMeasured;
   df.source = "MlaBlock::Decode after FillCacheRandom(context), median of repeated steps, this run";
   df.vega_lite = LineChart(dc);
@@ -206,7 +214,9 @@ SectionSpec MlaSection() {
   SectionSpec s;
   s.name = "mla";
   s.title = "Multi-head latent attention";
-  s.steps = [](const SweepConfig& c) { return 2 * SweepPlannedPoints(c.decode_first, DecodeLast(c)); };
+  s.steps = [](const SweepConfig& c) {
+    return 2 * SweepPlannedPoints(c.decode_first, DecodeLast(c));
+  };
   s.peak_bytes = [](const SweepConfig& c) {
     const MlaConfig cfg = GuideMlaConfig(DecodeLast(c) + 64);
     return static_cast<int64_t>(MlaBlock::NaiveScratchBytes(cfg, DecodeLast(c) + 64)) +

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "attnkit/bench/sparse.h"
 #include "attnkit/guide/charts.h"
 #include "attnkit/guide/svg.h"
 #include "attnkit/masks/draw.h"
@@ -21,11 +22,13 @@ const char* kPatterns[] = {"strided", "fixed", "longformer", "bigbird"};
 
 std::string Describe(const PatternSpec& s) {
   const PatternSpec d = DefaultPatternSpec(s);
-  if (d.name == "strided") return "stride " + std::to_string(d.stride) + ", block " + std::to_string(d.block);
-  if (d.name == "fixed") return "block " + std::to_string(d.block) + ", summary " + std::to_string(d.summary);
+  if (d.name == "strided")
+    return "stride " + std::to_string(d.stride) + ", block " + std::to_string(d.block);
+  if (d.name == "fixed")
+    return "block " + std::to_string(d.block) + ", summary " + std::to_string(d.summary);
   if (d.name == "longformer") {
-    return "window " + std::to_string(d.window) + ", dilation " + std::to_string(d.dilation) + " × " +
-           std::to_string(d.dilated_window) + ", global token 0";
+    return "window " + std::to_string(d.window) + ", dilation " + std::to_string(d.dilation) +
+           " × " + std::to_string(d.dilated_window) + ", global token 0";
   }
   if (d.name == "bigbird") {
     return "block " + std::to_string(d.block) + ", window ±" + std::to_string(d.window_blocks) +
@@ -33,6 +36,58 @@ std::string Describe(const PatternSpec& s) {
            " random blocks (seed " + std::to_string(d.seed) + ")";
   }
   return d.name;
+}
+
+int64_t ProbeSeqlen(const SweepConfig& c) { return c.size == SweepSize::kSmoke ? 1024 : 4096; }
+
+// The retrieval probe (bench/sparse.h): a key planted at distance D from the last query; can each
+// method still find it?
+void AddRetrievalProbe(Context& ctx, Section& sec) {
+  bench::ProbeConfig pc;
+  pc.seqlen = ProbeSeqlen(ctx.config());
+  const bench::ProbeResult r = bench::RetrievalProbe(pc);
+  ctx.Step("retrieval probe");
+  HeatmapSpec h;
+  h.title = "Retrieval probe: can the last query still find a key planted D tokens back?";
+  h.subtitle = std::to_string(pc.seqlen) + " tokens, head_dim " + std::to_string(pc.head_dim) +
+               "; window " + std::to_string(pc.window) + ", DSA top-" + std::to_string(pc.top_k) +
+               "; retrieved = output cosine with the planted value > 0.9";
+  h.x_title = "distance D (tokens)";
+  h.y_title = "method";
+  h.status_title = "result";
+  h.statuses = {"retrieved", "visible, not retrieved", "not visible"};
+  h.colors = {"#4a9a5b", "#e0b040", "#d9d9d9"};
+  int64_t window_miss = 0;
+  for (const auto& row : r.rows) {
+    Cell c;
+    c.row = row.method;
+    c.column = FormatTokens(row.distance);
+    c.status = row.retrieved ? "retrieved" : row.visible ? "visible, not retrieved" : "not visible";
+    c.detail = "cosine " + Fmt("%.3f", row.cosine) +
+               (row.indexer_rank >= 0 ? ", indexer rank " + std::to_string(row.indexer_rank) : "") +
+               " — " + row.description;
+    if (row.method == "window" && !row.retrieved) ++window_miss;
+    h.cells.push_back(c);
+  }
+  Figure f;
+  f.kind = Figure::Kind::kChart;
+  f.id = "sparse-retrieval-probe";
+  f.title = "What each pattern can still see";
+  f.caption =
+      "Green: the output recovered the planted value; yellow: the key was visible but not "
+      "recovered; grey: the method never looks at that pair. A window can only see within "
+      "its window, a static pattern only where its fixed pairs reach, DSA wherever its "
+      "indexer ranks the planted key in its top-k. Hover a cell for the cosine.";
+  f.provenance = Provenance::kMeasured;
+  f.source =
+      "bench::RetrievalProbe (seeded, exact): DenseForward with each mask, DsaSelect + "
+      "GatherForward for DSA; this run";
+  f.vega_lite = HeatmapChart(h);
+  sec.figures.push_back(f);
+  sec.notes.push_back("Retrieval probe: the sliding window missed the planted key at " +
+                      std::to_string(window_miss) + " of the " +
+                      std::to_string(r.config.distances.size()) +
+                      " distances tried (its window is " + std::to_string(pc.window) + " tokens).");
 }
 
 Section Build(Context& ctx) {
@@ -73,7 +128,8 @@ Section Build(Context& ctx) {
     f.id = std::string("sparse-") + name;
     f.title = std::string("The ") + name + " pattern";
     f.caption = "Blue: pairs the pattern keeps; light orange: causal pairs it drops.";
-    f.source = "MakePattern({\"" + std::string(name) + "\", seqlen 64}) sampled with Mask::FillTile";
+    f.source =
+        "MakePattern({\"" + std::string(name) + "\", seqlen 64}) sampled with Mask::FillTile";
     f.svg = MaskDiagram(*mask, n_small, n_small, mo);
     sec.figures.push_back(f);
   }
@@ -85,8 +141,9 @@ Section Build(Context& ctx) {
     Figure f;
     f.id = "sparse-bigbird-4k";
     f.title = "BigBird at 4096 tokens, block 64";
-    f.caption = "At kernel scale the pattern is whole 64 × 64 tiles: the diagonal band, the global "
-                "first block and the seeded random blocks.";
+    f.caption =
+        "At kernel scale the pattern is whole 64 × 64 tiles: the diagonal band, the global "
+        "first block and the seeded random blocks.";
     f.source = "MaskSvg(SampleMask(MakePattern({\"bigbird\", 4096}), 4096, 4096)) (masks/draw.h)";
     f.svg = MaskSvg(SampleMask(mask.get(), 4096, 4096, 64), 360);
     sec.figures.push_back(f);
@@ -94,30 +151,23 @@ Section Build(Context& ctx) {
 
   // Measured: time against seqlen for each pattern, beside dense causal.
   const MaskPtr causal = CausalMask();
-  const auto dense = DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
-  LineChartSpec tc;
-  tc.title = "Prefill time of the sparse patterns against full causal attention";
-  tc.subtitle = "patterns with their default parameters at each length (block forms of 64 tokens "
-                "above 512); batch 1, 8 q heads over 2 KV heads, head_dim 128, " +
-                std::to_string(c.threads) + " threads";
-  tc.x_title = "sequence length (tokens)";
-  tc.y_title = "time (ms)";
-  tc.log_x = tc.log_y = 1;
-  Series ds{"full causal", {}, {}, true, 0};
-  for (const auto& p : dense) {
-    ds.x.push_back(static_cast<double>(p.seqlen));
-    ds.y.push_back(p.seconds * 1e3);
-  }
-  ds.fit_min_x = FitStart(ds.x, 1024);
+  const auto dense = SharedCausalSweep(ctx);
+  LineChartSpec tc = SeqlenTimeChart(
+      "Prefill time of the sparse patterns against full causal attention",
+      "patterns with their default parameters at each length (block forms of 64 tokens "
+      "above 512); batch 1, 8 q heads over 2 KV heads, head_dim 128, " +
+          std::to_string(c.threads) + " threads");
+  Series ds = TimeSeries("full causal", dense);
   tc.series.push_back(ds);
   Table eff;
   eff.id = "sparse-efficiency";
-  eff.title = "Does the time follow the density? (longest length each pattern ran)";
+  eff.title = "Does the time follow the density? (longest length both the pattern and causal ran)";
   eff.provenance = Provenance::kMeasured;
-  eff.source = "DenseForward with each pattern mask and with CausalMask; density from MaskDensity; "
-               "efficiency = causal time × (density / causal density) / pattern time";
-  eff.header = {"pattern", "parameters", "seqlen", "density", "tiles skipped", "time ms",
-                "predicted ms", "efficiency"};
+  eff.source =
+      "DenseForward with each pattern mask and with CausalMask; density from MaskDensity; "
+      "efficiency = causal time × (density / causal density) / pattern time";
+  eff.header = {"pattern",       "parameters", "seqlen",       "density",
+                "tiles skipped", "time ms",    "predicted ms", "efficiency"};
   for (const char* name : kPatterns) {
     // Each length gets its own pattern object (the defaults scale with the length).
     std::vector<SweepPoint> pts;
@@ -142,35 +192,43 @@ Section Build(Context& ctx) {
       return p;
     };
     pts = SeqlenSweep(
-        so, measure, [&](const SweepPoint& p) { ctx.Step(std::string(name) + " " + FormatTokens(p.seqlen)); },
-        [&](int64_t n) { ctx.Step(std::string(name) + " " + FormatTokens(n) + " skipped (time budget)"); });
-    Series s{name, {}, {}, true, 0};
-    for (const auto& p : pts) {
-      s.x.push_back(static_cast<double>(p.seqlen));
-      s.y.push_back(p.seconds * 1e3);
-    }
-    s.fit_min_x = FitStart(s.x, 1024);
+        so, measure,
+        [&](const SweepPoint& p) { ctx.Step(std::string(name) + " " + FormatTokens(p.seqlen)); },
+        [&](int64_t n) {
+          ctx.Step(std::string(name) + " " + FormatTokens(n) + " skipped (time budget)");
+        });
+    Series s = TimeSeries(name, pts);
     tc.series.push_back(s);
-    VariantSummary row;
-    row.variant = std::string(name) + " (GQA 8q/2kv)";
-    row.section = sec.name;
-    const LogLogFit fit = FitLogLog(s.x, s.y, s.fit_min_x);
-    if (fit.points >= 2) row.time_slope = fit.slope;
+    VariantSummary row = SummaryFromSeries(std::string(name) + " (GQA 8q/2kv)", sec.name, s);
     row.bytes_note = "as full attention: the KV cache keeps every token";
     row.bytes_per_token = 2.0 * kShape.num_heads_kv * kShape.head_dim * 2;  // bf16, per layer
     if (!pts.empty()) {
-      const SweepPoint& last = pts.back();
-      row.longest_seqlen = last.seqlen;
-      row.slope_range = FormatTokens(static_cast<int64_t>(s.fit_min_x > 0 ? s.fit_min_x : s.x.front())) +
-                        "–" + FormatTokens(last.seqlen);
+      // The longest length measured for both this pattern and full causal attention (the
+      // prediction needs both), else the pattern's longest.
+      SweepPoint last = pts.back();
+      for (auto it = pts.rbegin(); it != pts.rend(); ++it) {
+        const bool in_dense = std::any_of(dense.begin(), dense.end(), [&](const SweepPoint& d) {
+          return d.seqlen == it->seqlen;
+        });
+        if (in_dense) {
+          last = *it;
+          break;
+        }
+      }
       PatternSpec spec;
       spec.name = name;
       spec.seqlen = last.seqlen;
       const MaskPtr mask = MakePattern(spec);
       const double density = MaskDensity(mask.get(), last.seqlen, last.seqlen);
       const double cd = MaskDensity(causal.get(), last.seqlen, last.seqlen);
-      std::vector<std::string> r = {name, Describe(spec), FormatTokens(last.seqlen), Fmt("%.3f", density),
-                                    Fmt("%.1f%%", 100 * last.value), Fmt("%.2f", last.seconds * 1e3), "—", "—"};
+      std::vector<std::string> r = {name,
+                                    Describe(spec),
+                                    FormatTokens(last.seqlen),
+                                    Fmt("%.3f", density),
+                                    Fmt("%.1f%%", 100 * last.value),
+                                    Fmt("%.2f", last.seconds * 1e3),
+                                    "—",
+                                    "—"};
       for (const auto& dp : dense) {
         if (dp.seqlen == last.seqlen) {
           const double predicted = dp.seconds * density / cd;
@@ -191,18 +249,21 @@ Section Build(Context& ctx) {
   tf.kind = Figure::Kind::kChart;
   tf.id = "sparse-prefill-time";
   tf.title = tc.title;
-  tf.caption = "With parameters that grow like √N, strided and fixed patterns keep about N^1.5 "
-               "pairs (slope ≈ 1.5); window-based Longformer and BigBird grow linearly once the "
-               "sequence is long against their window.";
+  tf.caption =
+      "With parameters that grow like √N, strided and fixed patterns keep about N^1.5 "
+      "pairs (slope ≈ 1.5); window-based Longformer and BigBird grow linearly once the "
+      "sequence is long against their window.";
   tf.provenance = Provenance::kMeasured;
   tf.source = "DenseForward with MakePattern masks and with CausalMask, this run";
   tf.vega_lite = LineChart(tc);
   sec.figures.push_back(tf);
   sec.tables.push_back(eff);
-  sec.notes.push_back("The error column of the comparison compares attnkit's kernel with its own "
-                      "double-precision reference under the same pattern (rounding only): a sparse "
-                      "pattern computes a different function than full attention, whose distance "
-                      "from full attention depends on the data.");
+  AddRetrievalProbe(ctx, sec);
+  sec.notes.push_back(
+      "The error column of the comparison compares attnkit's kernel with its own "
+      "double-precision reference under the same pattern (rounding only): a sparse "
+      "pattern computes a different function than full attention, whose distance "
+      "from full attention depends on the data.");
   return sec;
 }
 
@@ -213,8 +274,10 @@ SectionSpec SparseSection() {
   s.name = "sparse";
   s.title = "Static sparse patterns";
   s.steps = [](const SweepConfig& c) {
-    return PrefillSteps(c) + 4 * SweepPlannedPoints(std::max<int64_t>(c.prefill_first, 1024),
-                                                    std::max<int64_t>(std::max<int64_t>(c.prefill_first, 1024), c.prefill_last));
+    return 1 + PrefillSteps(c) +
+           4 * SweepPlannedPoints(
+                   std::max<int64_t>(c.prefill_first, 1024),
+                   std::max<int64_t>(std::max<int64_t>(c.prefill_first, 1024), c.prefill_last));
   };
   s.peak_bytes = [](const SweepConfig& c) { return DensePrefillBytes(kShape, c.prefill_last); };
   s.build = Build;

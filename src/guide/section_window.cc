@@ -111,19 +111,15 @@ Section Build(Context& ctx) {
   }
 
   // Measured prefill: causal vs window vs chunked.
-  const auto causal_pts =
-      DensePrefillSweep(ctx, "dense-causal-GQA 8q/2kv", "GQA 8q/2kv", kShape, causal);
+  const auto causal_pts = SharedCausalSweep(ctx);
   const std::string wl = "window " + std::to_string(w);
   const std::string cl = "chunked " + std::to_string(w);
   const auto window_pts = DensePrefillSweep(ctx, "dense-" + wl, wl, kShape, window);
   const auto chunk_pts = DensePrefillSweep(ctx, "dense-" + cl, cl, kShape, chunked);
-  LineChartSpec tc;
-  tc.title = "Prefill time: full causal against a " + std::to_string(w) + "-token window";
-  tc.subtitle = "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
-                std::to_string(c.threads) + " threads; dashed: log-log fit";
-  tc.x_title = "sequence length (tokens)";
-  tc.log_x = tc.log_y = 1;  // scaling plot: log-log
-  tc.y_title = "time (ms)";
+  LineChartSpec tc =
+      SeqlenTimeChart("Prefill time: full causal against a " + std::to_string(w) + "-token window",
+                      "batch 1, 8 query heads over 2 KV heads, head_dim 128, f32, " +
+                          std::to_string(c.threads) + " threads; dashed: log-log fit");
   Table skip;
   skip.id = "window-skipping";
   skip.title = "Is the skipping real? Window time against the causal time scaled by density";
@@ -134,12 +130,7 @@ Section Build(Context& ctx) {
                  "efficiency"};
   double best_eff_seqlen = 0, eff_at_longest = -1;
   auto add = [&](const std::string& name, const std::vector<SweepPoint>& pts) {
-    Series s{name, {}, {}, true, 1024};
-    for (const auto& p : pts) {
-      s.x.push_back(static_cast<double>(p.seqlen));
-      s.y.push_back(p.seconds * 1e3);
-    }
-    s.fit_min_x = FitStart(s.x, 1024);
+    Series s = TimeSeries(name, pts);
     tc.series.push_back(s);
     return s;
   };
@@ -236,11 +227,7 @@ Section Build(Context& ctx) {
   dc.y_title = "time per token (ms)";
   for (const auto& [name, pts] :
        {std::pair{std::string("full (GQA 32q/8kv)"), full_dec}, std::pair{dl, ring_dec}}) {
-    Series s{name, {}, {}, true, 0};
-    for (const auto& p : pts) {
-      s.x.push_back(static_cast<double>(p.seqlen));
-      s.y.push_back(p.seconds * 1e3);
-    }
+    Series s = TimeSeries(name, pts);
     dc.series.push_back(s);
   }
   Figure f7;
@@ -258,17 +245,7 @@ Section Build(Context& ctx) {
 
   for (const auto& [name, series, pts, mask] :
        {std::tuple{wl, ws, window_pts, window}, std::tuple{cl, chs, chunk_pts, chunked}}) {
-    VariantSummary row;
-    row.variant = name + " (GQA 8q/2kv)";
-    row.section = sec.name;
-    const LogLogFit fit = FitLogLog(series.x, series.y, series.fit_min_x);
-    if (fit.points >= 2) row.time_slope = fit.slope;
-    if (!pts.empty()) {
-      row.longest_seqlen = pts.back().seqlen;
-      row.slope_range = FormatTokens(static_cast<int64_t>(
-                            series.fit_min_x > 0 ? series.fit_min_x : pts.front().seqlen)) +
-                        "–" + FormatTokens(pts.back().seqlen);
-    }
+    VariantSummary row = SummaryFromSeries(name + " (GQA 8q/2kv)", sec.name, series);
     KvCache<bf16> r(1, kShape.num_heads_kv, kShape.head_dim, kShape.head_dim, 0, w, 1);
     row.bytes_per_token = static_cast<double>(r.bytes()) / static_cast<double>(r.slots());
     row.bytes_note = "bf16, per layer, at most " + std::to_string(w) + " tokens held (ring buffer)";

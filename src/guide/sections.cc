@@ -49,6 +49,16 @@ Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points
   return s;
 }
 
+LineChartSpec SeqlenTimeChart(const std::string& title, const std::string& subtitle) {
+  LineChartSpec spec;
+  spec.title = title;
+  spec.subtitle = subtitle;
+  spec.x_title = "sequence length (tokens)";
+  spec.y_title = "time (ms)";
+  spec.log_x = spec.log_y = 1;
+  return spec;
+}
+
 VariantSummary SummaryFromSeries(const std::string& variant, const std::string& section,
                                  const Series& series) {
   VariantSummary row;
@@ -59,7 +69,8 @@ VariantSummary SummaryFromSeries(const std::string& variant, const std::string& 
   if (!series.x.empty()) {
     row.longest_seqlen = static_cast<int64_t>(*std::max_element(series.x.begin(), series.x.end()));
     const double from = series.fit_min_x > 0 ? series.fit_min_x : series.x.front();
-    row.slope_range = FormatTokens(static_cast<int64_t>(from)) + "–" + FormatTokens(row.longest_seqlen);
+    row.slope_range =
+        FormatTokens(static_cast<int64_t>(from)) + "–" + FormatTokens(row.longest_seqlen);
   }
   return row;
 }
@@ -71,8 +82,8 @@ void Context::Step(const std::string& what) {
 
 const std::vector<SectionSpec>& Sections() {
   static const std::vector<SectionSpec> sections = {
-      HeadsSection(),  MlaSection(), WindowSection(), SparseSection(), DsaSection(),
-      LinearSection(), DeltaSection(),  HybridSection(), CompareSection()};
+      HeadsSection(), MlaSection(),    WindowSection(), SparseSection(), DsaSection(),
+      GatedSection(), LinearSection(), DeltaSection(),  HybridSection(), CompareSection()};
   return sections;
 }
 

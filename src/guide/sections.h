@@ -67,6 +67,9 @@ std::string Fmt(const char* format, double value);
 // from 1024 tokens (or from the last three points when fewer reach that far).
 Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points);
 
+// A log-log chart of prefill time (ms) against sequence length (tokens).
+LineChartSpec SeqlenTimeChart(const std::string& title, const std::string& subtitle);
+
 // A comparison-table row with the slope, its range and the longest length of `series`.
 VariantSummary SummaryFromSeries(const std::string& variant, const std::string& section,
                                  const Series& series);
@@ -80,6 +83,7 @@ SectionSpec WindowSection();
 SectionSpec MlaSection();
 SectionSpec SparseSection();
 SectionSpec DsaSection();
+SectionSpec GatedSection();
 SectionSpec LinearSection();
 SectionSpec DeltaSection();
 SectionSpec HybridSection();

@@ -109,7 +109,9 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
   const double left = 46, top = 44;
   const double w = cell * seqlen_kv, h = cell * seqlen_q;
   const bool legend = !options.legend.empty();
-  SvgDoc doc(std::max(left + w + 16, legend ? 400.0 : 0.0), top + h + (legend ? 58 : 40),
+  // Wide enough for the title and the caption line (about 7 px per character at these sizes).
+  const double text_w = 20 + 7.0 * static_cast<double>(std::max<size_t>(options.title.size(), 52));
+  SvgDoc doc(std::max({left + w + 16, legend ? 400.0 : 0.0, text_w}), top + h + (legend ? 58 : 40),
              options.title);
   doc.Text(left, 16, options.title, 13, "start", "#222", "bold");
   doc.Text(left + w / 2, 34, "key position k →", 11, "middle", "#555");
@@ -131,8 +133,10 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
       kept += a;
       extra += b;
       doc.Rect(left + j * cell, top + i * cell, cell, cell,
-               a ? options.fill : b ? options.background_fill : kEmptyFill, grid ? kGridStroke : "",
-               grid ? 0.5 : 0);
+               a   ? options.fill
+               : b ? options.background_fill
+                   : kEmptyFill,
+               grid ? kGridStroke : "", grid ? 0.5 : 0);
     }
   }
   for (int64_t k : options.highlight_keys) {
@@ -155,7 +159,8 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
     doc.Text(left + 14, ly, options.legend + " (" + std::to_string(kept) + ")", 10.5);
     if (options.background) {
       doc.Rect(left + 190, ly - 9, 10, 10, options.background_fill);
-      doc.Text(left + 204, ly, options.background_legend + " (" + std::to_string(extra) + ")", 10.5);
+      doc.Text(left + 204, ly, options.background_legend + " (" + std::to_string(extra) + ")",
+               10.5);
     }
   }
   return doc.Finish();

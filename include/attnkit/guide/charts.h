@@ -60,4 +60,23 @@ struct BarChartSpec {
 };
 std::string GroupedBarChart(const BarChartSpec& spec);
 
+// A grid of categorical cells (e.g. the retrieval probe: method × distance → retrieved or not).
+struct Cell {
+  std::string row;     // y category
+  std::string column;  // x category
+  std::string status;  // colour category
+  std::string detail;  // tooltip text
+};
+struct HeatmapSpec {
+  std::string title;
+  std::string subtitle;
+  std::string x_title;
+  std::string y_title;
+  std::string status_title;
+  std::vector<std::string> statuses;  // legend order
+  std::vector<std::string> colors;    // one per status
+  std::vector<Cell> cells;            // rows and columns keep their first-seen order
+};
+std::string HeatmapChart(const HeatmapSpec& spec);
+
 }  // namespace attnkit::guide
