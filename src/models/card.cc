@@ -6,36 +6,12 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/xml.h"
 
 namespace attnkit::models {
 namespace {
 
-std::string Escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        // Drop control characters, which XML 1.0 does not allow.
-        if (static_cast<unsigned char>(c) >= 0x20 || c == '\t') out.push_back(c);
-    }
-  }
-  return out;
-}
+std::string Escape(const std::string& s) { return XmlEscape(s); }
 
 std::string Num(double v) {
   char buf[32];

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/core/xml.h"
 #include "attnkit/masks/mask.h"
 
 namespace attnkit::guide {
@@ -34,7 +35,7 @@ class SvgDoc {
 };
 
 // Escapes &, <, >, " and ' for XML text and attributes.
-std::string XmlEscape(const std::string& text);
+using attnkit::XmlEscape;  // core/xml.h
 
 // The attention pattern of `mask` over seqlen_q queries and seqlen_kv keys (bottom-right aligned
 // as in the kernels), one cell per (query, key) pair, sampled with mask.FillTile over the whole
