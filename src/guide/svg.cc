@@ -25,7 +25,6 @@ constexpr const char* kGridStroke = "#ffffff";
 
 }  // namespace
 
-
 SvgDoc::SvgDoc(double width, double height, const std::string& title)
     : width_(width), height_(height), title_(title) {}
 
