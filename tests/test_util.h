@@ -31,7 +31,10 @@ void FillNormal(Tensor<T>& t, std::mt19937_64& rng, float stddev = 1.0f) {
 }
 
 // max |a - b| / (max |b| + tiny) over two views of the same shape: scale-independent.
-inline double RelMaxError(TensorView<const float> a, TensorView<const float> b) {
+// max |a − b| / max(max |b|, min_scale). Log-sum-exp values take min_scale 1: they are logs, so
+// an absolute error e there is a relative error e of the probabilities, however near 0 the lse.
+inline double RelMaxError(TensorView<const float> a, TensorView<const float> b,
+                          double min_scale = 0.0) {
   double max_diff = 0, max_ref = 0;
   for (int64_t i = 0; i < a.shape[0]; ++i) {
     for (int64_t j = 0; j < a.shape[1]; ++j) {
@@ -49,7 +52,7 @@ inline double RelMaxError(TensorView<const float> a, TensorView<const float> b) 
       }
     }
   }
-  return max_diff / (max_ref + 1e-30);
+  return max_diff / (std::max(max_ref, min_scale) + 1e-30);
 }
 
 inline bool AllFinite(TensorView<const float> a) {

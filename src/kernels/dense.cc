@@ -33,8 +33,16 @@
 //  Decode (1 query token): every K/V byte is read exactly once per group; arithmetic per byte is
 //  ~G/2 FLOP, so decode is bandwidth-bound and the keys are split across threads (DenseDecode)
 //  to use both cores' share of the memory bandwidth, with an LSE merge at the end.
-//  Workspace: per thread O(kRows·64 + d·64 + 64·d + 64G·d) floats: independent of seqlen, so the
-//  peak memory of a call is its inputs plus O(threads · tile).
+//  Workspace: per thread O(kRows·64 + d·64 + 64·d + 64G·d) floats, plus the kept packed tiles:
+//  at most 32 MiB shared (whole heads up to 32768 keys at d 128) or 8 MiB per thread (a ring for
+//  longer heads), so the peak memory of a call is its inputs plus a bounded constant, never
+//  O(N²). The packed tiles come from the scratch pool (core/scratch.h): a loop of calls reuses
+//  them instead of page-faulting 16-32 MiB in again each time, which cost ~12 ms per call on
+//  this VM, more than a 16k-token sliding-window call itself.
+//  Why keep tiles at all: packing a tile (a scalar transpose of K) costs about as much as half
+//  a tile's arithmetic. Causal prefill uses each tile in ~N/128 units, a window in ~W/64, so
+//  packing per use would add 30-50 %; per-thread caches pack each tile once per thread, and a
+//  ring thrashes on causal rows longer than itself (every tile repacked on every unit).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/dense.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -50,10 +58,12 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <memory>
 #include <vector>
 
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
+#include "core/scratch.h"
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
@@ -80,10 +90,17 @@ constexpr int kKeyVecs = 2;
 constexpr int kDvVecs = 2;
 #endif
 constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
-// Per-thread budget for keeping the packed K/V tiles of one (batch, kv head) between units: all
-// of them up to 8192 keys at d 128 (a whole causal prefill packs each tile about once per thread),
-// and for longer ones the most recent 128 key blocks, which covers windows up to 8192 keys.
-constexpr double kTileCacheBytes = 8.0 * 1024 * 1024;
+// Packed K/V tiles are kept between units so that each is packed about once per call:
+//  * shared (the usual case): when one (batch, kv head)'s packed tiles fit kSharedPackBytes, the
+//    heads are processed in rounds of as many as fit, and every tile of a round's heads has a slot
+//    in one buffer shared by all threads. Whichever thread first needs a tile packs it (state
+//    0 = empty, 1 = being packed, 2 = ready); the others use it, waiting briefly if it is being
+//    packed. 32 MiB holds one head of 32768 keys at d 128, or 8 heads of 4096.
+//  * ring (longer heads): each thread keeps its most recent kRingBytes of tiles of the
+//    current head (key block jb in slot jb % slots), which covers windows up to 8192 keys at
+//    d 128; a causal row longer than that repacks its tiles.
+// The budgets are detail::GetDensePackBudgets(): by default kSharedPackBytes and kRingBytes
+// (declared once, below, outside the per-target code).
 
 HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
 HWY_INLINE VF LoadRow(DF df, const bf16* p) {
@@ -231,12 +248,14 @@ struct Workspace {
   std::vector<uint8_t> allowed;
   std::vector<const float*> qrows;
   std::vector<float*> accrows;
-  // Packed K/V tiles of one (batch, kv head), kept while consecutive units use that head: key
-  // block jb lives in slot jb % slots, tag[slot] says which block is there (-1: none).
-  hwy::AlignedFreeUniquePtr<float[]> kcache, vcache;
+  // Ring mode: packed K/V tiles of one (batch, kv head), kept while consecutive units use that
+  // head: key block jb lives in slot jb % slots, tag[slot] says which block is there (-1: none).
+  detail::Scratch<float> kcache, vcache;
   std::vector<int64_t> tag;
   int64_t cached_bh = -1;
-  int64_t head0 = 0;  // first query head of the current unit's group
+  std::vector<int64_t> tiles;     // the current unit's key blocks (Mask::KeyTiles)
+  int64_t head0 = 0;              // first query head of the current unit's group
+  int64_t bh = 0, head_slot = 0;  // current (batch, kv head) and its slot in the shared buffer
   int64_t skipped = 0, full = 0, partial = 0;
 };
 
@@ -253,9 +272,19 @@ class Kernel {
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
+    const detail::DensePackBudgets budgets = detail::GetDensePackBudgets();
     const double tile_bytes = static_cast<double>(kBk) * (g_.dk + dv_pad_) * 4.0;
-    cache_slots_ = std::min<int64_t>(num_kb_, static_cast<int64_t>(kTileCacheBytes / tile_bytes));
-    cache_ = !direct_ && num_qb_ > 1 && cache_slots_ >= 1;
+    const double head_bytes = tile_bytes * static_cast<double>(num_kb_);
+    const int64_t heads_all = g_.batch * g_.heads_kv;
+    // With one query block per head every tile is used once: nothing to keep.
+    shared_ = !direct_ && num_qb_ > 1 && head_bytes <= budgets.shared_bytes;
+    if (shared_) {
+      heads_per_round_ = std::clamp<int64_t>(
+          static_cast<int64_t>(budgets.shared_bytes / head_bytes), 1, heads_all);
+    }
+    cache_slots_ =
+        std::min<int64_t>(num_kb_, static_cast<int64_t>(budgets.ring_bytes / tile_bytes));
+    ring_ = !direct_ && !shared_ && num_qb_ > 1 && cache_slots_ >= 1;
   }
 
   void Run() {
@@ -267,9 +296,9 @@ class Kernel {
         w.kt = hwy::AllocateAligned<float>(static_cast<size_t>(g_.dk * kBk));
         w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
       }
-      if (cache_) {
-        w.kcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * g_.dk));
-        w.vcache = hwy::AllocateAligned<float>(static_cast<size_t>(cache_slots_ * kBk * dv_pad_));
+      if (ring_) {
+        w.kcache = detail::Scratch<float>(static_cast<size_t>(cache_slots_ * kBk * g_.dk));
+        w.vcache = detail::Scratch<float>(static_cast<size_t>(cache_slots_ * kBk * dv_pad_));
         w.tag.assign(static_cast<size_t>(cache_slots_), -1);
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
@@ -282,21 +311,36 @@ class Kernel {
       w.qrows.resize(static_cast<size_t>(rows_max + kRows));
       w.accrows.resize(static_cast<size_t>(rows_max + kRows));
     }
+    const int64_t heads_all = g_.batch * g_.heads_kv;
+    const int64_t units = heads_all * num_qb_;
+    if (shared_) {
+      const auto round_floats = static_cast<size_t>(heads_per_round_ * num_kb_ * kBk);
+      shared_k_ = detail::Scratch<float>(round_floats * static_cast<size_t>(g_.dk));
+      shared_v_ = detail::Scratch<float>(round_floats * static_cast<size_t>(dv_pad_));
+      state_ =
+          std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(units / num_qb_ * num_kb_));
+    }
     // Longest first: with a causal mask the last query blocks see the most keys, so units are
-    // ordered by descending query block and handed out dynamically. With the tile cache, units
-    // of one (batch, kv head) are kept together (still descending within it) so that a thread
-    // packs each K/V tile about once per head instead of once per query block.
-    const int64_t per_qb = g_.batch * g_.heads_kv;
-    const int64_t units = per_qb * num_qb_;
+    // ordered by descending query block and handed out dynamically. Shared mode: within a round,
+    // all heads' query block qb before qb − 1, so both threads work on the same tiles. Ring
+    // mode: units of one (batch, kv head) are kept together (still descending within it) so that
+    // a thread packs each K/V tile about once per head instead of once per query block.
+    const int64_t rounds = shared_ ? (heads_all + heads_per_round_ - 1) / heads_per_round_ : 1;
     detail::RegionExceptions errors;
 #pragma omp parallel num_threads(threads)
     {
       Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
+      for (int64_t round = 0; round < rounds; ++round) {
+        const int64_t bh0 = shared_ ? round * heads_per_round_ : 0;
+        const int64_t nh = shared_ ? std::min(heads_per_round_, heads_all - bh0) : heads_all;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t u = 0; u < units; ++u) {
-        const int64_t qb = num_qb_ - 1 - (cache_ ? u % num_qb_ : u / per_qb);
-        const int64_t bh = cache_ ? u / num_qb_ : u % per_qb;
-        errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
+        for (int64_t u = 0; u < nh * num_qb_; ++u) {
+          const int64_t qb = num_qb_ - 1 - (ring_ ? u % num_qb_ : u / nh);
+          const int64_t bh = ring_ ? u / num_qb_ : bh0 + u % nh;
+          w.bh = bh;
+          w.head_slot = bh - bh0;
+          errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
+        }  // implicit barrier: a round's buffer is reused only after all its units are done
       }
     }
     errors.Rethrow();
@@ -320,7 +364,7 @@ class Kernel {
     const int64_t nq = i1 - i0;
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
     w.head0 = hk * g_.group;
-    if (cache_ && w.cached_bh != b * g_.heads_kv + hk) {
+    if (ring_ && w.cached_bh != b * g_.heads_kv + hk) {
       std::fill(w.tag.begin(), w.tag.end(), int64_t{-1});
       w.cached_bh = b * g_.heads_kv + hk;
     }
@@ -336,14 +380,14 @@ class Kernel {
     std::fill(w.m.begin(), w.m.begin() + rows, detail::kNegInf);
     std::fill(w.l.begin(), w.l.begin() + rows, 0.0f);
     const int64_t qp0 = g_.q_start + i0, qp1 = g_.q_start + i1;
-    int64_t jb0 = 0, jb1 = num_kb_;
-    if (o_.mask) {
-      const auto [lo, hi] = o_.mask->KeyBounds(qp0, qp1);
-      jb0 = std::clamp<int64_t>(FloorDiv(lo - g_.k_start, kBk), 0, num_kb_);
-      jb1 = std::clamp<int64_t>(FloorDiv(hi - g_.k_start + kBk - 1, kBk), jb0, num_kb_);
-      w.skipped += num_kb_ - (jb1 - jb0);
+    w.tiles.clear();
+    if (o_.mask) {  // only the key blocks that may hold an allowed pair; the rest are skipped
+      o_.mask->KeyTiles(qp0, qp1, g_.k_start, g_.k_start + g_.seqlen_kv, kBk, &w.tiles);
+      w.skipped += num_kb_ - static_cast<int64_t>(w.tiles.size());
+    } else {
+      for (int64_t jb = 0; jb < num_kb_; ++jb) w.tiles.push_back(jb);
     }
-    for (int64_t jb = jb0; jb < jb1; ++jb) {
+    for (const int64_t jb : w.tiles) {
       const int64_t j0 = jb * kBk, j1 = std::min(g_.seqlen_kv, j0 + kBk);
       const int64_t kp0 = g_.k_start + j0, kp1 = g_.k_start + j1;
       TileKind kind = TileKind::kFull;
@@ -406,7 +450,21 @@ class Kernel {
     }
     float* kt = w.kt.get();
     float* vt = w.vt.get();
-    if (cache_) {
+    if (shared_) {
+      const int64_t slot = w.head_slot * num_kb_ + jb;
+      kt = shared_k_.get() + slot * kBk * g_.dk;
+      vt = shared_v_.get() + slot * kBk * dv_pad_;
+      std::atomic<uint8_t>& state = state_[static_cast<size_t>(w.bh * num_kb_ + jb)];
+      if (state.load(std::memory_order_acquire) != kReady) {
+        uint8_t expected = kEmpty;
+        if (state.compare_exchange_strong(expected, kPacking, std::memory_order_acq_rel)) {
+          Pack(kbase, kstride, vbase, vstride, nk, kt, vt);  // cannot throw
+          state.store(kReady, std::memory_order_release);
+        } else {
+          while (state.load(std::memory_order_acquire) != kReady) hwy::Pause();
+        }
+      }
+    } else if (ring_) {
       const int64_t slot = jb % cache_slots_;
       kt = w.kcache.get() + slot * kBk * g_.dk;
       vt = w.vcache.get() + slot * kBk * dv_pad_;
@@ -465,9 +523,18 @@ class Kernel {
         s[j] = detail::ScoreMod(s[j], o_.softcap, slope, qpos, g_.k_start + j0 + j);
       }
     }
-    if (partial) {
+    if (partial) {  // masked logits become −inf, N at a time
       const uint8_t* a = w.allowed.data() + i * nk;
-      for (int64_t j = 0; j < nk; ++j) {
+      const hn::Rebind<uint8_t, DF> d8;
+      const hn::RebindToUnsigned<DF> du;
+      const VF neg_inf = hn::Set(df, detail::kNegInf);
+      int64_t j = 0;
+      for (; j + N <= nk; j += N) {
+        const auto masked =
+            hn::RebindMask(df, hn::Eq(hn::PromoteTo(du, hn::LoadU(d8, a + j)), hn::Zero(du)));
+        hn::Store(hn::IfThenElse(masked, neg_inf, hn::Load(df, s + j)), df, s + j);
+      }
+      for (; j < nk; ++j) {
         if (!a[j]) s[j] = detail::kNegInf;
       }
     }
@@ -523,13 +590,15 @@ class Kernel {
     }
   }
 
-  static int64_t FloorDiv(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+  static constexpr uint8_t kEmpty = 0, kPacking = 1, kReady = 2;
 
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, bq_, num_qb_, num_kb_, cache_slots_ = 0;
-  bool direct_, mods_, cache_;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_, cache_slots_ = 0, heads_per_round_ = 0;
+  bool direct_, mods_, shared_ = false, ring_ = false;
+  detail::Scratch<float> shared_k_, shared_v_;
+  std::unique_ptr<std::atomic<uint8_t>[]> state_;  // per (batch·kv head, key block)
 };
 
 }  // namespace
@@ -545,6 +614,9 @@ HWY_AFTER_NAMESPACE();
 namespace attnkit {
 namespace {
 HWY_EXPORT(DenseF32);
+constexpr double kSharedPackBytes = 32.0 * 1024 * 1024;
+constexpr double kRingBytes = 8.0 * 1024 * 1024;
+std::atomic<double> g_shared_bytes{kSharedPackBytes}, g_ring_bytes{kRingBytes};
 HWY_EXPORT(DenseBf16);
 
 template <typename KV>
@@ -563,6 +635,14 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
 }  // namespace
 
 namespace detail {
+DensePackBudgets GetDensePackBudgets() {
+  return {g_shared_bytes.load(std::memory_order_relaxed),
+          g_ring_bytes.load(std::memory_order_relaxed)};
+}
+void SetDensePackBudgetsForTesting(double shared_bytes, double ring_bytes) {
+  g_shared_bytes = shared_bytes > 0 ? shared_bytes : kSharedPackBytes;
+  g_ring_bytes = ring_bytes > 0 ? ring_bytes : kRingBytes;
+}
 void DenseFastUnchecked(const DenseJob<float>& job) { HWY_DYNAMIC_DISPATCH(DenseF32)(job); }
 void DenseFastUnchecked(const DenseJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(DenseBf16)(job); }
 }  // namespace detail

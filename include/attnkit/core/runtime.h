@@ -22,4 +22,8 @@ std::string CpuModelName();
 // attnkit version string.
 std::string Version();
 
+// Kernels keep up to 96 MiB of released scratch memory (packed K/V tiles) for the next call, so
+// a loop of calls does not page-fault the same buffers in again. This hands it back to the OS.
+void ReleaseScratchMemory();
+
 }  // namespace attnkit
