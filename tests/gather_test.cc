@@ -1,6 +1,7 @@
 // The gather engine (DSA): gathered attention vs its reference and vs the dense kernel with the
-// equivalent mask; the lightning indexer vs its reference on both SIMD paths; top-k determinism
-// and tie-breaking; MLA's absorbed form; prefill + decode with cached indexer keys.
+// equivalent mask; any thread count; the lightning indexer vs its reference on both SIMD paths;
+// top-k determinism and tie-breaking; MLA's absorbed form; prefill + decode with cached indexer
+// keys.
 #include "attnkit/kernels/gather.h"
 
 #include <gtest/gtest.h>
@@ -48,6 +49,26 @@ struct Case {
   int64_t batch, hq, hkv, sq, skv, dk, dv, top_k, idx_heads;
 };
 
+// Random inputs of a case: f32 K/V, the same rounded to bf16, and a selection.
+struct CaseInputs {
+  Tensor<float> q, k, v;
+  Tensor<bf16> kb, vb;
+  Tensor<int32_t> idx;
+  CaseInputs(const Case& c, std::mt19937_64& rng)
+      : q(c.batch, c.hq, c.sq, c.dk),
+        k(c.batch, c.hkv, c.skv, c.dk),
+        v(c.batch, c.hkv, c.skv, c.dv),
+        kb(c.batch, c.hkv, c.skv, c.dk),
+        vb(c.batch, c.hkv, c.skv, c.dv) {
+    FillNormal(q, rng);
+    FillNormal(k, rng);
+    FillNormal(v, rng);
+    for (int64_t x = 0; x < k.numel(); ++x) kb.data()[x] = ToBf16(k.data()[x]);
+    for (int64_t x = 0; x < v.numel(); ++x) vb.data()[x] = ToBf16(v.data()[x]);
+    idx = RandomIndices(rng, c.batch, c.idx_heads, c.sq, c.skv, c.top_k);
+  }
+};
+
 TEST(Gather, MatchesReferenceOnAwkwardShapes) {
   std::mt19937_64 rng(testing::TestSeed());
   SCOPED_TRACE(::testing::Message() << "seed " << testing::TestSeed());
@@ -59,24 +80,17 @@ TEST(Gather, MatchesReferenceOnAwkwardShapes) {
   for (const auto& c : cases) {
     SCOPED_TRACE(::testing::Message() << "hq " << c.hq << " hkv " << c.hkv << " sq " << c.sq
                                       << " skv " << c.skv << " top_k " << c.top_k);
-    Tensor<float> q(c.batch, c.hq, c.sq, c.dk), k(c.batch, c.hkv, c.skv, c.dk),
-        v(c.batch, c.hkv, c.skv, c.dv);
-    FillNormal(q, rng);
-    FillNormal(k, rng);
-    FillNormal(v, rng);
-    Tensor<int32_t> idx = RandomIndices(rng, c.batch, c.idx_heads, c.sq, c.skv, c.top_k);
+    const CaseInputs in(c, rng);
     Tensor<float> o(c.batch, c.hq, c.sq, c.dv), r(c.batch, c.hq, c.sq, c.dv);
     Tensor<float> lo(c.batch, c.hq, c.sq, 1), lr(c.batch, c.hq, c.sq, 1);
-    GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view(), {}, lo.view());
-    ref::GatherForward(q.view(), k.view(), v.view(), idx.view(), r.view(), {}, lr.view());
+    GatherForward(in.q.view(), in.k.view(), in.v.view(), in.idx.view(), o.view(), {}, lo.view());
+    ref::GatherForward(in.q.view(), in.k.view(), in.v.view(), in.idx.view(), r.view(), {},
+                       lr.view());
     EXPECT_LT(RelMaxError(o.view(), r.view()), Tol(c.top_k));
     EXPECT_LT(RelMaxError(lo.view(), lr.view()), Tol(c.top_k));
     // bf16 K/V: both sides read the same rounded values.
-    Tensor<bf16> kb(c.batch, c.hkv, c.skv, c.dk), vb(c.batch, c.hkv, c.skv, c.dv);
-    for (int64_t x = 0; x < k.numel(); ++x) kb.data()[x] = ToBf16(k.data()[x]);
-    for (int64_t x = 0; x < v.numel(); ++x) vb.data()[x] = ToBf16(v.data()[x]);
-    GatherForward(q.view(), kb.view(), vb.view(), idx.view(), o.view());
-    ref::GatherForward(q.view(), kb.view(), vb.view(), idx.view(), r.view());
+    GatherForward(in.q.view(), in.kb.view(), in.vb.view(), in.idx.view(), o.view());
+    ref::GatherForward(in.q.view(), in.kb.view(), in.vb.view(), in.idx.view(), r.view());
     EXPECT_LT(RelMaxError(o.view(), r.view()), 4 * Tol(c.top_k));
   }
 }
@@ -205,6 +219,53 @@ TEST(Gather, TopKAtLeastSeqlenIsFullCausal) {
   for (int64_t x = 0; x < a.numel(); ++x) ASSERT_EQ(a.data()[x], b.data()[x]);
 }
 
+// Every thread count (fewer or more threads than work units) gives the reference's answer: each
+// thread works in its own scratch, allocated before the parallel region; with more threads than
+// units the team is cut to the units. Both gather paths, f32 and bf16 K/V, and the indexer over two
+// batches (the scratch is reused from one batch to the next).
+TEST(Gather, AnyThreadCountMatchesReference) {
+  std::mt19937_64 rng(testing::TestSeed() + 7);
+  const std::vector<Case> cases = {
+      {2, 4, 2, 9, 70, 40, 24, 13, 1},    // query blocks (group 2, prefill)
+      {1, 8, 1, 1, 90, 48, 32, 40, 1},    // per query, one unit: heads split across threads
+      {2, 6, 1, 3, 50, 24, 16, 20, 1},    // per query, a few units
+      {1, 1, 1, 64, 100, 16, 16, 10, 1},  // query blocks, 4 units: fewer than 8 threads
+      {1, 2, 1, 1, 50, 24, 16, 20, 1},    // per query, 2 units: fewer than 3 or 8 threads
+  };
+  for (const auto& c : cases) {
+    const CaseInputs in(c, rng);
+    Tensor<float> r(c.batch, c.hq, c.sq, c.dv), rb(c.batch, c.hq, c.sq, c.dv);
+    ref::GatherForward(in.q.view(), in.k.view(), in.v.view(), in.idx.view(), r.view());
+    ref::GatherForward(in.q.view(), in.kb.view(), in.vb.view(), in.idx.view(), rb.view());
+    for (const int threads : {1, 3, 8}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "hq " << c.hq << " sq " << c.sq << " threads " << threads);
+      GatherOptions opt;
+      opt.num_threads = threads;
+      Tensor<float> o(c.batch, c.hq, c.sq, c.dv);
+      GatherForward(in.q.view(), in.k.view(), in.v.view(), in.idx.view(), o.view(), opt);
+      EXPECT_LT(RelMaxError(o.view(), r.view()), Tol(c.top_k));
+      GatherForward(in.q.view(), in.kb.view(), in.vb.view(), in.idx.view(), o.view(), opt);
+      EXPECT_LT(RelMaxError(o.view(), rb.view()), 4 * Tol(c.top_k));
+    }
+  }
+  const int64_t heads = 3, dim = 20, sq = 70, skv = 90, top_k = 17;
+  Tensor<float> qi(2, heads, sq, dim), w(2, 1, sq, heads), ki(2, 1, skv, dim);
+  for (auto* t : {&qi, &w, &ki}) FillNormal(*t, rng);
+  Tensor<int32_t> want(2, 1, sq, top_k);
+  IndexerOptions iopt;
+  iopt.num_threads = 1;
+  DsaSelect(qi.view(), w.view(), ki.view(), top_k, want.view(), iopt);
+  for (const int threads : {2, 3, 8}) {
+    iopt.num_threads = threads;
+    Tensor<int32_t> sel(2, 1, sq, top_k);
+    DsaSelect(qi.view(), w.view(), ki.view(), top_k, sel.view(), iopt);
+    for (int64_t x = 0; x < sel.numel(); ++x) {
+      ASSERT_EQ(sel.data()[x], want.data()[x]) << "threads " << threads << " at " << x;
+    }
+  }
+}
+
 // MLA's absorbed multi-query form: 576-dim queries over one shared latent head, values are the
 // latent's first 512 dims (a view of the same memory, no copy).
 TEST(Gather, MlaAbsorbedForm) {
@@ -286,8 +347,7 @@ TEST(Gather, BadInputNamesTheArgument) {
   expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view()); },
                "indices[0, 0, 1, 2]");
   idx.data()[5] = 1;  // row 1 now lists key 1 twice: would count it twice in the softmax
-  expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view()); },
-               "twice");
+  expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx.view(), o.view()); }, "twice");
   Tensor<int32_t> idx_bad_shape(1, 1, 3, 3);
   expect_error([&] { GatherForward(q.view(), k.view(), v.view(), idx_bad_shape.view(), o.view()); },
                "indices must be");

@@ -1,6 +1,7 @@
-// The linear engine: chunked causal and bidirectional kernels vs the double reference, prefill +
-// decode == one pass, Performer FAVOR+ against exact softmax attention (error falls as m grows,
-// orthogonal beats i.i.d.), large norms, the random features themselves, and bad input.
+// The linear engine: chunked causal and bidirectional kernels vs the double reference (also at any
+// thread count), prefill + decode == one pass, Performer FAVOR+ against exact softmax attention
+// (error falls as m grows, orthogonal beats i.i.d.), large norms, the random features themselves,
+// and bad input.
 #include "attnkit/kernels/linear.h"
 
 #include <gtest/gtest.h>
@@ -87,6 +88,29 @@ TEST(Linear, FastMatchesReference) {
         ref::LinearForward(in.q.view(), in.k.view(), in.v.view(), out_ref.view(), o);
         EXPECT_LT(RelMaxError(out.view(), out_ref.view()), Tolerance(c.seqlen, f));
       }
+    }
+  }
+}
+
+// Every thread count (fewer or more threads than (batch, kv head) units) gives the reference's
+// answer: each thread works in its own scratch, allocated before the parallel region. The call is
+// large enough to run threaded.
+TEST(Linear, AnyThreadCountMatchesReference) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const Inputs in = MakeInputs(2, 3, 3, 100, 100, 32, 24, seed ^ 0x77);
+  const PerformerFeatures feats(64, 32, RandomFeatureKind::kOrthogonal, seed);
+  for (bool causal : {true, false}) {
+    LinearOptions o;
+    o.features = &feats;
+    o.causal = causal;
+    Tensor<float> out(2, 3, 100, 24), out_ref(2, 3, 100, 24);
+    ref::LinearForward(in.q.view(), in.k.view(), in.v.view(), out_ref.view(), o);
+    for (const int threads : {1, 4, 9}) {
+      SCOPED_TRACE(::testing::Message() << "causal " << causal << " threads " << threads);
+      o.num_threads = threads;
+      LinearForward(in.q.view(), in.k.view(), in.v.view(), out.view(), o);
+      EXPECT_LT(RelMaxError(out.view(), out_ref.view()), Tolerance(100, o.feature_map));
     }
   }
 }

@@ -234,6 +234,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/gather.h"
+#include "core/scratch.h"
 #include "kernels/dense_common.h"
 
 namespace attnkit {
@@ -250,7 +251,7 @@ constexpr int64_t kChunk = 64;  // bf16 rows widened per chunk
 // Pointers to f32 rows of the chunk's keys (widened into buf when KV is bf16).
 template <typename KV>
 void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel, int64_t n,
-               std::vector<float>& buf, std::vector<const float*>& rows) {
+               float* buf, std::vector<const float*>& rows) {
   const int64_t dim = t.dim();
   for (int64_t j = 0; j < n; ++j) {
     const KV* r = t.row(b, h, sel[j]);
@@ -263,7 +264,7 @@ void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel,
     if constexpr (std::is_same_v<KV, float>) {
       rows[j] = r;
     } else {
-      float* dst = buf.data() + j * dim;
+      float* dst = buf + j * dim;
       for (int64_t x = 0; x < dim; ++x) dst[x] = ToFloat(r[x]);
       rows[j] = dst;
     }
@@ -277,6 +278,35 @@ void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel,
 // Only member (query, key) pairs are computed, so the arithmetic is the same as the per-query path.
 constexpr int64_t kBlockQueries = 16;
 
+// One thread's scratch for BlockGather, allocated before the parallel region (nothing may throw
+// inside it). mark must start all zero (each unit clears what it set); the rest is written before
+// it is used (MaskedSoftmax loads a row's entries for keys it did not select and discards them, as
+// it did when they held stale values from the thread's previous unit).
+struct BlockWorkspace {
+  std::vector<uint16_t> mark;
+  std::vector<int32_t> keys;
+  std::vector<uint16_t> bits;
+  detail::Scratch<float> scores, acc;
+  std::vector<float> mx, denom, tmp;
+  std::vector<const float*> qrows, mq;
+  std::vector<float*> accrows, macc;
+  std::vector<int64_t> mrow;
+  BlockWorkspace(int64_t seqlen_kv, int64_t ld, int64_t max_rows, int64_t dv)
+      : mark(static_cast<size_t>(seqlen_kv), 0),
+        keys(static_cast<size_t>(ld)),
+        bits(static_cast<size_t>(ld)),
+        scores(static_cast<size_t>(max_rows * ld)),
+        acc(static_cast<size_t>(max_rows * dv)),
+        mx(static_cast<size_t>(max_rows)),
+        denom(static_cast<size_t>(max_rows)),
+        tmp(static_cast<size_t>(max_rows)),
+        qrows(static_cast<size_t>(max_rows)),
+        mq(static_cast<size_t>(max_rows)),
+        accrows(static_cast<size_t>(max_rows)),
+        macc(static_cast<size_t>(max_rows)),
+        mrow(static_cast<size_t>(max_rows)) {}
+};
+
 void BlockGather(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
                  TensorView<const int32_t> idx, TensorView<float> out, TensorView<float> lse,
                  float scale, int threads) {
@@ -286,25 +316,28 @@ void BlockGather(TensorView<const float> q, TensorView<const float> k, TensorVie
   const int64_t num_qb = (sq + qb_len - 1) / qb_len;
   const int64_t units = batch * hkv * num_qb;
   const int64_t max_rows = qb_len * group, ld = qb_len * top_k;
-#pragma omp parallel num_threads(threads)
+  const int team = static_cast<int>(std::min<int64_t>(threads, units));
+  std::vector<BlockWorkspace> ws;
+  ws.reserve(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) ws.emplace_back(k.tokens(), ld, max_rows, dv);
+#pragma omp parallel num_threads(team)
   {
-    std::vector<uint16_t> mark(static_cast<size_t>(k.tokens()), 0);
-    std::vector<int32_t> keys(static_cast<size_t>(ld));
-    std::vector<uint16_t> bits(static_cast<size_t>(ld));
-    std::vector<float> scores(static_cast<size_t>(max_rows * ld));
-    std::vector<float> acc(static_cast<size_t>(max_rows * dv)), mx(max_rows), denom(max_rows);
-    std::vector<const float*> qrows(static_cast<size_t>(max_rows)),
-        mq(static_cast<size_t>(max_rows));
-    std::vector<float*> accrows(static_cast<size_t>(max_rows)), macc(static_cast<size_t>(max_rows));
-    std::vector<int64_t> mrow(static_cast<size_t>(max_rows));
-    std::vector<float> tmp(static_cast<size_t>(max_rows));
+    BlockWorkspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
+    std::vector<uint16_t>&mark = w.mark, &bits = w.bits;
+    std::vector<int32_t>& keys = w.keys;
+    std::vector<float>&mx = w.mx, &denom = w.denom, &tmp = w.tmp;
+    std::vector<const float*>&qrows = w.qrows, &mq = w.mq;
+    std::vector<float*>&accrows = w.accrows, &macc = w.macc;
+    std::vector<int64_t>& mrow = w.mrow;
+    float* const scores = w.scores.get();
+    float* const acc = w.acc.get();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t unit = 0; unit < units; ++unit) {
       const int64_t qbi = unit % num_qb, hk = (unit / num_qb) % hkv, b = unit / (num_qb * hkv);
       const int64_t i0 = qbi * qb_len, nq = std::min(qb_len, sq - i0), rows = nq * group;
       for (int64_t r = 0; r < rows; ++r) {  // row r = query (r / group), head (r % group)
         qrows[r] = q.row(b, hk * group + r % group, i0 + r / group);
-        accrows[r] = acc.data() + r * dv;
+        accrows[r] = acc + r * dv;
       }
       int64_t nu = 0;  // distinct selected key rows of the block, in first-seen order
       for (int64_t qq = 0; qq < nq; ++qq) {
@@ -340,9 +373,9 @@ void BlockGather(TensorView<const float> q, TensorView<const float> k, TensorVie
       }
       for (int64_t r = 0; r < rows; ++r) {  // softmax over the row's own keys
         HWY_DYNAMIC_DISPATCH(MaskedSoftmax)
-        (scores.data() + r * ld, bits.data(), nu, 1u << (r / group), &mx[r], &denom[r]);
+        (scores + r * ld, bits.data(), nu, 1u << (r / group), &mx[r], &denom[r]);
       }
-      std::fill(acc.begin(), acc.begin() + rows * dv, 0.0f);
+      std::fill(acc, acc + rows * dv, 0.0f);
       for (int64_t u = 0; u < nu; ++u) {
         if (u + 6 < nu) {
           const float* ahead = v.row(b, hk, keys[u + 6]);
@@ -368,6 +401,24 @@ void BlockGather(TensorView<const float> q, TensorView<const float> k, TensorVie
   }
 }
 
+// One thread's scratch for the per-query path, allocated before the parallel region (nothing may
+// throw inside it). Everything is written before it is read. f32: one row pointer per selected
+// key (no copy, no buf); bf16: rows of the current widened chunk, in buf.
+struct GroupWorkspace {
+  std::vector<int32_t> sel;
+  detail::Scratch<float> scores, acc, buf;
+  std::vector<const float*> rows;
+  std::vector<float> mx, denom;
+  GroupWorkspace(int64_t top_k, int64_t heads_per, int64_t dv, int64_t buf_floats, int64_t chunk)
+      : sel(static_cast<size_t>(top_k)),
+        scores(static_cast<size_t>(heads_per * top_k)),
+        acc(static_cast<size_t>(heads_per * dv)),
+        buf(static_cast<size_t>(buf_floats)),
+        rows(static_cast<size_t>(chunk)),
+        mx(static_cast<size_t>(heads_per)),
+        denom(static_cast<size_t>(heads_per)) {}
+};
+
 template <typename KV>
 void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
                 TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
@@ -392,18 +443,23 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
   // The query heads of a group must be equally spaced to be read as one strided block.
   const int64_t q_stride = q.stride[1];
 
-#pragma omp parallel num_threads(threads)
+  constexpr bool kF32 = std::is_same_v<KV, float>;
+  const int64_t chunk = kF32 ? top_k : kChunk;
+  const int team = static_cast<int>(std::min<int64_t>(threads, units));
+  std::vector<GroupWorkspace> ws;
+  ws.reserve(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) {
+    ws.emplace_back(top_k, heads_per, dv, kF32 ? 0 : kChunk * std::max(dk, dv), chunk);
+  }
+#pragma omp parallel num_threads(team)
   {
-    std::vector<int32_t> sel(static_cast<size_t>(top_k));
-    std::vector<float> scores(static_cast<size_t>(heads_per * top_k));
-    std::vector<float> acc(static_cast<size_t>(heads_per * dv));
-    std::vector<float> buf(
-        std::is_same_v<KV, float> ? 0 : static_cast<size_t>(kChunk * std::max(dk, dv)));
-    // f32: one pointer per selected row (no copy); bf16: rows of the current widened chunk.
-    constexpr bool kF32 = std::is_same_v<KV, float>;
-    const int64_t chunk = kF32 ? top_k : kChunk;
-    std::vector<const float*> rows(static_cast<size_t>(chunk));
-    std::vector<float> mx(static_cast<size_t>(heads_per)), denom(static_cast<size_t>(heads_per));
+    GroupWorkspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
+    std::vector<int32_t>& sel = w.sel;
+    std::vector<const float*>& rows = w.rows;
+    std::vector<float>&mx = w.mx, &denom = w.denom;
+    float* const scores = w.scores.get();
+    float* const acc = w.acc.get();
+    float* const buf = w.buf.get();
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t part = u % head_split;
@@ -430,10 +486,10 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
         const int64_t nc = std::min(chunk, n - c);
         ChunkRows(k, b, hk, sel.data() + c, nc, buf, rows);
         HWY_DYNAMIC_DISPATCH(Logits)
-        (qbase, q_stride, nh, rows.data(), nc, dk, scale, scores.data() + c, top_k);
+        (qbase, q_stride, nh, rows.data(), nc, dk, scale, scores + c, top_k);
       }
       for (int64_t g = 0; g < nh; ++g) {
-        float* s = scores.data() + g * top_k;
+        float* s = scores + g * top_k;
         float m = detail::kNegInf;
         for (int64_t j = 0; j < n; ++j) m = std::max(m, s[j]);
         float l = 0.0f;
@@ -444,12 +500,12 @@ void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<co
         mx[g] = m;
         denom[g] = l;
       }
-      std::fill(acc.begin(), acc.begin() + nh * dv, 0.0f);
+      std::fill(acc, acc + nh * dv, 0.0f);
       for (int64_t c = 0; c < n; c += chunk) {
         const int64_t nc = std::min(chunk, n - c);
         ChunkRows(v, b, hk, sel.data() + c, nc, buf, rows);
         HWY_DYNAMIC_DISPATCH(Accumulate)
-        (scores.data() + c, top_k, nh, rows.data(), nc, dv, acc.data());
+        (scores + c, top_k, nh, rows.data(), nc, dv, acc);
       }
       for (int64_t g = 0; g < nh; ++g) {
         float* orow = out.row(b, h0 + g, i);

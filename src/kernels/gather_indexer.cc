@@ -20,6 +20,7 @@
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/gather_indexer.cc"
+#include "core/scratch.h"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/gather_indexer.h"
@@ -191,6 +192,29 @@ void PackKeys(TensorView<const KI> ki, int64_t b, bool bf16_pairs, bool round,
   }
 }
 
+// One thread's scratch for FastIndexer. srows (kQueryBlock rows of ld scores) is cleared per unit
+// as far as the unit reads it; the query rows are written before they are read (only the pair
+// or the f32 form, whichever the call uses); scratch has room for TopKScratch's largest row.
+struct IndexerWorkspace {
+  detail::Scratch<float> srows;
+  std::vector<uint32_t> qpairs;
+  std::vector<float> qf;
+  std::vector<uint32_t> scratch;
+  std::vector<const void*> qp;
+  std::vector<float> wr;
+  std::vector<float*> dst;
+  IndexerWorkspace(int64_t ld, int64_t heads, int64_t depth, bool bf16, int64_t top_k,
+                   int64_t seqlen_kv)
+      : srows(static_cast<size_t>(kQueryBlock * ld)),
+        qpairs(bf16 ? static_cast<size_t>(kQueryBlock * heads * depth) : 0),
+        qf(bf16 ? 0 : static_cast<size_t>(kQueryBlock * heads * depth)),
+        qp(static_cast<size_t>(kQueryBlock * heads)),
+        wr(static_cast<size_t>(kQueryBlock * heads)),
+        dst(static_cast<size_t>(kQueryBlock * heads)) {
+    if (top_k > 0 && seqlen_kv > top_k) scratch.reserve(static_cast<size_t>(2 * seqlen_kv));
+  }
+};
+
 // Scores (top_k == 0: into `scores`) or selects (top_k >= 1: into `indices`).
 template <typename KI>
 void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
@@ -209,24 +233,28 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
   auto visible = [&](int64_t i) {
     return std::clamp<int64_t>(q_start + i - o.k_start + 1, 0, skv);
   };
+  // Per-thread scratch, allocated before the parallel regions (nothing may throw inside them).
+  const int64_t ld = max_tiles * kTile;
+  const int team = static_cast<int>(std::min<int64_t>(threads, num_qb));
+  std::vector<IndexerWorkspace> ws;
+  ws.reserve(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) ws.emplace_back(ld, heads, depth, bf16, top_k, skv);
   for (int64_t b = 0; b < batch; ++b) {
     PackKeys(ki, b, bf16, o.reduced_precision, kpairs, kf32, threads);
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(team)
     {
-      const int64_t ld = max_tiles * kTile;
-      std::vector<float> srows(static_cast<size_t>(kQueryBlock * ld));
-      std::vector<uint32_t> qpairs(static_cast<size_t>(kQueryBlock * heads * depth));
-      std::vector<float> qf(static_cast<size_t>(kQueryBlock * heads * depth));
-      std::vector<uint32_t> scratch;
-      std::vector<const void*> qp(static_cast<size_t>(kQueryBlock * heads));
-      std::vector<float> wr(static_cast<size_t>(kQueryBlock * heads));
-      std::vector<float*> dst(static_cast<size_t>(kQueryBlock * heads));
+      IndexerWorkspace& wk = ws[static_cast<size_t>(omp_get_thread_num())];
+      float* const srows = wk.srows.get();
+      std::vector<uint32_t>&qpairs = wk.qpairs, &scratch = wk.scratch;
+      std::vector<float>&qf = wk.qf, &wr = wk.wr;
+      std::vector<const void*>& qp = wk.qp;
+      std::vector<float*>& dst = wk.dst;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t qb = num_qb - 1; qb >= 0; --qb) {  // longest rows first
         const int64_t i0 = qb * kQueryBlock, i1 = std::min(sq, i0 + kQueryBlock), nq = i1 - i0;
         const int64_t tiles = (visible(i1 - 1) + kTile - 1) / kTile;
         for (int64_t i = 0; i < nq; ++i) {
-          std::fill(srows.begin() + i * ld, srows.begin() + i * ld + tiles * kTile, 0.0f);
+          std::fill(srows + i * ld, srows + i * ld + tiles * kTile, 0.0f);
         }
         for (int64_t i = 0; i < nq; ++i) {
           for (int64_t h = 0; h < heads; ++h) {
@@ -253,7 +281,7 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
               qp[rows] = bf16 ? static_cast<const void*>(qpairs.data() + r * depth)
                               : static_cast<const void*>(qf.data() + r * depth);
               wr[rows] = w.at(b, 0, i0 + i, h);
-              dst[rows] = srows.data() + i * ld + t * kTile;
+              dst[rows] = srows + i * ld + t * kTile;
               ++rows;
             }
           }
@@ -271,7 +299,7 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
           }
         }
         for (int64_t i = 0; i < nq; ++i) {
-          const float* s = srows.data() + i * ld;
+          const float* s = srows + i * ld;
           const int64_t vis = visible(i0 + i);
           if (top_k == 0) {
             float* out = scores.row(b, 0, i0 + i);

@@ -33,7 +33,7 @@ using detail::GemmArgs;
 using detail::LinearGeometry;
 using detail::SmallGemm;
 
-// Per-thread scratch, sized once per call.
+// Per-thread scratch, sized once per call (before the parallel region).
 struct Workspace {
   std::vector<float> xs, hsn, fk, fkt, fq, rq, p, rk, mrow, den, s, z;
   // own_state: room for a state (m × dv) when the caller passes none (decode passes one, and a
@@ -246,9 +246,13 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
   const double work = static_cast<double>(units * g.group * std::max(g.seqlen_q, g.seqlen_kv) *
                                           g.m * (g.dk + g.dv));
   const int team = work < double{1 << 20} ? 1 : static_cast<int>(std::min<int64_t>(threads, units));
+  // Per-thread scratch, allocated before the parallel region (nothing may throw inside it).
+  std::vector<Workspace> workspaces;
+  workspaces.reserve(static_cast<size_t>(team));
+  for (int t = 0; t < team; ++t) workspaces.emplace_back(g, chunk, /*own_state=*/state == nullptr);
 #pragma omp parallel num_threads(team)
   {
-    Workspace ws(g, chunk, /*own_state=*/state == nullptr);
+    Workspace& ws = workspaces[static_cast<size_t>(omp_get_thread_num())];
 #pragma omp for schedule(dynamic, 1)
     for (int64_t u = 0; u < units; ++u) {
       const int64_t b = u / g.heads_kv, hk = u % g.heads_kv;
