@@ -31,7 +31,7 @@ Main entry points:
   gated_delta_rule, decay_gate, write_gate   (DeltaNet, Gated DeltaNet, KDA, GLA)
   gqa_block, mla_block, make_layer, model_layer, Stack   (attention blocks with weights)
   kv_cache_bytes, cost, load_model, read_config, catalogue, model_card_svg   (models)
-  set_num_threads(n), get_num_threads(), simd_target()
+  set_num_threads(n), get_num_threads(), simd_target(), release_scratch_memory()
 See docs/python.md and examples/ in the repository.
 )doc";
 

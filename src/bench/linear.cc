@@ -127,6 +127,7 @@ LinearBenchResult RunLinearBench(const LinearBenchConfig& cfg) {
 
   LinearBenchResult result;
   result.sgemm_gflops = MeasureSgemmGflops(cfg.threads, 1024, 4);
+  result.fma_peak_gflops = MeasureFmaPeakGflops(cfg.threads);
 
   // One input buffer feeds q, k and v (timing does not depend on the values, and at 1M tokens
   // this halves the memory the run needs); outputs and gates are separate.
@@ -326,6 +327,7 @@ LinearBenchResult RunLinearBench(const LinearBenchConfig& cfg) {
     g.chunked_gflops = GatedDeltaFlops(1, h, t, d, d, false, gdn) / g.chunked_seconds / 1e9;
     g.recurrent_gflops =
         GatedDeltaFlops(1, h, t, d, d, false, gdn_decode) / g.recurrent_seconds / 1e9;
+    g.speedup_bound = result.fma_peak_gflops / g.recurrent_gflops;
   }
   return result;
 }

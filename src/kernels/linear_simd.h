@@ -32,6 +32,11 @@ void SmallGemm(const GemmArgs& args);
 void FavorExpRows(float* p, int64_t rows, int64_t m, int64_t ld, const float* half_sq_norm,
                   float log_scale, float* row_max);
 
+// out row t = x row t · f_t · scale for t < rows, with f_t = 1 / sqrt(‖x_t‖² + eps) if l2 else 1
+// (rows of dim floats; row strides x_rs and out_rs). The q / k normalisation of the delta rule.
+void ScaleRows(const float* x, int64_t x_rs, int64_t rows, int64_t dim, bool l2, float eps,
+               float scale, float* out, int64_t out_rs);
+
 // x[i] = exp(x[i]) for i < n (Highway's Exp: 1 ULP; arguments below −104 give 0).
 void ExpInPlace(float* x, int64_t n);
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "attnkit/core/runtime.h"
+#include "core/scratch.h"
 #include "kernels/linear_simd.h"
 #include "kernels/recurrent_common.h"
 
@@ -42,55 +43,63 @@ using detail::SmallGemm;
 
 constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed Gram matrices
 
+// Per-thread scratch, carved out of one pooled block (core/scratch.h) that is allocated before
+// the parallel region: nothing inside the region allocates, and a loop of calls reuses memory
+// that is already faulted in instead of page-faulting ~0.5 MiB per thread per call.
 struct Workspace {
   int64_t chunk;
-  std::vector<float> q, k, kt, g, gam, tail, dec, beta, alpha, a, t, p, bv, bk, u, w, xl, yr, yrt,
-      s, scratch;
-  Workspace(const DeltaGeometry& geo, int64_t c)
-      : chunk(c),
-        q(c * geo.dk),
-        k(c * geo.dk),
-        kt(geo.dk * c),
-        g(c * std::max<int64_t>(1, geo.dk)),
-        gam(c * std::max<int64_t>(1, geo.dk)),
-        tail(c * std::max<int64_t>(1, geo.dk)),
-        dec(c * c),
-        beta(c),
-        alpha(c * std::max<int64_t>(1, geo.dk)),
-        a(c * c),
-        t(c * c),
-        p(c * c),
-        bv(c * geo.dv),
-        bk(c * geo.dk),
-        u(c * geo.dv),
-        w(c * geo.dk),
-        xl(c * geo.dk),
-        yr(c * geo.dk),
-        yrt(geo.dk * c),
-        s(geo.dk * geo.dv),
-        scratch(geo.dk + 2 * geo.dv) {}
+  float *q, *k, *kt, *g, *gam, *tail, *dec, *beta, *alpha, *a, *t, *p, *bv, *bk, *u, *w, *xl, *yr,
+      *yrt, *s, *scratch;
+  // Floats needed for chunk c (each array rounded up to 16 floats, 64 bytes).
+  static int64_t Floats(const DeltaGeometry& geo, int64_t c) {
+    Workspace ws;
+    return ws.Carve(geo, c, nullptr);
+  }
+  Workspace() = default;
+  Workspace(const DeltaGeometry& geo, int64_t c, float* base) { Carve(geo, c, base); }
+
+ private:
+  int64_t Carve(const DeltaGeometry& geo, int64_t c, float* base) {
+    chunk = c;
+    const int64_t gdim = c * std::max<int64_t>(1, geo.dk);
+    int64_t used = 0;
+    auto take = [&](float*& p, int64_t n) {
+      p = base ? base + used : nullptr;
+      used += (n + 15) / 16 * 16;
+    };
+    take(q, c * geo.dk);
+    take(k, c * geo.dk);
+    take(kt, geo.dk * c);
+    take(g, gdim);
+    take(gam, gdim);
+    take(tail, gdim);
+    take(dec, c * c);
+    take(beta, c);
+    take(alpha, gdim);
+    take(a, c * c);
+    take(t, c * c);
+    take(p, c * c);
+    take(bv, c * geo.dv);
+    take(bk, c * geo.dk);
+    take(u, c * geo.dv);
+    take(w, c * geo.dk);
+    take(xl, c * geo.dk);
+    take(yr, c * geo.dk);
+    take(yrt, geo.dk * c);
+    take(s, geo.dk * geo.dv);
+    take(scratch, geo.dk + 2 * geo.dv);
+    return used;
+  }
 };
 
 // Loads n normalised, scaled rows of q and k into ws.q / ws.k.
 void LoadQk(const DeltaGeometry& g, const GatedDeltaOptions& o, TensorView<const float> q,
             TensorView<const float> k, int64_t b, int64_t hq, int64_t t0, int64_t n,
             Workspace& ws) {
-  for (int64_t i = 0; i < n; ++i) {
-    const float* qr = q.row(b, hq, t0 + i);
-    const float* kr = k.row(b, hq, t0 + i);
-    float nq = 0.0f, nk = 0.0f;
-    for (int64_t c = 0; c < g.dk; ++c) {
-      nq += qr[c] * qr[c];
-      nk += kr[c] * kr[c];
-    }
-    const float fq =
-        (o.l2_normalize_qk ? 1.0f / std::sqrt(nq + detail::kL2NormEps) : 1.0f) * g.scale;
-    const float fk = o.l2_normalize_qk ? 1.0f / std::sqrt(nk + detail::kL2NormEps) : 1.0f;
-    for (int64_t c = 0; c < g.dk; ++c) {
-      ws.q[i * g.dk + c] = qr[c] * fq;
-      ws.k[i * g.dk + c] = kr[c] * fk;
-    }
-  }
+  detail::ScaleRows(q.row(b, hq, t0), q.stride[2], n, g.dk, o.l2_normalize_qk, detail::kL2NormEps,
+                    g.scale, ws.q, g.dk);
+  detail::ScaleRows(k.row(b, hq, t0), k.stride[2], n, g.dk, o.l2_normalize_qk, detail::kL2NormEps,
+                    1.0f, ws.k, g.dk);
 }
 
 void Transpose(const float* x, int64_t rows, int64_t cols, float* xt) {
@@ -133,18 +142,18 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
                  int64_t gd, int64_t n, bool strict, float* out, Workspace& ws) {
   const int64_t dk = geo.dk;
   if (gd <= 1) {
-    Transpose(y, n, dk, ws.kt.data());
+    Transpose(y, n, dk, ws.kt);
     GemmArgs a;
     a.m = n, a.n = n, a.k = dk;
     a.a = x, a.a_rs = dk, a.a_cs = 1;
-    a.b = ws.kt.data(), a.ldb = n;
+    a.b = ws.kt, a.ldb = n;
     a.c = out, a.ldc = n;
     LowerTriangularCGemm(a);
     for (int64_t i = 0; i < n; ++i) {
       float* row = out + i * n;
       const int64_t last = strict ? i : i + 1;
       if (gd == 1) {
-        const float* dec = ws.dec.data() + i * n;  // exp(γ_i − γ_j), j ≤ i
+        const float* dec = ws.dec + i * n;  // exp(γ_i − γ_j), j ≤ i
         for (int64_t j = 0; j < last; ++j) row[j] *= dec[j];
       }
       std::fill(row + last, row + n, 0.0f);
@@ -158,7 +167,7 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       // Reference row r = i0: x_i ⊙ exp(γ_i − γ_r) for i in the block, y_j ⊙ exp(γ_r − γ_j) for
       // j < r; both factors ≤ 1.
       const float* gr = g + i0 * dk;
-      float* e = ws.yr.data();  // exponents, then factors
+      float* e = ws.yr;  // exponents, then factors
       for (int64_t i = i0; i < i1; ++i) {
         for (int64_t c = 0; c < dk; ++c) e[(i - i0) * dk + c] = g[i * dk + c] - gr[c];
       }
@@ -173,8 +182,8 @@ void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const
       }
       GemmArgs a;
       a.m = rows, a.n = i0, a.k = dk;
-      a.a = ws.xl.data(), a.a_rs = dk, a.a_cs = 1;
-      a.b = ws.yrt.data(), a.ldb = i0;
+      a.a = ws.xl, a.a_rs = dk, a.a_cs = 1;
+      a.b = ws.yrt, a.ldb = i0;
       a.c = out + i0 * n, a.ldc = n;
       SmallGemm(a);
     }
@@ -202,10 +211,10 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   }
   // Γ = exp(γ) (n × gd), exp(γ_n − γ_i) (n × gd) and, for a scalar decay, the n × n matrix of
   // exp(γ_i − γ_j) (j ≤ i) shared by A and P; every exponent is <= 0.
-  float* gam = ws.gam.data();
-  float* tail = ws.tail.data();
+  float* gam = ws.gam;
+  float* tail = ws.tail;
   if (gd > 0) {
-    const float* gn = ws.g.data() + (n - 1) * gd;
+    const float* gn = ws.g + (n - 1) * gd;
     for (int64_t i = 0; i < n * gd; ++i) {
       gam[i] = ws.g[i];
       tail[i] = gn[i % gd] - ws.g[i];
@@ -215,7 +224,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   }
   if (gd == 1) {
     for (int64_t i = 0; i < n; ++i) {
-      float* row = ws.dec.data() + i * n;
+      float* row = ws.dec + i * n;
       for (int64_t j = 0; j <= i; ++j) row[j] = ws.g[i] - ws.g[j];
       detail::ExpInPlace(row, i + 1);
     }
@@ -232,16 +241,15 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   };
   const float* vc = v.row(b, h, t0);
   const int64_t ldv = v.stride[2];
-  float* u = ws.u.data();
+  float* u = ws.u;
   if (o.delta_rule) {
     for (int64_t i = 0; i < n; ++i) ws.beta[i] = beta.at(b, h, t0 + i, 0);
     // A (strict lower) with β_i on row i, then T = (I + A)⁻¹ by forward substitution.
-    DecayedGram(geo, ws.k.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/true, ws.a.data(),
-                ws);
-    float* t = ws.t.data();
+    DecayedGram(geo, ws.k, ws.k, ws.g, gd, n, /*strict=*/true, ws.a, ws);
+    float* t = ws.t;
     for (int64_t i = 0; i < n; ++i) {
       float* ti = t + i * n;
-      const float* ai = ws.a.data() + i * n;
+      const float* ai = ws.a + i * n;
       std::fill(ti, ti + n, 0.0f);
       ti[i] = 1.0f;
       for (int64_t l = 0; l < i; ++l) {
@@ -253,21 +261,21 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     // bv = diag(β) V, bk = diag(β) (K ⊙ Γ).
     for (int64_t i = 0; i < n; ++i) {
       for (int64_t e = 0; e < dv; ++e) ws.bv[i * dv + e] = ws.beta[i] * vc[i * ldv + e];
-      scale_by_gamma(i, ws.k.data() + i * dk, ws.beta[i], ws.bk.data() + i * dk);
+      scale_by_gamma(i, ws.k + i * dk, ws.beta[i], ws.bk + i * dk);
     }
     GemmArgs a;  // U = T bv
     a.m = n, a.n = dv, a.k = n;
     a.a = t, a.a_rs = n, a.a_cs = 1;
-    a.b = ws.bv.data(), a.ldb = dv;
+    a.b = ws.bv, a.ldb = dv;
     a.c = u, a.ldc = dv;
     LowerTriangularAGemm(a);
     a.n = dk;  // W = T bk
-    a.b = ws.bk.data(), a.ldb = dk;
-    a.c = ws.w.data(), a.ldc = dk;
+    a.b = ws.bk, a.ldb = dk;
+    a.c = ws.w, a.ldc = dk;
     LowerTriangularAGemm(a);
     a = GemmArgs{};  // U −= W S₀
     a.m = n, a.n = dv, a.k = dk, a.alpha = -1.0f;
-    a.a = ws.w.data(), a.a_rs = dk, a.a_cs = 1;
+    a.a = ws.w, a.a_rs = dk, a.a_cs = 1;
     a.b = s, a.ldb = dv;
     a.c = u, a.ldc = dv;
     a.accumulate = true;
@@ -276,31 +284,31 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     for (int64_t i = 0; i < n; ++i) std::copy(vc + i * ldv, vc + i * ldv + dv, u + i * dv);
   }
   // O = (Q ⊙ Γ) S₀ + P U.
-  DecayedGram(geo, ws.q.data(), ws.k.data(), ws.g.data(), gd, n, /*strict=*/false, ws.p.data(), ws);
+  DecayedGram(geo, ws.q, ws.k, ws.g, gd, n, /*strict=*/false, ws.p, ws);
   for (int64_t i = 0; i < n; ++i) {
-    scale_by_gamma(i, ws.q.data() + i * dk, 1.0f, ws.q.data() + i * dk);
+    scale_by_gamma(i, ws.q + i * dk, 1.0f, ws.q + i * dk);
   }
   float* orow = out.row(b, h, t0);
   GemmArgs a;
   a.m = n, a.n = dv, a.k = dk;
-  a.a = ws.q.data(), a.a_rs = dk, a.a_cs = 1;
+  a.a = ws.q, a.a_rs = dk, a.a_cs = 1;
   a.b = s, a.ldb = dv;
   a.c = orow, a.ldc = out.stride[2];
   SmallGemm(a);
   a.m = n, a.k = n;
-  a.a = ws.p.data(), a.a_rs = n;
+  a.a = ws.p, a.a_rs = n;
   a.b = u, a.ldb = dv;
   a.accumulate = true;
   LowerTriangularAGemm(a);
   // S_n = diag(Γ_n) S₀ + (K ⊙ exp(γ_n − γ))ᵀ U.
   if (gd > 0) {
-    const float* gn = ws.g.data() + (n - 1) * gd;
+    const float* gn = ws.g + (n - 1) * gd;
     for (int64_t c = 0; c < dk; ++c) {
       const float f = std::exp(gn[gd == 1 ? 0 : c]);
       for (int64_t e = 0; e < dv; ++e) s[c * dv + e] *= f;
     }
     for (int64_t i = 0; i < n; ++i) {
-      float* ki = ws.k.data() + i * dk;
+      float* ki = ws.k + i * dk;
       if (gd == 1) {
         for (int64_t c = 0; c < dk; ++c) ki[c] *= tail[i];
       } else {
@@ -310,7 +318,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   }
   a = GemmArgs{};
   a.m = dk, a.n = dv, a.k = n;
-  a.a = ws.k.data(), a.a_rs = 1, a.a_cs = dk;
+  a.a = ws.k, a.a_rs = 1, a.a_cs = dk;
   a.b = u, a.ldb = dv;
   a.c = s, a.ldc = dv;
   a.accumulate = true;
@@ -328,16 +336,16 @@ void Steps(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   }
   detail::DeltaStepArgs a;
   a.tokens = n, a.dk = geo.dk, a.dv = geo.dv;
-  a.q = ws.q.data(), a.q_rs = geo.dk;
-  a.k = ws.k.data(), a.k_rs = geo.dk;
+  a.q = ws.q, a.q_rs = geo.dk;
+  a.k = ws.k, a.k_rs = geo.dk;
   a.v = v.row(b, h, t0), a.v_rs = v.stride[2];
-  a.alpha = gd > 0 ? ws.alpha.data() : nullptr;
+  a.alpha = gd > 0 ? ws.alpha : nullptr;
   a.alpha_stride = gd, a.alpha_dim = std::max<int64_t>(gd, 1);
   a.delta = o.delta_rule;
   if (o.delta_rule) a.beta = beta.row(b, h, t0), a.beta_stride = beta.stride[2];
   a.s = s;
   a.out = out.row(b, h, t0), a.out_rs = out.stride[2];
-  a.scratch = ws.scratch.data();
+  a.scratch = ws.scratch;
   detail::DeltaRecurrentSteps(a);
 }
 
@@ -387,19 +395,22 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
       work < double{1 << 20}
           ? 1
           : static_cast<int>(std::min<int64_t>(ResolveThreads(o.num_threads), units));
+  const int64_t ws_floats = Workspace::Floats(g, chunk);
+  detail::Scratch<float> block(static_cast<size_t>(ws_floats * threads));
+  std::fill(block.get(), block.get() + ws_floats * threads, 0.0f);
 #pragma omp parallel num_threads(threads)
   {
-    Workspace ws(g, chunk);
+    Workspace ws(g, chunk, block.get() + ws_floats * omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t unit = 0; unit < units; ++unit) {
       const int64_t b = unit / g.heads_v, h = unit % g.heads_v, hq = h / g.group;
-      float* s = ws.s.data();
+      float* s = ws.s;
       if (!state.empty()) {
         for (int64_t c = 0; c < g.dk; ++c) {
           std::copy(state.row(b, h, c), state.row(b, h, c) + g.dv, s + c * g.dv);
         }
       } else {
-        std::fill(ws.s.begin(), ws.s.end(), 0.0f);
+        std::fill(ws.s, ws.s + g.dk * g.dv, 0.0f);
       }
       for (int64_t t0 = 0; t0 < g.seqlen; t0 += chunk) {
         const int64_t n = std::min(chunk, g.seqlen - t0);

@@ -16,6 +16,9 @@ namespace attnkit::bench {
 
 // The machine's practical compute ceiling: OpenBLAS sgemm on n × n × n, GFLOP/s (median).
 double MeasureSgemmGflops(int threads, int64_t n = 2560, int repeats = 5);
+// The arithmetic peak: independent chains of vector FMAs on registers (no memory), on the SIMD
+// target in use, all `threads` threads at once, GFLOP/s (median). No kernel can exceed it.
+double MeasureFmaPeakGflops(int threads, int repeats = 5);
 // Sustained memory read bandwidth: `threads` threads summing a `bytes` buffer, GB/s (median).
 double MeasureReadGbps(int threads, int64_t bytes = int64_t{512} << 20, int repeats = 7);
 

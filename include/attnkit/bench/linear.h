@@ -52,12 +52,17 @@ struct GdnComparison {
   // token-by-token implementation costs.
   double reference_seconds = 0, speedup_vs_reference = 0;
   double chunked_gflops = 0, recurrent_gflops = 0;
+  // The most the chunked form could gain on this machine: its three state products alone do
+  // the token-by-token form's 6·dk·dv FLOPs per token, so even with free chunk-local work at
+  // the FMA peak it takes at least recurrent FLOPs / peak: speed-up <= peak / recurrent GFLOP/s.
+  double speedup_bound = 0;
 };
 
 struct LinearBenchResult {
   std::vector<LengthSeries> series;
   GdnComparison gdn;
-  double sgemm_gflops = 0;  // ceiling: OpenBLAS sgemm 1024³ on the same threads
+  double sgemm_gflops = 0;     // ceiling: OpenBLAS sgemm 1024³ on the same threads
+  double fma_peak_gflops = 0;  // ceiling: register-only vector FMAs on the same threads
 };
 
 LinearBenchResult RunLinearBench(const LinearBenchConfig& config);
