@@ -94,6 +94,8 @@ int64_t ResidentBytes() {
 
 }  // namespace
 
+void SettleAfterBlas() { std::this_thread::sleep_for(std::chrono::milliseconds(250)); }
+
 double MeasureSgemmGflops(int threads, int64_t n, int repeats) {
   Require(n > 0 && repeats > 0, "MeasureSgemmGflops: n and repeats must be positive");
   threads = ResolveThreads(threads);
@@ -110,6 +112,7 @@ double MeasureSgemmGflops(int threads, int64_t n, int repeats) {
                     b.data(), ni, 0.0f, c.data(), ni);
       },
       repeats);
+  SettleAfterBlas();
   return 2.0 * static_cast<double>(n) * n * n / sec / 1e9;
 }
 
@@ -277,6 +280,7 @@ DenseBenchResult BenchDense(const DenseBenchConfig& c) {
       }
     }
   }
+  if (r.baseline_ran) SettleAfterBlas();
   r.median_ms = sec * 1e3;
   r.min_ms *= 1e3;
   r.gflops = r.flops / sec / 1e9;
@@ -299,8 +303,11 @@ PeakMemoryResult MeasurePeakMemory(int64_t seqlen, int64_t num_heads, int64_t he
   // VmHWM cannot be reset reliably everywhere (clear_refs may be refused in containers), so a
   // sampler thread polls the resident set every millisecond while the tensors exist and the
   // kernel runs; the kernel's workspace lives for the whole call, so the sampler sees it.
+  // Hand back the kernels' pooled scratch and freed heap memory first, or "before" would
+  // already include the packed tiles this call is about to use.
+  ReleaseScratchMemory();
 #if defined(__GLIBC__)
-  malloc_trim(0);  // hand freed heap memory back first, or "before" would include it
+  malloc_trim(0);
 #endif
   const int64_t before = ResidentBytes();
   std::atomic<bool> stop{false};

@@ -126,8 +126,8 @@ LinearBenchResult RunLinearBench(const LinearBenchConfig& cfg) {
   };
 
   LinearBenchResult result;
+  result.fma_peak_gflops = MeasureFmaPeakGflops(cfg.threads);  // before OpenBLAS's threads spin
   result.sgemm_gflops = MeasureSgemmGflops(cfg.threads, 1024, 4);
-  result.fma_peak_gflops = MeasureFmaPeakGflops(cfg.threads);
 
   // One input buffer feeds q, k and v (timing does not depend on the values, and at 1M tokens
   // this halves the memory the run needs); outputs and gates are separate.

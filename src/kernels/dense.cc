@@ -58,6 +58,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -246,6 +247,7 @@ struct Workspace {
   hwy::AlignedFreeUniquePtr<float[]> kt, vt, s, acc, zero_row;
   std::vector<float> m, l;
   std::vector<uint8_t> allowed;
+  std::vector<int32_t> row_lo, row_hi;  // partial tile: allowed keys of row i lie in [lo, hi)
   std::vector<const float*> qrows;
   std::vector<float*> accrows;
   // Ring mode: packed K/V tiles of one (batch, kv head), kept while consecutive units use that
@@ -308,6 +310,8 @@ class Kernel {
       w.m.resize(static_cast<size_t>(rows_max));
       w.l.resize(static_cast<size_t>(rows_max));
       w.allowed.resize(static_cast<size_t>(bq_ * kBk));
+      w.row_lo.resize(static_cast<size_t>(bq_));
+      w.row_hi.resize(static_cast<size_t>(bq_));
       w.qrows.resize(static_cast<size_t>(rows_max + kRows));
       w.accrows.resize(static_cast<size_t>(rows_max + kRows));
     }
@@ -399,6 +403,7 @@ class Kernel {
       if (kind == TileKind::kPartial) {
         ++w.partial;
         o_.mask->FillTile(qp0, qp1, kp0, kp1, w.allowed.data());
+        RowBounds(w, i1 - i0, kp1 - kp0);
       } else {
         ++w.full;
       }
@@ -475,17 +480,76 @@ class Kernel {
     }
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
-    const PackedV pv{vt, dv_pad_};
     for (int64_t r0 = 0; r0 < rows; r0 += kRows) {
       const float* const* qrows = w.qrows.data() + r0;
-      for (int64_t col = 0; col < kBk; col += kKeyVecs * N) {
-        QkMicro<kRows, kKeyVecs>(qrows, kt, g_.dk, w.s.get(), col);
-      }
       const int64_t pr = std::min<int64_t>(kRows, rows - r0);
+      // Key vectors [v0, v1) of the tile. In a partial tile only those that some row of this
+      // panel may see: a triangular tile (the causal diagonal, a window's far edge) then costs
+      // about half. Columns outside are masked for every row of the panel, so their S is
+      // replaced by −∞ in Softmax and P·V skips them; a panel that sees nothing is skipped
+      // whole (its rows' running state would not change).
+      int64_t v0 = 0, v1 = kBk / N;
+      if (partial) {
+        int64_t lo = kBk, hi = 0;
+        for (int64_t r = r0; r < r0 + pr; ++r) {
+          lo = std::min<int64_t>(lo, w.row_lo[static_cast<size_t>(r % nq)]);
+          hi = std::max<int64_t>(hi, w.row_hi[static_cast<size_t>(r % nq)]);
+        }
+        if (hi <= lo) continue;
+        v0 = lo / N;
+        v1 = (hi + N - 1) / N;
+      }
+      int64_t v = v0;
+      for (; v + kKeyVecs <= v1; v += kKeyVecs) {
+        QkMicro<kRows, kKeyVecs>(qrows, kt, g_.dk, w.s.get(), v * N);
+      }
+      switch (v1 - v) {  // at most kKeyVecs − 1 vectors left
+        case 1:
+          QkMicro<kRows, 1>(qrows, kt, g_.dk, w.s.get(), v * N);
+          break;
+        case 2:
+          QkMicro<kRows, 2>(qrows, kt, g_.dk, w.s.get(), v * N);
+          break;
+        case 3:
+          QkMicro<kRows, 3>(qrows, kt, g_.dk, w.s.get(), v * N);
+          break;
+        default:
+          break;
+      }
       for (int64_t r = 0; r < pr; ++r) Softmax(w, r, r0 + r, i0, nq, j0, nk, partial);
       for (int64_t r = pr; r < kRows; ++r)
         std::fill(w.s.get() + r * kBk, w.s.get() + (r + 1) * kBk, 0.0f);
-      PvPanel<kRows>(w.s.get(), pv, nk, w.accrows.data() + r0, dv_pad_);
+      const int64_t k_lo = v0 * N, k_hi = std::min(nk, v1 * N);
+      const PackedV pv{vt + k_lo * dv_pad_, dv_pad_};
+      PvPanel<kRows>(w.s.get() + k_lo, pv, k_hi - k_lo, w.accrows.data() + r0, dv_pad_);
+    }
+  }
+
+  // For the partial tile in w.allowed (nq rows of nk bytes): each row's first and one-past-last
+  // allowed key (lo = hi = 0 when none), scanning 8 bytes at a time from both ends.
+  static void RowBounds(Workspace& w, int64_t nq, int64_t nk) {
+    for (int64_t i = 0; i < nq; ++i) {
+      const uint8_t* a = w.allowed.data() + i * nk;
+      int64_t lo = 0;
+      for (; lo + 8 <= nk; lo += 8) {
+        uint64_t word;
+        std::memcpy(&word, a + lo, 8);
+        if (word != 0) break;
+      }
+      while (lo < nk && a[lo] == 0) ++lo;
+      int64_t hi = nk;
+      if (lo < nk) {
+        for (; hi - 8 > lo; hi -= 8) {
+          uint64_t word;
+          std::memcpy(&word, a + hi - 8, 8);
+          if (word != 0) break;
+        }
+        while (a[hi - 1] == 0) --hi;
+      } else {
+        lo = hi = 0;
+      }
+      w.row_lo[static_cast<size_t>(i)] = static_cast<int32_t>(lo);
+      w.row_hi[static_cast<size_t>(i)] = static_cast<int32_t>(hi);
     }
   }
 

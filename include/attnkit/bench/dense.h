@@ -14,7 +14,13 @@
 
 namespace attnkit::bench {
 
+// OpenBLAS's worker threads keep spinning for a while after each call (about 2^28 TSC cycles,
+// ~0.1 s): anything timed in that window runs on a machine with a core less. Benchmarks call
+// this (a 0.25 s sleep) after their OpenBLAS measurements, before timing anything else.
+void SettleAfterBlas();
+
 // The machine's practical compute ceiling: OpenBLAS sgemm on n × n × n, GFLOP/s (median).
+// Ends with SettleAfterBlas().
 double MeasureSgemmGflops(int threads, int64_t n = 2560, int repeats = 5);
 // The arithmetic peak: independent chains of vector FMAs on registers (no memory), on the SIMD
 // target in use, all `threads` threads at once, GFLOP/s (median). No kernel can exceed it.
