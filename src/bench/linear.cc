@@ -126,7 +126,10 @@ LinearBenchResult RunLinearBench(const LinearBenchConfig& cfg) {
   };
 
   LinearBenchResult result;
-  result.fma_peak_gflops = MeasureFmaPeakGflops(cfg.threads);  // before OpenBLAS's threads spin
+  // OpenBLAS's worker threads also spin for ~0.1 s after the library starts them: let them
+  // settle before the FMA peak, which must have the cores to itself.
+  SettleAfterBlas();
+  result.fma_peak_gflops = MeasureFmaPeakGflops(cfg.threads);
   result.sgemm_gflops = MeasureSgemmGflops(cfg.threads, 1024, 4);
 
   // One input buffer feeds q, k and v (timing does not depend on the values, and at 1M tokens

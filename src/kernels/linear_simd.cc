@@ -151,6 +151,33 @@ void ScaleRowsImpl(const float* x, int64_t x_rs, int64_t rows, int64_t dim, bool
   }
 }
 
+void UnitLowerInverseImpl(const float* a, const float* beta, int64_t n, float* t) {
+  const hn::ScalableTag<float> d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t i = 0; i < n; ++i) {
+    float* ti = t + i * n;
+    const float* ai = a + i * n;
+    // Columns j < i: Σ_{l<i} (−β_i a_il) t_lj, where t_lj = 0 for j > l, so column vector
+    // [c, c + lanes) only needs rows l ≥ c. Whole vectors inside the row are computed (their
+    // columns j ≥ i come out 0, as they must); the last partial vector of a row is scalar.
+    int64_t c = 0;
+    for (; c < i && c + lanes <= n; c += lanes) {
+      auto acc = hn::Zero(d);
+      for (int64_t l = c; l < i; ++l) {
+        acc = hn::MulAdd(hn::Set(d, -beta[i] * ai[l]), hn::LoadU(d, t + l * n + c), acc);
+      }
+      hn::StoreU(acc, d, ti + c);
+    }
+    for (; c < i; ++c) {
+      float acc = 0.0f;
+      for (int64_t l = c; l < i; ++l) acc += -beta[i] * ai[l] * t[l * n + c];
+      ti[c] = acc;
+    }
+    for (int64_t j = std::max(c, i); j < n; ++j) ti[j] = 0.0f;
+    ti[i] = 1.0f;
+  }
+}
+
 void ExpInPlaceImpl(float* x, int64_t n) {
   const hn::ScalableTag<float> d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
@@ -270,6 +297,7 @@ HWY_EXPORT(SmallGemmImpl);
 HWY_EXPORT(FavorExpRowsImpl);
 HWY_EXPORT(DecayedDotsImpl);
 HWY_EXPORT(ExpInPlaceImpl);
+HWY_EXPORT(UnitLowerInverseImpl);
 HWY_EXPORT(ScaleRowsImpl);
 HWY_EXPORT(EluPlusOneImpl);
 HWY_EXPORT(DeltaRecurrentStepsImpl);
@@ -291,6 +319,10 @@ void FavorExpRows(float* p, int64_t rows, int64_t m, int64_t ld, const float* ha
 }
 
 void ExpInPlace(float* x, int64_t n) { HWY_DYNAMIC_DISPATCH(ExpInPlaceImpl)(x, n); }
+
+void UnitLowerInverse(const float* a, const float* beta, int64_t n, float* t) {
+  HWY_DYNAMIC_DISPATCH(UnitLowerInverseImpl)(a, beta, n, t);
+}
 
 void ScaleRows(const float* x, int64_t x_rs, int64_t rows, int64_t dim, bool l2, float eps,
                float scale, float* out, int64_t out_rs) {

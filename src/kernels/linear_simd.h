@@ -37,6 +37,11 @@ void FavorExpRows(float* p, int64_t rows, int64_t m, int64_t ld, const float* ha
 void ScaleRows(const float* x, int64_t x_rs, int64_t rows, int64_t dim, bool l2, float eps,
                float scale, float* out, int64_t out_rs);
 
+// t (n × n, row-major) = (I + diag(beta) A)⁻¹ for a strictly lower triangular A (n × n,
+// row-major; its diagonal and upper part are ignored), by forward substitution row by row:
+// t_i = e_i − β_i Σ_{l<i} a_il t_l. t is unit lower triangular; its upper part is set to 0.
+void UnitLowerInverse(const float* a, const float* beta, int64_t n, float* t);
+
 // x[i] = exp(x[i]) for i < n (Highway's Exp: 1 ULP; arguments below −104 give 0).
 void ExpInPlace(float* x, int64_t n);
 

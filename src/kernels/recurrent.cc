@@ -48,8 +48,8 @@ constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed 
 // that is already faulted in instead of page-faulting ~0.5 MiB per thread per call.
 struct Workspace {
   int64_t chunk;
-  float *q, *k, *kt, *g, *gam, *tail, *dec, *beta, *alpha, *a, *t, *p, *bv, *bk, *u, *w, *xl, *yr,
-      *yrt, *s, *scratch;
+  float *q, *k, *kt, *g, *gam, *tail, *dec, *beta, *alpha, *a, *t, *p, *bk, *u, *w, *xl, *yr, *yrt,
+      *s, *scratch;
   // Floats needed for chunk c (each array rounded up to 16 floats, 64 bytes).
   static int64_t Floats(const DeltaGeometry& geo, int64_t c) {
     Workspace ws;
@@ -79,7 +79,6 @@ struct Workspace {
     take(a, c * c);
     take(t, c * c);
     take(p, c * c);
-    take(bv, c * geo.dv);
     take(bk, c * geo.dk);
     take(u, c * geo.dv);
     take(w, c * geo.dk);
@@ -137,12 +136,12 @@ void LowerTriangularCGemm(const GemmArgs& g) {
 }
 
 // out (n × n, row-major) = Σ_c x_ic y_jc exp(γ_ic − γ_jc) for j < i (strict) or j ≤ i; zero
-// above. g holds the cumulative log decays (n × gd with gd ∈ {0, 1, dk}).
+// above. g holds the cumulative log decays (n × gd with gd ∈ {0, 1, dk}). For gd <= 1 the
+// caller has put yᵀ (dk × n) in ws.kt (y is always K: transposed once per chunk).
 void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const float* g,
                  int64_t gd, int64_t n, bool strict, float* out, Workspace& ws) {
   const int64_t dk = geo.dk;
   if (gd <= 1) {
-    Transpose(y, n, dk, ws.kt);
     GemmArgs a;
     a.m = n, a.n = n, a.k = dk;
     a.a = x, a.a_rs = dk, a.a_cs = 1;
@@ -242,35 +241,39 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   const float* vc = v.row(b, h, t0);
   const int64_t ldv = v.stride[2];
   float* u = ws.u;
+  if (gd <= 1) Transpose(ws.k, n, dk, ws.kt);  // Kᵀ for the Gram matrices K Kᵀ and Q Kᵀ
   if (o.delta_rule) {
     for (int64_t i = 0; i < n; ++i) ws.beta[i] = beta.at(b, h, t0 + i, 0);
     // A (strict lower) with β_i on row i, then T = (I + A)⁻¹ by forward substitution.
     DecayedGram(geo, ws.k, ws.k, ws.g, gd, n, /*strict=*/true, ws.a, ws);
     float* t = ws.t;
+    detail::UnitLowerInverse(ws.a, ws.beta, n, t);
+    // U = T diag(β) V and W = T diag(β) (K ⊙ Γ): diag(β) (and a scalar Γ) are folded into
+    // T's columns, so V and K feed the GEMMs as they are; KDA's per-channel Γ scales K's rows.
+    float* tb = ws.a;  // A is no longer needed: T diag(β Γ) for W
     for (int64_t i = 0; i < n; ++i) {
       float* ti = t + i * n;
-      const float* ai = ws.a + i * n;
-      std::fill(ti, ti + n, 0.0f);
-      ti[i] = 1.0f;
-      for (int64_t l = 0; l < i; ++l) {
-        const float f = -ws.beta[i] * ai[l];
-        const float* tl = t + l * n;
-        for (int64_t j = 0; j <= l; ++j) ti[j] += f * tl[j];
+      float* tbi = tb + i * n;
+      for (int64_t j = 0; j <= i; ++j) {
+        tbi[j] = ti[j] * ws.beta[j] * (gd == 1 ? gam[j] : 1.0f);
+        ti[j] *= ws.beta[j];
       }
     }
-    // bv = diag(β) V, bk = diag(β) (K ⊙ Γ).
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t e = 0; e < dv; ++e) ws.bv[i * dv + e] = ws.beta[i] * vc[i * ldv + e];
-      scale_by_gamma(i, ws.k + i * dk, ws.beta[i], ws.bk + i * dk);
+    const float* wk = ws.k;
+    if (gd == dk) {  // per-channel Γ: K ⊙ Γ rows, β already in T
+      for (int64_t i = 0; i < n; ++i) scale_by_gamma(i, ws.k + i * dk, 1.0f, ws.bk + i * dk);
+      wk = ws.bk;
+      tb = t;
     }
-    GemmArgs a;  // U = T bv
+    GemmArgs a;  // U = (T diag(β)) V, V read in place
     a.m = n, a.n = dv, a.k = n;
     a.a = t, a.a_rs = n, a.a_cs = 1;
-    a.b = ws.bv, a.ldb = dv;
+    a.b = vc, a.ldb = ldv;
     a.c = u, a.ldc = dv;
     LowerTriangularAGemm(a);
-    a.n = dk;  // W = T bk
-    a.b = ws.bk, a.ldb = dk;
+    a.n = dk;  // W = (T diag(β Γ)) K
+    a.a = tb;
+    a.b = wk, a.ldb = dk;
     a.c = ws.w, a.ldc = dk;
     LowerTriangularAGemm(a);
     a = GemmArgs{};  // U −= W S₀

@@ -14,9 +14,10 @@
 
 namespace attnkit::bench {
 
-// OpenBLAS's worker threads keep spinning for a while after each call (about 2^28 TSC cycles,
-// ~0.1 s): anything timed in that window runs on a machine with a core less. Benchmarks call
-// this (a 0.25 s sleep) after their OpenBLAS measurements, before timing anything else.
+// OpenBLAS's worker threads keep spinning for a while after each call, and after the library
+// starts them (about 2^28 TSC cycles, ~0.1 s): anything timed in that window runs on a machine
+// with a core less (an FMA-peak run at process start measured half the peak). Benchmarks call
+// this (a 0.25 s sleep) before their first measurement and after their OpenBLAS calls.
 void SettleAfterBlas();
 
 // The machine's practical compute ceiling: OpenBLAS sgemm on n × n × n, GFLOP/s (median).
