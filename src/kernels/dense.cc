@@ -33,16 +33,17 @@
 //  Decode (1 query token): every K/V byte is read exactly once per group; arithmetic per byte is
 //  ~G/2 FLOP, so decode is bandwidth-bound and the keys are split across threads (DenseDecode)
 //  to use both cores' share of the memory bandwidth, with an LSE merge at the end.
-//  Workspace: per thread O(kRows·64 + d·64 + 64·d + 64G·d) floats, plus the kept packed tiles:
-//  at most 32 MiB shared (whole heads up to 32768 keys at d 128) or 8 MiB per thread (a ring for
-//  longer heads), so the peak memory of a call is its inputs plus a bounded constant, never
+//  Workspace: per thread O(kRows·64 + d·64 + 64·d + 64G·d) floats, plus the packed tiles of
+//  one round or segment (at most 32 MiB, shared by the threads) and two floats per query row of
+//  a segmented head, so the peak memory of a call is its inputs plus a bounded constant, never
 //  O(N²). The packed tiles come from the scratch pool (core/scratch.h): a loop of calls reuses
 //  them instead of page-faulting 16-32 MiB in again each time, which cost ~12 ms per call on
 //  this VM, more than a 16k-token sliding-window call itself.
 //  Why keep tiles at all: packing a tile (a scalar transpose of K) costs about as much as half
 //  a tile's arithmetic. Causal prefill uses each tile in ~N/128 units, a window in ~W/64, so
-//  packing per use would add 30-50 %; per-thread caches pack each tile once per thread, and a
-//  ring thrashes on causal rows longer than itself (every tile repacked on every unit).
+//  packing per use would add 30-50 %; per-thread caches packed each tile once per thread, and
+//  the per-thread rings used before segments thrashed on causal rows longer than themselves
+//  (every tile repacked on every unit: 65536-key causal ran ~30 % slower per tile).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/dense.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -91,18 +92,17 @@ constexpr int kKeyVecs = 2;
 constexpr int kDvVecs = 2;
 #endif
 constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
-// Packed K/V tiles are kept between units so that each is packed about once per call:
-//  * shared (the usual case): when one (batch, kv head)'s packed tiles fit kSharedPackBytes, the
-//    heads are processed in rounds of as many as fit, and every tile of a round's heads has a slot
-//    in one buffer shared by all threads. Whichever thread first needs a tile packs it (state
-//    0 = empty, 1 = being packed, 2 = ready); the others use it, waiting briefly if it is being
-//    packed. 32 MiB holds one head of 32768 keys at d 128, or 8 heads of 4096.
-//  * ring (longer heads): each thread keeps its most recent kRingBytes of tiles of the
-//    current head (key block jb in slot jb % slots), which covers windows up to 8192 keys at
-//    d 128; a causal row longer than that repacks its tiles.
-// The budgets are detail::GetDensePackBudgets(): by default kSharedPackBytes and kRingBytes
-// (declared once, below, outside the per-target code).
-
+// Packed K/V tiles are kept for the whole call, so that each is packed exactly once: every tile
+// a round needs has a slot in one buffer shared by all threads, and whichever thread first needs
+// a tile packs it (state 0 = empty, 1 = being packed, 2 = ready); the others use it, waiting
+// briefly if it is being packed. The buffer holds detail::GetDensePackBudget() bytes (32 MiB:
+// one head of 32768 keys at d 128, or 8 heads of 4096):
+//  * heads that fit are processed in rounds of as many heads as fit;
+//  * a head that does not fit is processed in segments of its key blocks, one after the other:
+//    every query block attends to the segment's keys, keeping its online-softmax state (the
+//    running max and sum per row, and the unnormalised output rows, which wait in `out`)
+//    between segments. The order of key blocks per row is the same as in one pass, so the
+//    result does not depend on the budget or the thread count.
 HWY_INLINE VF LoadRow(DF df, const float* p) { return hn::LoadU(df, p); }
 HWY_INLINE VF LoadRow(DF df, const bf16* p) {
   const hn::Rebind<hwy::bfloat16_t, DF> dbf;
@@ -250,11 +250,6 @@ struct Workspace {
   std::vector<int32_t> row_lo, row_hi;  // partial tile: allowed keys of row i lie in [lo, hi)
   std::vector<const float*> qrows;
   std::vector<float*> accrows;
-  // Ring mode: packed K/V tiles of one (batch, kv head), kept while consecutive units use that
-  // head: key block jb lives in slot jb % slots, tag[slot] says which block is there (-1: none).
-  detail::Scratch<float> kcache, vcache;
-  std::vector<int64_t> tag;
-  int64_t cached_bh = -1;
   std::vector<int64_t> tiles;     // the current unit's key blocks (Mask::KeyTiles)
   int64_t head0 = 0;              // first query head of the current unit's group
   int64_t bh = 0, head_slot = 0;  // current (batch, kv head) and its slot in the shared buffer
@@ -274,19 +269,22 @@ class Kernel {
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
-    const detail::DensePackBudgets budgets = detail::GetDensePackBudgets();
     const double tile_bytes = static_cast<double>(kBk) * (g_.dk + dv_pad_) * 4.0;
-    const double head_bytes = tile_bytes * static_cast<double>(num_kb_);
+    const auto slots =
+        std::max<int64_t>(1, static_cast<int64_t>(detail::GetDensePackBudget() / tile_bytes));
     const int64_t heads_all = g_.batch * g_.heads_kv;
     // With one query block per head every tile is used once: nothing to keep.
-    shared_ = !direct_ && num_qb_ > 1 && head_bytes <= budgets.shared_bytes;
+    shared_ = !direct_ && num_qb_ > 1;
     if (shared_) {
-      heads_per_round_ = std::clamp<int64_t>(
-          static_cast<int64_t>(budgets.shared_bytes / head_bytes), 1, heads_all);
+      if (num_kb_ <= slots) {
+        heads_per_round_ = std::min(heads_all, slots / num_kb_);
+        seg_tiles_ = num_kb_;
+      } else {
+        heads_per_round_ = 1;
+        seg_tiles_ = slots;
+      }
+      num_segs_ = (num_kb_ + seg_tiles_ - 1) / seg_tiles_;
     }
-    cache_slots_ =
-        std::min<int64_t>(num_kb_, static_cast<int64_t>(budgets.ring_bytes / tile_bytes));
-    ring_ = !direct_ && !shared_ && num_qb_ > 1 && cache_slots_ >= 1;
   }
 
   void Run() {
@@ -297,11 +295,6 @@ class Kernel {
       if (!direct_) {
         w.kt = hwy::AllocateAligned<float>(static_cast<size_t>(g_.dk * kBk));
         w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
-      }
-      if (ring_) {
-        w.kcache = detail::Scratch<float>(static_cast<size_t>(cache_slots_ * kBk * g_.dk));
-        w.vcache = detail::Scratch<float>(static_cast<size_t>(cache_slots_ * kBk * dv_pad_));
-        w.tag.assign(static_cast<size_t>(cache_slots_), -1);
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
       w.acc = hwy::AllocateAligned<float>(static_cast<size_t>((rows_max + kRows) * dv_pad_));
@@ -318,18 +311,20 @@ class Kernel {
     const int64_t heads_all = g_.batch * g_.heads_kv;
     const int64_t units = heads_all * num_qb_;
     if (shared_) {
-      const auto round_floats = static_cast<size_t>(heads_per_round_ * num_kb_ * kBk);
+      const auto round_floats = static_cast<size_t>(heads_per_round_ * seg_tiles_ * kBk);
       shared_k_ = detail::Scratch<float>(round_floats * static_cast<size_t>(g_.dk));
       shared_v_ = detail::Scratch<float>(round_floats * static_cast<size_t>(dv_pad_));
-      state_ =
-          std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(units / num_qb_ * num_kb_));
+      state_ = std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(heads_all * num_kb_));
+      if (num_segs_ > 1) {  // one head per round: its query rows' softmax state between segments
+        saved_m_.resize(static_cast<size_t>(num_qb_ * rows_max));
+        saved_l_.resize(static_cast<size_t>(num_qb_ * rows_max));
+      }
     }
     // Longest first: with a causal mask the last query blocks see the most keys, so units are
-    // ordered by descending query block and handed out dynamically. Shared mode: within a round,
-    // all heads' query block qb before qb − 1, so both threads work on the same tiles. Ring
-    // mode: units of one (batch, kv head) are kept together (still descending within it) so that
-    // a thread packs each K/V tile about once per head instead of once per query block.
+    // ordered by descending query block (all heads' query block qb before qb − 1, so the threads
+    // work on the same tiles) and handed out dynamically.
     const int64_t rounds = shared_ ? (heads_all + heads_per_round_ - 1) / heads_per_round_ : 1;
+    const int64_t segs = shared_ ? num_segs_ : 1;
     detail::RegionExceptions errors;
 #pragma omp parallel num_threads(threads)
     {
@@ -337,14 +332,16 @@ class Kernel {
       for (int64_t round = 0; round < rounds; ++round) {
         const int64_t bh0 = shared_ ? round * heads_per_round_ : 0;
         const int64_t nh = shared_ ? std::min(heads_per_round_, heads_all - bh0) : heads_all;
+        for (int64_t seg = 0; seg < segs; ++seg) {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < nh * num_qb_; ++u) {
-          const int64_t qb = num_qb_ - 1 - (ring_ ? u % num_qb_ : u / nh);
-          const int64_t bh = ring_ ? u / num_qb_ : bh0 + u % nh;
-          w.bh = bh;
-          w.head_slot = bh - bh0;
-          errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
-        }  // implicit barrier: a round's buffer is reused only after all its units are done
+          for (int64_t u = 0; u < nh * num_qb_; ++u) {
+            const int64_t qb = num_qb_ - 1 - u / nh;
+            const int64_t bh = bh0 + u % nh;
+            w.bh = bh;
+            w.head_slot = bh - bh0;
+            errors.Run([&] { Unit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb, seg); });
+          }  // implicit barrier: the buffer is reused only after every unit is done with it
+        }
       }
     }
     errors.Rethrow();
@@ -363,15 +360,26 @@ class Kernel {
   }
 
  private:
-  void Unit(Workspace& w, int64_t b, int64_t hk, int64_t qb) {
+  // Query block qb of (batch b, kv head hk) against the key blocks of segment `seg` (all of
+  // them when the head is not split). Its first segment with keys starts the online softmax,
+  // its last one finishes it; in between the state waits in saved_m_/saved_l_ and `out`.
+  void Unit(Workspace& w, int64_t b, int64_t hk, int64_t qb, int64_t seg) {
     const int64_t i0 = qb * bq_, i1 = std::min(g_.seqlen_q, i0 + bq_);
     const int64_t nq = i1 - i0;
     const int64_t rows = g_.group * nq;  // row r = gh · nq + (i − i0)
-    w.head0 = hk * g_.group;
-    if (ring_ && w.cached_bh != b * g_.heads_kv + hk) {
-      std::fill(w.tag.begin(), w.tag.end(), int64_t{-1});
-      w.cached_bh = b * g_.heads_kv + hk;
+    const int64_t qp0 = g_.q_start + i0, qp1 = g_.q_start + i1;
+    w.tiles.clear();
+    if (o_.mask) {  // only the key blocks that may hold an allowed pair; the rest are skipped
+      o_.mask->KeyTiles(qp0, qp1, g_.k_start, g_.k_start + g_.seqlen_kv, kBk, &w.tiles);
+    } else {
+      for (int64_t jb = 0; jb < num_kb_; ++jb) w.tiles.push_back(jb);
     }
+    const int64_t seg_tiles = shared_ ? seg_tiles_ : num_kb_;
+    const int64_t first_seg = w.tiles.empty() ? 0 : w.tiles.front() / seg_tiles;
+    const int64_t last_seg = w.tiles.empty() ? 0 : w.tiles.back() / seg_tiles;
+    if (seg < first_seg || seg > last_seg) return;
+    if (seg == first_seg) w.skipped += num_kb_ - static_cast<int64_t>(w.tiles.size());
+    w.head0 = hk * g_.group;
     for (int64_t r = 0; r < rows; ++r) {
       w.qrows[r] = job_.q.row(b, hk * g_.group + r / nq, i0 + r % nq);
       w.accrows[r] = w.acc.get() + r * dv_pad_;
@@ -381,17 +389,20 @@ class Kernel {
       w.accrows[r] = w.acc.get() + rows * dv_pad_;
     }
     std::fill(w.acc.get(), w.acc.get() + (rows + 1) * dv_pad_, 0.0f);
-    std::fill(w.m.begin(), w.m.begin() + rows, detail::kNegInf);
-    std::fill(w.l.begin(), w.l.begin() + rows, 0.0f);
-    const int64_t qp0 = g_.q_start + i0, qp1 = g_.q_start + i1;
-    w.tiles.clear();
-    if (o_.mask) {  // only the key blocks that may hold an allowed pair; the rest are skipped
-      o_.mask->KeyTiles(qp0, qp1, g_.k_start, g_.k_start + g_.seqlen_kv, kBk, &w.tiles);
-      w.skipped += num_kb_ - static_cast<int64_t>(w.tiles.size());
-    } else {
-      for (int64_t jb = 0; jb < num_kb_; ++jb) w.tiles.push_back(jb);
+    const int64_t rows_max = static_cast<int64_t>(w.m.size());
+    if (seg == first_seg) {
+      std::fill(w.m.begin(), w.m.begin() + rows, detail::kNegInf);
+      std::fill(w.l.begin(), w.l.begin() + rows, 0.0f);
+    } else {  // resume: the unnormalised output rows wait in `out`
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* orow = job_.out.row(b, hk * g_.group + r / nq, i0 + r % nq);
+        std::copy(orow, orow + g_.dv, w.accrows[r]);
+        w.m[r] = saved_m_[static_cast<size_t>(qb * rows_max + r)];
+        w.l[r] = saved_l_[static_cast<size_t>(qb * rows_max + r)];
+      }
     }
     for (const int64_t jb : w.tiles) {
+      if (jb / seg_tiles != seg) continue;
       const int64_t j0 = jb * kBk, j1 = std::min(g_.seqlen_kv, j0 + kBk);
       const int64_t kp0 = g_.k_start + j0, kp1 = g_.k_start + j1;
       TileKind kind = TileKind::kFull;
@@ -409,7 +420,16 @@ class Kernel {
       }
       Tile(w, b, hk, i0, nq, rows, jb, j1 - j0, kind == TileKind::kPartial);
     }
-    Finish(w, b, hk, i0, nq, rows);
+    if (seg == last_seg) {
+      Finish(w, b, hk, i0, nq, rows);
+      return;
+    }
+    for (int64_t r = 0; r < rows; ++r) {  // park the state until the next segment
+      float* orow = job_.out.row(b, hk * g_.group + r / nq, i0 + r % nq);
+      std::copy(w.accrows[r], w.accrows[r] + g_.dv, orow);
+      saved_m_[static_cast<size_t>(qb * rows_max + r)] = w.m[r];
+      saved_l_[static_cast<size_t>(qb * rows_max + r)] = w.l[r];
+    }
   }
 
   void Tile(Workspace& w, int64_t b, int64_t hk, int64_t i0, int64_t nq, int64_t rows, int64_t jb,
@@ -456,7 +476,7 @@ class Kernel {
     float* kt = w.kt.get();
     float* vt = w.vt.get();
     if (shared_) {
-      const int64_t slot = w.head_slot * num_kb_ + jb;
+      const int64_t slot = w.head_slot * seg_tiles_ + jb % seg_tiles_;
       kt = shared_k_.get() + slot * kBk * g_.dk;
       vt = shared_v_.get() + slot * kBk * dv_pad_;
       std::atomic<uint8_t>& state = state_[static_cast<size_t>(w.bh * num_kb_ + jb)];
@@ -469,12 +489,6 @@ class Kernel {
           while (state.load(std::memory_order_acquire) != kReady) hwy::Pause();
         }
       }
-    } else if (ring_) {
-      const int64_t slot = jb % cache_slots_;
-      kt = w.kcache.get() + slot * kBk * g_.dk;
-      vt = w.vcache.get() + slot * kBk * dv_pad_;
-      if (w.tag[slot] != jb) Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
-      w.tag[slot] = jb;
     } else {
       Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
     }
@@ -659,10 +673,11 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
-  int64_t dv_pad_, bq_, num_qb_, num_kb_, cache_slots_ = 0, heads_per_round_ = 0;
-  bool direct_, mods_, shared_ = false, ring_ = false;
+  int64_t dv_pad_, bq_, num_qb_, num_kb_, heads_per_round_ = 0, seg_tiles_ = 0, num_segs_ = 1;
+  bool direct_, mods_, shared_ = false;
   detail::Scratch<float> shared_k_, shared_v_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;  // per (batch·kv head, key block)
+  std::vector<float> saved_m_, saved_l_;           // segmented heads: per (query block, row)
 };
 
 }  // namespace
@@ -679,8 +694,7 @@ namespace attnkit {
 namespace {
 HWY_EXPORT(DenseF32);
 constexpr double kSharedPackBytes = 32.0 * 1024 * 1024;
-constexpr double kRingBytes = 8.0 * 1024 * 1024;
-std::atomic<double> g_shared_bytes{kSharedPackBytes}, g_ring_bytes{kRingBytes};
+std::atomic<double> g_pack_bytes{kSharedPackBytes};
 HWY_EXPORT(DenseBf16);
 
 template <typename KV>
@@ -699,13 +713,9 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
 }  // namespace
 
 namespace detail {
-DensePackBudgets GetDensePackBudgets() {
-  return {g_shared_bytes.load(std::memory_order_relaxed),
-          g_ring_bytes.load(std::memory_order_relaxed)};
-}
-void SetDensePackBudgetsForTesting(double shared_bytes, double ring_bytes) {
-  g_shared_bytes = shared_bytes > 0 ? shared_bytes : kSharedPackBytes;
-  g_ring_bytes = ring_bytes > 0 ? ring_bytes : kRingBytes;
+double GetDensePackBudget() { return g_pack_bytes.load(std::memory_order_relaxed); }
+void SetDensePackBudgetForTesting(double bytes) {
+  g_pack_bytes = bytes > 0 ? bytes : kSharedPackBytes;
 }
 void DenseFastUnchecked(const DenseJob<float>& job) { HWY_DYNAMIC_DISPATCH(DenseF32)(job); }
 void DenseFastUnchecked(const DenseJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(DenseBf16)(job); }

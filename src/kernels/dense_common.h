@@ -87,15 +87,12 @@ struct DenseJob {
 void DenseFastUnchecked(const DenseJob<float>& job);
 void DenseFastUnchecked(const DenseJob<bf16>& job);
 
-// The byte budgets for keeping packed K/V tiles between units (see kernels/dense.cc): the
-// buffer shared by all threads (whole heads, in rounds) and each thread's ring for heads too
-// long for it. Tests shrink them to reach rounds of heads and the ring at small sizes.
-struct DensePackBudgets {
-  double shared_bytes, ring_bytes;
-};
-DensePackBudgets GetDensePackBudgets();
-// 0 restores a default.
-void SetDensePackBudgetsForTesting(double shared_bytes, double ring_bytes);
+// The byte budget of the buffer of packed K/V tiles shared by a call's threads (see
+// kernels/dense.cc): whole heads in rounds, or one head in segments of key blocks. Tests shrink
+// it to reach several rounds and segments at small sizes.
+double GetDensePackBudget();
+// 0 restores the default (32 MiB).
+void SetDensePackBudgetForTesting(double bytes);
 
 // The fast kernel's tile sizes (the stats report the ones used: MHA doubles block_q).
 inline constexpr int64_t kDenseBlockQ = 64;
