@@ -502,6 +502,41 @@ class ThrowingMask final : public Mask {
   std::string Describe() const override { return "throwing"; }
 };
 
+// A user mask whose KeyTiles lists a tile twice or past the end: the kernel indexes its shared
+// tile buffer with these, so it must refuse them with an error, not read out of bounds.
+class BadKeyTilesMask final : public Mask {
+ public:
+  explicit BadKeyTilesMask(bool repeat) : repeat_(repeat) {}
+  bool Allowed(int64_t q, int64_t k) const override { return k <= q; }
+  void KeyTiles(int64_t, int64_t, int64_t, int64_t, int64_t,
+                std::vector<int64_t>* tiles) const override {
+    tiles->push_back(0);
+    tiles->push_back(repeat_ ? 0 : 1000);
+  }
+  std::string Describe() const override { return "bad_key_tiles"; }
+
+ private:
+  bool repeat_;
+};
+
+TEST(DenseKernel, MaskListingInvalidKeyTilesIsRefused) {
+  const Shape s{1, 2, 2, 200, 200, 32, 32};
+  const Inputs in(s, false, 7);
+  for (bool repeat : {false, true}) {
+    BadKeyTilesMask mask(repeat);
+    DenseOptions opt;
+    opt.mask = &mask;
+    opt.num_threads = 2;
+    Outputs o(s, false);
+    try {
+      DenseForward(in.Q(), in.K(), in.V(), o.out, opt);
+      ADD_FAILURE() << "expected attnkit::Error";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("KeyTiles"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(DenseKernel, ErrorsInsideTheParallelRegionReachTheCaller) {
   const Shape s{1, 4, 2, 200, 600, 32, 32};  // 600 cached keys: decode splits them over threads
   const Inputs in(s, false, 1);

@@ -1,5 +1,6 @@
 #include "core/scratch.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <mutex>
 #include <new>
@@ -26,13 +27,15 @@ class Pool {
  public:
   ~Pool() { Clear(); }
 
-  void* Take(size_t bytes, size_t* capacity) {
+  void* Take(size_t bytes, size_t align, size_t* capacity) {
     std::lock_guard<std::mutex> lock(mu_);
-    // The smallest pooled block that fits and wastes at most half of itself.
+    // The smallest pooled block that fits, is aligned as asked and wastes at most half of itself.
     size_t best = free_.size();
     for (size_t i = 0; i < free_.size(); ++i) {
       const size_t c = free_[i].capacity;
-      if (c >= bytes && c / 2 <= bytes && (best == free_.size() || c < free_[best].capacity)) {
+      const bool aligned = reinterpret_cast<uintptr_t>(free_[i].p) % align == 0;
+      if (aligned && c >= bytes && c / 2 <= bytes &&
+          (best == free_.size() || c < free_[best].capacity)) {
         best = i;
       }
     }
@@ -77,9 +80,12 @@ class Pool {
   size_t held_ = 0;
 };
 
+// Never destroyed: a kernel may still return a block during static destruction (a static
+// object's destructor that runs attention, a thread still working at exit). Still reachable
+// through this pointer, so leak checkers do not report the blocks it holds.
 Pool& ThePool() {
-  static Pool pool;
-  return pool;
+  static Pool* const pool = new Pool;
+  return *pool;
 }
 
 }  // namespace
@@ -87,7 +93,7 @@ Pool& ThePool() {
 void* AcquireScratch(size_t bytes, size_t* capacity) {
   const size_t align = bytes >= kHugePage ? kHugePage : 64;
   const size_t rounded = (bytes + align - 1) / align * align;
-  if (void* p = ThePool().Take(rounded, capacity)) return p;
+  if (void* p = ThePool().Take(rounded, align, capacity)) return p;
   void* p = std::aligned_alloc(align, rounded);
   if (p == nullptr) throw std::bad_alloc();
 #if defined(__linux__) && defined(MADV_HUGEPAGE)

@@ -63,6 +63,7 @@
 #include <memory>
 #include <vector>
 
+#include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "core/scratch.h"
@@ -297,6 +298,9 @@ class Kernel {
         w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
+      // Zeroed once: a partial tile's panel leaves the key vectors no row sees uncomputed, and
+      // Softmax scales (and soft-caps) whole rows before the mask replaces those columns.
+      std::fill(w.s.get(), w.s.get() + kRows * kBk, 0.0f);
       w.acc = hwy::AllocateAligned<float>(static_cast<size_t>((rows_max + kRows) * dv_pad_));
       w.zero_row = hwy::AllocateAligned<float>(static_cast<size_t>(std::max(g_.dk, dv_pad_)));
       std::fill(w.zero_row.get(), w.zero_row.get() + std::max(g_.dk, dv_pad_), 0.0f);
@@ -373,6 +377,13 @@ class Kernel {
       o_.mask->KeyTiles(qp0, qp1, g_.k_start, g_.k_start + g_.seqlen_kv, kBk, &w.tiles);
     } else {
       for (int64_t jb = 0; jb < num_kb_; ++jb) w.tiles.push_back(jb);
+    }
+    // A user Mask's KeyTiles indexes our buffers: it must list valid tiles, ascending, once.
+    for (size_t t = 0; t < w.tiles.size(); ++t) {
+      Require(w.tiles[t] >= 0 && w.tiles[t] < num_kb_ && (t == 0 || w.tiles[t] > w.tiles[t - 1]),
+              "DenseForward: mask ", o_.mask ? o_.mask->Describe() : std::string("none"),
+              ": KeyTiles must list key tiles in [0, ", num_kb_,
+              ") in increasing order without repeats, got ", w.tiles[t]);
     }
     const int64_t seg_tiles = shared_ ? seg_tiles_ : num_kb_;
     const int64_t first_seg = w.tiles.empty() ? 0 : w.tiles.front() / seg_tiles;
@@ -485,9 +496,13 @@ class Kernel {
         if (state.compare_exchange_strong(expected, kPacking, std::memory_order_acq_rel)) {
           Pack(kbase, kstride, vbase, vstride, nk, kt, vt);  // cannot throw
           state.store(kReady, std::memory_order_release);
-        } else {
-          while (state.load(std::memory_order_acquire) != kReady) hwy::Pause();
-        }
+        } else if (expected == kPacking) {
+          // Another thread is packing this tile right now: pack a private copy rather than
+          // wait (a descheduled packer could otherwise cost a whole time slice).
+          kt = w.kt.get();
+          vt = w.vt.get();
+          Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
+        }  // else expected == kReady: it finished between the load and the exchange
       }
     } else {
       Pack(kbase, kstride, vbase, vstride, nk, kt, vt);
