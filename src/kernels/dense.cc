@@ -93,11 +93,12 @@ constexpr int kKeyVecs = 2;
 constexpr int kDvVecs = 2;
 #endif
 constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
-// Packed K/V tiles are kept for the whole call, so that each is packed exactly once: every tile
+// Packed K/V tiles are kept for the whole call, so that each is packed (about) once: every tile
 // a round needs has a slot in one buffer shared by all threads, and whichever thread first needs
-// a tile packs it (state 0 = empty, 1 = being packed, 2 = ready); the others use it, waiting
-// briefly if it is being packed. The buffer holds detail::GetDensePackBudget() bytes (32 MiB:
-// one head of 32768 keys at d 128, or 8 heads of 4096):
+// a tile packs it (state 0 = empty, 1 = being packed, 2 = ready); the others use it. Nobody
+// waits: a thread that finds a tile being packed packs a private copy for itself (rare: both
+// threads asking for the same tile at the same moment). The buffer holds
+// detail::GetDensePackBudget() bytes (32 MiB: one head of 32768 keys at d 128, or 8 heads of 4096):
 //  * heads that fit are processed in rounds of as many heads as fit;
 //  * a head that does not fit is processed in segments of its key blocks, one after the other:
 //    every query block attends to the segment's keys, keeping its online-softmax state (the
