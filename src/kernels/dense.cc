@@ -61,6 +61,7 @@
 #include <cmath>
 #include <cstring>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/core/error.h"
@@ -271,7 +272,12 @@ class Kernel {
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
     mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
-    const double tile_bytes = static_cast<double>(kBk) * (g_.dk + dv_pad_) * 4.0;
+    // f32 V rows whose width is whole vectors feed P·V straight from the tensor: packing them
+    // would only copy them, and for sparse patterns (a tile used by a few query blocks) the
+    // copy's memory traffic cost more than the arithmetic it serves. bf16 V is widened once
+    // in the pack instead.
+    v_direct_ = std::is_same_v<KV, float> && g_.dv % N == 0;
+    const double tile_bytes = static_cast<double>(kBk) * (g_.dk + (v_direct_ ? 0 : dv_pad_)) * 4.0;
     const auto slots =
         std::max<int64_t>(1, static_cast<int64_t>(detail::GetDensePackBudget() / tile_bytes));
     const int64_t heads_all = g_.batch * g_.heads_kv;
@@ -318,7 +324,9 @@ class Kernel {
     if (shared_) {
       const auto round_floats = static_cast<size_t>(heads_per_round_ * seg_tiles_ * kBk);
       shared_k_ = detail::Scratch<float>(round_floats * static_cast<size_t>(g_.dk));
-      shared_v_ = detail::Scratch<float>(round_floats * static_cast<size_t>(dv_pad_));
+      if (!v_direct_) {
+        shared_v_ = detail::Scratch<float>(round_floats * static_cast<size_t>(dv_pad_));
+      }
       state_ = std::make_unique<std::atomic<uint8_t>[]>(static_cast<size_t>(heads_all * num_kb_));
       if (num_segs_ > 1) {  // one head per round: its query rows' softmax state between segments
         saved_m_.resize(static_cast<size_t>(num_qb_ * rows_max));
@@ -490,7 +498,7 @@ class Kernel {
     if (shared_) {
       const int64_t slot = w.head_slot * seg_tiles_ + jb % seg_tiles_;
       kt = shared_k_.get() + slot * kBk * g_.dk;
-      vt = shared_v_.get() + slot * kBk * dv_pad_;
+      vt = v_direct_ ? nullptr : shared_v_.get() + slot * kBk * dv_pad_;
       std::atomic<uint8_t>& state = state_[static_cast<size_t>(w.bh * num_kb_ + jb)];
       if (state.load(std::memory_order_acquire) != kReady) {
         uint8_t expected = kEmpty;
@@ -550,8 +558,14 @@ class Kernel {
       for (int64_t r = pr; r < kRows; ++r)
         std::fill(w.s.get() + r * kBk, w.s.get() + (r + 1) * kBk, 0.0f);
       const int64_t k_lo = v0 * N, k_hi = std::min(nk, v1 * N);
-      const PackedV pv{vt + k_lo * dv_pad_, dv_pad_};
-      PvPanel<kRows>(w.s.get() + k_lo, pv, k_hi - k_lo, w.accrows.data() + r0, dv_pad_);
+      if (v_direct_) {
+        const DirectV<KV> pv{vbase + k_lo * vstride, vstride,
+                             g_.dv * static_cast<int64_t>(sizeof(KV))};
+        PvPanel<kRows>(w.s.get() + k_lo, pv, k_hi - k_lo, w.accrows.data() + r0, dv_pad_);
+      } else {
+        const PackedV pv{vt + k_lo * dv_pad_, dv_pad_};
+        PvPanel<kRows>(w.s.get() + k_lo, pv, k_hi - k_lo, w.accrows.data() + r0, dv_pad_);
+      }
     }
   }
 
@@ -583,13 +597,15 @@ class Kernel {
     }
   }
 
-  // Packs a K tile transposed (kt[d][j]) and a V tile row-major (widening bf16), zero-padded to a
+  // Packs a K tile transposed (kt[d][j]) and, unless V is read in place, a V tile row-major
+  // (widening bf16), zero-padded to a
   // full block.
   void Pack(const KV* kbase, int64_t kstride, const KV* vbase, int64_t vstride, int64_t nk,
             float* HWY_RESTRICT kt, float* HWY_RESTRICT vt) const {
     for (int64_t j = 0; j < nk; ++j) {
       const KV* kr = kbase + j * kstride;
       for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
+      if (v_direct_) continue;
       const KV* vr = vbase + j * vstride;
       float* vd = vt + j * dv_pad_;
       for (int64_t d = 0; d < g_.dv; ++d) vd[d] = ToFloat(vr[d]);
@@ -690,7 +706,7 @@ class Kernel {
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
   int64_t dv_pad_, bq_, num_qb_, num_kb_, heads_per_round_ = 0, seg_tiles_ = 0, num_segs_ = 1;
-  bool direct_, mods_, shared_ = false;
+  bool direct_, mods_, shared_ = false, v_direct_ = false;
   detail::Scratch<float> shared_k_, shared_v_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;  // per (batch·kv head, key block)
   std::vector<float> saved_m_, saved_l_;           // segmented heads: per (query block, row)

@@ -37,7 +37,7 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   p.AddOption("index-dim", "32", "DSA: indexer head dimension");
   p.AddOption("threads", "0", "threads (0 = all cores)");
   p.AddOption("repeats", "3", "timed runs for seqlen <= 16384 (median; after a warm-up)");
-  p.AddOption("long-repeats", "1", "timed runs for longer sequences (no warm-up)");
+  p.AddOption("long-repeats", "3", "timed runs for longer sequences (median; no warm-up)");
   p.AddOption("seed", "1", "data seed");
   p.AddFlag("json", "one JSON object per case on stdout");
   p.AddFlag("quiet", "no progress on stderr");

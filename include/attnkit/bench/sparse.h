@@ -20,7 +20,7 @@ struct SparseBenchConfig {
   int64_t head_dim = 128;
   int threads = 0;       // 0 → GetNumThreads()
   int repeats = 3;       // timed runs (median) for seqlen <= 16384, after one warm-up run
-  int long_repeats = 1;  // timed runs for longer sequences, no warm-up (65536 causal is long)
+  int long_repeats = 3;  // timed runs for longer sequences (median), no warm-up: 65536 is long
   // Static patterns by PatternSpec name, built with the defaults for each seqlen.
   std::vector<std::string> patterns = {"window", "strided", "bigbird", "fixed", "longformer"};
   bool dsa = true;
