@@ -172,7 +172,9 @@ TEST(DenseKernel, EveryWayOfKeepingPackedTilesAgrees) {
     const char* name;
     double bytes;
   };
-  // One head of {batch 2, hkv 2, 300 keys, dk 40} packs 5 tiles of ~18 KiB (~16 KiB on AVX2).
+  // One head of {batch 2, hkv 2, 300 keys, dk 40, dv 24} packs 5 tiles of 10-18 KiB (K only, or
+  // K and V, depending on the vector length and dtype), so these reach 1 or 2 heads per round
+  // and segments of 1 or 2 tiles; the second shape lands elsewhere on the same scale.
   const std::vector<Budget> budgets = {{"default", 0},
                                        {"1 head per round", 1.2e5},
                                        {"2 heads per round", 2.4e5},
@@ -189,35 +191,43 @@ TEST(DenseKernel, EveryWayOfKeepingPackedTilesAgrees) {
   const std::vector<const Mask*> masks = {nullptr, causal.get(), win.get(), bigbird.get()};
   for (const auto& s : shapes) {
     for (const Mask* m : masks) {
-      const Inputs in(s, false, ++seed);
-      Outputs first(s, false);
-      bool have_first = false;
-      for (const auto& b : budgets) {
-        detail::SetDensePackBudgetForTesting(b.bytes);
-        for (int threads : {1, 2, 3}) {
-          SCOPED_TRACE(::testing::Message()
-                       << b.name << ", hq " << s.hq << " hkv " << s.hkv << " skv " << s.skv
-                       << " mask " << Describe(m) << " threads " << threads);
-          DenseOptions opt;
-          opt.mask = m;
-          opt.num_threads = threads;
-          DenseStats stats;
-          opt.stats = &stats;
-          Outputs fast(s, false), ref(s, false);
-          DenseForward(in.Q(), in.K(), in.V(), fast.out, opt, fast.lse);
-          opt.stats = nullptr;
-          ref::DenseForward(in.Q(), in.K(), in.V(), ref.out, opt, ref.lse);
-          EXPECT_LT(RelMaxError(fast.out, ref.out), Tolerance(s.skv));
-          EXPECT_LT(RelMaxError(fast.lse, ref.lse, 1.0), Tolerance(s.skv));
-          EXPECT_EQ(stats.tiles_skipped + stats.tiles_full + stats.tiles_partial,
-                    stats.tiles_total);
-          if (!have_first) {
-            first.o = fast.o;
-            first.l = fast.l;
-            have_first = true;
-          } else {
-            EXPECT_EQ(fast.o, first.o);
-            EXPECT_EQ(fast.l, first.l);
+      for (const bool bf : {false, true}) {  // f32 V of whole vectors is read in place, bf16 packed
+        const Inputs in(s, false, ++seed);
+        Outputs first(s, false);
+        bool have_first = false;
+        for (const auto& b : budgets) {
+          detail::SetDensePackBudgetForTesting(b.bytes);
+          for (int threads : {1, 2, 3}) {
+            SCOPED_TRACE(::testing::Message()
+                         << b.name << ", hq " << s.hq << " hkv " << s.hkv << " skv " << s.skv
+                         << " mask " << Describe(m) << " threads " << threads);
+            DenseOptions opt;
+            opt.mask = m;
+            opt.num_threads = threads;
+            DenseStats stats;
+            opt.stats = &stats;
+            Outputs fast(s, false), ref(s, false);
+            if (bf) {
+              DenseForward(in.Q(), in.Kb(), in.Vb(), fast.out, opt, fast.lse);
+              opt.stats = nullptr;
+              ref::DenseForward(in.Q(), in.Kb(), in.Vb(), ref.out, opt, ref.lse);
+            } else {
+              DenseForward(in.Q(), in.K(), in.V(), fast.out, opt, fast.lse);
+              opt.stats = nullptr;
+              ref::DenseForward(in.Q(), in.K(), in.V(), ref.out, opt, ref.lse);
+            }
+            EXPECT_LT(RelMaxError(fast.out, ref.out), Tolerance(s.skv));
+            EXPECT_LT(RelMaxError(fast.lse, ref.lse, 1.0), Tolerance(s.skv));
+            EXPECT_EQ(stats.tiles_skipped + stats.tiles_full + stats.tiles_partial,
+                      stats.tiles_total);
+            if (!have_first) {
+              first.o = fast.o;
+              first.l = fast.l;
+              have_first = true;
+            } else {
+              EXPECT_EQ(fast.o, first.o);
+              EXPECT_EQ(fast.l, first.l);
+            }
           }
         }
       }
