@@ -618,9 +618,40 @@ class Kernel {
   // full block.
   void Pack(const KV* kbase, int64_t kstride, const KV* vbase, int64_t vstride, int64_t nk,
             float* HWY_RESTRICT kt, float* HWY_RESTRICT vt) const {
+    int64_t j4 = 0;
+#if HWY_TARGET != HWY_SCALAR
+    if constexpr (std::is_same_v<KV, float>) {
+      // 4 keys × 4 dims at a time: four 128-bit loads, a 4 × 4 transpose in registers, four
+      // 128-bit stores (half the instructions of the scalar loop, which bound a 20 µs pack).
+      const hn::Full128<float> d4;
+      for (; j4 + 4 <= nk; j4 += 4) {
+        const float* r0 = kbase + j4 * kstride;
+        const float* r1 = r0 + kstride;
+        const float* r2 = r1 + kstride;
+        const float* r3 = r2 + kstride;
+        int64_t d = 0;
+        for (; d + 4 <= g_.dk; d += 4) {
+          const auto a = hn::LoadU(d4, r0 + d), b = hn::LoadU(d4, r1 + d);
+          const auto c = hn::LoadU(d4, r2 + d), e = hn::LoadU(d4, r3 + d);
+          const auto ab_lo = hn::InterleaveLower(d4, a, b), ab_hi = hn::InterleaveUpper(d4, a, b);
+          const auto ce_lo = hn::InterleaveLower(d4, c, e), ce_hi = hn::InterleaveUpper(d4, c, e);
+          float* out = kt + d * kBk + j4;
+          hn::StoreU(hn::ConcatLowerLower(d4, ce_lo, ab_lo), d4, out);
+          hn::StoreU(hn::ConcatUpperUpper(d4, ce_lo, ab_lo), d4, out + kBk);
+          hn::StoreU(hn::ConcatLowerLower(d4, ce_hi, ab_hi), d4, out + 2 * kBk);
+          hn::StoreU(hn::ConcatUpperUpper(d4, ce_hi, ab_hi), d4, out + 3 * kBk);
+        }
+        for (; d < g_.dk; ++d) {
+          for (int64_t t = 0; t < 4; ++t) kt[d * kBk + j4 + t] = kbase[(j4 + t) * kstride + d];
+        }
+      }
+    }
+#endif
     for (int64_t j = 0; j < nk; ++j) {
-      const KV* kr = kbase + j * kstride;
-      for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
+      if (j >= j4) {
+        const KV* kr = kbase + j * kstride;
+        for (int64_t d = 0; d < g_.dk; ++d) kt[d * kBk + j] = ToFloat(kr[d]);
+      }
       if (v_direct_) continue;
       const KV* vr = vbase + j * vstride;
       float* vd = vt + j * dv_pad_;
