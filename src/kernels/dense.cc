@@ -1,10 +1,11 @@
 // The dense engine's fast kernel: flash-style tiled attention with Highway run-time dispatch.
 //
-// Work unit: one (batch, kv head, query block of kDenseBlockQ rows). All
+// Work unit: one (batch, kv head, query block of kDenseBlockQ rows, twice that for MHA). All
 // group_size query heads that share the kv head are processed together (rows = group_size × block
-// rows), so each K/V tile is read from memory once per group. Key blocks of kDenseBlockKv are
-// classified by the mask: empty ones are skipped (and KeyBounds trims the loop), full ones run
-// without any per-element check, partial ones get their logits masked from the mask's FillTile.
+// rows), so each K/V tile is read from memory once per group. The mask lists the key blocks a
+// unit may see (Mask::KeyTiles) and classifies each: empty ones are skipped, full ones run
+// without any per-element check, partial ones get their logits masked from the mask's FillTile
+// and compute only the key vectors each 6-row panel can see.
 // Online softmax keeps, per row, the running max m, the running denominator l and an unnormalised
 // f32 output accumulator.
 //
@@ -100,7 +101,8 @@ constexpr int kDirectRows = 4;  // direct path: at most this many rows per unit
 // a tile packs it (state 0 = empty, 1 = being packed, 2 = ready); the others use it. Nobody
 // waits: a thread that finds a tile being packed packs a private copy for itself (rare: both
 // threads asking for the same tile at the same moment). The buffer holds
-// detail::GetDensePackBudget() bytes (32 MiB: one head of 32768 keys at d 128, or 8 heads of 4096):
+// detail::GetDensePackBudget() bytes (32 MiB: one head of 65536 keys at d 128 with V read in place,
+// or 16 heads of 4096):
 //  * heads that fit are processed in rounds of as many heads as fit;
 //  * a head that does not fit is processed in segments of its key blocks, one after the other:
 //    every query block attends to the segment's keys, keeping its online-softmax state (the
