@@ -219,6 +219,35 @@ HWY_INLINE void PvPanel(const float* p, const VRows& vrows, int64_t nk, float* c
   for (; col < width; col += N) PvMicro<R, 1>(p, vrows, nk, accrows, col);
 }
 
+// out[0..3] = the lane sums of a, b, c, e. Interleaving the four vectors before the final
+// reduction shares its cross-lane steps: ~10 operations instead of 4 full reductions (~40),
+// which the decode path does for every 4 keys × up to 4 rows.
+HWY_INLINE void Sum4(DF df, VF a, VF b, VF c, VF e, float* out) {
+#if HWY_TARGET == HWY_SCALAR
+  out[0] = hn::GetLane(a), out[1] = hn::GetLane(b), out[2] = hn::GetLane(c),
+  out[3] = hn::GetLane(e);
+  (void)df;
+#else
+  // Per 128-bit block: ab = [a0+a2, b0+b2, a1+a3, b1+b3], ce likewise.
+  const VF ab = hn::Add(hn::InterleaveLower(df, a, b), hn::InterleaveUpper(df, a, b));
+  const VF ce = hn::Add(hn::InterleaveLower(df, c, e), hn::InterleaveUpper(df, c, e));
+  // Per block: [a, b, c, e] partial sums (64-bit interleave keeps the (a, b) and (c, e) pairs).
+  const hn::Repartition<double, DF> d64;
+  const auto ab64 = hn::BitCast(d64, ab), ce64 = hn::BitCast(d64, ce);
+  VF v = hn::Add(hn::BitCast(df, hn::InterleaveLower(d64, ab64, ce64)),
+                 hn::BitCast(df, hn::InterleaveUpper(d64, ab64, ce64)));
+  // Sum the 128-bit blocks.
+  alignas(64) float lanes[hn::MaxLanes(df)];
+  hn::Store(v, df, lanes);
+  const size_t n = hn::Lanes(df);
+  for (int t = 0; t < 4; ++t) {
+    float sum = 0.0f;
+    for (size_t blk = 0; blk < n; blk += 4) sum += lanes[blk + static_cast<size_t>(t)];
+    out[t] = sum;
+  }
+#endif
+}
+
 // Direct S for R ≤ 4 rows: keys read straight from the tensor, 4 keys at a time.
 template <int R, typename KV>
 HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kstride, int64_t nk,
@@ -244,7 +273,7 @@ HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kst
       }
     }
     for (int r = 0; r < R; ++r) {
-      for (int t = 0; t < 4; ++t) s[r * kBk + j + t] = hn::GetLane(hn::SumOfLanes(df, acc[r][t]));
+      Sum4(df, acc[r][0], acc[r][1], acc[r][2], acc[r][3], s + r * kBk + j);
     }
   }
   for (; j < nk; ++j) {
