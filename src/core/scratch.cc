@@ -25,7 +25,6 @@ struct Block {
 
 class Pool {
  public:
-  ~Pool() { Clear(); }
 
   void* Take(size_t bytes, size_t align, size_t* capacity) {
     std::lock_guard<std::mutex> lock(mu_);
