@@ -25,7 +25,6 @@ struct Block {
 
 class Pool {
  public:
-
   void* Take(size_t bytes, size_t align, size_t* capacity) {
     std::lock_guard<std::mutex> lock(mu_);
     // The smallest pooled block that fits, is aligned as asked and wastes at most half of itself.
