@@ -60,7 +60,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <type_traits>
@@ -350,7 +349,7 @@ class Kernel {
     for (auto& w : ws) {
       if (!direct_) {
         w.kt = hwy::AllocateAligned<float>(static_cast<size_t>(g_.dk * kBk));
-        w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
+        if (!v_direct_) w.vt = hwy::AllocateAligned<float>(static_cast<size_t>(kBk * dv_pad_));
       }
       w.s = hwy::AllocateAligned<float>(static_cast<size_t>(kRows * kBk));
       // Zeroed once: a partial tile's panel leaves the key vectors no row sees uncomputed, and

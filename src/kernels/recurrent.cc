@@ -47,7 +47,6 @@ constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed 
 // the parallel region: nothing inside the region allocates, and a loop of calls reuses memory
 // that is already faulted in instead of page-faulting ~0.5 MiB per thread per call.
 struct Workspace {
-  int64_t chunk;
   float *q, *k, *kt, *g, *gam, *tail, *dec, *beta, *alpha, *a, *t, *p, *bk, *u, *w, *xl, *yr, *yrt,
       *s, *scratch;
   // Floats needed for chunk c (each array rounded up to 16 floats, 64 bytes).
@@ -60,7 +59,6 @@ struct Workspace {
 
  private:
   int64_t Carve(const DeltaGeometry& geo, int64_t c, float* base) {
-    chunk = c;
     const int64_t gdim = c * std::max<int64_t>(1, geo.dk);
     int64_t used = 0;
     auto take = [&](float*& p, int64_t n) {
