@@ -24,7 +24,7 @@
 namespace attnkit::models {
 namespace {
 
-const std::string kShared = std::string(ATTNKIT_SHARED_DIR) + "/configs/";
+const std::string kConfigs = std::string(ATTNKIT_TEST_DATA_DIR) + "/configs/";
 
 CostReport CostAt(const ModelConfig& m, int64_t context, CacheDtype dtype = CacheDtype::kBf16,
                   int64_t batch = 1) {
@@ -290,13 +290,13 @@ TEST(HfReader, SharedConfigsParseWithExpectedKinds) {
   for (const Expect& e : table) {
     SCOPED_TRACE(e.file);
     listed.insert(e.file);
-    const ModelConfig m = ReadHfConfig(kShared + e.file);
+    const ModelConfig m = ReadHfConfig(kConfigs + e.file);
     EXPECT_EQ(m.Summary(), e.summary);
     EXPECT_EQ(m.mtp_layers, e.mtp);
     EXPECT_TRUE(m.warnings.empty()) << m.warnings.front();
   }
   // Every file in the folder is in the table.
-  for (const auto& entry : std::filesystem::directory_iterator(kShared)) {
+  for (const auto& entry : std::filesystem::directory_iterator(kConfigs)) {
     if (entry.path().extension() == ".json") {
       EXPECT_TRUE(listed.count(entry.path().filename().string())) << entry.path();
     }
@@ -305,43 +305,43 @@ TEST(HfReader, SharedConfigsParseWithExpectedKinds) {
 
 TEST(HfReader, FamilyDetails) {
   // EXAONE 4: global layers skip RoPE when sliding layers exist; pattern LLLG.
-  const ModelConfig exaone = ReadHfConfig(kShared + "exaone-4.0-32b.json");
+  const ModelConfig exaone = ReadHfConfig(kConfigs + "exaone-4.0-32b.json");
   EXPECT_EQ(exaone.Pattern().substr(0, 8), "SSSfSSSf");
   // Llama 4 (trimmed file without no_rope_layers): every 4th layer full and NoPE, reported.
-  const ModelConfig scout = ReadHfConfig(kShared + "llama-4-scout-17b-16e-instruct.trimmed.json");
+  const ModelConfig scout = ReadHfConfig(kConfigs + "llama-4-scout-17b-16e-instruct.trimmed.json");
   EXPECT_EQ(scout.Pattern().substr(0, 8), "CCCfCCCf");
   bool noted = false;
   for (const auto& a : scout.assumptions) noted |= a.find("no_rope_layers") != std::string::npos;
   EXPECT_TRUE(noted);
   // Gemma 3 text_config relies on Gemma3TextConfig defaults: 8 heads, 4 kv heads, head_dim 256.
-  const ModelConfig g3 = ReadHfConfig(kShared + "gemma-3-4b-it.json");
+  const ModelConfig g3 = ReadHfConfig(kConfigs + "gemma-3-4b-it.json");
   EXPECT_EQ(g3.layers[0].num_heads_kv, 4);
   EXPECT_EQ(g3.layers[0].head_dim_qk, 256);
   EXPECT_EQ(g3.layers[0].query_pre_attn_scalar, 256);
   EXPECT_EQ(g3.Pattern().substr(0, 12), "SSSSSFSSSSSF");
   EXPECT_GE(g3.assumptions.size(), 4u);
   // Gemma 4: full layers have head_dim 512 and 2 KV heads, partial RoPE 0.25.
-  const ModelConfig g4 = ReadHfConfig(kShared + "gemma-4-26b-a4b.json");
+  const ModelConfig g4 = ReadHfConfig(kConfigs + "gemma-4-26b-a4b.json");
   EXPECT_EQ(g4.layers[5].kind, LayerKind::kFull);
   EXPECT_EQ(g4.layers[5].head_dim_qk, 512);
   EXPECT_EQ(g4.layers[5].num_heads_kv, 2);
   EXPECT_DOUBLE_EQ(g4.layers[5].rope_fraction, 0.25);
   EXPECT_EQ(g4.layers[0].num_heads_kv, 8);
   // Nemotron-H with Infinity in time_step_limit: read, and the replacement reported.
-  const ModelConfig nh = ReadHfConfig(kShared + "nemotron-h-56b-base-8k.json");
+  const ModelConfig nh = ReadHfConfig(kConfigs + "nemotron-h-56b-base-8k.json");
   noted = false;
   for (const auto& a : nh.assumptions) noted |= a.find("Infinity") != std::string::npos;
   EXPECT_TRUE(noted);
   EXPECT_EQ(nh.layers[0].kind, LayerKind::kMamba2);
   EXPECT_EQ(nh.layers[1].kind, LayerKind::kMlp);
   // Qwen2.5 with use_sliding_window false: sliding_window 131072 is ignored.
-  EXPECT_EQ(ReadHfConfig(kShared + "qwen2.5-7b-instruct.json").Count(LayerKind::kSliding), 0);
+  EXPECT_EQ(ReadHfConfig(kConfigs + "qwen2.5-7b-instruct.json").Count(LayerKind::kSliding), 0);
   // Qwen3.5: gated attention on full layers, partial RoPE from rope_parameters.
-  const ModelConfig q35 = ReadHfConfig(kShared + "qwen3.5-27b.json");
+  const ModelConfig q35 = ReadHfConfig(kConfigs + "qwen3.5-27b.json");
   EXPECT_TRUE(q35.layers[3].output_gate);
   EXPECT_DOUBLE_EQ(q35.layers[3].rope_fraction, 0.25);
   // Kimi K2.5: MLA read from the nested text_config.
-  const ModelConfig kimi = ReadHfConfig(kShared + "kimi-k2.5.json");
+  const ModelConfig kimi = ReadHfConfig(kConfigs + "kimi-k2.5.json");
   EXPECT_EQ(kimi.layers[0].kv_lora_rank, 512);
   EXPECT_EQ(kimi.layers[0].q_lora_rank, 1536);
   EXPECT_EQ(kimi.name, "kimi-k2.5");
@@ -406,10 +406,10 @@ TEST(Catalogue, EveryEntryRoundTripsToACard) {
 TEST(Catalogue, SameFiguresAsTheSharedFiles) {
   int checked = 0;
   for (const auto& e : Catalogue()) {
-    if (e.shared_config.empty()) continue;
+    if (e.test_config.empty()) continue;
     SCOPED_TRACE(e.name);
     const ModelConfig by_name = LoadModel(e.name);
-    const ModelConfig by_file = ReadHfConfig(kShared + e.shared_config);
+    const ModelConfig by_file = ReadHfConfig(kConfigs + e.test_config);
     EXPECT_EQ(by_name.layers, by_file.layers);
     EXPECT_EQ(by_name.mtp_layers, by_file.mtp_layers);
     for (int64_t ctx : {int64_t{1000}, int64_t{32768}, int64_t{1} << 20}) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes the config.json reader with libFuzzer (Debian clang + libclang-rt-14-dev) for a bounded
-# time, seeded with the real configs in ../shared/configs and the catalogue entries. Builds in
+# time, seeded with the real configs in tests/data/configs and the catalogue entries. Builds in
 # build-fuzz/. Exits non-zero on any crash, leak, sanitizer report, hang or non-attnkit exception.
 #   ATTNKIT_FUZZ_SECONDS=60 scripts/checks/fuzz.sh
 set -euo pipefail
@@ -14,10 +14,10 @@ cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWith
   -DATTNKIT_BUILD_FUZZ=ON -DATTNKIT_BUILD_TESTS=OFF -DATTNKIT_BUILD_CLI=OFF >/dev/null
 cmake --build build-fuzz -j 2 --target config_reader_fuzz
 
-# Seeds: the shared real configs and each catalogue entry's config, in a writable corpus folder.
+# Seeds: the real configs in tests/data/configs and each catalogue entry's config, in a writable corpus folder.
 corpus=build-fuzz/corpus
 mkdir -p "$corpus"
-if [ -d ../shared/configs ]; then cp -f ../shared/configs/*.json "$corpus"/ 2>/dev/null || true; fi
+cp -f tests/data/configs/*.json "$corpus"/
 /usr/bin/python3 - "$corpus" <<'PY'
 import json, sys
 doc = json.load(open("data/catalogue/models.json"))

@@ -31,7 +31,7 @@ std::vector<CatalogueEntry> ParseCatalogue() {
     e.hf_id = m.at("hf_id").get<std::string>();
     e.family = m.at("family").get<std::string>();
     e.source = m.at("source").get<std::string>();
-    e.shared_config = m.value("shared_config", "");
+    e.test_config = m.value("test_config", "");
     e.config_json = m.at("config").dump();
     entries.push_back(std::move(e));
   }

@@ -7,7 +7,7 @@ import pytest
 
 import attnkit
 
-SHARED = pathlib.Path(__file__).resolve().parents[3] / "shared" / "configs"
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "data" / "configs"
 
 
 def write(tmp_path, name, cfg):
@@ -42,7 +42,7 @@ def test_sliding_window_layers_are_capped_at_their_window(tmp_path):
 
 
 def test_shared_llama_config_and_catalogue():
-    path = SHARED / "llama-3.2-3b-instruct.json"
+    path = CONFIGS / "llama-3.2-3b-instruct.json"
     if not path.exists():
         pytest.skip("shared configs not present")
     cfg = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-// The layer interface every attention block implements (layer 4 of DESIGN.md), and the stack
+// The layer interface every attention block implements (layer 4 of docs/ARCHITECTURE.md), and the stack
 // runner that chains layers into a model body (residual stream + RMSNorm, no MLP).
 //
 // CONTRACT FOR IMPLEMENTERS (GQA-family, MLA, and the linear/recurrent layers: Gated DeltaNet,

@@ -21,7 +21,7 @@ struct CatalogueEntry {
   std::string hf_id;          // e.g. "meta-llama/Llama-3.1-8B"
   std::string family;         // e.g. "Llama 3"
   std::string source;         // where the fields were taken from (URL of the config.json)
-  std::string shared_config;  // file name in ../shared/configs holding the same model, or ""
+  std::string test_config;  // file name in tests/data/configs holding the same model, or ""
   std::string config_json;    // the attention-relevant config.json fields, as JSON text
 };
 
