@@ -3,6 +3,7 @@
 // (attnkit.lightning_indexer, dsa_select, gather_attention, dsa_attention, IndexerCache).
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include "arrays.h"
+#include "attnkit/core/checked.h"
 #include "attnkit/kernels/gather.h"
 #include "attnkit/masks/draw.h"
 #include "attnkit/masks/sparse.h"
@@ -335,11 +337,20 @@ Returns scores float32 [batch, seqlen_q, seqlen_kv], -inf where the key is in th
         const IndexerOptions o =
             MakeIndexerOptions(q_start, k_start, reduced_precision, num_threads, backend);
         if (top_k < 1) ValueError("top_k must be >= 1, got " + std::to_string(top_k));
+        if (top_k > std::numeric_limits<int32_t>::max()) {
+          ValueError("top_k must be <= 2147483647 (indices are int32), got " +
+                     std::to_string(top_k));
+        }
         Tensor4 tq;
         int64_t skv = 0;
         py::array_t<int32_t> idx;
         WithIndexerOperands(
             q_index, weights, k_index, layout, &skv, &tq, [&](auto q, auto w, auto k, bool) {
+              const int64_t count =
+                  CheckedProduct({q.batch(), q.tokens(), top_k}, "dsa_select", "top_k");
+              RequireFitsInMemory(4.0 * static_cast<double>(count),
+                                  "dsa_select: the indices array [batch, seqlen_q, top_k = " +
+                                      std::to_string(top_k) + "]");
               idx = py::array_t<int32_t>(std::vector<py::ssize_t>{q.batch(), q.tokens(), top_k});
               const TensorView<int32_t> iv =
                   MakeBhsd(idx.mutable_data(), q.batch(), int64_t{1}, q.tokens(), top_k);

@@ -23,7 +23,9 @@
 #include <thread>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
+#include "attnkit/core/parse.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/core/tensor.h"
 #include "attnkit/kernels/kv_cache.h"
@@ -140,18 +142,27 @@ MaskPtr ParseMaskSpec(const std::string& spec) {
   if (spec == "none" || spec.empty()) return nullptr;
   if (spec == "causal") return CausalMask();
   auto number = [&](size_t pos) {
-    char* end = nullptr;
-    const long long w = std::strtoll(spec.c_str() + pos, &end, 10);
-    Require(end != spec.c_str() + pos && *end == '\0' && w >= 1, "mask '", spec,
-            "': expected a positive integer after ':'");
-    return static_cast<int64_t>(w);
+    const int64_t w = ParseInteger(spec.substr(pos), "mask '" + spec + "'");
+    Require(w >= 1, "mask '", spec, "': expected a positive integer after ':'");
+    return w;
   };
   if (spec.rfind("window:", 0) == 0) return CausalWindowMask(number(7));
   if (spec.rfind("chunk:", 0) == 0) return ChunkedLocalMask(number(6));
   throw Error("mask '" + spec + "': expected none, causal, window:W or chunk:C");
 }
 
-DenseBenchResult BenchDense(const DenseBenchConfig& c) {
+double DenseBenchBytes(const DenseBenchConfig& c) {
+  const double d = static_cast<double>(c.head_dim), b = static_cast<double>(c.batch);
+  const double q_out = 2.0 * b * static_cast<double>(c.num_heads_q) * c.seqlen_q * d * 4.0;
+  const double kv =
+      2.0 * b * static_cast<double>(c.num_heads_kv) * c.seqlen_kv * d * (c.bf16_kv ? 2.0 : 4.0);
+  // The decode path also keeps a f32 copy of K/V to fill the cache from.
+  const double staging =
+      c.decode ? 2.0 * b * static_cast<double>(c.num_heads_kv) * c.seqlen_kv * d * 4.0 : 0.0;
+  return q_out + kv + staging;
+}
+
+void CheckDenseBenchConfig(const DenseBenchConfig& c) {
   constexpr const char* fn = "BenchDense";
   Require(c.batch > 0 && c.seqlen_q > 0 && c.seqlen_kv > 0 && c.num_heads_q > 0 &&
               c.num_heads_kv > 0 && c.head_dim > 0,
@@ -161,6 +172,19 @@ DenseBenchResult BenchDense(const DenseBenchConfig& c) {
   Require(c.seqlen_q <= c.seqlen_kv, fn, ": seqlen_q (", c.seqlen_q, ") must be <= seqlen_kv (",
           c.seqlen_kv, ")");
   Require(c.repeats > 0, fn, ": repeats must be positive");
+  (void)ParseMaskSpec(c.mask);
+  RequireFitsInMemory(DenseBenchBytes(c), std::string(fn) + " (seqlen " +
+                                              std::to_string(c.seqlen_kv) + ", heads " +
+                                              std::to_string(c.num_heads_q) + ")");
+  // The FLOP count walks the mask's tiles: refuse grids it cannot count (cheap, and it names
+  // the sizes) before anything is allocated.
+  if (c.mask != "none" && !c.mask.empty()) {
+    detail::RequireCountableTiles(fn, c.seqlen_q, c.seqlen_kv, 64, 64);
+  }
+}
+
+DenseBenchResult BenchDense(const DenseBenchConfig& c) {
+  CheckDenseBenchConfig(c);
   const int threads = ResolveThreads(c.threads);
   DenseBenchResult r;
   r.config = c;

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
@@ -183,6 +184,11 @@ std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& c) {
   return rows;
 }
 
+// The probe runs every method over the whole sequence once per distance: bounded sizes keep it a
+// probe (minutes at most), not a benchmark.
+constexpr int64_t kProbeMaxSeqlen = int64_t{1} << 24;
+constexpr int64_t kProbeMaxDim = 65536;
+
 ProbeResult RetrievalProbe(const ProbeConfig& in) {
   ProbeResult res;
   res.config = in;
@@ -194,6 +200,17 @@ ProbeResult RetrievalProbe(const ProbeConfig& in) {
   Require(c.index_dim >= 1, "RetrievalProbe: index_dim must be >= 1, got ", c.index_dim);
   Require(c.indexer_noise >= 0 && std::isfinite(c.indexer_noise),
           "RetrievalProbe: indexer_noise must be finite and >= 0, got ", c.indexer_noise);
+  // Bounds first, then the memory estimate: k, v, the indexer keys and scores, all [seqlen, ·].
+  Require(c.seqlen <= kProbeMaxSeqlen, "RetrievalProbe: seqlen must be <= ", kProbeMaxSeqlen,
+          ", got ", c.seqlen);
+  Require(c.head_dim <= kProbeMaxDim, "RetrievalProbe: head_dim must be <= ", kProbeMaxDim,
+          ", got ", c.head_dim);
+  Require(c.index_dim <= kProbeMaxDim, "RetrievalProbe: index_dim must be <= ", kProbeMaxDim,
+          ", got ", c.index_dim);
+  RequireFitsInMemory(
+      4.0 * static_cast<double>(c.seqlen) * static_cast<double>(2 * c.head_dim + c.index_dim + 2),
+      "RetrievalProbe (seqlen " + std::to_string(c.seqlen) + ", head_dim " +
+          std::to_string(c.head_dim) + ")");
   const int64_t n = c.seqlen, d = c.head_dim, t = n - 1;
   if (c.distances.empty()) {
     for (int64_t x = 1; x < n; x *= 2) c.distances.push_back(x);

@@ -6,6 +6,7 @@
 #include <new>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/runtime.h"
 
 #if defined(__linux__)
@@ -89,11 +90,14 @@ Pool& ThePool() {
 }  // namespace
 
 void* AcquireScratch(size_t bytes, size_t* capacity) {
+  CheckAllocation(static_cast<double>(bytes), "kernel scratch", "a scratch buffer");
   const size_t align = bytes >= kHugePage ? kHugePage : 64;
   const size_t rounded = (bytes + align - 1) / align * align;
   if (void* p = ThePool().Take(rounded, align, capacity)) return p;
   void* p = std::aligned_alloc(align, rounded);
-  if (p == nullptr) throw std::bad_alloc();
+  if (p == nullptr) {
+    ThrowAllocationFailed(static_cast<double>(bytes), "kernel scratch", "a scratch buffer");
+  }
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
   if (align == kHugePage) madvise(p, rounded, MADV_HUGEPAGE);  // advice only: failure is harmless
 #endif

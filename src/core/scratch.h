@@ -15,6 +15,8 @@
 #include <cstdint>
 #include <utility>
 
+#include "attnkit/core/error.h"
+
 namespace attnkit::detail {
 
 inline constexpr size_t kScratchPoolBytes = size_t{96} << 20;
@@ -28,7 +30,10 @@ class Scratch {
  public:
   Scratch() = default;
   explicit Scratch(size_t count) {
-    if (count > 0) p_ = static_cast<T*>(AcquireScratch(count * sizeof(T), &capacity_));
+    if (count > 0) {
+      Require(count <= SIZE_MAX / sizeof(T), "kernel scratch: ", count, " elements overflow");
+      p_ = static_cast<T*>(AcquireScratch(count * sizeof(T), &capacity_));
+    }
   }
   Scratch(Scratch&& o) noexcept
       : p_(std::exchange(o.p_, nullptr)), capacity_(std::exchange(o.capacity_, 0)) {}

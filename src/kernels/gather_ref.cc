@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/kernels/gather.h"
 #include "kernels/dense_common.h"
 
@@ -30,7 +31,7 @@ void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const
   const int64_t n = k.tokens();
   // A key listed twice in one row would be counted twice in its softmax: a silent wrong answer.
   // seen[key] holds the last row (numbered from 1) that listed it: O(1) per index.
-  std::vector<int64_t> seen(static_cast<size_t>(n), 0);
+  std::vector<int64_t> seen = CheckedVector<int64_t>(n, 0, fn, "the duplicate check of indices");
   int64_t row_id = 0;
   for (int64_t b = 0; b < indices.batch(); ++b) {
     for (int64_t h = 0; h < indices.heads(); ++h) {
@@ -41,8 +42,8 @@ void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const
           Require(r[j] >= -1 && r[j] < n, fn, ": indices[", b, ", ", h, ", ", i, ", ", j,
                   "] = ", r[j], " is not a key row of k (seqlen_kv = ", n, ") or -1");
           if (r[j] < 0) continue;
-          Require(seen[static_cast<size_t>(r[j])] != row_id, fn, ": indices[", b, ", ", h, ", ",
-                  i, "] lists key ", r[j], " twice (a row's keys must be distinct)");
+          Require(seen[static_cast<size_t>(r[j])] != row_id, fn, ": indices[", b, ", ", h, ", ", i,
+                  "] lists key ", r[j], " twice (a row's keys must be distinct)");
           seen[static_cast<size_t>(r[j])] = row_id;
         }
       }
@@ -91,7 +92,9 @@ IndexerCache::IndexerCache(int64_t batch, int64_t index_dim, int64_t capacity)
   Require(batch >= 1, "IndexerCache: batch must be >= 1, got ", batch);
   Require(index_dim >= 1, "IndexerCache: index_dim must be >= 1, got ", index_dim);
   Require(capacity >= 1, "IndexerCache: capacity must be >= 1, got ", capacity);
-  data_.resize(static_cast<size_t>(batch * capacity * index_dim));
+  const int64_t n =
+      CheckedProduct({batch, capacity, index_dim}, "IndexerCache", "batch*capacity*index_dim");
+  CheckedResize(data_, n, "IndexerCache", "the indexer key buffer");
 }
 
 void IndexerCache::Append(TensorView<const float> k_index) {
@@ -99,7 +102,7 @@ void IndexerCache::Append(TensorView<const float> k_index) {
   Require(k_index.batch() == batch_ && k_index.heads() == 1 && k_index.dim() == dim_,
           "IndexerCache::Append: k_index must be [", batch_, ", 1, n, ", dim_, "], got ",
           k_index.ShapeString());
-  Require(length_ + k_index.tokens() <= capacity_, "IndexerCache::Append: ", k_index.tokens(),
+  Require(k_index.tokens() <= capacity_ - length_, "IndexerCache::Append: ", k_index.tokens(),
           " new tokens exceed the capacity ", capacity_, " (holding ", length_, ")");
   for (int64_t b = 0; b < batch_; ++b) {
     for (int64_t t = 0; t < k_index.tokens(); ++t) {

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/runtime.h"
 #include "kernels/dense_common.h"
 
@@ -27,16 +28,17 @@ KvCache<T>::KvCache(int64_t batch, int64_t num_heads_kv, int64_t head_dim_qk, in
   Require(window >= 0, "KvCache: window must be >= 0 (0 = no window), got ", window);
   Require(max_step >= 1, "KvCache: max_step must be >= 1, got ", max_step);
   if (window > 0) {
-    slots_ = window + max_step - 1;
+    slots_ = CheckedAdd(window, max_step - 1, "KvCache", "window + max_step - 1");
   } else {
     Require(capacity > 0, "KvCache: capacity must be positive, got ", capacity);
     slots_ = capacity;
   }
-  const double bytes =
-      static_cast<double>(batch) * num_heads_kv * slots_ * (head_dim_qk + head_dim_v) * sizeof(T);
-  Require(bytes < 1e12, "KvCache: ", bytes / 1e9, " GB requested, more than this library allows");
-  k_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_qk));
-  v_.resize(static_cast<size_t>(batch * num_heads_kv * slots_ * head_dim_v));
+  const int64_t rows =
+      CheckedProduct({batch, num_heads_kv, slots_}, "KvCache", "batch*num_heads_kv*slots");
+  CheckedResize(k_, CheckedMul(rows, head_dim_qk, "KvCache", "the key buffer"), "KvCache",
+                "the key buffer");
+  CheckedResize(v_, CheckedMul(rows, head_dim_v, "KvCache", "the value buffer"), "KvCache",
+                "the value buffer");
 }
 
 template <typename T>
@@ -56,7 +58,7 @@ void KvCache<T>::Append(TensorView<const float> k, TensorView<const float> v) {
           v.tokens());
   const int64_t n = k.tokens();
   if (window_ == 0) {
-    Require(length_ + n <= slots_, "KvCache::Append: capacity ", slots_, " exceeded (holds ",
+    Require(n <= slots_ - length_, "KvCache::Append: capacity ", slots_, " exceeded (holds ",
             length_, " tokens, appending ", n, ")");
   }
   // A ring buffer only needs the newest `slots_` of the appended tokens.

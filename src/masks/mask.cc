@@ -108,12 +108,14 @@ class BandMask final : public Mask {
 
 class CombinedMask final : public Mask {
  public:
-  CombinedMask(MaskPtr a, MaskPtr b, bool is_and) : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
+  CombinedMask(MaskPtr a, MaskPtr b, bool is_and)
+      : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
     Require(a_ != nullptr && b_ != nullptr, is_and ? "AndMask" : "OrMask",
             ": both masks must be non-null");
   }
   bool Allowed(int64_t q, int64_t k) const override {
-    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k)) : (a_->Allowed(q, k) || b_->Allowed(q, k));
+    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k))
+                : (a_->Allowed(q, k) || b_->Allowed(q, k));
   }
   TileKind Classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const override {
     const TileKind x = a_->Classify(q0, q1, k0, k1);
@@ -137,7 +139,8 @@ class CombinedMask final : public Mask {
     std::vector<uint8_t> other(n);
     a_->FillTile(q0, q1, k0, k1, allowed);
     b_->FillTile(q0, q1, k0, k1, other.data());
-    for (size_t i = 0; i < n; ++i) allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
+    for (size_t i = 0; i < n; ++i)
+      allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
   }
   std::pair<int64_t, int64_t> KeyBounds(int64_t q0, int64_t q1) const override {
     const auto [alo, ahi] = a_->KeyBounds(q0, q1);
@@ -161,29 +164,44 @@ MaskPtr CausalMask() { return std::make_shared<BandMask>(kUnbounded, 0, 0, "caus
 MaskPtr WindowMask(int64_t left, int64_t right) {
   Require(left >= 0, "WindowMask: left must be >= 0, got ", left);
   Require(right >= 0, "WindowMask: right must be >= 0, got ", right);
-  return std::make_shared<BandMask>(std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
-                                    "window(left=" + std::to_string(left) +
-                                        ",right=" + std::to_string(right) + ")");
+  return std::make_shared<BandMask>(
+      std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
+      "window(left=" + std::to_string(left) + ",right=" + std::to_string(right) + ")");
 }
 
 MaskPtr CausalWindowMask(int64_t window) {
   Require(window >= 1, "CausalWindowMask: window must be >= 1, got ", window);
-  return std::make_shared<BandMask>(window - 1, 0, 0, "causal_window(" + std::to_string(window) + ")");
+  return std::make_shared<BandMask>(window - 1, 0, 0,
+                                    "causal_window(" + std::to_string(window) + ")");
 }
 
 MaskPtr ChunkedLocalMask(int64_t chunk) {
   Require(chunk >= 1, "ChunkedLocalMask: chunk must be >= 1, got ", chunk);
-  return std::make_shared<BandMask>(kUnbounded, 0, chunk, "chunked_local(" + std::to_string(chunk) + ")");
+  return std::make_shared<BandMask>(kUnbounded, 0, chunk,
+                                    "chunked_local(" + std::to_string(chunk) + ")");
 }
 
 MaskPtr AndMask(MaskPtr a, MaskPtr b) { return std::make_shared<CombinedMask>(a, b, true); }
 MaskPtr OrMask(MaskPtr a, MaskPtr b) { return std::make_shared<CombinedMask>(a, b, false); }
 
+namespace detail {
+void RequireCountableTiles(const char* fn, int64_t seqlen_q, int64_t seqlen_kv, int64_t block_q,
+                           int64_t block_kv) {
+  const int64_t tiles_q = (seqlen_q - 1) / block_q + 1, tiles_kv = (seqlen_kv - 1) / block_kv + 1;
+  int64_t tiles = 0;
+  Require(!__builtin_mul_overflow(tiles_q, tiles_kv, &tiles) && tiles <= kMaxCountedTiles, fn,
+          ": seqlen_q × seqlen_kv = ", seqlen_q, " × ", seqlen_kv, " is ", tiles_q, " × ", tiles_kv,
+          " tiles of ", block_q, "×", block_kv, ", more than the ", kMaxCountedTiles,
+          " this count visits one by one");
+}
+}  // namespace detail
+
 double MaskDensity(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv) {
   Require(seqlen_q > 0 && seqlen_kv > 0, "MaskDensity: seqlen_q and seqlen_kv must be positive");
   if (mask == nullptr) return 1.0;
-  const int64_t q_off = seqlen_kv - seqlen_q;
   constexpr int64_t kB = 64;
+  detail::RequireCountableTiles("MaskDensity", seqlen_q, seqlen_kv, kB, kB);
+  const int64_t q_off = seqlen_kv - seqlen_q;
   std::vector<uint8_t> tile(kB * kB);
   double allowed = 0;
   for (int64_t i0 = 0; i0 < seqlen_q; i0 += kB) {

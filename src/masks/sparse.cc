@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <cstdlib>
 #include <string>
+#include <unordered_map>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 
 namespace attnkit {
@@ -254,6 +256,11 @@ class LongformerPattern final : public Mask {
   explicit LongformerPattern(LongformerOptions o) : o_(std::move(o)) {
     std::sort(o_.globals.begin(), o_.globals.end());
     o_.globals.erase(std::unique(o_.globals.begin(), o_.globals.end()), o_.globals.end());
+    // No distance reaches past seqlen − 1: clamping here keeps every sum below int64 and every
+    // loop bounded by the sequence, however large the caller's window or dilated window.
+    o_.window = std::min(o_.window, o_.seqlen);
+    o_.dilation = std::min(o_.dilation, o_.seqlen);
+    o_.dilated_window = std::min(o_.dilated_window, o_.seqlen / o_.dilation);
     span_ = o_.dilation > 1 ? o_.dilated_window * o_.dilation : 0;
   }
 
@@ -311,9 +318,15 @@ class LongformerPattern final : public Mask {
       for (int64_t k = std::max(lo, q - o_.window); k <= std::min(hi, q + o_.window); ++k) {
         row[k - k0] = 1;
       }
-      for (int64_t m = 1; span_ > 0 && m <= o_.dilated_window; ++m) {
-        for (const int64_t k : {q - m * o_.dilation, q + m * o_.dilation}) {
-          if (k >= lo && k <= hi) row[k - k0] = 1;
+      if (span_ > 0) {  // taps q ± m·dilation, 1 <= m <= dilated_window, that land in [lo, hi]
+        const int64_t d = o_.dilation, dw = o_.dilated_window;
+        for (int64_t m = std::max<int64_t>(1, (q - hi + d - 1) / d);
+             m <= std::min(dw, (q - lo) / d); ++m) {
+          row[q - m * d - k0] = 1;
+        }
+        for (int64_t m = std::max<int64_t>(1, (lo - q + d - 1) / d);
+             m <= std::min(dw, (hi - q) / d); ++m) {
+          row[q + m * d - k0] = 1;
         }
       }
       for (auto g = g_begin; g != g_end; ++g) {
@@ -375,27 +388,48 @@ class BigBirdPattern final : public BlockPatternMask {
  public:
   explicit BigBirdPattern(const BigBirdOptions& o)
       : BlockPatternMask(o.block, o.block, o.seqlen, o.seqlen, o.causal), o_(o) {
-    nb_ = (o.seqlen + o.block - 1) / o.block;
-    random_.assign(static_cast<size_t>(nb_ * o.random_blocks), -1);
-    std::vector<int64_t> candidates;
-    for (int64_t qb = 0; qb < nb_; ++qb) {
-      if (qb < o.global_blocks) continue;  // a global block already sees everything
-      candidates.clear();
-      const int64_t end = o.causal ? qb : nb_;
-      for (int64_t kb = o.global_blocks; kb < end; ++kb) {
-        if (std::abs(qb - kb) > o.window_blocks) candidates.push_back(kb);
-      }
+    nb_ = (o.seqlen - 1) / o.block + 1;
+    // No query block has more than nb_ candidates: clamp before sizing anything, so a huge
+    // random_blocks / window_blocks / global_blocks costs nothing.
+    o_.random_blocks = std::min(o.random_blocks, nb_);
+    o_.window_blocks = std::min(o.window_blocks, nb_);
+    o_.global_blocks = std::min(o.global_blocks, nb_);
+    const int64_t r = o_.random_blocks, g = o_.global_blocks, w = o_.window_blocks;
+    CheckedResize(random_, CheckedMul(nb_, r, "BigBirdMask", "num_blocks*random_blocks"),
+                  "BigBirdMask", "the random block table");
+    std::fill(random_.begin(), random_.end(), int64_t{-1});
+    if (r == 0) return;
+    std::unordered_map<int64_t, int64_t> moved;  // sparse Fisher–Yates: displaced entries
+    std::vector<int64_t> picked;
+    for (int64_t qb = g; qb < nb_; ++qb) {  // a global block already sees everything
+      // Candidates: key blocks in [g, end) outside the window, i.e. [g, a_end) ∪ [b_start, end),
+      // addressed by index without being listed (O(r) per query block, not O(nb)).
+      const int64_t end = o_.causal ? qb : nb_;
+      const int64_t a_end = std::clamp<int64_t>(qb - w, g, std::max(g, end));
+      const int64_t b_start = std::max({g, a_end, qb + w + 1});
+      const int64_t n = (a_end - g) + std::max<int64_t>(0, end - b_start);
+      auto candidate = [&](int64_t i) {
+        const auto it = moved.find(i);
+        const int64_t c = it != moved.end() ? it->second : i;
+        return c < a_end - g ? g + c : b_start + (c - (a_end - g));
+      };
       // Partial Fisher–Yates with a counter-based stream: pick min(r, n) distinct blocks.
-      const int64_t n = static_cast<int64_t>(candidates.size());
-      const int64_t take = std::min(o.random_blocks, n);
+      const int64_t take = std::min(r, n);
       uint64_t state = SplitMix64(o.seed ^ SplitMix64(static_cast<uint64_t>(qb)));
+      moved.clear();
+      picked.clear();
       for (int64_t i = 0; i < take; ++i) {
         state = SplitMix64(state);
         const int64_t j = i + static_cast<int64_t>(state % static_cast<uint64_t>(n - i));
-        std::swap(candidates[i], candidates[j]);
+        const auto ii = moved.find(i), jj = moved.find(j);
+        const int64_t vi = ii != moved.end() ? ii->second : i;
+        const int64_t vj = jj != moved.end() ? jj->second : j;
+        moved[i] = vj;
+        moved[j] = vi;
+        picked.push_back(candidate(i));
       }
-      std::sort(candidates.begin(), candidates.begin() + take);
-      for (int64_t i = 0; i < take; ++i) random_[qb * o.random_blocks + i] = candidates[i];
+      std::sort(picked.begin(), picked.end());
+      for (int64_t i = 0; i < take; ++i) random_[qb * r + i] = picked[i];
     }
   }
 
@@ -717,6 +751,7 @@ TileCounts CountTiles(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv, int
                       int64_t block_kv) {
   Require(seqlen_q >= 1 && seqlen_kv >= 1, "CountTiles: seqlen_q and seqlen_kv must be >= 1");
   Require(block_q >= 1 && block_kv >= 1, "CountTiles: block_q and block_kv must be >= 1");
+  detail::RequireCountableTiles("CountTiles", seqlen_q, seqlen_kv, block_q, block_kv);
   TileCounts c;
   const int64_t q_off = seqlen_kv - seqlen_q;
   for (int64_t i0 = 0; i0 < seqlen_q; i0 += block_q) {

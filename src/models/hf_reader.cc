@@ -1025,10 +1025,17 @@ ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& sour
 ModelConfig ReadHfConfig(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   Require(in.good(), "ReadHfConfig: cannot open '", path, "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
+  // Bounded read: a config.json is kilobytes; /dev/zero or a checkpoint passed by mistake is not.
+  constexpr std::streamsize kMaxConfigBytes = std::streamsize{64} << 20;
+  std::string text;
+  char buf[1 << 16];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    text.append(buf, static_cast<size_t>(in.gcount()));
+    Require(static_cast<std::streamsize>(text.size()) <= kMaxConfigBytes, "ReadHfConfig: '", path,
+            "' is larger than ", kMaxConfigBytes >> 20, " MiB: not a model config");
+  }
   Require(!in.bad(), "ReadHfConfig: cannot read '", path, "'");
-  ModelConfig m = ReadHfConfigText(ss.str(), path);
+  ModelConfig m = ReadHfConfigText(text, path);
   std::string stem = path.substr(path.find_last_of('/') + 1);
   if (const auto dot = stem.rfind(".json"); dot != std::string::npos && dot > 0) stem.resize(dot);
   if (stem == "config") {

@@ -11,20 +11,14 @@
 #include "attnkit/core/runtime.h"
 #include "bench.h"
 #include "command.h"
+#include "list_args.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::cli {
 namespace {
 
 std::vector<int64_t> ParseContexts(const std::string& text) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(ParseSize(item, "--contexts"));
-  }
-  Require(!out.empty(), "--contexts: give at least one size, e.g. 4k,32k");
-  return out;
+  return ParseSizeList(text, "--contexts");
 }
 
 nlohmann::json RowJson(const bench::BlocksBenchRow& r, const bench::Ceilings& c) {
@@ -77,7 +71,7 @@ int RunBenchBlocks(const std::vector<std::string>& args) {
   o.max_seconds_per_point = p.GetDouble("max-seconds");
   o.memory_limit_gib = p.GetDouble("memory-gib");
   o.num_threads = p.GetThreads();
-  o.seed = static_cast<uint64_t>(p.GetInt("seed"));
+  o.seed = p.GetSeed();
   o.include_naive = !p.Flag("no-naive");
   const bool json = p.Flag("json");
   if (p.Flag("quiet")) SetProgressQuiet(true);

@@ -115,8 +115,22 @@ int RunBenchDense(const std::vector<std::string>& args) {
   const bool json = p.Flag("json");
   if (p.Flag("quiet")) SetProgressQuiet(true);
   const int threads = ResolveThreads(p.GetThreads());
-  const int repeats = static_cast<int>(p.GetInt("repeats"));
-  Require(repeats >= 1, "--repeats must be >= 1, got ", repeats);
+  const int64_t repeats64 = p.GetInt("repeats");
+  Require(repeats64 >= 1 && repeats64 <= 1000000, "--repeats must be in [1, 1000000], got ",
+          repeats64);
+  const int repeats = static_cast<int>(repeats64);
+  // Every size flag is checked here, naming the flag, before anything is measured.
+  for (const char* flag :
+       {"seqlen", "seqlen-kv", "heads", "kv-heads", "head-dim", "batch", "new-tokens"}) {
+    if (p.Get(flag).empty()) continue;
+    const int64_t v = p.GetInt(flag);
+    Require(v >= 1, "--", flag, " must be >= 1, got ", p.Get(flag));
+  }
+  try {
+    (void)bench::ParseMaskSpec(p.Get("mask"));
+  } catch (const Error& e) {
+    throw Error(std::string("--mask: ") + e.what());
+  }
 
   auto emit = [&](const nlohmann::json& j) {
     if (json) std::cout << j.dump() << std::endl;
@@ -131,6 +145,18 @@ int RunBenchDense(const std::vector<std::string>& args) {
     std::vector<int64_t> lens = {16384, 32768, 65536};
     if (p.Given("seqlen")) lens = {p.GetInt("seqlen")};
     const int64_t heads = p.Given("heads") ? p.GetInt("heads") : 1;
+    for (const int64_t n : lens) {
+      bench::DenseBenchConfig c;
+      c.seqlen_q = c.seqlen_kv = n;
+      c.num_heads_q = c.num_heads_kv = heads;
+      c.head_dim = p.GetInt("head-dim");
+      c.baseline = false;
+      try {
+        bench::CheckDenseBenchConfig(c);
+      } catch (const Error& e) {
+        throw Error(std::string("--seqlen ") + std::to_string(n) + ": " + e.what());
+      }
+    }
     Progress bar("bench dense peak-memory", static_cast<int64_t>(lens.size()));
     for (int64_t n : lens) {
       bar.SetNote("seqlen " + std::to_string(n));
@@ -212,6 +238,15 @@ int RunBenchDense(const std::vector<std::string>& args) {
     cases.push_back({"decode_32768_gqa_bf16", c});
   }
 
+  for (const auto& [name, cfg] : cases) {
+    try {
+      bench::CheckDenseBenchConfig(cfg);
+    } catch (const Error& e) {
+      throw Error(custom
+                      ? std::string("the case of --seqlen/--heads/--head-dim/--batch: ") + e.what()
+                      : name + ": " + e.what());
+    }
+  }
   Progress bar("bench dense", static_cast<int64_t>(cases.size()) + 2);
   bar.SetNote("sgemm ceiling");
   Ceil ceil{0, 0, threads};

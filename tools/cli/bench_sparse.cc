@@ -51,7 +51,7 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   Require(c.num_heads >= 1, "--heads must be >= 1, got ", c.num_heads);
   c.head_dim = p.GetInt("head-dim");
   Require(c.head_dim >= 1, "--head-dim must be >= 1, got ", c.head_dim);
-  c.patterns = SplitList(p.Get("patterns"));
+  c.patterns = SplitList(p.Get("patterns"), "--patterns");
   c.dsa = !p.Flag("no-dsa");
   c.top_k = p.GetInt("top-k");
   Require(c.top_k >= 1, "--top-k must be >= 1, got ", c.top_k);
@@ -64,7 +64,7 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   c.long_repeats = static_cast<int>(p.GetInt("long-repeats"));
   Require(c.repeats >= 1, "--repeats must be >= 1, got ", c.repeats);
   Require(c.long_repeats >= 1, "--long-repeats must be >= 1, got ", c.long_repeats);
-  c.seed = static_cast<uint64_t>(p.GetInt("seed"));
+  c.seed = p.GetSeed();
   const bool json = p.Flag("json");
   const int64_t cases_per_len = 1 + (c.dsa ? 1 : 0);  // static patterns together, then DSA
   Progress bar("bench sparse", cases_per_len * static_cast<int64_t>(c.seqlens.size()));

@@ -162,7 +162,7 @@ int RunBlocksDump(const std::vector<std::string>& args) {
   p.AddOption("seed", "1", "seed of the random weights and inputs");
   if (!p.Parse(args)) return 0;
   const fs::path dir = p.Positionals()[0];
-  const uint64_t seed = static_cast<uint64_t>(p.GetInt("seed"));
+  const uint64_t seed = p.GetSeed();
 
   GqaConfig g;  // Llama/Qwen3-style: GQA, rotate-half RoPE, QK-norm
   g.hidden = 64;

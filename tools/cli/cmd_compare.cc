@@ -7,6 +7,7 @@
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/cost.h"
 #include "command.h"
+#include "list_args.h"
 #include "model_args.h"
 #include "nlohmann/json.hpp"
 
@@ -16,15 +17,8 @@ namespace {
 using namespace attnkit::models;
 
 std::vector<int64_t> ParseContexts(const std::string& text) {
-  std::vector<int64_t> out;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    const int64_t v = ParseSize(item, "--context");
-    Require(v >= 1, "--context: each context must be >= 1, got ", v);
-    out.push_back(v);
-  }
-  Require(!out.empty(), "--context: expected a list such as 32k,128k,1m");
+  const std::vector<int64_t> out = ParseSizeList(text, "--context");
+  for (const int64_t v : out) Require(v >= 1, "--context: each context must be >= 1, got ", v);
   return out;
 }
 

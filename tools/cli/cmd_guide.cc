@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/parse.h"
 #include "attnkit/core/progress.h"
 #include "attnkit/guide/guide.h"
 #include "attnkit/guide/measure.h"
@@ -42,13 +43,8 @@ int RunNode(const std::vector<std::string>& args) {
 }
 
 std::vector<std::string> SplitComma(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    if (!item.empty()) out.push_back(item);
-  }
-  return out;
+  if (s.empty()) return {};  // default: every section
+  return attnkit::SplitList(s, "--only");
 }
 
 int RunGuide(const std::vector<std::string>& args) {

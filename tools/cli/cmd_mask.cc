@@ -17,20 +17,11 @@
 namespace attnkit::cli {
 namespace {
 
-uint64_t ParseSeed(const std::string& text) {
-  char* end = nullptr;
-  errno = 0;
-  const bool digits = !text.empty() && text.find_first_not_of("0123456789") == std::string::npos;
-  const unsigned long long v = digits ? std::strtoull(text.c_str(), &end, 10) : 0;
-  Require(digits && errno == 0 && end != nullptr && *end == '\0',
-          "--seed: expected a non-negative integer, got '", text, "'");
-  return static_cast<uint64_t>(v);
-}
-
 // DSA's selection for seeded random indexer inputs (the indexer of a real model is trained; this
 // shows the shape of a top-k selection: causal, top_k keys per query, all keys while t < top_k).
 MaskPtr RandomDsaSelection(int64_t n, int64_t top_k, uint64_t seed) {
   Require(top_k >= 1, "--top-k must be >= 1, got ", top_k);
+  top_k = std::min(top_k, n);  // a query never has more than n keys: clamp before allocating
   const int64_t heads = 2, dim = 32;
   Tensor<float> qi(1, heads, n, dim), w(1, 1, n, heads), ki(1, 1, n, dim);
   uint64_t state = seed * 0x9e3779b97f4a7c15ull + 1;
@@ -78,7 +69,7 @@ int RunMask(const std::vector<std::string>& args) {
   const int64_t n = p.GetInt("seqlen");
   Require(n >= 1, "--seqlen must be >= 1, got ", n);
   Require(n <= (int64_t{1} << 20), "--seqlen must be <= 1m for a picture, got ", n);
-  const uint64_t seed = ParseSeed(p.Get("seed"));
+  const uint64_t seed = p.GetSeed();
   auto opt_int = [&](const char* opt, int64_t* field) {
     if (p.Given(opt)) *field = p.GetInt(opt);
   };
@@ -109,6 +100,7 @@ int RunMask(const std::vector<std::string>& args) {
   }
   const TileCounts tiles = CountTiles(mask.get(), n, n);
   const int64_t ascii_max = p.GetInt("ascii-max");
+  Require(ascii_max >= 0, "--ascii-max must be >= 0, got ", ascii_max);
   const int64_t cells = p.GetInt("cells");
   Require(cells >= 1, "--cells must be >= 1, got ", cells);
   const MaskGrid grid = SampleMask(mask.get(), n, n, n <= ascii_max ? n : cells);

@@ -45,12 +45,9 @@ int RunProbe(const std::vector<std::string>& args) {
   Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
   c.indexer_noise = p.GetDouble("indexer-noise");
   Require(c.indexer_noise >= 0, "--indexer-noise must be >= 0, got ", c.indexer_noise);
-  c.patterns = SplitList(p.Get("patterns"));
+  c.patterns = SplitList(p.Get("patterns"), "--patterns");
   if (p.Given("distances")) c.distances = ParseSizeList(p.Get("distances"), "--distances");
-  const std::string seed = p.Get("seed");
-  Require(!seed.empty() && seed.find_first_not_of("0123456789") == std::string::npos,
-          "--seed: expected a non-negative integer, got '", seed, "'");
-  c.seed = std::stoull(seed);
+  c.seed = p.GetSeed();
   const auto res = bench::RetrievalProbe(c);
   if (p.Flag("json")) {
     for (const auto& r : res.rows) {

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "attnkit/bench/blocks.h"
+#include "attnkit/core/checked.h"
 #include "attnkit/core/progress.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/layers/factory.h"
@@ -46,12 +47,35 @@ int RunStackCmd(const std::vector<std::string>& args) {
   s.rope_head_dim = p.GetInt("rope-dim");
   const int64_t prompt = p.GetInt("prompt"), decode = p.GetInt("decode");
   Require(prompt >= 1 && decode >= 0, "--prompt must be >= 1 and --decode >= 0");
+  Require(prompt <= (int64_t{1} << 40) && decode <= (int64_t{1} << 40),
+          "--prompt and --decode must be <= 1099511627776");
   s.max_tokens = prompt + decode;
-  const uint64_t seed = static_cast<uint64_t>(p.GetInt("seed"));
+  const uint64_t seed = p.GetSeed();
   const int threads = p.GetThreads();
   if (threads > 0) SetNumThreads(threads);
+  for (const char* flag : {"hidden", "heads", "kv-heads", "head-dim", "kv-lora", "rope-dim"}) {
+    Require(p.GetInt(flag) >= 1, "--", flag, " must be >= 1, got ", p.Get(flag));
+  }
+  Require(s.q_lora_rank >= 0, "--q-lora must be >= 0, got ", s.q_lora_rank);
+  Require(s.window >= 0, "--window must be >= 0, got ", s.window);
+  std::vector<std::string> kinds;
+  try {
+    kinds = ParseLayerList(p.Get("layers"));
+  } catch (const Error& e) {
+    throw Error(std::string("--layers: ") + e.what());
+  }
+  // Refuse up front with an estimate (every layer: its projections, a cache of max_tokens at
+  // full width, the activations of the prompt), as the guide does, instead of failing midway.
+  {
+    const double h = static_cast<double>(s.hidden), d = static_cast<double>(s.head_dim);
+    const double heads = static_cast<double>(s.num_heads), kv = static_cast<double>(s.num_heads_kv);
+    const double per_layer =
+        4.0 * (2 * h * (heads + kv) * d + h * h + 2 * kv * d * static_cast<double>(s.max_tokens) +
+               static_cast<double>(prompt) * (h + 2 * (heads + kv) * d));
+    RequireFitsInMemory(per_layer * static_cast<double>(kinds.size()),
+                        "stack of " + std::to_string(kinds.size()) + " layers");
+  }
   Stack stack(s.hidden);
-  const auto kinds = ParseLayerList(p.Get("layers"));
   for (size_t i = 0; i < kinds.size(); ++i) stack.Add(MakeLayer(kinds[i], s, seed + 17 * i));
   if (p.Flag("json")) SetProgressQuiet(true);
   Progress bar("stack", 0);

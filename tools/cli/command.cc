@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/parse.h"
 #include "attnkit/core/runtime.h"
 
 namespace attnkit::cli {
@@ -137,38 +138,15 @@ std::string ArgParser::Help() const {
 }
 
 int64_t ParseSize(const std::string& text, const std::string& what) {
-  Require(!text.empty(), what, ": expected a number, got an empty string");
-  std::string digits = text;
-  int64_t mult = 1;
-  const char last = text.back();
-  if (last == 'k' || last == 'K') {
-    mult = 1024;
-    digits.pop_back();
-  } else if (last == 'm' || last == 'M') {
-    mult = 1024 * 1024;
-    digits.pop_back();
-  } else if (last == 'g' || last == 'G') {
-    mult = int64_t{1024} * 1024 * 1024;
-    digits.pop_back();
-  }
-  Require(!digits.empty(), what, ": expected a number such as 4096 or 32k, got '", text, "'");
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(digits.c_str(), &end, 10);
-  Require(errno == 0 && end != nullptr && *end == '\0', what,
-          ": expected a number such as 4096 or 32k, got '", text, "'");
-  Require(v <= (int64_t{1} << 50) / mult && v >= -(int64_t{1} << 50) / mult, what,
-          ": value out of range: '", text, "'");
-  return static_cast<int64_t>(v) * mult;
+  return ParseInteger(text, what);
 }
 
 double ParseDouble(const std::string& text, const std::string& what) {
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(text.c_str(), &end);
-  Require(!text.empty() && errno == 0 && end != nullptr && *end == '\0' && std::isfinite(v), what,
-          ": expected a finite number, got '", text, "'");
-  return v;
+  return ParseNumber(text, what);
+}
+
+uint64_t ArgParser::GetSeed(const std::string& name) const {
+  return ParseSeed(Get(name), "--" + name);
 }
 
 }  // namespace attnkit::cli

@@ -45,7 +45,11 @@ class ArgParser {
   bool Flag(const std::string& name) const;
   bool Given(const std::string& name) const;  // option given explicitly on the command line
   std::string Get(const std::string& name) const;
-  int64_t GetInt(const std::string& name) const;  // accepts 4096, 32k, 1m (k=1024, m=1024^2)
+  // An integer by the one rule of core/parse.h: 4096, 32k, 1m, -1 (k=1024, m=1024^2, g=1024^3);
+  // never saturates.
+  int64_t GetInt(const std::string& name) const;
+  // A seed: decimal digits only, 0 … 2^64 − 1 (the same for every subcommand).
+  uint64_t GetSeed(const std::string& name = "seed") const;
   double GetDouble(const std::string& name) const;
   // A thread count: 0 (= all cores) … kMaxThreads; anything else throws naming the option.
   int GetThreads(const std::string& name = "threads") const;
@@ -67,7 +71,7 @@ class ArgParser {
   std::vector<std::string> positionals_;
 };
 
-// Parses a size such as 4096, 32k, 128K, 1m, 1M (k = 1024, m = 1024^2). `what` names the argument.
+// ParseInteger / ParseNumber of core/parse.h (the CLI's one rule). `what` names the argument.
 int64_t ParseSize(const std::string& text, const std::string& what);
 double ParseDouble(const std::string& text, const std::string& what);
 

@@ -48,6 +48,12 @@ struct DenseBenchConfig {
   int repeats = 5;
 };
 
+// The checks BenchDense makes before it measures anything (sizes, mask spec, estimated memory
+// against what the machine has available): front ends call it before measuring ceilings.
+void CheckDenseBenchConfig(const DenseBenchConfig& config);
+// Bytes of the tensors one case allocates (q, k, v, out; decode: plus its f32 staging).
+double DenseBenchBytes(const DenseBenchConfig& config);
+
 struct DenseBenchResult {
   DenseBenchConfig config;
   std::string mask_description;

@@ -15,6 +15,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 
 namespace attnkit {
@@ -79,17 +80,28 @@ struct TensorView {
 // A contiguous [batch, heads, tokens, dim] view.
 template <typename T>
 TensorView<T> MakeBhsd(T* data, int64_t batch, int64_t heads, int64_t tokens, int64_t dim) {
-  return TensorView<T>{data,
-                       {batch, heads, tokens, dim},
-                       {heads * tokens * dim, tokens * dim, dim, 1}};
+  return TensorView<T>{
+      data, {batch, heads, tokens, dim}, {heads * tokens * dim, tokens * dim, dim, 1}};
 }
 
 // A [batch, tokens, heads, dim] buffer viewed as [batch, heads, tokens, dim] without a copy.
 template <typename T>
 TensorView<T> MakeBshd(T* data, int64_t batch, int64_t tokens, int64_t heads, int64_t dim) {
-  return TensorView<T>{data,
-                       {batch, heads, tokens, dim},
-                       {tokens * heads * dim, dim, heads * dim, 1}};
+  return TensorView<T>{
+      data, {batch, heads, tokens, dim}, {tokens * heads * dim, dim, heads * dim, 1}};
+}
+
+// Number of elements of a view's shape and the element span its strides reach
+// (1 + Σ (shape[i] − 1)·stride[i]), both checked against int64 overflow: a view whose extent
+// cannot be represented cannot be indexed. Throws attnkit::Error naming `name`.
+inline int64_t ViewExtent(const std::array<int64_t, 4>& shape, const std::array<int64_t, 4>& stride,
+                          const char* fn, const char* name) {
+  int64_t last = 0;
+  for (int i = 0; i < 4; ++i) {
+    const int64_t step = CheckedMul(shape[i] - 1, stride[i], fn, name);
+    last = CheckedAdd(last, step, fn, name);
+  }
+  return CheckedAdd(last, 1, fn, name);
 }
 
 // Checks a view's basic validity; `name` is the argument name used in the error message.
@@ -105,10 +117,14 @@ void CheckView(const TensorView<T>& v, const char* fn, const char* name) {
   for (int i = 0; i < 3; ++i) {
     Require(v.stride[i] >= 0, fn, ": ", name, " has a negative stride");
   }
+  CheckedProduct({v.shape[0], v.shape[1], v.shape[2], v.shape[3]}, fn, name);
+  const int64_t extent = ViewExtent(v.shape, v.stride, fn, name);
+  Require(extent <= PTRDIFF_MAX / static_cast<int64_t>(sizeof(T)), fn, ": ", name,
+          " spans more memory than a pointer can address (shape ", v.ShapeString(), ")");
 }
 
 // Largest single allocation Tensor<T> accepts (1 TB): beyond it a size is a mistake, not a plan.
-inline constexpr double kMaxTensorBytes = 1e12;
+inline constexpr double kMaxTensorBytes = kMaxAllocationBytes;
 
 // Owning, 64-byte aligned, zero-initialised buffer of T with a [b, h, t, d] contiguous shape.
 template <typename T>
@@ -120,15 +136,16 @@ class Tensor {
     Require(batch > 0 && heads > 0 && tokens > 0 && dim > 0,
             "Tensor: every size must be positive, got [", batch, ", ", heads, ", ", tokens, ", ",
             dim, "]");
-    // Checked in floating point first, so that the integer product below cannot overflow.
-    const double want = static_cast<double>(batch) * static_cast<double>(heads) *
-                        static_cast<double>(tokens) * static_cast<double>(dim) * sizeof(T);
-    Require(want <= kMaxTensorBytes, "Tensor: [", batch, ", ", heads, ", ", tokens, ", ", dim,
-            "] needs ", want / 1e9, " GB, more than the ", kMaxTensorBytes / 1e9,
-            " GB a single tensor may take");
-    const int64_t n = batch * heads * tokens * dim;
+    const int64_t n =
+        CheckedProduct({batch, heads, tokens, dim}, "Tensor", "batch*heads*tokens*dim");
+    const double want = static_cast<double>(n) * sizeof(T);
+    detail::CheckAllocation(want, "Tensor", "a tensor");
     const size_t bytes = ((static_cast<size_t>(n) * sizeof(T) + 63) / 64) * 64;
-    data_.reset(static_cast<T*>(::operator new[](bytes, std::align_val_t(64))));
+    try {
+      data_.reset(static_cast<T*>(::operator new[](bytes, std::align_val_t(64))));
+    } catch (const std::bad_alloc&) {
+      detail::ThrowAllocationFailed(want, "Tensor", "a tensor");
+    }
     std::memset(static_cast<void*>(data_.get()), 0, bytes);
   }
   TensorView<T> view() { return MakeBhsd(data_.get(), shape_[0], shape_[1], shape_[2], shape_[3]); }

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/tensor.h"
 
 namespace attnkit {
@@ -20,7 +21,12 @@ struct Matrix {
   std::vector<float> data;  // [rows, cols]
 
   Matrix() = default;
-  Matrix(int64_t r, int64_t c) : rows(r), cols(c), data(static_cast<size_t>(r * c), 0.0f) {}
+  // Throws attnkit::Error for a negative size, a product that overflows or a failed allocation.
+  Matrix(int64_t r, int64_t c)
+      : rows(r),
+        cols(c),
+        data(CheckedVector(CheckedMul(r, c, "Matrix", "rows*cols"), 0.0f, "Matrix",
+                           "a weight matrix")) {}
   bool empty() const { return rows == 0 && cols == 0; }
   float* row(int64_t r) { return data.data() + r * cols; }
   const float* row(int64_t r) const { return data.data() + r * cols; }

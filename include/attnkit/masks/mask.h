@@ -75,7 +75,16 @@ MaskPtr AndMask(MaskPtr a, MaskPtr b);
 MaskPtr OrMask(MaskPtr a, MaskPtr b);
 
 // Fraction of allowed pairs for seqlen_q queries over seqlen_kv keys in the bottom-right
-// alignment (nullptr = no mask = 1.0). Exact; costs O(tiles) for masks with O(1) Classify.
+// alignment (nullptr = no mask = 1.0). Exact; costs O(tiles) for masks with O(1) Classify, so it
+// throws attnkit::Error beyond kMaxCountedTiles 64×64 tiles (about seqlen 1m × 1m).
 double MaskDensity(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv);
+
+// Most tiles a tile-by-tile count (MaskDensity, CountTiles) visits before refusing.
+inline constexpr int64_t kMaxCountedTiles = int64_t{1} << 28;
+namespace detail {
+// Throws attnkit::Error naming fn when the tile grid is larger than kMaxCountedTiles.
+void RequireCountableTiles(const char* fn, int64_t seqlen_q, int64_t seqlen_kv, int64_t block_q,
+                           int64_t block_kv);
+}  // namespace detail
 
 }  // namespace attnkit

@@ -1,0 +1,251 @@
+// Reliability: sizes near the int64 limit, checked allocations, bounded work for huge pattern
+// parameters (issue 13). Each test here failed (crashed, hung or allocated gigabytes) before the
+// fix it guards.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "attnkit/core/checked.h"
+#include "attnkit/core/tensor.h"
+#include "attnkit/kernels/gather.h"
+#include "attnkit/kernels/kv_cache.h"
+#include "attnkit/layers/ops.h"
+#include "attnkit/masks/mask.h"
+#include "attnkit/masks/sparse.h"
+#include "test_util.h"
+
+namespace attnkit {
+namespace {
+
+constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+
+// Expects an attnkit::Error whose message contains `needle`.
+template <typename F>
+void ExpectError(F&& f, const std::string& needle) {
+  try {
+    f();
+    ADD_FAILURE() << "no attnkit::Error (expected one mentioning '" << needle << "')";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+  }
+}
+
+TEST(Checked, MulAddProduct) {
+  EXPECT_EQ(CheckedMul(0, kMax, "f", "x"), 0);
+  EXPECT_EQ(CheckedMul(1, kMax, "f", "x"), kMax);
+  EXPECT_EQ(CheckedMul(int64_t{1} << 31, int64_t{1} << 31, "f", "x"), int64_t{1} << 62);
+  ExpectError([] { CheckedMul(int64_t{1} << 32, int64_t{1} << 31, "f", "x"); }, "overflows");
+  ExpectError([] { CheckedMul(kMax, 2, "f", "what"); }, "f: what");
+  ExpectError([] { CheckedMul(-1, 2, "f", "x"); }, "negative");
+  ExpectError([] { CheckedAdd(kMax, 1, "f", "x"); }, "overflows");
+  EXPECT_EQ(CheckedProduct({1, 8, int64_t{1} << 20}, "f", "x"), int64_t{8} << 20);
+  ExpectError([] { CheckedProduct({1, 8, int64_t{1} << 61}, "f", "x"); }, "overflows");
+}
+
+// Heap corruption before the fix: batch*capacity*index_dim wrapped to 0, so the cache accepted
+// the size, allocated nothing and a later Append wrote past the buffer.
+TEST(Checked, IndexerCacheSizeProduct) {
+  ExpectError([] { IndexerCache(1, 8, int64_t{1} << 61); }, "batch*capacity*index_dim");
+  ExpectError([] { IndexerCache(kMax, kMax, kMax); }, "IndexerCache");
+  // Within int64 but beyond any buffer: refused with the size, not std::bad_alloc.
+  ExpectError([] { IndexerCache(1, 8, int64_t{1} << 50); }, "more than");
+  IndexerCache ok(1, 8, 4);
+  Tensor<float> k(1, 1, 5, 8);
+  ExpectError([&] { ok.Append(k.view()); }, "capacity");
+  EXPECT_EQ(ok.length(), 0);
+}
+
+TEST(Checked, KvCacheAndTensorSizes) {
+  ExpectError([] { KvCache<float>(1, 1, 8, 8, int64_t{1} << 61); }, "KvCache");
+  ExpectError([] { KvCache<float>(1, 1, 8, 8, 16, kMax, 2); }, "window + max_step - 1");
+  ExpectError([] { Tensor<float>(int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 20, 1024); },
+              "overflows");
+  ExpectError([] { Tensor<float>(1, 1, int64_t{1} << 40, 1024); }, "more than");
+  ExpectError([] { Tensor<float>(0, 1, 1, 1); }, "positive");
+  ExpectError([] { Tensor<float>(-1, 1, 1, 1); }, "positive");
+}
+
+// Matrix threw std::length_error / std::bad_alloc (which no caller catches as attnkit::Error).
+TEST(Checked, MatrixThrowsOnlyAttnkitError) {
+  ExpectError([] { Matrix(-1, 4); }, "Matrix");
+  ExpectError([] { Matrix(int64_t{1} << 40, int64_t{1} << 40); }, "Matrix");
+  ExpectError([] { Matrix(int64_t{1} << 20, int64_t{1} << 30); }, "more than");
+  EXPECT_EQ(Matrix(0, 0).data.size(), 0u);
+}
+
+TEST(Checked, AllocationFailureHookBecomesError) {
+  detail::FailNthAllocation(1);
+  ExpectError([] { Tensor<float>(1, 2, 3, 4); }, "out of memory");
+  Tensor<float> after(1, 2, 3, 4);  // the hook fires once
+  EXPECT_EQ(after.numel(), 24);
+  detail::FailNthAllocation(2);
+  std::vector<float> v;
+  CheckedResize(v, 10, "f", "first");  // 1st: fine
+  ExpectError([&] { CheckedResize(v, 100, "f", "second buffer"); }, "second buffer");
+  EXPECT_EQ(v.size(), 10u);
+  EXPECT_EQ(detail::FailNthAllocation(0), 0);
+}
+
+TEST(Checked, ViewExtentAndStrides) {
+  float x[16] = {};
+  TensorView<const float> v{x, {1, 1, 4, 4}, {16, 16, 4, 1}};
+  CheckView(v, "f", "q");
+  auto bad = v;
+  bad.stride[2] = -4;
+  ExpectError([&] { CheckView(bad, "f", "q"); }, "negative stride");
+  bad = v;
+  bad.shape[2] = 0;
+  ExpectError([&] { CheckView(bad, "f", "q"); }, "non-positive");
+  bad = v;
+  bad.stride[3] = 0;
+  ExpectError([&] { CheckView(bad, "f", "q"); }, "unit stride");
+  // The extent (tokens-1)·stride overflows int64: a view nobody can index.
+  bad = v;
+  bad.shape[2] = int64_t{1} << 40;
+  bad.stride[2] = int64_t{1} << 40;
+  ExpectError([&] { CheckView(bad, "f", "q"); }, "q");
+  // numel overflows although each size is fine.
+  bad = v;
+  bad.shape = {int64_t{1} << 20, int64_t{1} << 20, int64_t{1} << 20, 1 << 10};
+  bad.stride = {0, 0, 0, 1};
+  ExpectError([&] { CheckView(bad, "f", "k"); }, "k");
+  // Near the limit but representable in elements, not in bytes.
+  bad = v;
+  bad.shape = {1, 1, 2, 4};
+  bad.stride = {0, 0, kMax / 2, 1};
+  ExpectError([&] { CheckView(bad, "f", "v"); }, "v");
+}
+
+// Hung before the fix: MaskDensity visited (2^40 / 64)^2 tiles.
+TEST(Checked, MaskDensityRefusesHugeGrids) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const MaskPtr causal = CausalMask();
+  ExpectError([&] { MaskDensity(causal.get(), int64_t{1} << 40, int64_t{1} << 40); }, "tiles");
+  ExpectError([&] { CountTiles(causal.get(), kMax, kMax); }, "tiles");
+  EXPECT_NEAR(MaskDensity(causal.get(), 256, 256), (256.0 * 257 / 2) / (256.0 * 256), 1e-12);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+// Brute-force Longformer: window taps, dilated taps q ± m·dilation (m <= dilated_window), globals.
+bool LongformerAllowed(int64_t n, int64_t w, int64_t dil, int64_t dw, int64_t q, int64_t k) {
+  if (k > q || q >= n) return false;
+  const int64_t d = q - k;
+  if (d <= w || q == 0 || k == 0) return true;  // global position 0
+  return dil > 1 && d % dil == 0 && d / dil <= dw;
+}
+
+// Ran for minutes before the fix (a loop over every dilated tap of every row).
+TEST(Checked, LongformerHugeDilatedWindowIsBoundedAndExact) {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (const int64_t dw : {int64_t{3}, int64_t{100000000}, kMax}) {
+    for (const int64_t dil : {int64_t{2}, int64_t{5}, kMax}) {
+      PatternSpec s;
+      s.name = "longformer";
+      s.seqlen = 37;
+      s.window = 3;
+      s.dilation = dil;
+      s.dilated_window = dw;
+      const MaskPtr m = MakePattern(s);
+      std::vector<uint8_t> tile(37 * 37);
+      m->FillTile(0, 37, 0, 37, tile.data());
+      for (int64_t q = 0; q < 37; ++q) {
+        for (int64_t k = 0; k < 37; ++k) {
+          const bool want = LongformerAllowed(37, 2, dil, dw, q, k);
+          ASSERT_EQ(tile[q * 37 + k] != 0, want) << "q " << q << " k " << k << " dw " << dw;
+          ASSERT_EQ(m->Allowed(q, k), want) << "q " << q << " k " << k << " dw " << dw;
+        }
+      }
+      (void)MaskDensity(m.get(), 37, 37);
+    }
+  }
+  ExpectError(
+      [] {
+        PatternSpec s;
+        s.name = "longformer";
+        s.seqlen = 32;
+        s.dilated_window = -1;
+        MakePattern(s);
+      },
+      "dilated_window");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 10.0);
+}
+
+// The BigBird random blocks as first written (every candidate listed, partial Fisher–Yates),
+// kept here to show the O(r)-per-block sampler draws exactly the same blocks.
+std::vector<int64_t> BigBirdRandomListed(const BigBirdOptions& o, int64_t qb) {
+  const int64_t nb = (o.seqlen + o.block - 1) / o.block;
+  std::vector<int64_t> c;
+  const int64_t end = o.causal ? qb : nb;
+  for (int64_t kb = o.global_blocks; kb < end; ++kb) {
+    if (std::abs(qb - kb) > o.window_blocks) c.push_back(kb);
+  }
+  const int64_t n = static_cast<int64_t>(c.size());
+  const int64_t take = std::min(o.random_blocks, n);
+  auto mix = [](uint64_t x) {
+    x += 0x9e3779b97f4a7c15ull;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+  };
+  uint64_t state = mix(o.seed ^ mix(static_cast<uint64_t>(qb)));
+  for (int64_t i = 0; i < take; ++i) {
+    state = mix(state);
+    const int64_t j = i + static_cast<int64_t>(state % static_cast<uint64_t>(n - i));
+    std::swap(c[i], c[j]);
+  }
+  c.resize(static_cast<size_t>(take));
+  std::sort(c.begin(), c.end());
+  return c;
+}
+
+TEST(Checked, BigBirdSamplerUnchangedAndHugeCountsClamped) {
+  for (const bool causal : {true, false}) {
+    for (const uint64_t seed : {uint64_t{0}, uint64_t{7}, testing::TestSeed()}) {
+      BigBirdOptions o;
+      o.seqlen = 61;
+      o.block = 2;
+      o.window_blocks = 2;
+      o.global_blocks = 1;
+      o.random_blocks = 4;
+      o.seed = seed;
+      o.causal = causal;
+      const MaskPtr m = BigBirdMask(o);
+      const int64_t nb = 31;
+      for (int64_t qb = o.global_blocks; qb < nb; ++qb) {
+        const auto want = BigBirdRandomListed(o, qb);
+        for (int64_t kb = 0; kb < nb; ++kb) {
+          const bool structural = std::abs(qb - kb) <= o.window_blocks || kb < o.global_blocks;
+          if (structural || (causal && kb > qb)) continue;
+          const bool picked = std::binary_search(want.begin(), want.end(), kb);
+          ASSERT_EQ(m->Allowed(qb * 2, kb * 2), picked)
+              << "causal " << causal << " seed " << seed << " qb " << qb << " kb " << kb;
+        }
+      }
+    }
+  }
+  // Allocated random_blocks × num_blocks entries before the fix (gigabytes for 1e8).
+  const auto t0 = std::chrono::steady_clock::now();
+  PatternSpec s;
+  s.name = "bigbird";
+  s.seqlen = 32;
+  s.random_blocks = 100000000;
+  const MaskPtr huge = MakePattern(s);
+  s.random_blocks = 16;  // every block: the same mask
+  const MaskPtr all = MakePattern(s);
+  for (int64_t q = 0; q < 32; ++q) {
+    for (int64_t k = 0; k < 32; ++k) ASSERT_EQ(huge->Allowed(q, k), all->Allowed(q, k));
+  }
+  s.window_blocks = kMax;
+  s.global_blocks = kMax;
+  s.random_blocks = kMax;
+  (void)MaskDensity(MakePattern(s).get(), 32, 32);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+}  // namespace
+}  // namespace attnkit
