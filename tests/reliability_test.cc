@@ -7,16 +7,20 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "attnkit/core/checked.h"
+#include "attnkit/core/runtime.h"
 #include "attnkit/core/tensor.h"
 #include "attnkit/kernels/gather.h"
 #include "attnkit/kernels/kv_cache.h"
+#include "attnkit/layers/factory.h"
 #include "attnkit/layers/ops.h"
 #include "attnkit/masks/mask.h"
 #include "attnkit/masks/sparse.h"
+#include "layer_test_util.h"
 #include "test_util.h"
 
 namespace attnkit {
@@ -245,6 +249,110 @@ TEST(Checked, BigBirdSamplerUnchangedAndHugeCountsClamped) {
   s.random_blocks = kMax;
   (void)MaskDensity(MakePattern(s).get(), 32, 32);
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+}
+
+// A call that fails leaves the block as it was: for every layer kind, an allocation failure
+// injected at each checked allocation of a decode step (and a bad shape) must leave tokens_seen
+// unchanged, and the next calls must give bit-identical outputs to a twin that never failed.
+// Before the fix GqaBlock appended to its KV cache before attention (so a failure advanced
+// tokens_seen), and GatedDeltaNetBlock had already advanced its convolution state.
+TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
+  LayerShape shape;
+  shape.hidden = 32;
+  shape.num_heads = 4;
+  shape.num_heads_kv = 2;
+  shape.head_dim = 8;
+  shape.window = 3;  // swa / sinks: a ring buffer that wraps during the test
+  shape.q_lora_rank = 16;
+  shape.kv_lora_rank = 16;
+  shape.rope_head_dim = 4;
+  shape.max_tokens = 512;
+  const uint64_t seed = testing::TestSeed();
+  // 300 cached tokens and 2 threads: decode splits the keys into pieces (and allocates their
+  // partial results), the step where a failure used to leave the KV cache appended.
+  constexpr int64_t P = 300;
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(2);
+  const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  for (const std::string& kind : LayerKinds()) {
+    SCOPED_TRACE(kind);
+    int failures_seen = 0;
+    for (int64_t nth = 1; nth <= 16; ++nth) {
+      auto a = MakeLayer(kind, shape, 7), b = MakeLayer(kind, shape, 7);
+      Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden);
+      a->Forward(prompt.view(), 0, oa.view());
+      b->Forward(prompt.view(), 0, ob.view());
+      // A step of 3 tokens (a chunk: attention allocates its partial results) after the prompt.
+      Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+      Tensor<float> ya(1, 1, 3, shape.hidden), yb(1, 1, 3, shape.hidden);
+      // A bad shape first (one token too many for the output).
+      Tensor<float> wrong(1, 1, 2, shape.hidden);  // x has 3 tokens
+      EXPECT_THROW(a->Forward(x.view(), P, wrong.view()), Error);
+      detail::FailNthAllocation(nth);
+      bool failed = false;
+      try {
+        a->Forward(x.view(), P, ya.view());
+      } catch (const Error& e) {
+        failed = true;
+        EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+      }
+      detail::FailNthAllocation(0);
+      if (!failed) break;  // this step makes fewer than nth checked allocations
+      ++failures_seen;
+      ASSERT_EQ(a->tokens_seen(), P) << "failed at allocation " << nth;
+      EXPECT_EQ(a->CacheBytes(), b->CacheBytes());
+      for (int64_t t = P; t < P + 9; t += 3) {
+        Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + t);
+        a->Forward(xt.view(), t, ya.view());
+        b->Forward(xt.view(), t, yb.view());
+        for (int64_t i = 0; i < 3 * shape.hidden; ++i) {
+          ASSERT_EQ(ya.data()[i], yb.data()[i])
+              << "allocation " << nth << " failed; token " << t << " element " << i;
+        }
+      }
+    }
+    // MLA makes no checked allocation in this step once its prefill has grown its scratch
+    // (by 1.25x); every other kind must have been failed at least once.
+    if (kind.rfind("mla", 0) != 0) {
+      EXPECT_GT(failures_seen, 0) << "no checked allocation in a decode step of " << kind;
+    }
+  }
+  SetNumThreads(previous_threads);
+}
+
+// The ring buffer's undo record puts overwritten slots back byte for byte.
+TEST(FailedCallsChangeNothing, KvCacheUndoRestoresRingSlots) {
+  KvCache<float> c(1, 2, 4, 3, 0, /*window=*/3, /*max_step=*/2);
+  std::mt19937_64 rng(testing::TestSeed());
+  auto fill = [&](int64_t n) {
+    Tensor<float> k(1, 2, n, 4), v(1, 2, n, 3);
+    testing::FillNormal(k, rng);
+    testing::FillNormal(v, rng);
+    c.Append(k.view(), v.view());
+  };
+  auto snapshot = [&] {
+    std::vector<float> all;
+    for (const auto& s : c.Segments()) {
+      for (int64_t h = 0; h < 2; ++h) {
+        for (int64_t t = 0; t < s.k.tokens(); ++t) {
+          all.insert(all.end(), s.k.row(0, h, t), s.k.row(0, h, t) + 4);
+          all.insert(all.end(), s.v.row(0, h, t), s.v.row(0, h, t) + 3);
+        }
+      }
+    }
+    return all;
+  };
+  fill(5);  // wrapped already (4 slots)
+  for (const int64_t n : {int64_t{1}, int64_t{2}, int64_t{5}}) {
+    const auto before = snapshot();
+    const int64_t length = c.length();
+    KvCache<float>::UndoRecord undo;
+    c.SaveUndo(n, &undo);
+    fill(n);
+    c.Undo(undo);
+    EXPECT_EQ(c.length(), length);
+    EXPECT_EQ(snapshot(), before) << "n " << n;
+  }
 }
 
 }  // namespace

@@ -13,6 +13,21 @@ namespace attnkit::python {
 void ValueError(const std::string& message) { throw py::value_error(message); }
 void TypeError(const std::string& message) { throw py::type_error(message); }
 
+int64_t IntArg(py::handle obj, const std::string& name) {
+  if (PyBool_Check(obj.ptr())) ValueError(name + " must be an int, not a bool");
+  if (!PyLong_Check(obj.ptr())) {
+    TypeError(name + " must be an int, got " +
+              py::str(py::type::of(obj).attr("__name__")).cast<std::string>());
+  }
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(obj.ptr(), &overflow);
+  if (overflow != 0) {
+    ValueError(name + " = " + py::str(obj).cast<std::string>() + " is outside the 64-bit range");
+  }
+  if (v == -1 && PyErr_Occurred()) throw py::error_already_set();
+  return static_cast<int64_t>(v);
+}
+
 Layout ParseLayout(const std::string& layout) {
   if (layout == "bhsd") return Layout::kBhsd;
   if (layout == "bshd") return Layout::kBshd;

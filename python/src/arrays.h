@@ -101,6 +101,10 @@ void RequireNoOverlap(const py::array& out, const char* out_name,
 [[noreturn]] void ValueError(const std::string& message);
 [[noreturn]] void TypeError(const std::string& message);
 
+// A Python int as int64 for the argument `name`: bool is refused (True is not 1 here), a value
+// outside int64 raises ValueError naming the argument (not pybind11's "Unable to cast").
+int64_t IntArg(py::handle obj, const std::string& name);
+
 // Arguments taken as any Python object (checked by the functions above, so that errors name the
 // argument) but shown with a useful type in signatures and help(): e.g. `q: numpy.ndarray`.
 #define ATTNKIT_PY_ANY_ARG(Type)                                    \

@@ -20,7 +20,11 @@ int64_t WindowSide(const py::object& side, const char* what) {
     TypeError(std::string("window ") + what + " must be an int or None, got " +
               py::str(py::type::of(side).attr("__name__")).cast<std::string>());
   }
-  const int64_t v = side.cast<int64_t>();
+  const int64_t v = IntArg(side, std::string("window ") + what);
+  if (v < -1) {
+    ValueError(std::string("window ") + what + " must be >= 0, or -1 / None for unbounded, got " +
+               std::to_string(v));
+  }
   return v < 0 ? kUnbounded : v;
 }
 
@@ -46,7 +50,7 @@ MaskPtr CombineMasks(bool causal, const py::object& window, const py::object& ma
   if (causal) add(CausalMask());
   if (!window.is_none()) {
     if (py::isinstance<py::int_>(window)) {
-      const int64_t w = window.cast<int64_t>();
+      const int64_t w = IntArg(window, "window");
       if (w < 1) ValueError("window must be >= 1 keys, got " + std::to_string(w));
       add(CausalWindowMask(w));
     } else if (py::isinstance<py::tuple>(window) || py::isinstance<py::list>(window)) {

@@ -178,7 +178,8 @@ and the query block; among earlier blocks when causal).)doc");
   block_kv  defaults to block_q)doc");
   masks.def(
       "selection",
-      [](const ArrayArg& indices, int64_t q_start, int64_t k_start) {
+      [](const ArrayArg& indices, int64_t q_start, int64_t k_start,
+         std::optional<int64_t> seqlen_kv) {
         py::object idx_obj = indices;
         if (py::array a = AsArray(indices, "indices"); a.ndim() == 2) {
           idx_obj = a[py::make_tuple(py::none())];  // [seqlen_q, top_k] -> [1, seqlen_q, top_k]
@@ -195,7 +196,19 @@ and the query block; among earlier blocks when causal).)doc");
         const auto& s = t.view.shape;
         copy->resize(static_cast<size_t>(s[2] * s[3]));
         for (int64_t i = 0; i < s[2]; ++i) {
-          for (int64_t j = 0; j < s[3]; ++j) (*copy)[i * s[3] + j] = t.view.at(0, 0, i, j);
+          for (int64_t j = 0; j < s[3]; ++j) {
+            const int32_t x = t.view.at(0, 0, i, j);
+            // -1 marks an unused slot; anything else must be a key row (of seqlen_kv if given),
+            // as gather_attention will require.
+            if (x < -1 || (seqlen_kv && x >= *seqlen_kv)) {
+              ValueError("selection: indices[" + std::to_string(i) + ", " + std::to_string(j) +
+                         "] = " + std::to_string(x) + " is not a key row " +
+                         (seqlen_kv ? "of [0, seqlen_kv = " + std::to_string(*seqlen_kv) + ")"
+                                    : std::string("(>= 0)")) +
+                         " or -1");
+            }
+            (*copy)[i * s[3] + j] = x;
+          }
         }
         const TensorView<const int32_t> view =
             MakeBhsd<const int32_t>(copy->data(), 1, 1, s[2], s[3]);
@@ -206,9 +219,12 @@ and the query block; among earlier blocks when causal).)doc");
         return Wrap(MaskPtr(holder, holder->first.get()));
       },
       py::arg("indices"), py::arg("q_start"), py::arg("k_start") = 0,
+      py::arg("seqlen_kv") = py::none(),
       R"doc(The keys a DSA top-k selection picked, as a mask: query position q_start + i sees key
 position k_start + indices[i, j] for every j with indices[i, j] >= 0.
 
+  seqlen_kv  if given, every index must be below it (as gather_attention requires); indices
+           below -1 raise ValueError in any case
   indices  int32 [seqlen_q, top_k], or [1, seqlen_q, top_k] / [1, 1, seqlen_q, top_k] (as
            dsa_select returns for batch 1); more batches or heads raise ValueError)doc");
 

@@ -40,7 +40,18 @@ See docs/python.md and examples/ in the repository.
     try {
       if (p) std::rethrow_exception(p);
     } catch (const attnkit::Error& e) {
-      PyErr_SetString(PyExc_ValueError, e.what());
+      // A message may quote the caller's bytes (a config that is not UTF-8): decode with
+      // "backslashreplace" so the ValueError always carries its message.
+      const std::string msg = e.what();
+      PyObject* text =
+          PyUnicode_DecodeUTF8(msg.data(), static_cast<Py_ssize_t>(msg.size()), "backslashreplace");
+      if (text == nullptr) {
+        PyErr_Clear();
+        PyErr_SetString(PyExc_ValueError, "attnkit: error (message not representable)");
+      } else {
+        PyErr_SetObject(PyExc_ValueError, text);
+        Py_DECREF(text);
+      }
     }
   });
 

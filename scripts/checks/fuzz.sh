@@ -12,7 +12,7 @@ if ! command -v clang++ >/dev/null 2>&1; then
 fi
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DATTNKIT_BUILD_FUZZ=ON -DATTNKIT_BUILD_TESTS=OFF -DATTNKIT_BUILD_CLI=OFF >/dev/null
-cmake --build build-fuzz -j 2 --target config_reader_fuzz
+cmake --build build-fuzz -j 2 --target config_reader_fuzz pattern_spec_fuzz
 
 # Seeds: the real configs in tests/data/configs and each catalogue entry's config, in a writable corpus folder.
 corpus=build-fuzz/corpus
@@ -40,3 +40,23 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 echo "fuzz: no crash in ${seconds}s"
+
+# The mask pattern specifications and the shared number/list parser (core/parse.h).
+spec_seconds=${ATTNKIT_FUZZ_SPEC_SECONDS:-30}
+spec_corpus=build-fuzz/corpus-pattern-spec
+mkdir -p "$spec_corpus"
+cp -f fuzz/pattern_spec_seeds/* "$spec_corpus"/
+echo "fuzz: running pattern_spec_fuzz for ${spec_seconds}s"
+set +e
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build-fuzz/fuzz/pattern_spec_fuzz -max_total_time="$spec_seconds" -timeout=30 \
+  -rss_limit_mb=2048 -max_len=256 -artifact_prefix=build-fuzz/spec- -print_final_stats=1 \
+  "$spec_corpus" >build-fuzz/fuzz-pattern-spec.log 2>&1
+status=$?
+set -e
+grep -E "^(==|SUMMARY|stat::|Done)|ERROR|exception" build-fuzz/fuzz-pattern-spec.log | tail -30
+if [ "$status" -ne 0 ]; then
+  echo "fuzz: pattern_spec_fuzz FAILED (exit $status); log in build-fuzz/fuzz-pattern-spec.log" >&2
+  exit 1
+fi
+echo "fuzz: pattern_spec_fuzz, no crash in ${spec_seconds}s"

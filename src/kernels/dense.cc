@@ -115,8 +115,8 @@ HWY_INLINE VF LoadRow(DF df, const bf16* p) {
 }
 
 // The direct (decode) path streams K and V from memory; touching rows this far ahead keeps the
-// memory system busy while the current rows are computed on (prefetches never fault, so running
-// past the end of the tensor is harmless).
+// memory system busy while the current rows are computed on. Only rows of the current call are
+// prefetched: forming a pointer past the end of the tensor would be undefined behaviour.
 constexpr int64_t kPrefetchRows = 64;
 template <typename T>
 HWY_INLINE void PrefetchRow(const T* row, int64_t bytes) {
@@ -189,9 +189,10 @@ struct DirectV {
     return LoadRow(df, base + j * stride + col);
   }
   HWY_INLINE void Prefetch(int64_t j) const {
-    PrefetchRow(base + (j + kPrefetchRows) * stride, bytes);
+    if (j + kPrefetchRows < rows) PrefetchRow(base + (j + kPrefetchRows) * stride, bytes);
   }
   int64_t bytes;  // of one row
+  int64_t rows;   // rows readable from base (the keys of this call)
 };
 // V rows read in place by the prefill path: the tile's rows are reused by every panel, and the
 // next tile of a sparse pattern is not 64 rows on, so no prefetching.
@@ -260,7 +261,7 @@ HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kst
       for (int t = 0; t < 4; ++t) acc[r][t] = hn::Zero(df);
     }
     const KV* k0 = kbase + j * kstride;
-    for (int t = 0; t < 4; ++t) {
+    for (int t = 0; t < 4 && j + t + kPrefetchRows < nk; ++t) {
       PrefetchRow(k0 + (t + kPrefetchRows) * kstride, dk * static_cast<int64_t>(sizeof(KV)));
     }
     for (int64_t d = 0; d < dk; d += N) {
@@ -523,7 +524,7 @@ class Kernel {
           break;
       }
       for (int64_t r = 0; r < rows; ++r) Softmax(w, r, r, i0, nq, j0, nk, partial);
-      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV))};
+      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV)), nk};
       switch (rows) {
         case 1:
           PvPanel<1>(w.s.get(), vr, nk, accrows, g_.dv);

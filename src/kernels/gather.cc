@@ -277,6 +277,8 @@ void ChunkRows(TensorView<const KV> t, int64_t b, int64_t h, const int32_t* sel,
 // query that selected it (neighbouring queries' selections overlap), instead of once per query.
 // Only member (query, key) pairs are computed, so the arithmetic is the same as the per-query path.
 constexpr int64_t kBlockQueries = 16;
+// Per-key membership of the block's queries is one bit per query in a uint16_t (mark, bits).
+static_assert(kBlockQueries <= 16, "the uint16_t membership masks hold at most 16 queries");
 
 // One thread's scratch for BlockGather, allocated before the parallel region (nothing may throw
 // inside it). mark must start all zero (each unit clears what it set); the rest is written before

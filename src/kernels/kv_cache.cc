@@ -90,6 +90,48 @@ void KvCache<T>::Append(TensorView<const float> k, TensorView<const float> v) {
 }
 
 template <typename T>
+void KvCache<T>::SaveUndo(int64_t n, UndoRecord* undo) const {
+  Require(n >= 0, "KvCache::SaveUndo: n must be >= 0, got ", n);
+  undo->length = length_;
+  // Only a ring buffer overwrites held rows: slots of tokens [first, n) of the append.
+  undo->first = window_ > 0 ? std::max<int64_t>(0, n - slots_) : 0;
+  undo->count = window_ > 0 ? n - undo->first : 0;
+  const int64_t rows = batch_ * heads_ * undo->count;
+  CheckedResize(undo->k, rows * dk_, "KvCache::SaveUndo", "the undo copy of keys");
+  CheckedResize(undo->v, rows * dv_, "KvCache::SaveUndo", "the undo copy of values");
+  for (int64_t b = 0; b < batch_; ++b) {
+    for (int64_t h = 0; h < heads_; ++h) {
+      for (int64_t t = 0; t < undo->count; ++t) {
+        const int64_t slot = (length_ + undo->first + t) % slots_;
+        const int64_t r = (b * heads_ + h) * undo->count + t;
+        std::copy_n(k_.data() + ((b * heads_ + h) * slots_ + slot) * dk_, dk_,
+                    undo->k.data() + r * dk_);
+        std::copy_n(v_.data() + ((b * heads_ + h) * slots_ + slot) * dv_, dv_,
+                    undo->v.data() + r * dv_);
+      }
+    }
+  }
+}
+
+template <typename T>
+void KvCache<T>::Undo(const UndoRecord& undo) noexcept {
+  if (undo.length < 0) return;
+  for (int64_t b = 0; b < batch_; ++b) {
+    for (int64_t h = 0; h < heads_; ++h) {
+      for (int64_t t = 0; t < undo.count; ++t) {
+        const int64_t slot = (undo.length + undo.first + t) % slots_;
+        const int64_t r = (b * heads_ + h) * undo.count + t;
+        std::copy_n(undo.k.data() + r * dk_, dk_,
+                    k_.data() + ((b * heads_ + h) * slots_ + slot) * dk_);
+        std::copy_n(undo.v.data() + r * dv_, dv_,
+                    v_.data() + ((b * heads_ + h) * slots_ + slot) * dv_);
+      }
+    }
+  }
+  length_ = undo.length;
+}
+
+template <typename T>
 std::vector<typename KvCache<T>::Segment> KvCache<T>::Segments() const {
   std::vector<Segment> segs;
   const int64_t held = stored();

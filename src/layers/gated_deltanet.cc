@@ -5,6 +5,8 @@
 #include <cmath>
 #include <sstream>
 
+#include "attnkit/core/checked.h"
+
 namespace attnkit {
 
 void GatedDeltaNetConfig::Validate() const {
@@ -99,14 +101,19 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   const int64_t n = x.tokens(), batch = c.batch, rows = batch * n;
   const int64_t hqk = c.num_heads_qk, hv = c.num_heads_v, dk = c.head_dim_qk, dv = c.head_dim_v;
   const int64_t ch = c.conv_channels(), width = c.decay_width();
-  proj_.resize(static_cast<size_t>(rows * ch));
-  conv_.resize(proj_.size());
-  a_.resize(static_cast<size_t>(rows * hv * width));
-  la_.resize(a_.size());
-  b_.resize(static_cast<size_t>(rows * hv));
-  beta_.resize(b_.size());
-  o_.resize(static_cast<size_t>(rows * hv * dv));
-  g_.resize(o_.size());
+  // Buffers first: a failed allocation leaves the block unchanged.
+  const int64_t np = CheckedMul(rows, ch, fn, "rows*conv_channels");
+  const int64_t na = CheckedProduct({rows, hv, width}, fn, "rows*heads*decay_width");
+  const int64_t no = CheckedProduct({rows, hv, dv}, fn, "rows*heads*head_dim_v");
+  CheckedResize(proj_, np, fn, "the projections");
+  CheckedResize(conv_, np, fn, "the convolution output");
+  CheckedResize(a_, na, fn, "the decay inputs");
+  CheckedResize(la_, na, fn, "the decay gates");
+  CheckedResize(b_, rows * hv, fn, "the write inputs");
+  CheckedResize(beta_, rows * hv, fn, "the write gates");
+  CheckedResize(o_, no, fn, "the output");
+  CheckedResize(g_, no, fn, "the output gate");
+  CheckedResize(conv_saved_, static_cast<int64_t>(conv_state_.size()), fn, "the state copy");
 
   // Projections (BLAS) and the short convolution over [q | k | v] channels.
   Linear(x.data, rows, weights_.w_qkv, proj_.data());
@@ -118,6 +125,10 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   TensorView<float> cs = c.conv_kernel > 1
                              ? MakeBhsd(conv_state_.data(), batch, 1, c.conv_kernel - 1, ch)
                              : TensorView<float>{};
+  // The convolution state changes here, the recurrent state in GatedDeltaForward (which checks
+  // and allocates before it writes): if that fails, the convolution state is put back and the
+  // block is as if never called.
+  conv_saved_.assign(conv_state_.begin(), conv_state_.end());
   ShortConvForward(pv, weights_.conv.data.data(), c.conv_kernel, cv, cs);
 
   // [batch, tokens, channels] rows viewed per head without copies.
@@ -136,7 +147,12 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
 
   const TensorView<float> ov = heads_view(o_.data(), hv, dv, hv * dv);
   const TensorView<float> sv = MakeBhsd(state_.data(), batch, hv, dk, dv);
-  GatedDeltaForward(q, k, v, lav, betav, ov, sv, c.kernel);
+  try {
+    GatedDeltaForward(q, k, v, lav, betav, ov, sv, c.kernel);
+  } catch (...) {
+    std::copy(conv_saved_.begin(), conv_saved_.end(), conv_state_.begin());
+    throw;
+  }
 
   // Gated RMSNorm per head, in place, then the output projection.
   const TensorView<float> gv = heads_view(g_.data(), hv, dv, hv * dv);

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "attnkit/core/checked.h"
+
 namespace attnkit {
 
 void GqaConfig::Validate() const {
@@ -112,10 +114,12 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     Require(position + n <= c.max_tokens, fn, ": ", n, " tokens at position ", position,
             " exceed the KV cache capacity max_tokens = ", c.max_tokens);
   }
-  q_.resize(static_cast<size_t>(rows * hq * dk));
-  k_.resize(static_cast<size_t>(rows * hkv * dk));
-  v_.resize(static_cast<size_t>(rows * hkv * dv));
-  o_.resize(static_cast<size_t>(rows * hq * dv));
+  // Every buffer first: nothing below changes the block until attention has succeeded.
+  CheckedResize(q_, CheckedProduct({rows, hq, dk}, fn, "rows*heads*head_dim"), fn, "q");
+  CheckedResize(k_, CheckedProduct({rows, hkv, dk}, fn, "rows*heads*head_dim"), fn, "k");
+  CheckedResize(v_, CheckedProduct({rows, hkv, dv}, fn, "rows*heads*head_dim"), fn, "v");
+  CheckedResize(o_, CheckedProduct({rows, hq, dv}, fn, "rows*heads*head_dim"), fn, "o");
+  if (c.output_gate) CheckedResize(g_, static_cast<int64_t>(o_.size()), fn, "the gate");
 
   // Projections: x [rows, hidden] → q [rows, hq·dk], k [rows, hkv·dk], v [rows, hkv·dv].
   Linear(x.data, rows, weights_.w_q, q_.data());
@@ -141,8 +145,16 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   opt.sinks = c.sinks ? weights_.sinks.data() : nullptr;
   opt.backend = c.backend;
   if (c.window == 0 || n <= c.max_step) {
+    // The keys go in before attention; if attention fails (out of memory), the cache is put
+    // back exactly (ring slots included) and the block is as if never called.
+    cache_.SaveUndo(n, &undo_);
     cache_.Append(kv, vv);
-    DenseDecode(TensorView<const float>(qv), cache_, ov, opt);
+    try {
+      DenseDecode(TensorView<const float>(qv), cache_, ov, opt);
+    } catch (...) {
+      cache_.Undo(undo_);
+      throw;
+    }
   } else {
     // A windowed call longer than the ring buffer serves: attend over [held tokens | new tokens]
     // gathered into scratch, then append (the ring keeps the newest slots).
@@ -173,7 +185,6 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   }
 
   if (c.output_gate) {
-    g_.resize(o_.size());
     Linear(x.data, rows, weights_.w_gate, g_.data());
     SigmoidGate(o_.data(), g_.data(), static_cast<int64_t>(o_.size()));
   }

@@ -9,6 +9,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "attnkit/core/checked.h"
+
 namespace attnkit {
 
 namespace {
@@ -25,7 +27,17 @@ void Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const fl
 // 25% headroom, capped at what max_tokens needs.
 void GrowScratch(std::vector<float>& v, int64_t needed, int64_t cap) {
   const auto n = static_cast<size_t>(needed);
-  if (v.capacity() < n) v.reserve(static_cast<size_t>(std::min(cap, needed + needed / 4)));
+  if (v.capacity() < n) {
+    const int64_t want = std::min(cap, needed + needed / 4);
+    detail::CheckAllocation(static_cast<double>(want) * sizeof(float), "MlaBlock",
+                            "the up-projected keys and values");
+    try {
+      v.reserve(static_cast<size_t>(want));
+    } catch (const std::bad_alloc&) {
+      detail::ThrowAllocationFailed(static_cast<double>(want) * sizeof(float), "MlaBlock",
+                                    "the up-projected keys and values");
+    }
+  }
   v.resize(n);
 }
 }  // namespace
@@ -135,10 +147,13 @@ void MlaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   const int64_t h = c.num_heads, dq = c.qk_head_dim(), dn = c.qk_nope_head_dim,
                 dr = c.qk_rope_head_dim, r = c.kv_lora_rank, lat = c.latent_dim();
 
-  // Query path: q [rows, h, nope + rope].
-  q_.resize(static_cast<size_t>(rows * h * dq));
+  // Buffers first (a failed allocation leaves the block unchanged). Query path: q [rows, h, dq].
+  CheckedResize(q_, CheckedProduct({rows, h, dq}, fn, "rows*heads*head_dim"), fn, "q");
+  CheckedResize(o_, CheckedProduct({rows, h, c.v_head_dim}, fn, "rows*heads*head_dim"), fn, "o");
   if (c.q_lora_rank > 0) {
-    cq_.resize(static_cast<size_t>(rows * c.q_lora_rank));
+    CheckedResize(cq_, CheckedMul(rows, c.q_lora_rank, fn, "rows*q_lora_rank"), fn, "cq");
+  }
+  if (c.q_lora_rank > 0) {
     Linear(x.data, rows, weights_.w_dq, cq_.data());
     RmsNorm(cq_.data(), rows, c.q_lora_rank, c.q_lora_rank, weights_.q_norm, c.norm_eps);
     Linear(cq_.data(), rows, weights_.w_uq, q_.data());
@@ -161,13 +176,18 @@ void MlaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
       TensorView<float>{
           cache_.data() + position * lat + r, {batch, 1, n, dr}, {batch_stride, 0, lat, 1}},
       position, c.rope);
+  // The new rows lie past the held ones, so only the length changes; if attention fails (out of
+  // memory) it is put back and the block is as if never called.
   length_ = position + n;
-
-  o_.resize(static_cast<size_t>(rows * h * c.v_head_dim));
-  if (c.path == MlaPath::kNaive) {
-    AttendNaive(rows, n, position);
-  } else {
-    AttendAbsorbed(rows, n, position);
+  try {
+    if (c.path == MlaPath::kNaive) {
+      AttendNaive(rows, n, position);
+    } else {
+      AttendAbsorbed(rows, n, position);
+    }
+  } catch (...) {
+    length_ = position;
+    throw;
   }
   Linear(o_.data(), rows, weights_.w_o, out.data);
 }

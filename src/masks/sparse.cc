@@ -386,6 +386,7 @@ uint64_t SplitMix64(uint64_t x) {
 
 class BigBirdPattern final : public BlockPatternMask {
  public:
+  static constexpr int64_t kMaxRandomEntries = int64_t{1} << 26;  // 512 MiB of int64
   explicit BigBirdPattern(const BigBirdOptions& o)
       : BlockPatternMask(o.block, o.block, o.seqlen, o.seqlen, o.causal), o_(o) {
     nb_ = (o.seqlen - 1) / o.block + 1;
@@ -395,8 +396,11 @@ class BigBirdPattern final : public BlockPatternMask {
     o_.window_blocks = std::min(o.window_blocks, nb_);
     o_.global_blocks = std::min(o.global_blocks, nb_);
     const int64_t r = o_.random_blocks, g = o_.global_blocks, w = o_.window_blocks;
-    CheckedResize(random_, CheckedMul(nb_, r, "BigBirdMask", "num_blocks*random_blocks"),
-                  "BigBirdMask", "the random block table");
+    const int64_t entries = CheckedMul(nb_, r, "BigBirdMask", "num_blocks*random_blocks");
+    Require(entries <= kMaxRandomEntries, "BigBirdMask: num_blocks × random_blocks = ", nb_, " × ",
+            r, " random blocks, more than the ", kMaxRandomEntries,
+            " this mask tabulates (use a larger block)");
+    CheckedResize(random_, entries, "BigBirdMask", "the random block table");
     std::fill(random_.begin(), random_.end(), int64_t{-1});
     if (r == 0) return;
     std::unordered_map<int64_t, int64_t> moved;  // sparse Fisher–Yates: displaced entries

@@ -4,7 +4,8 @@
 // malformed files) by throwing attnkit::Error. The message always names the offending argument
 // and, where it helps, the shapes involved, e.g.
 //   "DenseForward: k.num_heads (3) must divide q.num_heads (8)".
-// Nothing else is thrown on purpose; std::bad_alloc may still escape on out-of-memory.
+// Nothing else is thrown: allocations whose size a caller chose go through core/checked.h, which
+// turns std::bad_alloc / std::length_error into attnkit::Error stating the bytes asked for.
 #pragma once
 
 #include <sstream>

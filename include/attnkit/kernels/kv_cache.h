@@ -27,9 +27,20 @@ class KvCache {
   void Append(TensorView<const float> k, TensorView<const float> v);
   void Clear() { length_ = 0; }
 
+  // For callers that append and then run a step that may still fail (a layer appends its new
+  // keys before attention): SaveUndo(n, &undo) records the length and copies the slots an append
+  // of n tokens will overwrite (a ring buffer's oldest rows); Undo(undo) puts them back, so the
+  // cache is exactly as before, byte for byte. Undo allocates nothing and cannot throw.
+  struct UndoRecord {
+    int64_t length = -1, first = 0, count = 0;
+    std::vector<T> k, v;  // [batch, heads, count, dim]
+  };
+  void SaveUndo(int64_t n, UndoRecord* undo) const;
+  void Undo(const UndoRecord& undo) noexcept;
+
   int64_t length() const { return length_; }  // tokens appended so far (= next position)
-  int64_t stored() const;                      // tokens currently held
-  int64_t slots() const { return slots_; }     // allocated token slots
+  int64_t stored() const;                     // tokens currently held
+  int64_t slots() const { return slots_; }    // allocated token slots
   int64_t window() const { return window_; }
   int64_t max_step() const { return max_step_; }
   int64_t batch() const { return batch_; }

@@ -85,6 +85,7 @@ class GatedDeltaNetBlock final : public Layer {
   int64_t seen_ = 0;
   std::vector<float> state_;       // [batch, num_heads_v, head_dim_qk, head_dim_v]
   std::vector<float> conv_state_;  // [batch, conv_kernel − 1, conv_channels]
+  std::vector<float> conv_saved_;  // conv_state_ before the current call (restored on failure)
   std::vector<float> proj_, conv_, a_, la_, b_, beta_, o_, g_;  // scratch
 };
 

@@ -103,6 +103,7 @@ class GqaBlock final : public Layer {
   KvCache<float> cache_;
   MaskPtr window_mask_;
   std::vector<float> q_, k_, v_, o_, g_;  // scratch, [batch·tokens, heads·dim]
+  KvCache<float>::UndoRecord undo_;       // the cache before the current call's append
 };
 
 // KV-cache bytes per token of one GQA layer with f32 storage: num_heads_kv · (head_dim +
