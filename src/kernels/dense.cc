@@ -72,6 +72,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
+#include "kernels/score_mods.h"
 #endif
 
 HWY_BEFORE_NAMESPACE();
@@ -301,10 +302,13 @@ struct Workspace {
   int64_t skipped = 0, full = 0, partial = 0;
 };
 
-template <typename KV>
+// Mods: the call's score modifiers as compile-time flags (detail::ScoreMods, resolved once per
+// call by detail::DispatchScoreMods), so the softmax loop tests none that is off.
+template <typename KV, typename Mods>
 class Kernel {
  public:
-  explicit Kernel(const detail::DenseJob<KV>& job) : job_(job), g_(job.g), o_(*job.options) {
+  Kernel(const detail::DenseJob<KV>& job, const Mods& mods)
+      : job_(job), g_(job.g), o_(*job.options), mods_(mods) {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
@@ -318,7 +322,6 @@ class Kernel {
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
-    mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
     // f32 V rows whose width is whole vectors feed P·V straight from the tensor: packing them
     // would only copy them, and for sparse patterns (a tile used by a few query blocks) the
     // copy's memory traffic cost more than the arithmetic it serves. bf16 V is widened once
@@ -704,11 +707,9 @@ class Kernel {
     const int64_t qpos = g_.q_start + i0 + i;
     const VF vscale = hn::Set(df, g_.scale);
     for (int64_t j = 0; j < kBk; j += N) hn::Store(hn::Mul(hn::Load(df, s + j), vscale), df, s + j);
-    if (mods_) {
-      const float slope = o_.alibi_slopes ? o_.alibi_slopes[w.head0 + r / nq] : 0.0f;
-      for (int64_t j = 0; j < nk; ++j) {
-        s[j] = detail::ScoreMod(s[j], o_.softcap, slope, qpos, g_.k_start + j0 + j);
-      }
+    if constexpr (Mods::kRewritesLogits) {
+      const int64_t head = w.head0 + r / nq;
+      for (int64_t j = 0; j < nk; ++j) s[j] = mods_.Logit(s[j], head, qpos, g_.k_start + j0 + j);
     }
     if (partial) {  // masked logits become −inf, N at a time
       const uint8_t* a = w.allowed.data() + i * nk;
@@ -761,12 +762,11 @@ class Kernel {
       const int64_t i = i0 + r % nq;
       float mr = w.m[r], lr = w.l[r];
       float* ar = w.accrows[r];
-      if (o_.sinks && o_.sinks[h] != detail::kNegInf) {
-        const float m_new = std::max(mr, o_.sinks[h]);
-        const float corr = std::exp(mr - m_new);
-        for (int64_t d = 0; d < g_.dv; ++d) ar[d] *= corr;
-        lr = lr * corr + std::exp(o_.sinks[h] - m_new);
-        mr = m_new;
+      if constexpr (Mods::kHasSinks) {  // the sink joins the normaliser only
+        const float corr = mods_.Normaliser(h, mr, lr);
+        if (corr != 1.0f) {
+          for (int64_t d = 0; d < g_.dv; ++d) ar[d] *= corr;
+        }
       }
       float* orow = job_.out.row(b, h, i);
       const float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
@@ -782,17 +782,25 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
+  const Mods mods_;
   int64_t dv_pad_, bq_, num_qb_, num_kb_, heads_per_round_ = 0, seg_tiles_ = 0, num_segs_ = 1;
-  bool direct_, mods_, shared_ = false, v_direct_ = false;
+  bool direct_, shared_ = false, v_direct_ = false;
   detail::Scratch<float> shared_k_, shared_v_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;  // per (batch·kv head, key block)
   std::vector<float> saved_m_, saved_l_;           // segmented heads: per (query block, row)
 };
 
+template <typename KV>
+void Run(const detail::DenseJob<KV>& job) {
+  detail::DispatchScoreMods(*job.options, [&](const auto& mods) {
+    Kernel<KV, std::decay_t<decltype(mods)>>(job, mods).Run();
+  });
+}
+
 }  // namespace
 
-void DenseF32(const detail::DenseJob<float>& job) { Kernel<float>(job).Run(); }
-void DenseBf16(const detail::DenseJob<bf16>& job) { Kernel<bf16>(job).Run(); }
+void DenseF32(const detail::DenseJob<float>& job) { Run(job); }
+void DenseBf16(const detail::DenseJob<bf16>& job) { Run(job); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit
@@ -813,9 +821,8 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     ref::DenseForward(q, k, v, out, o, lse);
     return;
   }
-  CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
-  const detail::DenseJob<KV> job{
-      q, k, v, out, lse, &o, detail::ResolveDense(q, k, v, o), ResolveThreads(o.num_threads)};
+  const detail::DenseGeometry g = detail::CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
+  const detail::DenseJob<KV> job{q, k, v, out, lse, &o, g, ResolveThreads(o.num_threads)};
   detail::DenseFastUnchecked(job);
 }
 
