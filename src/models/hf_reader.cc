@@ -1207,7 +1207,7 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
         l = SoftmaxLayer(LayerKind::kFull, r.local, window, r.local_rope);
         l.kind = t.kind;
         const LayerKindInfo& info = KindInfo(t.kind);
-        if (info.window_label.empty()) l.window = 0;
+        l.window = info.window_label.empty() ? 0 : window;
         if (info.read != nullptr) l = info.read(f, l);
         l.kind = t.kind;
         break;
