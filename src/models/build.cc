@@ -25,7 +25,8 @@ LayerPlan PlanLayer(const ModelConfig& config, size_t index, int64_t max_tokens)
   if (l.query_pre_attn_scalar > 0) note("query_pre_attn_scalar scaling not applied");
   const LayerKindInfo& info = KindInfo(l.kind);
   if (info.plan == nullptr) {
-    p.missing = info.no_block.empty() ? info.name + " has no block kind yet" : info.no_block;
+    p.missing =
+        info.no_block.empty() ? info.name + " is not mapped to a block kind yet" : info.no_block;
     return p;
   }
   info.plan(l, max_tokens, &p);

@@ -224,25 +224,21 @@ std::deque<LayerKindInfo> BuiltinRows() {
   LayerKindInfo gdn =
       Row("gated_deltanet", 'G', "Gated DeltaNet", "#f28e2b", M::kState, "delta", DeltaRuleCost);
   // TODO: gated_deltanet and kda have factory kinds now; map their q/k head counts.
-  gdn.no_block = "gated_deltanet is not mapped to a block kind yet";
   gdn.describe = DescribeState;
   add(LayerKind::kGatedDeltaNet, gdn);
 
   LayerKindInfo kda =
       Row("kda", 'K', "Kimi Delta Attention", "#edc948", M::kState, "delta", DeltaRuleCost);
-  kda.no_block = "kda is not mapped to a block kind yet";
   kda.describe = DescribeState;
   add(LayerKind::kKda, kda);
 
   LayerKindInfo mamba = Row("mamba2", 'B', "Mamba-2", "#76b7b2", M::kState, "hybrid", DecayCost);
   mamba.layer_types = {"mamba", "mamba2"};
-  mamba.no_block = "mamba2 is not mapped to a block kind yet";
   mamba.describe = DescribeState;
   add(LayerKind::kMamba2, mamba);
 
   LayerKindInfo lightning =
       Row("lightning", 'L', "lightning (linear)", "#ff9da7", M::kState, "linear", DecayCost);
-  lightning.no_block = "lightning is not mapped to a block kind yet";
   lightning.describe = DescribeState;
   add(LayerKind::kLightning, lightning);
 

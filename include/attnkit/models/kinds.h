@@ -67,7 +67,7 @@ struct LayerKindInfo {
   // Which block runs it: sets plan->kind (a MakeLayer kind, layers/factory.h) and adjusts
   // plan->shape, or sets plan->missing. Null: no block yet, with `no_block` as the reason.
   void (*plan)(const LayerSpec& layer, int64_t max_tokens, LayerPlan* plan) = nullptr;
-  std::string no_block;  // why no block builds it when plan is null
+  std::string no_block;  // why no block builds it when plan is null ("" : not mapped yet)
   // Shape column of `attnkit kv` (e.g. "q 32 / kv 8 heads x 128"). Null: empty.
   std::string (*describe)(const LayerSpec& layer) = nullptr;
 };
