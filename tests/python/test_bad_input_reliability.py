@@ -57,7 +57,8 @@ def test_selection_refuses_indices_outside_the_keys():
         attnkit.masks.selection(np.array([[0, 9]], np.int32), q_start=0, seqlen_kv=4)
     with pytest.raises(ValueError, match="-1"):
         attnkit.masks.selection(np.array([[0, -3]], np.int32), q_start=0)
-    m = attnkit.masks.selection(np.array([[0, -1]], np.int32), q_start=0, seqlen_kv=4)
+    # density() aligns bottom-right: the one query sits at position 3 and sees key 0 only.
+    m = attnkit.masks.selection(np.array([[0, -1]], np.int32), q_start=3, seqlen_kv=4)
     assert m.density(1, 4) == pytest.approx(0.25)
 
 
