@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -161,8 +162,8 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
 
 TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
   if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
-  const fs::path dir =
-      fs::temp_directory_path() / ("attnkit-guide-test-" + std::to_string(TestSeed()));
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-plan");
+  const fs::path dir = scratch / "page";
   GuideOptions o;
   o.out_dir = dir.string();
   o.size = SweepSize::kSmoke;
@@ -190,13 +191,13 @@ TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
   EXPECT_EQ(plan.sections, std::vector<std::string>{"heads"});
   EXPECT_GT(plan.steps, 0);
   EXPECT_GT(plan.peak_bytes, 0);
-  fs::remove_all(dir);
+  fs::remove_all(scratch);
 }
 
 TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
   if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
-  const fs::path dir =
-      fs::temp_directory_path() / ("attnkit-guide-write-" + std::to_string(TestSeed()));
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-write");
+  const fs::path dir = scratch / "page";
   GuideOptions o;
   o.out_dir = dir.string();
   o.only = {"compare"};  // no measurements: fast, and still a complete page
@@ -216,7 +217,21 @@ TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
   const auto data = nlohmann::json::parse(std::ifstream(dir / "guide.json"));
   EXPECT_EQ(data["sections"].size(), 1u);
   EXPECT_FALSE(data["machine"]["cpu"].get<std::string>().empty());
-  fs::remove_all(dir);
+  fs::remove_all(scratch);
+}
+
+// The chart exporter is found at run time ($ATTNKIT_GUIDE_WEB_DIR first), not from a path
+// compiled into the binary.
+TEST(GuideWrite, ChartExportScriptIsFoundAtRunTime) {
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-web");
+  fs::create_directories(scratch / "node_modules" / "vega");
+  std::ofstream(scratch / "export-svg.mjs") << "// stand-in\n";
+  ASSERT_EQ(setenv("ATTNKIT_GUIDE_WEB_DIR", scratch.c_str(), 1), 0);
+  EXPECT_EQ(ChartExportScript(), (scratch / "export-svg.mjs").string());
+  fs::remove_all(scratch / "node_modules");  // without node_modules it is not used
+  EXPECT_NE(ChartExportScript(), (scratch / "export-svg.mjs").string());
+  unsetenv("ATTNKIT_GUIDE_WEB_DIR");
+  fs::remove_all(scratch);
 }
 
 TEST(GuideMeasure, SweepStopsBeforeAPointOverItsBudget) {

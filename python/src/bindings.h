@@ -52,7 +52,7 @@ ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
                          const std::string& backend);
 
 // A ModelConfig, or a catalogue name / config.json path (str or os.PathLike); TypeError otherwise.
-models::ModelConfig AsModelConfig(const py::object& model);
+models::ModelConfig AsModelConfig(const py::object& model, bool allow_unknown = false);
 
 void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);

@@ -23,13 +23,13 @@
 //
 // Performance note (memory-traffic model, f32, head_dim d = 128, block 64 × 64, group size G).
 //  Prefill: per tile the kernel reads a K and a V tile (2 · 64 · d · 4 B = 64 KiB) and does
-//  4 · (64G) · 64 · d FLOPs (QKᵀ + PV), i.e. 32·G FLOP per byte of K/V: far above this machine's
-//  ~2-4 FLOP/B balance point even for G = 1, so prefill is compute-bound and the goal is GEMM
+//  4 · (64G) · 64 · d FLOPs (QKᵀ + PV), i.e. 32·G FLOP per byte of K/V: far above a CPU's
+//  FLOP-per-byte balance point even for G = 1, so prefill is compute-bound and the goal is GEMM
 //  efficiency. Q rows (64G · d · 4 B = 32G KiB) are reused across all key tiles of the unit from
 //  L2; the accumulators (64G × d) likewise. The inner loops do one broadcast + kKeyVecs loads per
 //  kRows·kKeyVecs FMAs (6 × 4 on AVX-512: 10 loads per 24 FMAs), so the FMA pipes, not the load
 //  ports, set the pace. The softmax costs ~15 vector ops per 16 logits against 2·d/16·16 = 256
-//  FMA lanes per logit, ≈ 10-15 % overhead. Packing K transposed costs d · 64 scalar moves per
+//  FMA lanes per logit, a small overhead. Packing K transposed costs d · 64 scalar moves per
 //  tile, amortised over 64G rows.
 //  Decode (1 query token): every K/V byte is read exactly once per group; arithmetic per byte is
 //  ~G/2 FLOP, so decode is bandwidth-bound and the keys are split across threads (DenseDecode)
@@ -38,13 +38,13 @@
 //  one round or segment (at most 32 MiB, shared by the threads) and two floats per query row of
 //  a segmented head, so the peak memory of a call is its inputs plus a bounded constant, never
 //  O(N²). The packed tiles come from the scratch pool (core/scratch.h): a loop of calls reuses
-//  them instead of page-faulting 16-32 MiB in again each time, which cost ~12 ms per call on
-//  this VM, more than a 16k-token sliding-window call itself.
+//  them instead of page-faulting 16-32 MiB in again each time (which can cost more than a
+//  16k-token sliding-window call itself; docs/BENCHMARKS.md, "Measurements behind code choices").
 //  Why keep tiles at all: packing a tile (a scalar transpose of K) costs about as much as half
 //  a tile's arithmetic. Causal prefill uses each tile in ~N/128 units, a window in ~W/64, so
-//  packing per use would add 30-50 %; per-thread caches packed each tile once per thread, and
-//  the per-thread rings used before segments thrashed on causal rows longer than themselves
-//  (every tile repacked on every unit: 65536-key causal ran ~30 % slower per tile).
+//  packing per use would add a large share; per-thread caches packed each tile once per thread,
+//  and the per-thread rings used before segments thrashed on causal rows longer than themselves
+//  (every tile repacked on every unit; figures in docs/BENCHMARKS.md).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/dense.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -315,8 +315,8 @@ class Kernel {
     // A unit (query block × the kv head's group) should hold >= 128 rows: its per-unit costs
     // (loading Q, starting and finishing the softmax, packing the tiles it is first to need)
     // are then spread over twice the work for MHA. Partial tiles cost only the panels that see
-    // keys, so 64-token pattern blocks straddling a 128-row unit waste little. Measured on one
-    // head: BigBird at 65536 keys 127-135 -> 110-124 ms, causal 16384 251-257 -> 242 ms.
+    // keys, so 64-token pattern blocks straddling a 128-row unit waste little (measured: see
+    // docs/BENCHMARKS.md, "Measurements behind code choices").
     bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
     num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
@@ -655,7 +655,7 @@ class Kernel {
 #if HWY_TARGET != HWY_SCALAR
     if constexpr (std::is_same_v<KV, float>) {
       // 4 keys × 4 dims at a time: four 128-bit loads, a 4 × 4 transpose in registers, four
-      // 128-bit stores (half the instructions of the scalar loop, which bound a 20 µs pack).
+      // 128-bit stores (half the instructions of the scalar loop, which bound the pack).
       const hn::Full128<float> d4;
       for (; j4 + 4 <= nk; j4 += 4) {
         const float* r0 = kbase + j4 * kstride;

@@ -66,7 +66,8 @@ MaskPtr BlockBitmapMask(int64_t block_q, int64_t block_kv, int64_t num_blocks_q,
 
 // The keys a DSA top-k selection picked, as a mask (for the dense kernel, drawings and tests):
 // query position q_start + i sees key position k_start + indices[0, 0, i, j] for every j with
-// indices[...] >= 0. indices [1, 1, seqlen_q, top_k] (or [batch, heads, ...]: batch 0, head 0).
+// indices[...] >= 0. indices must be [1, 1, seqlen_q, top_k]: one mask serves every batch and
+// head, and any other batch or head count throws attnkit::Error.
 MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_t k_start = 0);
 
 // Tiles of block_q × block_kv over seqlen_q × seqlen_kv (bottom-right aligned) by kind: what the
