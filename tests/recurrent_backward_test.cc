@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
@@ -187,6 +188,146 @@ TEST(RecurrentBackward, ReferenceMatchesFiniteDifferences) {
       if (p.decay()) CheckFiniteDifferences("log_alpha", p.log_alpha, g.dla, loss, h, tol);
       if (p.delta()) CheckFiniteDifferences("beta", p.beta, g.dbeta, loss, h, tol);
     }
+  }
+}
+
+// Fast (chunked) gradients against the reference: f32 sums of length dk, dv and the chunk,
+// carried through the state in both directions. 2e-5 · (1 + log2 T) relative to the largest
+// gradient of each tensor.
+double Tolerance(int64_t seqlen) { return 2e-5 * (1.0 + std::log2(static_cast<double>(seqlen))); }
+
+void ExpectClose(const char* name, const Tensor<float>& a, const Tensor<float>& b, double tol) {
+  const double err = RelMaxError(a.view(), b.view());
+  EXPECT_LT(err, tol) << name;
+}
+
+void CheckAgainstReference(const Problem& p, int64_t chunk, bool with_state, int threads = 0) {
+  SCOPED_TRACE(::testing::Message()
+               << Name(p.variant) << " batch " << p.batch << " hqk " << p.hqk << " hv " << p.hv
+               << " T " << p.seqlen << " dk " << p.dk << " dv " << p.dv << " chunk " << chunk
+               << " state " << with_state);
+  GatedDeltaOptions o = p.Options();
+  o.chunk_size = chunk;
+  o.num_threads = threads;
+  const Grads fast = RunBackward(&GatedDeltaBackward, p, o, with_state);
+  const Grads ref = RunBackward(&ref::GatedDeltaBackward, p, o, with_state);
+  const double tol = Tolerance(p.seqlen);
+  ExpectClose("dq", fast.dq, ref.dq, tol);
+  ExpectClose("dk", fast.dk, ref.dk, tol);
+  ExpectClose("dv", fast.dv, ref.dv, tol);
+  ExpectClose("dstate", fast.dstate, ref.dstate, tol);
+  if (p.decay()) ExpectClose("dlog_alpha", fast.dla, ref.dla, tol);
+  if (p.delta()) ExpectClose("dbeta", fast.dbeta, ref.dbeta, tol);
+}
+
+TEST(RecurrentBackward, ChunkedMatchesReferenceAtAwkwardLengths) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  uint64_t s = seed ^ 0x51;
+  for (Variant variant : kAllVariants) {
+    for (int64_t seqlen : {1, 63, 64, 65, 300}) {
+      if (Sanitized() && seqlen == 300) continue;
+      const Problem p = MakeProblem(1, 1, 2, seqlen, 24, 16, variant, ++s);
+      CheckAgainstReference(p, 64, /*with_state=*/seqlen != 63);
+    }
+  }
+}
+
+TEST(RecurrentBackward, ChunkBoundariesGroupsAndOddDims) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  uint64_t s = seed ^ 0x52;
+  struct Shape {
+    int64_t batch, hqk, hv, seqlen, dk, dv, chunk;
+  };
+  const std::vector<Shape> shapes = {{1, 2, 2, 50, 16, 16, 16},
+                                     {1, 1, 3, 33, 20, 36, 8},
+                                     {2, 2, 4, 17, 8, 8, 1},
+                                     {1, 1, 1, 49, 17, 33, 48},
+                                     {1, 1, 1, 40, 2, 3, 16}};
+  for (Variant variant : kAllVariants) {
+    for (const Shape& sh : shapes) {
+      const Problem p = MakeProblem(sh.batch, sh.hqk, sh.hv, sh.seqlen, sh.dk, sh.dv, variant, ++s);
+      CheckAgainstReference(p, sh.chunk, true);
+    }
+  }
+}
+
+TEST(RecurrentBackward, StrongDecayAndUnnormalisedInputsStayAccurate) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  for (Variant variant : {Variant::kKda, Variant::kGatedDeltaNet, Variant::kGlaChannel}) {
+    // log α down to −20 per token: the cumulative decay of a chunk reaches −1300.
+    const Problem p = MakeProblem(1, 1, 1, 150, 32, 32, variant, seed + 9, 20.0f);
+    CheckAgainstReference(p, 64, true);
+    GatedDeltaOptions o = p.Options();
+    const Grads g = RunBackward(&GatedDeltaBackward, p, o, true);
+    EXPECT_TRUE(testing::AllFinite(g.dq.view()) && testing::AllFinite(g.dk.view()) &&
+                testing::AllFinite(g.dla.view()));
+  }
+}
+
+TEST(RecurrentBackward, ThreadCountDoesNotChangeTheResult) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const Problem p = MakeProblem(2, 1, 3, 130, 32, 32, Variant::kGatedDeltaNet, seed ^ 0x53);
+  GatedDeltaOptions o = p.Options();
+  o.num_threads = 1;
+  const Grads one = RunBackward(&GatedDeltaBackward, p, o, true);
+  o.num_threads = 3;
+  const Grads three = RunBackward(&GatedDeltaBackward, p, o, true);
+  for (auto [a, b] : {std::pair{&one.dq, &three.dq},
+                      {&one.dk, &three.dk},
+                      {&one.dv, &three.dv},
+                      {&one.dla, &three.dla},
+                      {&one.dbeta, &three.dbeta},
+                      {&one.dstate, &three.dstate}}) {
+    EXPECT_EQ(0, std::memcmp(a->data(), b->data(), sizeof(float) * a->numel()));
+  }
+}
+
+TEST(RecurrentBackward, BadInputThrowsNamingTheArgumentAndWritesNothing) {
+  const Problem p = MakeProblem(1, 1, 2, 5, 8, 8, Variant::kGatedDeltaNet, 3);
+  for (BackwardFn fn : {&GatedDeltaBackward, &ref::GatedDeltaBackward}) {
+    Grads g(p);
+    for (Tensor<float>* t : {&g.dq, &g.dk, &g.dv, &g.dla, &g.dbeta, &g.dstate}) {
+      std::fill(t->data(), t->data() + t->numel(), 7.0f);
+    }
+    auto expect_error = [&](const std::string& needle, GatedDeltaGrads views,
+                            TensorView<const float> dout, TensorView<const float> dfinal,
+                            TensorView<const float> la) {
+      try {
+        fn(p.q.view(), p.k.view(), p.v.view(), la, p.Beta(), p.state.view(), dout, dfinal, views,
+           p.Options());
+        ADD_FAILURE() << "no error for " << needle;
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      }
+      for (Tensor<float>* t : {&g.dq, &g.dk, &g.dv, &g.dla, &g.dbeta, &g.dstate}) {
+        for (int64_t i = 0; i < t->numel(); ++i) ASSERT_EQ(t->data()[i], 7.0f) << needle;
+      }
+    };
+    GatedDeltaGrads views = g.Views(p);
+    Tensor<float> wrong(1, 2, 5, 7);
+    expect_error("dout", views, wrong.view(), {}, p.LogAlpha());
+    expect_error("dout", views, {}, {}, p.LogAlpha());
+    expect_error("dfinal_state", views, p.dout.view(), wrong.view(), p.LogAlpha());
+    GatedDeltaGrads bad = views;
+    bad.dq = wrong.view();
+    expect_error("grads.dq", bad, p.dout.view(), {}, p.LogAlpha());
+    bad = views;
+    bad.dbeta = {};
+    expect_error("grads.dbeta", bad, p.dout.view(), {}, p.LogAlpha());
+    bad = views;
+    bad.dlog_alpha = {};
+    expect_error("grads.dlog_alpha", bad, p.dout.view(), {}, p.LogAlpha());
+    expect_error("grads.dlog_alpha", views, p.dout.view(), {}, {});
+    bad = views;
+    bad.dstate = wrong.view();
+    expect_error("grads.dstate", bad, p.dout.view(), {}, p.LogAlpha());
+    Tensor<float> bad_la(1, 2, 5, 1);
+    bad_la.data()[2] = 0.5f;
+    expect_error("log_alpha", views, p.dout.view(), {}, bad_la.view());
   }
 }
 

@@ -38,7 +38,20 @@ DeltaGeometry CheckDeltaBackwardArgs(const char* fn, TensorView<const float> q,
                                      TensorView<const float> dout,
                                      TensorView<const float> dfinal_state,
                                      const GatedDeltaGrads& grads, const GatedDeltaOptions& o) {
-  Require(!dout.empty(), fn, ": dout is null");
+  // dout and initial_state first, so that errors name them (the forward's checks below call
+  // them out and state).
+  CheckView(q, fn, "q");
+  CheckView(v, fn, "v");
+  CheckView(dout, fn, "dout");
+  Require(dout.shape == v.shape, fn, ": dout must have v's shape ", v.ShapeString(), ", got ",
+          dout.ShapeString());
+  if (!initial_state.empty()) {
+    CheckView(initial_state, fn, "initial_state");
+    Require(initial_state.batch() == v.batch() && initial_state.heads() == v.heads() &&
+                initial_state.tokens() == q.dim() && initial_state.dim() == v.dim(),
+            fn, ": initial_state must be [", v.batch(), ", ", v.heads(), ", ", q.dim(), ", ",
+            v.dim(), "], got ", initial_state.ShapeString());
+  }
   // The forward's checks, with dout in the place of out and initial_state in that of state
   // (both are only read here).
   const DeltaGeometry g =
