@@ -331,5 +331,113 @@ TEST(RecurrentBackward, BadInputThrowsNamingTheArgumentAndWritesNothing) {
   }
 }
 
+double Dot(const Tensor<float>& a, const Tensor<float>& b) {
+  double l = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) l += static_cast<double>(a.data()[i]) * b.data()[i];
+  return l;
+}
+
+TEST(RecurrentBackward, GateConvAndNormGradientsMatchFiniteDifferences) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  std::mt19937_64 rng(seed ^ 0x54);
+  const float h = 1e-3f;
+  const double tol = 5e-4;
+  for (int64_t width : {1, 4}) {  // decay gate: scalar and per channel
+    SCOPED_TRACE(::testing::Message() << "decay gate width " << width);
+    Tensor<float> a(2, 2, 3, width), a_log(1, 1, 1, 2), dt_bias(1, 1, 1, 2 * width);
+    Tensor<float> dla(2, 2, 3, width), la(2, 2, 3, width);
+    testing::FillNormal(a, rng, 2.0f);
+    testing::FillNormal(a_log, rng, 0.5f);
+    testing::FillNormal(dt_bias, rng);
+    testing::FillNormal(dla, rng);
+    Tensor<float> da(2, 2, 3, width), da_log(1, 1, 1, 2), ddt(1, 1, 1, 2 * width);
+    ComputeDecayGateBackward(a.view(), a_log.data(), dt_bias.data(), dla.view(), da.view(),
+                             da_log.data(), ddt.data());
+    auto loss = [&] {
+      ComputeDecayGate(a.view(), a_log.data(), dt_bias.data(), la.view());
+      return Dot(la, dla);
+    };
+    CheckFiniteDifferences("a", a, da, loss, h, tol);
+    CheckFiniteDifferences("a_log", a_log, da_log, loss, h, tol);
+    CheckFiniteDifferences("dt_bias", dt_bias, ddt, loss, h, tol);
+  }
+  {
+    Tensor<float> b(2, 3, 4, 1), beta(2, 3, 4, 1), dbeta(2, 3, 4, 1), db(2, 3, 4, 1);
+    testing::FillNormal(b, rng, 2.0f);
+    testing::FillNormal(dbeta, rng);
+    ComputeWriteGateBackward(b.view(), dbeta.view(), db.view());
+    auto loss = [&] {
+      ComputeWriteGate(b.view(), beta.view());
+      return Dot(beta, dbeta);
+    };
+    CheckFiniteDifferences("write gate b", b, db, loss, h, tol);
+  }
+  for (bool with_state : {false, true}) {
+    SCOPED_TRACE(::testing::Message() << "short conv, state " << with_state);
+    const int64_t batch = 2, seqlen = 7, channels = 3, kernel = 4;
+    Tensor<float> x(batch, 1, seqlen, channels), w(1, 1, channels, kernel);
+    Tensor<float> st(batch, 1, kernel - 1, channels), dout(batch, 1, seqlen, channels);
+    testing::FillNormal(x, rng);
+    testing::FillNormal(w, rng, 0.7f);
+    testing::FillNormal(st, rng);
+    testing::FillNormal(dout, rng);
+    Tensor<float> dx(batch, 1, seqlen, channels), dw(1, 1, channels, kernel);
+    Tensor<float> dst(batch, 1, kernel - 1, channels);
+    ShortConvBackward(x.view(), w.data(), kernel,
+                      with_state ? st.view() : TensorView<const float>{}, dout.view(), dx.view(),
+                      dw.data(), with_state ? dst.view() : TensorView<float>{});
+    auto loss = [&] {
+      Tensor<float> out(batch, 1, seqlen, channels), s(batch, 1, kernel - 1, channels);
+      std::copy(st.data(), st.data() + st.numel(), s.data());
+      ShortConvForward(x.view(), w.data(), kernel, out.view(),
+                       with_state ? s.view() : TensorView<float>{});
+      return Dot(out, dout);
+    };
+    CheckFiniteDifferences("x", x, dx, loss, h, tol);
+    CheckFiniteDifferences("weight", w, dw, loss, h, tol);
+    if (with_state) CheckFiniteDifferences("conv_state", st, dst, loss, h, tol);
+  }
+  {
+    Tensor<float> o(1, 2, 3, 5), g(1, 2, 3, 5), w(1, 1, 1, 5), dout(1, 2, 3, 5), out(1, 2, 3, 5);
+    testing::FillNormal(o, rng);
+    testing::FillNormal(g, rng);
+    testing::FillNormal(w, rng);
+    testing::FillNormal(dout, rng);
+    Tensor<float> d_o(1, 2, 3, 5), dg(1, 2, 3, 5), dw(1, 1, 1, 5);
+    GatedRmsNormBackward(o.view(), g.view(), w.data(), 1e-6f, dout.view(), d_o.view(), dg.view(),
+                         dw.data());
+    auto loss = [&] {
+      GatedRmsNorm(o.view(), g.view(), w.data(), 1e-6f, out.view());
+      return Dot(out, dout);
+    };
+    CheckFiniteDifferences("norm o", o, d_o, loss, h, tol);
+    CheckFiniteDifferences("norm gate", g, dg, loss, h, tol);
+    CheckFiniteDifferences("norm weight", w, dw, loss, h, tol);
+  }
+}
+
+TEST(RecurrentBackward, LayerPieceBadInputThrows) {
+  Tensor<float> a(1, 2, 3, 1), wrong(1, 2, 4, 1), da(1, 2, 3, 1);
+  float a_log[2] = {0, 0}, bias[2] = {0, 0}, g1[2], g2[2];
+  EXPECT_THROW(ComputeDecayGateBackward(a.view(), a_log, bias, wrong.view(), da.view(), g1, g2),
+               Error);
+  EXPECT_THROW(ComputeDecayGateBackward(a.view(), a_log, bias, a.view(), da.view(), nullptr, g2),
+               Error);
+  EXPECT_THROW(ComputeWriteGateBackward(a.view(), a.view(), wrong.view()), Error);
+  Tensor<float> x(1, 1, 5, 2), dx(1, 1, 5, 2), st(1, 1, 3, 2), bad_st(1, 1, 2, 2);
+  float w[8] = {}, dw[8];
+  EXPECT_THROW(ShortConvBackward(x.view(), w, 4, bad_st.view(), x.view(), dx.view(), dw), Error);
+  EXPECT_THROW(ShortConvBackward(x.view(), w, 4, {}, x.view(), dx.view(), dw, st.view()), Error);
+  EXPECT_THROW(ShortConvBackward(x.view(), w, 0, {}, x.view(), dx.view(), dw), Error);
+  Tensor<float> o(1, 1, 2, 4), bad(1, 1, 2, 3);
+  float nw[4] = {1, 1, 1, 1}, dnw[4];
+  EXPECT_THROW(
+      GatedRmsNormBackward(o.view(), o.view(), nw, 1e-6f, bad.view(), o.view(), o.view(), dnw),
+      Error);
+  EXPECT_THROW(
+      GatedRmsNormBackward(o.view(), o.view(), nw, 0.0f, o.view(), o.view(), o.view(), dnw), Error);
+}
+
 }  // namespace
 }  // namespace attnkit
