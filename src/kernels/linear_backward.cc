@@ -25,6 +25,7 @@
 
 #include "attnkit/core/runtime.h"
 #include "core/scratch.h"
+#include "kernels/backward_simd.h"
 #include "kernels/linear_backward_common.h"
 #include "kernels/linear_simd.h"
 
@@ -34,19 +35,6 @@ namespace {
 using detail::GemmArgs;
 using detail::LinearGeometry;
 using detail::SmallGemm;
-
-void Transpose(const float* x, int64_t rows, int64_t cols, int64_t ldx, float* xt) {
-  constexpr int64_t kT = 16;
-  for (int64_t i0 = 0; i0 < rows; i0 += kT) {
-    const int64_t i1 = std::min(rows, i0 + kT);
-    for (int64_t c0 = 0; c0 < cols; c0 += kT) {
-      const int64_t c1 = std::min(cols, c0 + kT);
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = c0; c < c1; ++c) xt[c * rows + i] = x[i * ldx + c];
-      }
-    }
-  }
-}
 
 GemmArgs Gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t a_rs, int64_t a_cs,
               const float* b, int64_t ldb, float* c, int64_t ldc, bool accumulate) {
@@ -223,7 +211,7 @@ void StateGradToQuery(const LinearGeometry& g, const float* gi, const float* hi,
 // c_j (dS v_j + dz) into dfk rows, dv_j += c_j dSᵀ φ̃k_j into dv rows (stride ldv).
 void StateGradToKeys(const LinearGeometry& g, const float* fk, const float* vc, int64_t ldv,
                      int64_t n, Workspace& ws, float* dfk, float* dvr, int64_t ld_dv) {
-  Transpose(ws.ds, g.m, g.dv, g.dv, ws.dst);
+  detail::TransposeMatrix(ws.ds, g.m, g.dv, g.dv, ws.dst);
   SmallGemm(Gemm(n, g.m, g.dv, vc, ldv, 1, ws.dst, g.m, ws.tmp, g.m, false));
   for (int64_t j = 0; j < n; ++j) {
     const float c = ws.den[j];
@@ -256,12 +244,12 @@ void CausalUnit(const LinearGeometry& g, const LinearOptions& o, TensorView<cons
     FeatureRows(g, o, k.row(b, hk, t0), k.stride[2], n, fk, rk, ws);
     float run = max_shift;
     for (int64_t i = 0; i < n; ++i) mrow[i] = run = std::max(run, rk[i]);
-    Transpose(fk, n, m, m, ws.fkt);
+    detail::TransposeMatrix(fk, n, m, m, ws.fkt);
     const float* vc = v.row(b, hk, t0);
-    Transpose(vc, n, dvd, ldv, ws.vt);
+    detail::TransposeMatrix(vc, n, dvd, ldv, ws.vt);
     const bool read = max_shift != -INFINITY;
     if (read) {
-      Transpose(ws.s, m, dvd, dvd, ws.st);
+      detail::TransposeMatrix(ws.s, m, dvd, dvd, ws.st);
       for (int64_t i = 0; i < n; ++i) ws.escale[i] = std::exp(max_shift - mrow[i]);
     }
     // E_ij = exp(r_j − M_i) for j ≤ i (1 without FAVOR+), shared by the group's query heads.
@@ -397,7 +385,7 @@ void BidirectionalUnit(const LinearGeometry& g, const LinearOptions& o, TensorVi
     }
     SmallGemm(Gemm(m, dvd, n, ws.fs, 1, m, v.row(b, hk, t0), v.stride[2], ws.s, dvd, true));
   }
-  Transpose(ws.s, m, dvd, dvd, ws.st);
+  detail::TransposeMatrix(ws.s, m, dvd, dvd, ws.st);
   std::fill(ws.ds, ws.ds + m * dvd, 0.0f);
   std::fill(ws.dz, ws.dz + m, 0.0f);
   for (int64_t gh = 0; gh < g.group; ++gh) {

@@ -27,6 +27,7 @@
 
 #include "attnkit/core/runtime.h"
 #include "core/scratch.h"
+#include "kernels/backward_simd.h"
 #include "kernels/linear_simd.h"
 #include "kernels/recurrent_backward_common.h"
 
@@ -38,19 +39,6 @@ using detail::GemmArgs;
 using detail::SmallGemm;
 
 constexpr int64_t kBlock = 16;  // row block of triangular products and of the KDA Gram split
-
-void Transpose(const float* x, int64_t rows, int64_t cols, int64_t ldx, float* xt) {
-  constexpr int64_t kT = 16;
-  for (int64_t i0 = 0; i0 < rows; i0 += kT) {
-    const int64_t i1 = std::min(rows, i0 + kT);
-    for (int64_t c0 = 0; c0 < cols; c0 += kT) {
-      const int64_t c1 = std::min(cols, c0 + kT);
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = c0; c < c1; ++c) xt[c * rows + i] = x[i * ldx + c];
-      }
-    }
-  }
-}
 
 // C = alpha A B (+ C) with A (m × m) lower triangular and a_cs == 1: block [i0, i1) of rows
 // reads A's columns below i1 only.
@@ -355,11 +343,7 @@ void NormalizeRowBackward(const float* x, const float* dxh, int64_t dim, bool l2
                           float* dx) {
   float f = 1.0f, corr = 0.0f;
   if (l2) {
-    float sq = 0.0f, dot = 0.0f;
-    for (int64_t c = 0; c < dim; ++c) {
-      sq += x[c] * x[c];
-      dot += x[c] * dxh[c];
-    }
+    const float sq = detail::DotProduct(x, x, dim), dot = detail::DotProduct(x, dxh, dim);
     f = 1.0f / std::sqrt(sq + detail::kL2NormEps);
     corr = f * f * f * dot;
   }
@@ -388,7 +372,7 @@ void ForwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const In
   const bool per_channel = geo.decay_dim == dk && dk > 1;
   const float* vc = in.v.row(b, h, t0);
   const int64_t ldv = in.v.stride[2];
-  if (!per_channel) Transpose(ws.k, n, dk, dk, ws.kt);
+  if (!per_channel) detail::TransposeMatrix(ws.k, n, dk, dk, ws.kt);
   if (o.delta_rule) {
     for (int64_t i = 0; i < n; ++i) ws.beta[i] = in.beta.at(b, h, t0 + i, 0);
     DecayedGram(geo, per_channel, ws.k, ws.k, n, /*strict=*/true, gm, ws);
@@ -396,12 +380,11 @@ void ForwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const In
     // tb = T diag(β) (and diag(Γ) for a scalar decay, for W = T diag(β) (K ⊙ Γ)).
     float* tvb = ws.tb;  // T diag(β) for U
     float* twb = ws.dmd;
-    for (int64_t i = 0; i < n; ++i) {
-      for (int64_t j = 0; j < n; ++j) {
-        const float t = j <= i ? tm[i * n + j] * ws.beta[j] : 0.0f;
-        tvb[i * n + j] = t;
-        twb[i * n + j] = per_channel ? t : t * ws.gam[j];
-      }
+    // (T is unit lower triangular with zeros above: the products stay zero there.)
+    for (int64_t i = 0; i < n * n; ++i) {
+      const int64_t j = i % n;
+      tvb[i] = tm[i] * ws.beta[j];
+      twb[i] = per_channel ? tvb[i] : tvb[i] * ws.gam[j];
     }
     const float* wk = ws.k;
     if (per_channel) {
@@ -490,29 +473,41 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
   a.accumulate = true;
   SmallGemm(a);
   // dK̃ = U dS_nᵀ.
-  Transpose(ws.ds, dk, dv, dv, ws.dst);
+  detail::TransposeMatrix(ws.ds, dk, dv, dv, ws.dst);
   a = GemmArgs{};
   a.m = n, a.n = dk, a.k = dv;
   a.a = u, a.a_rs = dv, a.a_cs = 1;
   a.b = ws.dst, a.ldb = dk;
   a.c = ws.dktil, a.ldc = dk;
   SmallGemm(a);
+  float* dg_last = ws.dgam + (n - 1) * gw;
   for (int64_t i = 0; i < n; ++i) {
-    for (int64_t c = 0; c < dk; ++c) {
-      const int64_t at = i * gw + (gw == 1 ? 0 : c);
-      ws.dkh[i * dk + c] += ws.dktil[i * dk + c] * ws.tail[at];
+    const float* dkt = ws.dktil + i * dk;
+    const float* kt = ws.ktil + i * dk;
+    float* dkh = ws.dkh + i * dk;
+    if (per_channel) {
+      const float* tl = ws.tail + i * dk;
+      float* dg = ws.dgam + i * dk;
+      for (int64_t c = 0; c < dk; ++c) {
+        dkh[c] += dkt[c] * tl[c];
+        const float p = dkt[c] * kt[c];
+        dg[c] -= p;
+        dg_last[c] += p;
+      }
+    } else {
+      const float tl = ws.tail[i];
+      for (int64_t c = 0; c < dk; ++c) dkh[c] += dkt[c] * tl;
       if (gd > 0) {
-        const float p = ws.dktil[i * dk + c] * ws.ktil[i * dk + c];
-        ws.dgam[at] -= p;
-        ws.dgam[(n - 1) * gw + (gw == 1 ? 0 : c)] += p;
+        const float p = detail::DotProduct(dkt, kt, dk);
+        ws.dgam[i] -= p;
+        dg_last[0] += p;
       }
     }
   }
   if (gd > 0) {  // S_n's diag(Γ_n) S₀ term
     for (int64_t c = 0; c < dk; ++c) {
-      float acc = 0.0f;
-      for (int64_t e = 0; e < dv; ++e) acc += ws.ds[c * dv + e] * s0[c * dv + e];
-      ws.dgam[(n - 1) * gw + (gw == 1 ? 0 : c)] += gamma(n - 1, c) * acc;
+      dg_last[per_channel ? c : 0] +=
+          gamma(n - 1, c) * detail::DotProduct(ws.ds + c * dv, s0 + c * dv, dv);
     }
   }
   float* dr = ws.y + n * dv;
@@ -525,7 +520,7 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
     UpperAGemm(a);
   }
   // [dP; −dA] = Y Uᵀ (lower triangles only).
-  Transpose(u, n, dv, dv, ws.ut);
+  detail::TransposeMatrix(u, n, dv, dv, ws.ut);
   a = GemmArgs{};
   a.m = n, a.n = n, a.k = dv;
   a.a = ws.y, a.a_rs = dv, a.a_cs = 1;
@@ -538,7 +533,7 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
     LowerCGemm(a);
   }
   // Z = Y S₀ᵀ: [d(Q⊙Γ); dR S₀ᵀ].
-  Transpose(s0, dk, dv, dv, ws.s0t);
+  detail::TransposeMatrix(s0, dk, dv, dv, ws.s0t);
   a = GemmArgs{};
   a.m = ny, a.n = dk, a.k = dv;
   a.a = ws.y, a.a_rs = dv, a.a_cs = 1;
@@ -548,12 +543,24 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
   // X = [Q ⊙ Γ; −β K ⊙ Γ], the (Q⊙Γ) and (K⊙Γ) terms of dq, dk, dγ and dβ.
   for (int64_t i = 0; i < n; ++i) {
     const float* zq = ws.z + i * dk;
-    for (int64_t c = 0; c < dk; ++c) {
-      const float gm_ic = gamma(i, c);
-      const float qg = ws.q[i * dk + c] * gm_ic;
-      ws.x[i * dk + c] = qg;
-      ws.dqh[i * dk + c] += zq[c] * gm_ic;
-      if (gd > 0) ws.dgam[i * gw + (gw == 1 ? 0 : c)] += zq[c] * qg;
+    const float* qi = ws.q + i * dk;
+    float* xi = ws.x + i * dk;
+    float* dq = ws.dqh + i * dk;
+    if (per_channel) {
+      const float* gi = ws.gam + i * dk;
+      float* dg = ws.dgam + i * dk;
+      for (int64_t c = 0; c < dk; ++c) {
+        xi[c] = qi[c] * gi[c];
+        dq[c] += zq[c] * gi[c];
+        dg[c] += zq[c] * xi[c];
+      }
+    } else {
+      const float gi = ws.gam[i];
+      for (int64_t c = 0; c < dk; ++c) {
+        xi[c] = qi[c] * gi;
+        dq[c] += zq[c] * gi;
+      }
+      if (gd > 0) ws.dgam[i] += detail::DotProduct(zq, xi, dk);
     }
   }
   if (delta) {
@@ -562,16 +569,30 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
       const float* zk = ws.z + (n + i) * dk;
       const float* vi = in.v.row(b, h, t0 + i);
       const float* dri = dr + i * dv;
-      float dbeta = 0.0f;
-      for (int64_t e = 0; e < dv; ++e) dbeta += dri[e] * vi[e];
-      for (int64_t c = 0; c < dk; ++c) {
-        const float gm_ic = gamma(i, c);
-        const float kg = ws.k[i * dk + c] * gm_ic;
-        ws.x[(n + i) * dk + c] = -bi * kg;
-        dbeta -= kg * zk[c];
-        ws.dkh[i * dk + c] -= bi * zk[c] * gm_ic;
-        if (gd > 0) ws.dgam[i * gw + (gw == 1 ? 0 : c)] -= bi * zk[c] * kg;
+      float* xk = ws.x + (n + i) * dk;  // −β K ⊙ Γ
+      const float* ki = ws.k + i * dk;
+      float* dkh = ws.dkh + i * dk;
+      float kgz = 0.0f;  // (K⊙Γ)_i · (dR S₀ᵀ)_i
+      if (per_channel) {
+        const float* gi = ws.gam + i * dk;
+        float* dg = ws.dgam + i * dk;
+        for (int64_t c = 0; c < dk; ++c) {
+          const float kg = ki[c] * gi[c];
+          xk[c] = -bi * kg;
+          dkh[c] -= bi * zk[c] * gi[c];
+          dg[c] += zk[c] * xk[c];
+          kgz += kg * zk[c];
+        }
+      } else {
+        const float gi = ws.gam[i];
+        for (int64_t c = 0; c < dk; ++c) {
+          xk[c] = -bi * ki[c] * gi;
+          dkh[c] -= bi * zk[c] * gi;
+        }
+        kgz = gi * detail::DotProduct(ki, zk, dk);
+        if (gd > 0) ws.dgam[i] -= bi * kgz;
       }
+      float dbeta = detail::DotProduct(dri, vi, dv) - kgz;
       // dA = −dR Uᵀ (strict lower): Σ_j dA_ij G_ij into dβ; dG = diag(β) dA in place.
       float* dai = ws.dpa + (n + i) * n;
       for (int64_t j = 0; j < i; ++j) {
