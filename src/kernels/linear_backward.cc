@@ -140,8 +140,7 @@ void FeatureRowsBackward(const LinearGeometry& g, const LinearOptions& o, const 
     SmallGemm(Gemm(n, g.dk, g.m, ws.da, g.m, 1, o.features->w(), g.dk, ws.tmp, g.dk, false));
     const float xs2 = g.x_scale * g.x_scale;
     for (int64_t t = 0; t < n; ++t) {
-      float sum = 0.0f;
-      for (int64_t l = 0; l < g.m; ++l) sum += ws.da[t * g.m + l];
+      const float sum = detail::DotProduct(df + t * g.m, f + t * g.m, g.m);  // Σ_l da_l
       const float* xr = x + t * x_rs;
       float* dr = dx + t * dx_rs;
       for (int64_t c = 0; c < g.dk; ++c) {
@@ -174,12 +173,8 @@ void OutputGrads(int64_t n, int64_t dv, const float* num, const float* den, cons
       h[i] = 0.0f;
       continue;
     }
-    float do_o = 0.0f;
-    for (int64_t e = 0; e < dv; ++e) {
-      do_o += dor[e] * (num[i * dv + e] / d);
-      gi[e] = dor[e] / d;
-    }
-    h[i] = -do_o / d;
+    for (int64_t e = 0; e < dv; ++e) gi[e] = dor[e] / d;
+    h[i] = -detail::DotProduct(gi, num + i * dv, dv) / d;  // −(do · o) / den, o = num / den
   }
 }
 
