@@ -662,16 +662,16 @@ double GatedDeltaBackwardFlops(int64_t batch, int64_t num_heads_v, int64_t seqle
     area += static_cast<double>(std::min(ci, i0 + kBlock) * (std::min(ci, i0 + kBlock) - i0));
   }
   const double tri = area / c;
-  const double full = c - tri + c / kBlock;  // an upper-triangular A: rows from the block on
   // Forward pass: P (tri dk), state update (dk dv); delta rule: G (tri dk), T (c²/6), T V and
   // T K (tri (dv + dk)), W S₀ (dk dv).
   double fwd = tri * dk + dk * dv;
   if (o.delta_rule) fwd += tri * dk + c * c / 6 + tri * (dv + dk) + dk * dv;
-  // Backward: Pᵀ dO (full dv), K̃ dS and U dSᵀ (2 dk dv), Y Uᵀ, Y S₀ᵀ, Xᵀ Y per row of Y
-  // (tri dv + 2 dk dv), the P Gram (tri dk + full dk); delta rule: Tᵀ dU (full dv) and the
-  // second half of Y and the G Gram (tri dk + full dk).
-  double bwd = full * dv + 2 * dk * dv + tri * dv + 2 * dk * dv + (tri + full) * dk;
-  if (o.delta_rule) bwd += full * dv + tri * dv + 2 * dk * dv + (tri + full) * dk;
+  // Reverse pass: K̃ dS and U dSᵀ (2 dk dv), Y S₀ᵀ and Xᵀ Y per row of Y (2 dk dv), Pᵀ dO and
+  // dO Uᵀ (2 tri dv: the upper-triangular blocks have the same mean width), the P Gram backward
+  // (2 tri dk); with the delta rule Y has 2C rows (2 dk dv more), Tᵀ dU and dR Uᵀ (2 tri dv) and
+  // the G Gram backward (2 tri dk).
+  double bwd = 4 * dk * dv + 2 * tri * (dk + dv);
+  if (o.delta_rule) bwd += 2 * dk * dv + 2 * tri * (dk + dv);
   return 2.0 * static_cast<double>(batch * num_heads_v * seqlen) * (fwd + bwd);
 }
 
