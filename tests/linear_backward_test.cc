@@ -14,11 +14,13 @@
 #include <random>
 #include <string>
 
+#include "grad_test_util.h"
 #include "test_util.h"
 
 namespace attnkit {
 namespace {
 
+using testing::CheckFiniteDifferences;
 using testing::RelMaxError;
 
 bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
@@ -90,26 +92,6 @@ double Loss(const Problem& p) {
   for (int64_t i = 0; i < out.numel(); ++i)
     l += static_cast<double>(out.data()[i]) * p.dout.data()[i];
   return l;
-}
-
-void CheckFiniteDifferences(const char* name, Tensor<float>& x, const Tensor<float>& grad,
-                            const std::function<double()>& loss, float h, double tol) {
-  SCOPED_TRACE(name);
-  double max_err = 0, max_g = 0;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const float x0 = x.data()[i];
-    x.data()[i] = x0 + h;
-    const double up = loss();
-    const double step_up = static_cast<double>(x.data()[i]) - x0;
-    x.data()[i] = x0 - h;
-    const double down = loss();
-    const double step_down = x0 - static_cast<double>(x.data()[i]);
-    x.data()[i] = x0;
-    const double fd = (up - down) / (step_up + step_down);
-    max_err = std::max(max_err, std::abs(fd - grad.data()[i]));
-    max_g = std::max(max_g, std::abs(fd));
-  }
-  EXPECT_LT(max_err, tol * std::max(1.0, max_g)) << "max |grad| " << max_g;
 }
 
 const FeatureMap kMaps[] = {FeatureMap::kFavorPositive, FeatureMap::kEluPlusOne, FeatureMap::kRelu};

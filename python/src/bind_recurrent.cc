@@ -53,6 +53,26 @@ Tensor4 AsState(py::handle obj, const char* name, bool writable) {
   return t;
 }
 
+// The options shared by gated_delta_rule and its backward, checked.
+GatedDeltaOptions ParseDeltaOptions(bool delta_rule, bool l2_normalize_qk,
+                                    std::optional<double> scale, int64_t chunk_size,
+                                    int num_threads, const std::string& backend) {
+  GatedDeltaOptions o;
+  o.delta_rule = delta_rule;
+  o.l2_normalize_qk = l2_normalize_qk;
+  if (scale) {
+    if (!std::isfinite(*scale) || *scale == 0.0) {
+      ValueError("scale must be a finite nonzero number (None = 1/sqrt(head_dim_qk))");
+    }
+    o.scale = static_cast<float>(*scale);
+  }
+  o.chunk_size = chunk_size;
+  if (num_threads < 0) ValueError("num_threads must be >= 0 (0 = attnkit.get_num_threads())");
+  o.num_threads = num_threads;
+  o.backend = ParseBackend(backend);
+  return o;
+}
+
 py::object GatedDeltaRule(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v,
                           const OptArrayArg& log_alpha, const OptArrayArg& beta,
                           const OptArrayArg& initial_state, const OptArrayArg& state,
@@ -65,20 +85,9 @@ py::object GatedDeltaRule(const ArrayArg& q, const ArrayArg& k, const ArrayArg& 
   const Tensor4 tq = AsTensor4(q, "q", layout);
   const Tensor4 tk = AsTensor4(k, "k", layout);
   const Tensor4 tv = AsTensor4(v, "v", layout);
-  GatedDeltaOptions o;
-  o.delta_rule = delta_rule;
-  o.l2_normalize_qk = l2_normalize_qk;
-  if (scale) {
-    if (!std::isfinite(*scale) || *scale == 0.0) {
-      ValueError("scale must be a finite nonzero number (None = 1/sqrt(head_dim_qk))");
-    }
-    o.scale = static_cast<float>(*scale);
-  }
-  o.chunk_size = chunk_size;
+  GatedDeltaOptions o =
+      ParseDeltaOptions(delta_rule, l2_normalize_qk, scale, chunk_size, num_threads, backend);
   o.algorithm = ParseAlgorithm(algorithm);
-  if (num_threads < 0) ValueError("num_threads must be >= 0 (0 = attnkit.get_num_threads())");
-  o.num_threads = num_threads;
-  o.backend = ParseBackend(backend);
 
   std::optional<Tensor4> ta, tb;
   if (!log_alpha.obj.is_none()) ta = AsGate(log_alpha.obj, "log_alpha", layout, true);
@@ -143,19 +152,8 @@ py::tuple GatedDeltaRuleBackward(const ArrayArg& q, const ArrayArg& k, const Arr
   const Tensor4 tk = AsTensor4(k, "k", layout);
   const Tensor4 tv = AsTensor4(v, "v", layout);
   const Tensor4 tdo = AsTensor4(dout, "dout", layout);
-  GatedDeltaOptions o;
-  o.delta_rule = delta_rule;
-  o.l2_normalize_qk = l2_normalize_qk;
-  if (scale) {
-    if (!std::isfinite(*scale) || *scale == 0.0) {
-      ValueError("scale must be a finite nonzero number (None = 1/sqrt(head_dim_qk))");
-    }
-    o.scale = static_cast<float>(*scale);
-  }
-  o.chunk_size = chunk_size;
-  if (num_threads < 0) ValueError("num_threads must be >= 0 (0 = attnkit.get_num_threads())");
-  o.num_threads = num_threads;
-  o.backend = ParseBackend(backend);
+  const GatedDeltaOptions o =
+      ParseDeltaOptions(delta_rule, l2_normalize_qk, scale, chunk_size, num_threads, backend);
   std::optional<Tensor4> ta, tb, ts, tfs;
   if (!log_alpha.obj.is_none()) ta = AsGate(log_alpha.obj, "log_alpha", layout, true);
   if (!beta.obj.is_none()) tb = AsGate(beta.obj, "beta", layout, false);

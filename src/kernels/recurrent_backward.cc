@@ -30,6 +30,7 @@
 #include "kernels/backward_simd.h"
 #include "kernels/linear_simd.h"
 #include "kernels/recurrent_backward_common.h"
+#include "kernels/recurrent_chunk.h"
 
 namespace attnkit {
 namespace {
@@ -38,46 +39,8 @@ using detail::DeltaGeometry;
 using detail::GemmArgs;
 using detail::SmallGemm;
 
-constexpr int64_t kBlock = 16;  // row block of triangular products and of the KDA Gram split
-
-// C = alpha A B (+ C) with A (m × m) lower triangular and a_cs == 1: block [i0, i1) of rows
-// reads A's columns below i1 only.
-void LowerAGemm(const GemmArgs& g) {
-  for (int64_t i0 = 0; i0 < g.m; i0 += kBlock) {
-    const int64_t i1 = std::min(g.m, i0 + kBlock);
-    GemmArgs b = g;
-    b.m = i1 - i0, b.k = i1;
-    b.a = g.a + i0 * g.a_rs;
-    b.c = g.c + i0 * g.ldc;
-    SmallGemm(b);
-  }
-}
-
-// The same with A (m × m) upper triangular (e.g. the transpose of a lower triangular matrix):
-// block [i0, i1) of rows reads A's columns from i0 on, and B's rows from i0 on.
-void UpperAGemm(const GemmArgs& g) {
-  for (int64_t i0 = 0; i0 < g.m; i0 += kBlock) {
-    const int64_t i1 = std::min(g.m, i0 + kBlock);
-    GemmArgs b = g;
-    b.m = i1 - i0, b.k = g.m - i0;
-    b.a = g.a + i0 * g.a_rs + i0 * g.a_cs;
-    b.b = g.b + i0 * g.ldb;
-    b.c = g.c + i0 * g.ldc;
-    SmallGemm(b);
-  }
-}
-
-// The lower triangle (columns < i1 for the row block [i0, i1)) of C = A B (m × m).
-void LowerCGemm(const GemmArgs& g) {
-  for (int64_t i0 = 0; i0 < g.m; i0 += kBlock) {
-    const int64_t i1 = std::min(g.m, i0 + kBlock);
-    GemmArgs b = g;
-    b.m = i1 - i0, b.n = i1;
-    b.a = g.a + i0 * g.a_rs;
-    b.c = g.c + i0 * g.ldc;
-    SmallGemm(b);
-  }
-}
+constexpr int64_t kBlock =
+    detail::kTriBlock;  // row block of the triangular products and the KDA split
 
 // Per-thread scratch, carved from one pooled block allocated before the parallel region.
 struct Workspace {
@@ -176,62 +139,6 @@ void ChunkDecays(const DeltaGeometry& geo, TensorView<const float> log_alpha, in
   }
 }
 
-// out (n × n) = Σ_c x_ic y_jc exp(γ_ic − γ_jc) for j < i (strict) or j ≤ i, zero above. For a
-// scalar (or no) decay yᵀ is in ws.kt. Per channel: split at the first row r of each block, both
-// factors exp(γ_i − γ_r), exp(γ_r − γ_j) ≤ 1; the diagonal blocks pairwise.
-void DecayedGram(const DeltaGeometry& geo, bool per_channel, const float* x, const float* y,
-                 int64_t n, bool strict, float* out, Workspace& ws) {
-  const int64_t dk = geo.dk;
-  const float* g = ws.g;
-  if (!per_channel) {
-    GemmArgs a;
-    a.m = n, a.n = n, a.k = dk;
-    a.a = x, a.a_rs = dk, a.a_cs = 1;
-    a.b = ws.kt, a.ldb = n;
-    a.c = out, a.ldc = n;
-    LowerCGemm(a);
-    for (int64_t i = 0; i < n; ++i) {
-      float* row = out + i * n;
-      const int64_t last = strict ? i : i + 1;
-      const float* dec = ws.dec + i * n;
-      for (int64_t j = 0; j < last; ++j) row[j] *= dec[j];
-      std::fill(row + last, row + n, 0.0f);
-    }
-    return;
-  }
-  for (int64_t i0 = 0; i0 < n; i0 += kBlock) {
-    const int64_t i1 = std::min(n, i0 + kBlock), rows = i1 - i0;
-    const float* gr = g + i0 * dk;
-    if (i0 > 0) {
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = 0; c < dk; ++c) ws.e[(i - i0) * dk + c] = g[i * dk + c] - gr[c];
-      }
-      detail::ExpInPlace(ws.e, rows * dk);
-      for (int64_t i = 0; i < rows * dk; ++i) ws.xl[i] = x[i0 * dk + i] * ws.e[i];
-      for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) ws.yr[j * dk + c] = gr[c] - g[j * dk + c];
-      }
-      detail::ExpInPlace(ws.yr, i0 * dk);
-      for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) ws.yrt[c * i0 + j] = y[j * dk + c] * ws.yr[j * dk + c];
-      }
-      GemmArgs a;
-      a.m = rows, a.n = i0, a.k = dk;
-      a.a = ws.xl, a.a_rs = dk, a.a_cs = 1;
-      a.b = ws.yrt, a.ldb = i0;
-      a.c = out + i0 * n, a.ldc = n;
-      SmallGemm(a);
-    }
-    for (int64_t i = i0; i < i1; ++i) {
-      float* row = out + i * n;
-      const int64_t last = strict ? i : i + 1;
-      detail::DecayedDots(x + i * dk, g + i * dk, y + i0 * dk, g + i0 * dk, dk, last - i0, dk,
-                          row + i0);
-      std::fill(row + last, row + n, 0.0f);
-    }
-  }
-}
-
 // Backward of DecayedGram: given dM (n × n, zero outside the mask) and M itself, accumulates
 // dx += ∂/∂x, dy += ∂/∂y and dγ += x ⊙ dx_M − y ⊙ dy_M (summed over channels for a scalar decay;
 // skipped without decay). dM is scaled in place for the scalar case.
@@ -261,11 +168,11 @@ void DecayedGramBackward(const DeltaGeometry& geo, bool per_channel, const float
     a.b = y, a.ldb = dk;
     a.c = dx, a.ldc = dk;
     a.accumulate = true;
-    LowerAGemm(a);
+    detail::LowerTriangularAGemm(a);
     a.a_rs = 1, a.a_cs = n;  // dy += (dM ⊙ D)ᵀ x
     a.b = x;
     a.c = dy;
-    UpperAGemm(a);
+    detail::UpperTriangularAGemm(a);
     return;
   }
   const float* g = ws.g;
@@ -373,9 +280,11 @@ void ForwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const In
   const float* vc = in.v.row(b, h, t0);
   const int64_t ldv = in.v.stride[2];
   if (!per_channel) detail::TransposeMatrix(ws.k, n, dk, dk, ws.kt);
+  // dec is all ones for DeltaNet (ChunkDecays), so the scalar path needs no special case.
+  const detail::DecayedGramScratch gram{ws.kt, ws.dec, ws.xl, ws.yr, ws.yrt};
   if (o.delta_rule) {
     for (int64_t i = 0; i < n; ++i) ws.beta[i] = in.beta.at(b, h, t0 + i, 0);
-    DecayedGram(geo, per_channel, ws.k, ws.k, n, /*strict=*/true, gm, ws);
+    detail::DecayedGram(dk, per_channel, ws.k, ws.k, ws.g, n, /*strict=*/true, gm, gram);
     detail::UnitLowerInverse(gm, ws.beta, n, tm);
     // tb = T diag(β) (and diag(Γ) for a scalar decay, for W = T diag(β) (K ⊙ Γ)).
     float* tvb = ws.tb;  // T diag(β) for U
@@ -396,12 +305,12 @@ void ForwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const In
     a.a = tvb, a.a_rs = n, a.a_cs = 1;
     a.b = vc, a.ldb = ldv;
     a.c = u, a.ldc = dv;
-    LowerAGemm(a);
+    detail::LowerTriangularAGemm(a);
     a.n = dk;  // W = T diag(β) (K ⊙ Γ)
     a.a = twb;
     a.b = wk, a.ldb = dk;
     a.c = ws.w, a.ldc = dk;
-    LowerAGemm(a);
+    detail::LowerTriangularAGemm(a);
     a = GemmArgs{};  // U −= W S₀
     a.m = n, a.n = dv, a.k = dk, a.alpha = -1.0f;
     a.a = ws.w, a.a_rs = dk, a.a_cs = 1;
@@ -412,7 +321,7 @@ void ForwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const In
   } else {
     for (int64_t i = 0; i < n; ++i) std::copy(vc + i * ldv, vc + i * ldv + dv, u + i * dv);
   }
-  DecayedGram(geo, per_channel, ws.q, ws.k, n, /*strict=*/false, pm, ws);
+  detail::DecayedGram(dk, per_channel, ws.q, ws.k, ws.g, n, /*strict=*/false, pm, gram);
   // S_n = diag(Γ_n) S₀ + K̃ᵀ U.
   const int64_t gw = std::max<int64_t>(geo.decay_dim, 1);
   const float* gn = ws.gam + (n - 1) * gw;
@@ -464,7 +373,7 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
   a.a = pm, a.a_rs = 1, a.a_cs = n;
   a.b = ws.y, a.ldb = dv;
   a.c = ws.du, a.ldc = dv;
-  UpperAGemm(a);
+  detail::UpperTriangularAGemm(a);
   a = GemmArgs{};
   a.m = n, a.n = dv, a.k = dk;
   a.a = ws.ktil, a.a_rs = dk, a.a_cs = 1;
@@ -517,7 +426,7 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
     a.a = tm, a.a_rs = 1, a.a_cs = n;
     a.b = ws.du, a.ldb = dv;
     a.c = dr, a.ldc = dv;
-    UpperAGemm(a);
+    detail::UpperTriangularAGemm(a);
   }
   // [dP; −dA] = Y Uᵀ (lower triangles only).
   detail::TransposeMatrix(u, n, dv, dv, ws.ut);
@@ -526,11 +435,11 @@ void BackwardChunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, const I
   a.a = ws.y, a.a_rs = dv, a.a_cs = 1;
   a.b = ws.ut, a.ldb = n;
   a.c = ws.dpa, a.ldc = n;
-  LowerCGemm(a);
+  detail::LowerTriangularCGemm(a);
   if (delta) {
     a.a = dr;
     a.c = ws.dpa + n * n;
-    LowerCGemm(a);
+    detail::LowerTriangularCGemm(a);
   }
   // Z = Y S₀ᵀ: [d(Q⊙Γ); dR S₀ᵀ].
   detail::TransposeMatrix(s0, dk, dv, dv, ws.s0t);
