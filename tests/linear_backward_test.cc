@@ -14,6 +14,7 @@
 #include <random>
 #include <string>
 
+#include "attnkit/bench/backward_linear.h"
 #include "grad_test_util.h"
 #include "test_util.h"
 
@@ -244,6 +245,25 @@ TEST(LinearBackward, BadInputThrowsNamingTheArgumentAndWritesNothing) {
     no_features.features = nullptr;
     expect_error("features", p.dout.view(), g.dq.view(), g.dk.view(), g.dv.view(), no_features);
   }
+}
+
+TEST(LinearBackward, BenchRunsBothCasesAndTimesSomething) {
+  bench::BackwardLinearConfig cfg;
+  cfg.seqlen = 200, cfg.heads = 1, cfg.head_dim = 32, cfg.num_features = 16;
+  cfg.threads = 1, cfg.repeats = 1, cfg.sgemm_size = 128;
+  const bench::BackwardLinearResult r = bench::RunBackwardLinearBench(cfg);
+  ASSERT_EQ(r.cases.size(), 2u);
+  EXPECT_GT(r.sgemm_gflops, 0);
+  for (const auto& c : r.cases) {
+    EXPECT_GT(c.forward_seconds, 0) << c.name;
+    EXPECT_GT(c.backward_seconds, 0) << c.name;
+    EXPECT_GT(c.backward_own_flops, c.forward_flops) << c.name;
+    EXPECT_NEAR(c.backward_gflops * c.backward_seconds, 2.5 * c.forward_flops * 1e-9,
+                1e-6 * c.forward_flops * 1e-9)
+        << c.name;
+  }
+  cfg.repeats = 0;
+  EXPECT_THROW(bench::RunBackwardLinearBench(cfg), Error);
 }
 
 }  // namespace

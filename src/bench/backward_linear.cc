@@ -123,7 +123,7 @@ BackwardLinearResult RunBackwardLinearBench(const BackwardLinearConfig& cfg) {
   };
   BackwardLinearResult r;
   SettleAfterBlas();
-  r.sgemm_gflops = MeasureSgemmGflops(cfg.threads, 1024, 4);
+  r.sgemm_gflops = MeasureSgemmGflops(cfg.threads, cfg.sgemm_size, 4);
   progress("chunked Gated DeltaNet");
   r.cases.push_back(GatedDeltaNetCase(cfg));
   progress("causal Performer");

@@ -23,7 +23,8 @@ struct BackwardLinearConfig {
   int64_t head_dim = 128;
   int64_t num_features = 256;  // Performer m
   int threads = 2;
-  int repeats = 5;  // medians of this many runs
+  int repeats = 5;            // medians of this many runs
+  int64_t sgemm_size = 1024;  // the sgemm ceiling is measured on n × n × n
   std::function<void(const std::string&)> on_progress;
 };
 
