@@ -11,6 +11,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -311,6 +312,8 @@ TEST(RecurrentBackward, BadInputThrowsNamingTheArgumentAndWritesNothing) {
   }
 }
 
+std::span<float> Span(Tensor<float>& t) { return {t.data(), static_cast<size_t>(t.numel())}; }
+
 double Dot(const Tensor<float>& a, const Tensor<float>& b) {
   double l = 0;
   for (int64_t i = 0; i < a.numel(); ++i) l += static_cast<double>(a.data()[i]) * b.data()[i];
@@ -332,10 +335,10 @@ TEST(RecurrentBackward, GateConvAndNormGradientsMatchFiniteDifferences) {
     testing::FillNormal(dt_bias, rng);
     testing::FillNormal(dla, rng);
     Tensor<float> da(2, 2, 3, width), da_log(1, 1, 1, 2), ddt(1, 1, 1, 2 * width);
-    ComputeDecayGateBackward(a.view(), a_log.data(), dt_bias.data(), dla.view(), da.view(),
-                             da_log.data(), ddt.data());
+    ComputeDecayGateBackward(a.view(), Span(a_log), Span(dt_bias), dla.view(), da.view(),
+                             Span(da_log), Span(ddt));
     auto loss = [&] {
-      ComputeDecayGate(a.view(), a_log.data(), dt_bias.data(), la.view());
+      ComputeDecayGate(a.view(), Span(a_log), Span(dt_bias), la.view());
       return Dot(la, dla);
     };
     CheckFiniteDifferences("a", a, da, loss, h, tol);
@@ -364,13 +367,13 @@ TEST(RecurrentBackward, GateConvAndNormGradientsMatchFiniteDifferences) {
     testing::FillNormal(dout, rng);
     Tensor<float> dx(batch, 1, seqlen, channels), dw(1, 1, channels, kernel);
     Tensor<float> dst(batch, 1, kernel - 1, channels);
-    ShortConvBackward(x.view(), w.data(), kernel,
-                      with_state ? st.view() : TensorView<const float>{}, dout.view(), dx.view(),
-                      dw.data(), with_state ? dst.view() : TensorView<float>{});
+    ShortConvBackward(x.view(), Span(w), kernel, with_state ? st.view() : TensorView<const float>{},
+                      dout.view(), dx.view(), Span(dw),
+                      with_state ? dst.view() : TensorView<float>{});
     auto loss = [&] {
       Tensor<float> out(batch, 1, seqlen, channels), s(batch, 1, kernel - 1, channels);
       std::copy(st.data(), st.data() + st.numel(), s.data());
-      ShortConvForward(x.view(), w.data(), kernel, out.view(),
+      ShortConvForward(x.view(), Span(w), kernel, out.view(),
                        with_state ? s.view() : TensorView<float>{});
       return Dot(out, dout);
     };
@@ -385,10 +388,10 @@ TEST(RecurrentBackward, GateConvAndNormGradientsMatchFiniteDifferences) {
     testing::FillNormal(w, rng);
     testing::FillNormal(dout, rng);
     Tensor<float> d_o(1, 2, 3, 5), dg(1, 2, 3, 5), dw(1, 1, 1, 5);
-    GatedRmsNormBackward(o.view(), g.view(), w.data(), 1e-6f, dout.view(), d_o.view(), dg.view(),
-                         dw.data());
+    GatedRmsNormBackward(o.view(), g.view(), Span(w), 1e-6f, dout.view(), d_o.view(), dg.view(),
+                         Span(dw));
     auto loss = [&] {
-      GatedRmsNorm(o.view(), g.view(), w.data(), 1e-6f, out.view());
+      GatedRmsNorm(o.view(), g.view(), Span(w), 1e-6f, out.view());
       return Dot(out, dout);
     };
     CheckFiniteDifferences("norm o", o, d_o, loss, h, tol);
@@ -402,14 +405,19 @@ TEST(RecurrentBackward, LayerPieceBadInputThrows) {
   float a_log[2] = {0, 0}, bias[2] = {0, 0}, g1[2], g2[2];
   EXPECT_THROW(ComputeDecayGateBackward(a.view(), a_log, bias, wrong.view(), da.view(), g1, g2),
                Error);
-  EXPECT_THROW(ComputeDecayGateBackward(a.view(), a_log, bias, a.view(), da.view(), nullptr, g2),
-               Error);
+  EXPECT_THROW(ComputeDecayGateBackward(a.view(), a_log, bias, a.view(), da.view(), {}, g2),
+               Error);  // da_log of the wrong length
+  EXPECT_THROW(ComputeDecayGateBackward(a.view(), std::span<const float>(a_log, 1), bias, a.view(),
+                                        da.view(), g1, g2),
+               Error);  // a_log of the wrong length
   EXPECT_THROW(ComputeWriteGateBackward(a.view(), a.view(), wrong.view()), Error);
   Tensor<float> x(1, 1, 5, 2), dx(1, 1, 5, 2), st(1, 1, 3, 2), bad_st(1, 1, 2, 2);
   float w[8] = {}, dw[8];
   EXPECT_THROW(ShortConvBackward(x.view(), w, 4, bad_st.view(), x.view(), dx.view(), dw), Error);
   EXPECT_THROW(ShortConvBackward(x.view(), w, 4, {}, x.view(), dx.view(), dw, st.view()), Error);
   EXPECT_THROW(ShortConvBackward(x.view(), w, 0, {}, x.view(), dx.view(), dw), Error);
+  EXPECT_THROW(ShortConvBackward(x.view(), w, 4, {}, x.view(), dx.view(), std::span<float>(dw, 7)),
+               Error);
   Tensor<float> o(1, 1, 2, 4), bad(1, 1, 2, 3);
   float nw[4] = {1, 1, 1, 1}, dnw[4];
   EXPECT_THROW(

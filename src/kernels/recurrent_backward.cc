@@ -73,8 +73,8 @@ struct Workspace {
     take(tbuf, chunks * c * c);
     take(gbuf, chunks * c * c);
     take(pbuf, chunks * c * c);
-    take(dq_acc, group_scratch ? geo.seqlen * dk : 0);
-    take(dk_acc, group_scratch ? geo.seqlen * dk : 0);
+    take(dq_acc, group_scratch ? geo.seqlen_q * dk : 0);
+    take(dk_acc, group_scratch ? geo.seqlen_q * dk : 0);
     take(q, c * dk);
     take(k, c * dk);
     take(kt, dk * c);
@@ -596,10 +596,10 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
   const DeltaGeometry g = detail::CheckDeltaBackwardArgs(
       "GatedDeltaBackward", q, k, v, log_alpha, beta, initial_state, dout, dfinal_state, grads, o);
   const Inputs in{q, k, v, log_alpha, beta, initial_state, dout, dfinal_state};
-  const int64_t chunk = std::min(o.chunk_size, g.seqlen);
-  const int64_t chunks = (g.seqlen + chunk - 1) / chunk;
-  const int64_t units = g.batch * g.heads_v;
-  const double work = static_cast<double>(units * g.seqlen * g.dk * g.dv);
+  const int64_t chunk = std::min(o.chunk_size, g.seqlen_q);
+  const int64_t chunks = (g.seqlen_q + chunk - 1) / chunk;
+  const int64_t units = g.batch * g.heads;
+  const double work = static_cast<double>(units * g.seqlen_q * g.dk * g.dv);
   const int threads =
       work < double{1 << 20}
           ? 1
@@ -610,13 +610,13 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
   // Value heads of a group each add their dq, dk to a per-head buffer; they are summed after the
   // parallel region in head order, so the result does not depend on the thread count.
   std::vector<float> group_dqk;
-  if (group_scratch) group_dqk.assign(static_cast<size_t>(2 * units * g.seqlen * g.dk), 0.0f);
+  if (group_scratch) group_dqk.assign(static_cast<size_t>(2 * units * g.seqlen_q * g.dk), 0.0f);
 #pragma omp parallel num_threads(threads)
   {
     Workspace ws(g, chunk, chunks, group_scratch, block.get() + ws_floats * omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t unit = 0; unit < units; ++unit) {
-      const int64_t b = unit / g.heads_v, h = unit % g.heads_v, hq = h / g.group;
+      const int64_t b = unit / g.heads, h = unit % g.heads, hq = h / g.group;
       const int64_t sd = g.dk * g.dv;
       for (int64_t c = 0; c < g.dk; ++c) {
         for (int64_t e = 0; e < g.dv; ++e) {
@@ -624,7 +624,7 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
         }
       }
       for (int64_t ci = 0; ci < chunks; ++ci) {
-        const int64_t t0 = ci * chunk, n = std::min(chunk, g.seqlen - t0);
+        const int64_t t0 = ci * chunk, n = std::min(chunk, g.seqlen_q - t0);
         std::copy(ws.s, ws.s + sd, ws.states + ci * sd);
         LoadQk(g, o, in, b, hq, t0, n, ws);
         ChunkDecays(g, log_alpha, b, h, t0, n, ws);
@@ -642,8 +642,8 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
       float *dq_out, *dk_out;
       int64_t ld_q = g.dk, ld_k = g.dk;
       if (group_scratch) {
-        dq_out = group_dqk.data() + (2 * unit) * g.seqlen * g.dk;
-        dk_out = group_dqk.data() + (2 * unit + 1) * g.seqlen * g.dk;
+        dq_out = group_dqk.data() + (2 * unit) * g.seqlen_q * g.dk;
+        dk_out = group_dqk.data() + (2 * unit + 1) * g.seqlen_q * g.dk;
       } else {
         dq_out = grads.dq.row(b, hq, 0);
         dk_out = grads.dk.row(b, hq, 0);
@@ -651,7 +651,7 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
         ld_k = grads.dk.stride[2];
       }
       for (int64_t ci = chunks - 1; ci >= 0; --ci) {
-        const int64_t t0 = ci * chunk, n = std::min(chunk, g.seqlen - t0);
+        const int64_t t0 = ci * chunk, n = std::min(chunk, g.seqlen_q - t0);
         LoadQk(g, o, in, b, hq, t0, n, ws);
         ChunkDecays(g, log_alpha, b, h, t0, n, ws);
         if (o.delta_rule) {
@@ -671,16 +671,16 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
   }
   if (group_scratch) {
     for (int64_t b = 0; b < g.batch; ++b) {
-      for (int64_t hq = 0; hq < g.heads_qk; ++hq) {
-        for (int64_t t = 0; t < g.seqlen; ++t) {
+      for (int64_t hq = 0; hq < g.heads_q; ++hq) {
+        for (int64_t t = 0; t < g.seqlen_q; ++t) {
           float* dq = grads.dq.row(b, hq, t);
           float* dkr = grads.dk.row(b, hq, t);
           std::fill(dq, dq + g.dk, 0.0f);
           std::fill(dkr, dkr + g.dk, 0.0f);
           for (int64_t j = 0; j < g.group; ++j) {
-            const int64_t unit = b * g.heads_v + hq * g.group + j;
-            const float* sq = group_dqk.data() + ((2 * unit) * g.seqlen + t) * g.dk;
-            const float* sk = group_dqk.data() + ((2 * unit + 1) * g.seqlen + t) * g.dk;
+            const int64_t unit = b * g.heads + hq * g.group + j;
+            const float* sq = group_dqk.data() + ((2 * unit) * g.seqlen_q + t) * g.dk;
+            const float* sk = group_dqk.data() + ((2 * unit + 1) * g.seqlen_q + t) * g.dk;
             for (int64_t c = 0; c < g.dk; ++c) {
               dq[c] += sq[c];
               dkr[c] += sk[c];

@@ -56,11 +56,11 @@ DeltaGeometry CheckDeltaBackwardArgs(const char* fn, TensorView<const float> q,
   // (both are only read here).
   const DeltaGeometry g =
       CheckDeltaArgs(fn, q, k, v, log_alpha, beta, Mutable(dout), Mutable(initial_state), o);
-  const std::array<int64_t, 4> state_shape = {g.batch, g.heads_v, g.dk, g.dv};
+  const std::array<int64_t, 4> state_shape = {g.batch, g.heads, g.dk, g.dv};
   if (!dfinal_state.empty()) {
     CheckView(dfinal_state, fn, "dfinal_state");
     Require(dfinal_state.shape == state_shape, fn, ": dfinal_state must be [", g.batch, ", ",
-            g.heads_v, ", ", g.dk, ", ", g.dv, "], got ", dfinal_state.ShapeString());
+            g.heads, ", ", g.dk, ", ", g.dv, "], got ", dfinal_state.ShapeString());
   }
   RequireShape(fn, "dq", grads.dq, q.shape, "q");
   RequireShape(fn, "dk", grads.dk, k.shape, "k");
@@ -109,9 +109,9 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
   const detail::DeltaGeometry g =
       detail::CheckDeltaBackwardArgs("ref::GatedDeltaBackward", q, k, v, log_alpha, beta,
                                      initial_state, dout, dfinal_state, grads, o);
-  const int64_t dk = g.dk, dv = g.dv, T = g.seqlen, sd = dk * dv;
+  const int64_t dk = g.dk, dv = g.dv, T = g.seqlen_q, sd = dk * dv;
   // dq̂, dk̂ per (batch, q/k head), summed over the value heads of the group.
-  std::vector<double> dqh(static_cast<size_t>(g.batch * g.heads_qk * T * dk), 0.0);
+  std::vector<double> dqh(static_cast<size_t>(g.batch * g.heads_q * T * dk), 0.0);
   std::vector<double> dkh(dqh.size(), 0.0);
   std::vector<double> states(static_cast<size_t>((T + 1) * sd));  // S_{−1} .. S_{T−1}
   std::vector<double> qn(static_cast<size_t>(T * dk)), kn(static_cast<size_t>(T * dk));
@@ -119,7 +119,7 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
   std::vector<double> ds(static_cast<size_t>(sd)), sp(static_cast<size_t>(sd));
   std::vector<double> du(static_cast<size_t>(dv)), pred(static_cast<size_t>(dv));
   for (int64_t b = 0; b < g.batch; ++b) {
-    for (int64_t h = 0; h < g.heads_v; ++h) {
+    for (int64_t h = 0; h < g.heads; ++h) {
       const int64_t hq = h / g.group;
       for (int64_t t = 0; t < T; ++t) {
         double nq = 0, nk = 0;
@@ -165,8 +165,8 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
           ds[c * dv + e] = dfinal_state.empty() ? 0.0 : dfinal_state.at(b, h, c, e);
         }
       }
-      double* dq_acc = dqh.data() + (b * g.heads_qk + hq) * T * dk;
-      double* dk_acc = dkh.data() + (b * g.heads_qk + hq) * T * dk;
+      double* dq_acc = dqh.data() + (b * g.heads_q + hq) * T * dk;
+      double* dk_acc = dkh.data() + (b * g.heads_q + hq) * T * dk;
       for (int64_t t = T - 1; t >= 0; --t) {
         const double* prev = states.data() + t * sd;
         const double* cur = states.data() + (t + 1) * sd;
@@ -236,9 +236,9 @@ void GatedDeltaBackward(TensorView<const float> q, TensorView<const float> k,
     }
   }
   for (int64_t b = 0; b < g.batch; ++b) {
-    for (int64_t hq = 0; hq < g.heads_qk; ++hq) {
+    for (int64_t hq = 0; hq < g.heads_q; ++hq) {
       for (int64_t t = 0; t < T; ++t) {
-        const size_t at = static_cast<size_t>(((b * g.heads_qk + hq) * T + t) * dk);
+        const size_t at = static_cast<size_t>(((b * g.heads_q + hq) * T + t) * dk);
         detail::NormalizeBackward(q.row(b, hq, t), dqh.data() + at, dk, o.l2_normalize_qk, g.scale,
                                   grads.dq.row(b, hq, t));
         detail::NormalizeBackward(k.row(b, hq, t), dkh.data() + at, dk, o.l2_normalize_qk, 1.0,

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "attnkit/kernels/recurrent_backward.h"
+#include "kernels/problem.h"
 
 namespace attnkit {
 namespace {
@@ -38,18 +39,29 @@ void RequireSameShape(const char* fn, const char* name, TensorView<const float> 
           ", got ", g.ShapeString());
 }
 
+// An output span for a parameter gradient: exactly n values.
+void RequireLength(const char* fn, const char* name, std::span<float> g, int64_t n,
+                   const char* n_name) {
+  Require(static_cast<int64_t>(g.size()) == n, fn, ": ", name, " must have ", n_name, " = ", n,
+          " values, got ", g.size());
+}
+
 }  // namespace
 
-void ComputeDecayGateBackward(TensorView<const float> a, const float* a_log, const float* dt_bias,
-                              TensorView<const float> dlog_alpha, TensorView<float> da,
-                              float* da_log, float* ddt_bias) {
+void ComputeDecayGateBackward(TensorView<const float> a, std::span<const float> a_log,
+                              std::span<const float> dt_bias, TensorView<const float> dlog_alpha,
+                              TensorView<float> da, std::span<float> da_log,
+                              std::span<float> ddt_bias) {
   const char* fn = "ComputeDecayGateBackward";
   CheckView(a, fn, "a");
   RequireSameShape(fn, "dlog_alpha", dlog_alpha, a, "a");
   RequireSameShape(fn, "da", da, a, "a");
-  Require(a_log != nullptr && dt_bias != nullptr, fn, ": a_log and dt_bias must not be null");
-  Require(da_log != nullptr && ddt_bias != nullptr, fn, ": da_log and ddt_bias must not be null");
   const int64_t heads = a.heads(), width = a.dim();
+  const detail::PerHeadRules required{.allow_empty = false};
+  detail::CheckPerHead(fn, "a_log", a_log, heads, "num_heads_v", required);
+  detail::CheckPerHead(fn, "dt_bias", dt_bias, heads * width, "num_heads_v * width", required);
+  RequireLength(fn, "da_log", da_log, heads, "num_heads_v");
+  RequireLength(fn, "ddt_bias", ddt_bias, heads * width, "num_heads_v * width");
   for (int64_t h = 0; h < heads; ++h) {
     Require(std::isfinite(std::exp(a_log[h])), fn, ": exp(a_log[", h,
             "]) is not finite (a_log = ", a_log[h], ")");
@@ -94,16 +106,19 @@ void ComputeWriteGateBackward(TensorView<const float> b_logits, TensorView<const
   }
 }
 
-void ShortConvBackward(TensorView<const float> x, const float* weight, int64_t kernel,
+void ShortConvBackward(TensorView<const float> x, std::span<const float> weight, int64_t kernel,
                        TensorView<const float> conv_state, TensorView<const float> dout,
-                       TensorView<float> dx, float* dweight, TensorView<float> dconv_state) {
+                       TensorView<float> dx, std::span<float> dweight,
+                       TensorView<float> dconv_state) {
   const char* fn = "ShortConvBackward";
   CheckView(x, fn, "x");
   Require(x.heads() == 1, fn, ": x must be [batch, 1, seqlen, channels], got ", x.ShapeString());
   RequireSameShape(fn, "dout", dout, x, "x");
   RequireSameShape(fn, "dx", dx, x, "x");
-  Require(weight != nullptr && dweight != nullptr, fn, ": weight and dweight must not be null");
   Require(kernel >= 1, fn, ": kernel must be >= 1, got ", kernel);
+  detail::CheckPerHead(fn, "weight", weight, x.dim() * kernel, "channels * kernel",
+                       {.allow_empty = false});
+  RequireLength(fn, "dweight", dweight, x.dim() * kernel, "channels * kernel");
   const int64_t batch = x.batch(), seqlen = x.tokens(), channels = x.dim(), hist = kernel - 1;
   const bool has_state = !conv_state.empty() && hist > 0;
   if (has_state) {
@@ -162,15 +177,17 @@ void ShortConvBackward(TensorView<const float> x, const float* weight, int64_t k
 }
 
 void GatedRmsNormBackward(TensorView<const float> o, TensorView<const float> gate,
-                          const float* weight, float eps, TensorView<const float> dout,
-                          TensorView<float> d_o, TensorView<float> dgate, float* dweight) {
+                          std::span<const float> weight, float eps, TensorView<const float> dout,
+                          TensorView<float> d_o, TensorView<float> dgate,
+                          std::span<float> dweight) {
   const char* fn = "GatedRmsNormBackward";
   CheckView(o, fn, "o");
   RequireSameShape(fn, "gate", gate, o, "o");
   RequireSameShape(fn, "dout", dout, o, "o");
   RequireSameShape(fn, "d_o", d_o, o, "o");
   RequireSameShape(fn, "dgate", dgate, o, "o");
-  Require(weight != nullptr && dweight != nullptr, fn, ": weight and dweight must not be null");
+  detail::CheckPerHead(fn, "weight", weight, o.dim(), "head_dim_v", {.allow_empty = false});
+  RequireLength(fn, "dweight", dweight, o.dim(), "head_dim_v");
   Require(eps > 0.0f, fn, ": eps must be > 0, got ", eps);
   const int64_t dv = o.dim();
   std::vector<double> dw(static_cast<size_t>(dv), 0.0), a(static_cast<size_t>(dv));

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "attnkit/core/tensor.h"
 #include "attnkit/kernels/recurrent.h"
@@ -47,9 +48,10 @@ double GatedDeltaBackwardFlops(int64_t batch, int64_t num_heads_v, int64_t seqle
 // Gradients of ComputeDecayGate (log α = −exp(a_log[h]) · softplus(a + dt_bias[h, c])):
 // da (a's shape), da_log [num_heads_v] and ddt_bias [num_heads_v · width] (both sums over
 // batch and tokens; overwritten).
-void ComputeDecayGateBackward(TensorView<const float> a, const float* a_log, const float* dt_bias,
-                              TensorView<const float> dlog_alpha, TensorView<float> da,
-                              float* da_log, float* ddt_bias);
+void ComputeDecayGateBackward(TensorView<const float> a, std::span<const float> a_log,
+                              std::span<const float> dt_bias, TensorView<const float> dlog_alpha,
+                              TensorView<float> da, std::span<float> da_log,
+                              std::span<float> ddt_bias);
 
 // Gradient of ComputeWriteGate (β = sigmoid(b)): db = dβ · β (1 − β).
 void ComputeWriteGateBackward(TensorView<const float> b, TensorView<const float> dbeta,
@@ -58,15 +60,16 @@ void ComputeWriteGateBackward(TensorView<const float> b, TensorView<const float>
 // Gradients of ShortConvForward given dout: dx (x's shape), dweight [channels × kernel]
 // (overwritten) and, if conv_state (the inputs before token 0 that the forward read) is given,
 // dconv_state (its shape; optional). The final conv_state the forward wrote has no gradient here.
-void ShortConvBackward(TensorView<const float> x, const float* weight, int64_t kernel,
+void ShortConvBackward(TensorView<const float> x, std::span<const float> weight, int64_t kernel,
                        TensorView<const float> conv_state, TensorView<const float> dout,
-                       TensorView<float> dx, float* dweight, TensorView<float> dconv_state = {});
+                       TensorView<float> dx, std::span<float> dweight,
+                       TensorView<float> dconv_state = {});
 
 // Gradients of GatedRmsNorm given dout: do and dgate (o's shape), dweight [head_dim_v] (summed
 // over rows; overwritten).
 void GatedRmsNormBackward(TensorView<const float> o, TensorView<const float> gate,
-                          const float* weight, float eps, TensorView<const float> dout,
-                          TensorView<float> d_o, TensorView<float> dgate, float* dweight);
+                          std::span<const float> weight, float eps, TensorView<const float> dout,
+                          TensorView<float> d_o, TensorView<float> dgate, std::span<float> dweight);
 
 namespace ref {
 // The plain twin: reverse mode through the token-by-token recurrence in double precision, with
