@@ -7,12 +7,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "attnkit/masks/sparse.h"
+#include "hwy/highway.h"
+#include "hwy/targets.h"
 #include "test_util.h"
 
 namespace attnkit {
@@ -20,7 +25,7 @@ namespace {
 
 using testing::RelMaxError;
 
-[[maybe_unused]] bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
 
 struct Shape {
   int64_t batch, hq, hkv, sq, skv, dk, dv;
@@ -212,6 +217,338 @@ TEST(DenseBackwardRef, RowsThatSeeNothingGetZeroGradient) {
   }
   EXPECT_TRUE(testing::AllFinite(gb.g.dk));
   EXPECT_TRUE(testing::AllFinite(gb.g.dv));
+}
+
+// Runs fn once per SIMD target compiled into the library and supported here (only the best one
+// under the sanitizers).
+template <class Fn>
+void ForEachTarget(const Fn& fn) {
+  const std::string compiled = "," + CompiledTargets() + ",";
+  std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  if (Sanitized()) targets.resize(1);
+  for (int64_t t : targets) {
+    const std::string name = hwy::TargetName(t);
+    if (compiled.find("," + name + ",") == std::string::npos) continue;
+    hwy::SetSupportedTargetsForTest(t);
+    (void)hwy::SupportedTargets();
+    SCOPED_TRACE("target " + name);
+    fn();
+  }
+  hwy::SetSupportedTargetsForTest(0);
+  (void)hwy::SupportedTargets();
+}
+
+// f32 sums against the double reference: each gradient element sums seqlen_kv (dq) or
+// group·seqlen_q (dk, dv) terms of products of f32 tiles, so rounding grows with the length as in
+// the forward, with the forward's constant (tests/dense_kernel_test.cc). Errors are measured
+// against the largest of the three gradients.
+double GradTolerance(int64_t n) { return 2e-5 * (1.0 + std::log2(static_cast<double>(n))); }
+
+double MaxAbs(TensorView<const float> a) {
+  double m = 0;
+  for (int64_t i = 0; i < a.shape[0]; ++i) {
+    for (int64_t j = 0; j < a.shape[1]; ++j) {
+      for (int64_t t = 0; t < a.shape[2]; ++t) {
+        for (int64_t d = 0; d < a.shape[3]; ++d)
+          m = std::max(m, std::abs(double{a.at(i, j, t, d)}));
+      }
+    }
+  }
+  return m;
+}
+
+void Backward(const Problem& p, const Saved& sv, const DenseOptions& o, bool bf, bool fast,
+              const DenseGrads& g) {
+  if (bf) {
+    if (fast) {
+      DenseBackward(p.Q(), p.Kb(), p.Vb(), sv.out, sv.lse, p.dO(), g, o);
+    } else {
+      ref::DenseBackward(p.Q(), p.Kb(), p.Vb(), sv.out, sv.lse, p.dO(), g, o);
+    }
+  } else if (fast) {
+    DenseBackward(p.Q(), p.K(), p.V(), sv.out, sv.lse, p.dO(), g, o);
+  } else {
+    ref::DenseBackward(p.Q(), p.K(), p.V(), sv.out, sv.lse, p.dO(), g, o);
+  }
+}
+
+// Fast vs reference backward on the reference forward's saved tensors; returns the worst
+// relative error over dq, dk, dv (and dsinks).
+// Fast vs reference backward on the reference forward's saved tensors (the reference runs once;
+// the fast kernel on every SIMD target when all_targets). Returns the worst relative error.
+double CompareBackward(const Shape& s, const DenseOptions& o, bool bf, bool bshd, uint64_t seed,
+                       float qk_std = 1.0f, bool all_targets = false) {
+  const Problem p(s, bshd, seed, qk_std);
+  Saved sv(p);
+  RefForward(p, o, sv, bf);
+  GradBufs ref(p, o.sinks != nullptr);
+  Backward(p, sv, o, bf, false, ref.g);
+  // Relative to the largest gradient of the three (they are in the same units of the loss): where
+  // the exact gradient is 0 (one visible key: P = 1, dP = D) both sides hold rounding noise.
+  const double scale = std::max({MaxAbs(ref.g.dq), MaxAbs(ref.g.dk), MaxAbs(ref.g.dv)});
+  const double tol_q = GradTolerance(s.skv), tol_kv = GradTolerance(s.sq * s.hq / s.hkv);
+  double worst = 0;
+  auto check = [&] {
+    GradBufs fast(p, o.sinks != nullptr);
+    Backward(p, sv, o, bf, true, fast.g);
+    EXPECT_TRUE(testing::AllFinite(fast.g.dq));
+    EXPECT_TRUE(testing::AllFinite(fast.g.dk));
+    EXPECT_TRUE(testing::AllFinite(fast.g.dv));
+    const double e_q = RelMaxError(fast.g.dq, ref.g.dq, scale);
+    const double e_k = RelMaxError(fast.g.dk, ref.g.dk, scale);
+    const double e_v = RelMaxError(fast.g.dv, ref.g.dv, scale);
+    if (std::getenv("ATTNKIT_PRINT_ERRORS")) {
+      std::printf("errors %.3g %.3g %.3g  tol %.3g %.3g\n", e_q, e_k, e_v, tol_q, tol_kv);
+    }
+    EXPECT_LT(e_q, tol_q) << "dq";
+    EXPECT_LT(e_k, tol_kv) << "dk";
+    EXPECT_LT(e_v, tol_kv) << "dv";
+    worst = std::max({worst, e_q, e_k, e_v});
+    if (o.sinks) {
+      std::vector<double> r(ref.ds.begin(), ref.ds.end());
+      const double e_s = FlatRelError(fast.ds, r, 1e-3);
+      EXPECT_LT(e_s, GradTolerance(s.sq * s.batch)) << "dsinks";
+      worst = std::max(worst, e_s);
+    }
+  };
+  if (all_targets) {
+    ForEachTarget(check);
+  } else {
+    check();
+  }
+  return worst;
+}
+
+std::string Describe(const Mask* m) { return m ? m->Describe() : "none"; }
+
+TEST(DenseBackward, EveryTargetEveryMaskAwkwardLengths) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const std::vector<Shape> shapes = {
+      {1, 1, 1, 1, 1, 16, 16},   {1, 2, 1, 1, 65, 32, 24},  {2, 2, 2, 63, 63, 16, 16},
+      {1, 4, 2, 64, 64, 32, 40}, {1, 3, 1, 65, 65, 40, 24}, {1, 2, 2, 33, 300, 32, 32},
+      {1, 4, 1, 300, 130, 8, 8},
+  };
+  PatternSpec spec;
+  spec.name = "bigbird";
+  spec.seqlen = 300;
+  spec.block = 32;
+  const auto bigbird = MakePattern(spec);
+  const auto causal = CausalMask();
+  const auto win = CausalWindowMask(33);
+  const auto band = WindowMask(70, 3);
+  const auto chunk = ChunkedLocalMask(48);
+  const auto strided = StridedMask(4, 16);
+  std::vector<uint8_t> bits(5 * 5);
+  for (size_t i = 0; i < bits.size(); ++i) bits[i] = (i * 7 + 3) % 3 != 0;
+  const auto bitmap = BlockBitmapMask(64, 64, 5, 5, bits, true);
+  const auto both = AndMask(CausalMask(), CausalWindowMask(100));
+  const auto either = OrMask(CausalWindowMask(5), ChunkedLocalMask(64));
+  const std::vector<const Mask*> masks = {nullptr,     causal.get(),  win.get(),    band.get(),
+                                          chunk.get(), strided.get(), bitmap.get(), bigbird.get(),
+                                          both.get(),  either.get()};
+  uint64_t sd = seed;
+  for (const auto& s : shapes) {
+    for (const Mask* m : masks) {
+      ++sd;
+      const bool bf = (sd & 2) != 0, bshd = (sd & 1) != 0;
+      SCOPED_TRACE(::testing::Message()
+                   << "hq " << s.hq << " hkv " << s.hkv << " sq " << s.sq << " skv " << s.skv
+                   << " dk " << s.dk << " dv " << s.dv << " mask " << Describe(m) << " bf16 " << bf
+                   << " bshd " << bshd);
+      DenseOptions o;
+      o.mask = m;
+      CompareBackward(s, o, bf, bshd, sd, 1.0f, true);
+    }
+  }
+}
+
+TEST(DenseBackward, ScoreOptionsAndOffsets) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const std::vector<float> slopes = {0.5f, 0.25f, 0.125f, 0.0625f, 0.03f, 0.01f};
+  const std::vector<float> sinks = {0.3f, -1.0f, 2.0f, 0.0f, -INFINITY, 5.0f};
+  const auto causal = CausalMask();
+  const auto win = CausalWindowMask(20);
+  const std::vector<Shape> shapes = {{2, 6, 2, 37, 70, 32, 24}, {1, 6, 3, 65, 65, 16, 16}};
+  uint64_t sd = seed;
+  for (const auto& s : shapes) {
+    // Each option alone, some pairs, all together.
+    for (int bits : {0, 1, 2, 4, 8, 16, 3, 5, 6, 12, 31}) {
+      if (Sanitized() && bits != 31) continue;
+      for (const Mask* m : {static_cast<const Mask*>(nullptr), causal.get(), win.get()}) {
+        DenseOptions o;
+        o.mask = m;
+        if (bits & 1) o.softcap = 3.0f;
+        if (bits & 2) o.alibi_slopes = slopes.data();
+        if (bits & 4) o.sinks = sinks.data();
+        if (bits & 8) o.scale = -0.4f;
+        if (bits & 16) o.q_start = 5;  // queries after the keys: rows see everything up to 5 + i
+        ++sd;
+        SCOPED_TRACE(::testing::Message() << "options " << bits << " mask " << Describe(m));
+        CompareBackward(s, o, (sd & 2) != 0, (bits & 1) != 0, sd, (bits & 1) ? 2.0f : 1.0f);
+      }
+    }
+  }
+}
+
+TEST(DenseBackward, GqaMqaRatiosMlaDimsAndLongRows) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const auto causal = CausalMask();
+  DenseOptions o;
+  o.mask = causal.get();
+  uint64_t sd = seed;
+  for (int64_t hkv : {8, 4, 2, 1}) {
+    SCOPED_TRACE(::testing::Message() << "8 query heads over " << hkv);
+    CompareBackward({1, 8, hkv, 70, 70, 32, 32}, o, false, false, ++sd);
+    CompareBackward({1, 8, hkv, 3, 77, 32, 16}, o, true, true, ++sd);
+  }
+  CompareBackward({1, 4, 1, 20, 70, 576, 512}, o, false, false, ++sd);  // MLA's absorbed dims
+  if (!Sanitized()) CompareBackward({1, 2, 1, 1000, 1000, 64, 64}, o, false, true, ++sd);
+}
+
+// Every unit's sums run in a fixed order, so 1, 2 and 3 threads give the same bits.
+TEST(DenseBackward, ThreadCountInvariantBitForBit) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const auto causal = CausalMask();
+  PatternSpec spec;
+  spec.name = "bigbird";
+  spec.seqlen = 300;
+  spec.block = 32;
+  const auto bigbird = MakePattern(spec);
+  const std::vector<float> sinks = {0.5f, -1.0f, 0.0f, 1.0f};
+  for (const Mask* m : {causal.get(), bigbird.get()}) {
+    const Shape s{2, 4, 2, 300, 300, 32, 24};
+    const Problem p(s, true, seed);
+    Saved sv(p);
+    DenseOptions o;
+    o.mask = m;
+    o.sinks = sinks.data();
+    RefForward(p, o, sv, false);
+    GradBufs first(p, true);
+    for (int threads : {1, 2, 3}) {
+      SCOPED_TRACE(::testing::Message() << Describe(m) << " threads " << threads);
+      o.num_threads = threads;
+      GradBufs gb(p, true);
+      Backward(p, sv, o, false, true, gb.g);
+      if (threads == 1) {
+        first.dq = gb.dq, first.dk = gb.dk, first.dv = gb.dv, first.ds = gb.ds;
+        continue;
+      }
+      EXPECT_EQ(gb.dq, first.dq);
+      EXPECT_EQ(gb.dk, first.dk);
+      EXPECT_EQ(gb.dv, first.dv);
+      EXPECT_EQ(gb.ds, first.ds);
+    }
+  }
+}
+
+// The tile statistics equal the forward's classification of the same 64 × 64 grid.
+TEST(DenseBackward, SkipsTheTilesTheMaskClassifiesEmpty) {
+  const auto win = CausalWindowMask(100);
+  const Shape s{1, 2, 1, 640, 640, 16, 16};
+  const Problem p(s, false, testing::TestSeed());
+  Saved sv(p);
+  DenseOptions o;
+  o.mask = win.get();
+  RefForward(p, o, sv, false);
+  DenseStats st;
+  o.stats = &st;
+  GradBufs gb(p, false);
+  Backward(p, sv, o, false, true, gb.g);
+  const TileCounts c = CountTiles(win.get(), 640, 640, 64, 64);
+  EXPECT_EQ(st.tiles_total, c.total);
+  EXPECT_EQ(st.tiles_skipped, c.empty);
+  EXPECT_EQ(st.tiles_full, c.full);
+  EXPECT_EQ(st.tiles_partial, c.partial);
+}
+
+// Bad input: an Error naming the argument, and every output left as it was.
+TEST(DenseBackward, BadInputNamesTheArgumentAndWritesNothing) {
+  const Shape s{1, 2, 1, 10, 12, 8, 8};
+  Problem p(s, false, testing::TestSeed());
+  Saved sv(p);
+  DenseOptions o;
+  RefForward(p, o, sv, false);
+  std::vector<float> wrong_lse(40, 0.0f), nan_lse = sv.l;
+  nan_lse[3] = NAN;
+  std::vector<float> bad_dout(p.dout.size() * 2, 0.0f);
+  struct Case {
+    const char* name;
+    const char* expect;  // a fragment of the message
+    std::function<void(bool fast, const DenseGrads& g)> call;
+  };
+  auto run = [&](bool fast, TensorView<const float> lse, TensorView<const float> dout,
+                 const DenseGrads& g, const DenseOptions& opt) {
+    if (fast) {
+      DenseBackward(p.Q(), p.K(), p.V(), sv.out, lse, dout, g, opt);
+    } else {
+      ref::DenseBackward(p.Q(), p.K(), p.V(), sv.out, lse, dout, g, opt);
+    }
+  };
+  const std::vector<Case> cases = {
+      {"lse of the wrong shape", "lse",
+       [&](bool f, const DenseGrads& g) {
+         run(f, MakeBhsd<const float>(wrong_lse.data(), 1, 2, 20, 1), p.dO(), g, o);
+       }},
+      {"no lse", "lse", [&](bool f, const DenseGrads& g) { run(f, {}, p.dO(), g, o); }},
+      {"lse with a NaN", "lse",
+       [&](bool f, const DenseGrads& g) {
+         run(f, MakeBhsd<const float>(nan_lse.data(), 1, 2, 10, 1), p.dO(), g, o);
+       }},
+      {"dout of the wrong shape", "dout",
+       [&](bool f, const DenseGrads& g) {
+         run(f, sv.lse, MakeBhsd<const float>(bad_dout.data(), 1, 2, 10, 16), g, o);
+       }},
+      {"dout with a strided dim", "dout",
+       [&](bool f, const DenseGrads& g) {
+         TensorView<const float> d{bad_dout.data(), {1, 2, 10, 8}, {320, 160, 16, 2}};
+         run(f, sv.lse, d, g, o);
+       }},
+      {"dk aliasing dq", "overlaps",
+       [&](bool f, const DenseGrads& g) {
+         DenseGrads a = g;
+         a.dk = TensorView<float>{g.dq.data, g.dk.shape, g.dk.stride};
+         run(f, sv.lse, p.dO(), a, o);
+       }},
+      {"dq aliasing dout", "overlaps",
+       [&](bool f, const DenseGrads& g) {
+         DenseGrads a = g;
+         a.dq = TensorView<float>{bad_dout.data(), g.dq.shape, g.dq.stride};
+         run(f, sv.lse, TensorView<const float>{bad_dout.data(), sv.out.shape, sv.out.stride}, a,
+             o);
+       }},
+      {"dv of the wrong shape", "dv",
+       [&](bool f, const DenseGrads& g) {
+         DenseGrads a = g;
+         a.dv.shape[3] = 4;
+         run(f, sv.lse, p.dO(), a, o);
+       }},
+      {"dsinks without sinks", "dsinks",
+       [&](bool f, const DenseGrads& g) {
+         DenseGrads a = g;
+         a.dsinks = bad_dout.data();
+         run(f, sv.lse, p.dO(), a, o);
+       }},
+  };
+  for (const auto& c : cases) {
+    for (bool fast : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << c.name << (fast ? " fast" : " ref"));
+      GradBufs gb(p, false);
+      const GradBufs before = gb;
+      try {
+        c.call(fast, gb.g);
+        ADD_FAILURE() << "no error";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(gb.dq, before.dq);
+      EXPECT_EQ(gb.dk, before.dk);
+      EXPECT_EQ(gb.dv, before.dv);
+    }
+  }
 }
 
 }  // namespace
