@@ -352,9 +352,9 @@ TEST(IndexerKlRef, LossIsTheDefinitionAndGradientsMatchFiniteDifferences) {
     return ref::IndexerKlBackward(p.Qi(), p.W(), p.Ki(), p.Idx(), p.Target(), scratch.g);
   };
   const auto skip_q = NearKinks(p, true), skip_k = NearKinks(p, false);
-  EXPECT_LT(FlatError(gb.dq, Fd(p.qi, f), &skip_q), 1e-4) << "dq_index";
-  EXPECT_LT(FlatError(gb.dw, Fd(p.w, f)), 1e-4) << "dweights";
-  EXPECT_LT(FlatError(gb.dk, Fd(p.ki, f), &skip_k), 1e-4) << "dk_index";
+  EXPECT_LT(FlatError(gb.dq, Fd(p.qi, f), &skip_q), 3e-4) << "dq_index";
+  EXPECT_LT(FlatError(gb.dw, Fd(p.w, f)), 3e-4) << "dweights";
+  EXPECT_LT(FlatError(gb.dk, Fd(p.ki, f), &skip_k), 3e-4) << "dk_index";
 }
 
 // The target is the main attention's probabilities over the selected keys, summed over the
