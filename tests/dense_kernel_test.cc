@@ -24,7 +24,7 @@ namespace {
 using testing::FillNormal;
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 // f32 accumulation against the double reference: rounding grows with the summed length
 // (log-ish for pairwise-like tile sums); bf16 K/V are rounded identically on both sides, so the

@@ -22,7 +22,7 @@ namespace {
 using testing::FillNormal;
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 double Tol(int64_t n) { return 2e-5 * (1.0 + std::log2(static_cast<double>(n))); }
 
 // Random distinct key rows per query (some slots −1), shared by all heads or per kv head.

@@ -161,8 +161,8 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
 
 TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
   if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
-  const fs::path dir =
-      fs::temp_directory_path() / ("attnkit-guide-test-" + std::to_string(TestSeed()));
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-plan");
+  const fs::path dir = scratch / "page";
   GuideOptions o;
   o.out_dir = dir.string();
   o.size = SweepSize::kSmoke;
@@ -190,13 +190,13 @@ TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
   EXPECT_EQ(plan.sections, std::vector<std::string>{"heads"});
   EXPECT_GT(plan.steps, 0);
   EXPECT_GT(plan.peak_bytes, 0);
-  fs::remove_all(dir);
+  fs::remove_all(scratch);
 }
 
 TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
   if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
-  const fs::path dir =
-      fs::temp_directory_path() / ("attnkit-guide-write-" + std::to_string(TestSeed()));
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-write");
+  const fs::path dir = scratch / "page";
   GuideOptions o;
   o.out_dir = dir.string();
   o.only = {"compare"};  // no measurements: fast, and still a complete page
@@ -216,7 +216,7 @@ TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
   const auto data = nlohmann::json::parse(std::ifstream(dir / "guide.json"));
   EXPECT_EQ(data["sections"].size(), 1u);
   EXPECT_FALSE(data["machine"]["cpu"].get<std::string>().empty());
-  fs::remove_all(dir);
+  fs::remove_all(scratch);
 }
 
 TEST(GuideMeasure, SweepStopsBeforeAPointOverItsBudget) {

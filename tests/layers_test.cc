@@ -20,7 +20,7 @@ namespace {
 using testing::RandomHidden;
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 Tensor<float> RandomRows(int64_t heads, int64_t tokens, int64_t dim, uint64_t seed) {
   Tensor<float> x(1, heads, tokens, dim);

@@ -22,7 +22,7 @@ namespace {
 using testing::FillNormal;
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 const char* Name(FeatureMap f) {
   switch (f) {

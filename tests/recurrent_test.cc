@@ -18,7 +18,7 @@ namespace {
 using testing::FillNormal;
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 enum class Variant { kDeltaNet, kGatedDeltaNet, kKda, kGlaScalar, kGlaChannel };
 

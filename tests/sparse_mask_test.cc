@@ -12,7 +12,7 @@
 namespace attnkit {
 namespace {
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 // Every pattern under test, with parameters drawn from rng, for positions [0, n).
 std::vector<MaskPtr> RandomPatterns(std::mt19937_64& rng, int64_t n) {

@@ -3,7 +3,8 @@
 # find_package(attnkit): proves the CMake package works as shipped.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-prefix=$(mktemp -d)
+mkdir -p build/test-scratch
+prefix=$(mktemp -d "$(pwd)/build/test-scratch/install-check.XXXXXX")
 trap 'rm -rf "$prefix"' EXIT
 cmake --install build --prefix "$prefix" >/dev/null
 cmake -S examples/cmake_consumer -B "$prefix/consumer-build" -DCMAKE_PREFIX_PATH="$prefix" >/dev/null

@@ -8,6 +8,11 @@
 // Positions are absolute: with the dense kernel's default bottom-right alignment, query row i of
 // a call with seqlen_q queries over seqlen_kv keys sits at position i + seqlen_kv - seqlen_q, key
 // row j at position j. So one mask serves prefill, chunked prefill and decode.
+//
+// Thread safety: kernels call every method of one Mask object from all their threads at once
+// (and several kernel calls may share a mask). The methods are const and must be safe to call
+// concurrently: a user-defined mask must not mutate shared state without its own synchronisation.
+// The masks attnkit provides are immutable after construction.
 #pragma once
 
 #include <cstdint>
