@@ -25,7 +25,7 @@ namespace {
 
 using testing::RelMaxError;
 
-bool Sanitized() { return std::getenv("ATTNKIT_SANITIZED") != nullptr; }
+using testing::Sanitized;
 
 struct Shape {
   int64_t batch, hq, hkv, sq, skv, dk, dv;
