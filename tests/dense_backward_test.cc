@@ -18,6 +18,7 @@
 #include "attnkit/masks/sparse.h"
 #include "hwy/highway.h"
 #include "hwy/targets.h"
+#include "kernels/backward_common.h"
 #include "test_util.h"
 
 namespace attnkit {
@@ -409,7 +410,7 @@ TEST(DenseBackward, GqaMqaRatiosMlaDimsAndLongRows) {
 }
 
 // Every unit's sums run in a fixed order, so 1, 2 and 3 threads give the same bits.
-TEST(DenseBackward, ThreadCountInvariantBitForBit) {
+TEST(DenseBackward, ThreadCountAndSegmentInvariantBitForBit) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   const auto causal = CausalMask();
@@ -428,9 +429,14 @@ TEST(DenseBackward, ThreadCountInvariantBitForBit) {
     o.sinks = sinks.data();
     RefForward(p, o, sv, false);
     GradBufs first(p, true);
-    for (int threads : {1, 2, 3}) {
-      SCOPED_TRACE(::testing::Message() << Describe(m) << " threads " << threads);
-      o.num_threads = threads;
+    // Pass A's key blocks run in segments (4096 keys by default); segments of 1 and 2 blocks
+    // must give the same bits too.
+    for (int threads : {1, 2, 3, 4, 5}) {
+      const int64_t seg = threads == 4 ? 1 : threads == 5 ? 2 : 0;
+      detail::SetDenseBackwardSegmentForTesting(seg);
+      SCOPED_TRACE(::testing::Message()
+                   << Describe(m) << " threads " << threads << " segment " << seg);
+      o.num_threads = threads > 3 ? threads - 2 : threads;
       GradBufs gb(p, true);
       Backward(p, sv, o, false, true, gb.g);
       if (threads == 1) {
@@ -442,6 +448,7 @@ TEST(DenseBackward, ThreadCountInvariantBitForBit) {
       EXPECT_EQ(gb.dv, first.dv);
       EXPECT_EQ(gb.ds, first.ds);
     }
+    detail::SetDenseBackwardSegmentForTesting(0);
   }
 }
 

@@ -32,4 +32,8 @@ TensorView<T> ConstCastView(TensorView<const T> v) {
   return TensorView<T>{const_cast<T*>(v.data), v.shape, v.stride};
 }
 
+// The dense backward's pass A runs over segments of this many 64-key blocks (default 64, i.e.
+// 4096 keys); tests shrink it to reach several segments at small sizes. 0 restores the default.
+void SetDenseBackwardSegmentForTesting(int64_t key_blocks);
+
 }  // namespace attnkit::detail

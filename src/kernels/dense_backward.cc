@@ -21,10 +21,11 @@
 // Qᵀ / dOᵀ in pass B (operands are read in place otherwise; bf16 K/V and head dims that are not
 // whole vectors are copied to padded f32 tiles).
 //
-// The tile lists come from the mask exactly as in the forward (Mask::KeyTiles per query block,
+// The tiles come from the mask exactly as in the forward (Mask::KeyTiles per query block,
 // Classify per tile: empty tiles are never touched, full ones run without per-element checks,
-// partial ones are masked from FillTile) and are inverted once per call into per-key-block lists
-// for pass A: one 8-byte entry per non-empty tile (~4 MiB for causal at 65536 tokens).
+// partial ones are masked from FillTile). Pass B lists its unit's tiles itself; pass A runs over
+// segments of 64 key blocks, for each of which one thread first lists the query blocks that see
+// each key block (KeyTiles restricted to the segment's keys): O(N) memory, not one entry per tile.
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/dense_backward.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -38,6 +39,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -56,16 +58,53 @@ namespace attnkit::detail {
 inline constexpr int64_t kBwdBlock = 64;  // query and key block
 
 struct BwdTile {
-  int32_t block;  // the other side's block: a key block in q_tiles, a query block in k_tiles
+  int32_t block;  // the other side's block: a key block for pass B, a query block for pass A
   TileKind kind;  // kFull or kPartial
 };
 
-// The non-empty tiles of a call, per query block and per key block (CSR, ascending).
+// Appends to *out the non-empty tiles of query block qb among key blocks [kb0, kb1), ascending
+// (Mask::KeyTiles restricted to those keys, then Classify), and counts the others in *skipped.
+// Throws attnkit::Error when the mask's KeyTiles lists tiles out of range or out of order.
+inline void ListTiles(const DenseGeometry& g, const Mask* mask, int64_t qb, int64_t kb0,
+                      int64_t kb1, std::vector<int64_t>* scratch, std::vector<BwdTile>* out,
+                      int64_t* skipped) {
+  const int64_t qp0 = g.q_start + qb * kBwdBlock;
+  const int64_t qp1 = g.q_start + std::min(g.seqlen_q, (qb + 1) * kBwdBlock);
+  const int64_t k_begin = g.k_start + kb0 * kBwdBlock;
+  const int64_t k_end = g.k_start + std::min(g.seqlen_kv, kb1 * kBwdBlock);
+  scratch->clear();
+  if (mask) {
+    mask->KeyTiles(qp0, qp1, k_begin, k_end, kBwdBlock, scratch);
+  } else {
+    for (int64_t t = 0; t < kb1 - kb0; ++t) scratch->push_back(t);
+  }
+  const std::vector<int64_t>& tiles = *scratch;
+  for (size_t t = 0; t < tiles.size(); ++t) {
+    Require(tiles[t] >= 0 && tiles[t] < kb1 - kb0 && (t == 0 || tiles[t] > tiles[t - 1]),
+            "DenseBackward: mask ", mask ? mask->Describe() : std::string("none"),
+            ": KeyTiles must list key tiles in [0, ", kb1 - kb0,
+            ") in increasing order without repeats, got ", tiles[t]);
+  }
+  *skipped += kb1 - kb0 - static_cast<int64_t>(tiles.size());
+  for (const int64_t t : tiles) {
+    const int64_t kp0 = k_begin + t * kBwdBlock;
+    const int64_t kp1 = std::min(k_end, kp0 + kBwdBlock);
+    const TileKind kind = mask ? mask->Classify(qp0, qp1, kp0, kp1) : TileKind::kFull;
+    if (kind == TileKind::kEmpty) {
+      ++*skipped;
+      continue;
+    }
+    out->push_back({static_cast<int32_t>(kb0 + t), kind});
+  }
+}
+
+// What a call visits, counted once before anything is written (a mask whose KeyTiles is wrong
+// throws here): per query block its number of non-empty tiles (to order the units), and the
+// tile statistics of one (batch, kv head).
 struct BwdPlan {
   int64_t nqb = 0, nkb = 0;
-  std::vector<int64_t> q_off, k_off;
-  std::vector<BwdTile> q_tiles, k_tiles;
-  int64_t full = 0, partial = 0, skipped = 0;  // per (batch, kv head)
+  std::vector<int64_t> q_count;
+  int64_t full = 0, partial = 0, skipped = 0;
 };
 
 template <typename KV>
@@ -80,6 +119,7 @@ struct BwdJob {
   const float* lse;   // [batch·heads_q·seqlen_q]: the saved lse, +inf where it was −inf
   const float* dsum;  // D = rowsum(dO ∘ O), same indexing
   int threads;
+  int64_t seg_blocks;  // key blocks per pass-A segment
 };
 
 }  // namespace attnkit::detail
@@ -182,6 +222,7 @@ struct Workspace {
   std::vector<const float*> a, b, b2;
   std::vector<float*> c;
   std::vector<int64_t> ids;
+  std::vector<detail::BwdTile> tiles;  // pass B: the unit's key tiles
 };
 
 template <typename KV>
@@ -233,28 +274,36 @@ class Backward {
       w.c.resize(ptrs);
     }
     const int64_t heads_all = g_.batch * g_.heads_kv;
-    // Longest units first (by tile count), heads inner, handed out dynamically.
-    const auto order = [](const std::vector<int64_t>& off) {
-      std::vector<int64_t> idx(off.size() - 1);
-      std::iota(idx.begin(), idx.end(), 0);
-      std::stable_sort(idx.begin(), idx.end(), [&](int64_t x, int64_t y) {
-        return off[x + 1] - off[x] > off[y + 1] - off[y];
-      });
-      return idx;
-    };
-    const std::vector<int64_t> kb_order = order(plan_.k_off), qb_order = order(plan_.q_off);
-    const int64_t units_a = heads_all * plan_.nkb, units_b = heads_all * plan_.nqb;
+    // Pass A runs over segments of job_.seg_blocks key blocks: the lists of query blocks that see
+    // each key block of the segment are built (by one thread) before the segment's units run, so
+    // they take O(query blocks × job_.seg_blocks) memory, linear in N. Within a segment, and in
+    // pass B, the longest units go first (by tile count), heads inner, handed out dynamically.
+    const int64_t num_segs = (plan_.nkb + job_.seg_blocks - 1) / job_.seg_blocks;
+    std::vector<int64_t> qb_order(static_cast<size_t>(plan_.nqb));
+    std::iota(qb_order.begin(), qb_order.end(), 0);
+    std::stable_sort(qb_order.begin(), qb_order.end(), [&](int64_t x, int64_t y) {
+      return plan_.q_count[static_cast<size_t>(x)] > plan_.q_count[static_cast<size_t>(y)];
+    });
+    seg_lists_.resize(static_cast<size_t>(std::min(job_.seg_blocks, plan_.nkb)));
+    std::vector<int64_t> kb_order;
+    std::vector<int64_t> scratch;
     detail::RegionExceptions errors;
 #pragma omp parallel num_threads(threads)
     {
       Workspace& w = ws[static_cast<size_t>(omp_get_thread_num())];
-#pragma omp for schedule(dynamic, 1) nowait
-      for (int64_t u = 0; u < units_a; ++u) {
-        const int64_t kb = kb_order[static_cast<size_t>(u / heads_all)], bh = u % heads_all;
-        errors.Run([&] { KeyUnit(w, bh / g_.heads_kv, bh % g_.heads_kv, kb); });
+      for (int64_t seg = 0; seg < num_segs; ++seg) {
+        const int64_t kb0 = seg * job_.seg_blocks, kb1 = std::min(plan_.nkb, kb0 + job_.seg_blocks);
+#pragma omp single
+        errors.Run([&] { BuildSegment(kb0, kb1, &scratch, &kb_order); });
+        // implicit barrier: the lists are ready
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t u = 0; u < (kb1 - kb0) * heads_all; ++u) {
+          const int64_t kb = kb_order[static_cast<size_t>(u / heads_all)], bh = u % heads_all;
+          errors.Run([&] { KeyUnit(w, bh / g_.heads_kv, bh % g_.heads_kv, kb, kb0); });
+        }  // implicit barrier: the lists are rebuilt only after every unit is done with them
       }
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t u = 0; u < units_b; ++u) {
+      for (int64_t u = 0; u < heads_all * plan_.nqb; ++u) {
         const int64_t qb = qb_order[static_cast<size_t>(u / heads_all)], bh = u % heads_all;
         errors.Run([&] { QueryUnit(w, bh / g_.heads_kv, bh % g_.heads_kv, qb); });
       }
@@ -283,8 +332,31 @@ class Backward {
     ds = hn::Mul(hn::Mul(p, hn::Sub(dp, dsum)), der);
   }
 
-  // Pass A: dK and dV of key block kb of (batch b, kv head hk).
-  void KeyUnit(Workspace& w, int64_t b, int64_t hk, int64_t kb) {
+  // For key blocks [kb0, kb1): the query blocks that see each (ascending, with the tile's
+  // kind) into seg_lists_, and the key blocks ordered by descending list length into *order.
+  void BuildSegment(int64_t kb0, int64_t kb1, std::vector<int64_t>* scratch,
+                    std::vector<int64_t>* order) {
+    for (auto& l : seg_lists_) l.clear();
+    std::vector<detail::BwdTile> row;
+    int64_t skipped = 0;
+    for (int64_t qb = 0; qb < plan_.nqb; ++qb) {
+      row.clear();
+      detail::ListTiles(g_, o_.mask, qb, kb0, kb1, scratch, &row, &skipped);
+      for (const auto& t : row) {
+        seg_lists_[static_cast<size_t>(t.block - kb0)].push_back(
+            {static_cast<int32_t>(qb), t.kind});
+      }
+    }
+    order->resize(static_cast<size_t>(kb1 - kb0));
+    std::iota(order->begin(), order->end(), kb0);
+    std::stable_sort(order->begin(), order->end(), [&](int64_t x, int64_t y) {
+      return seg_lists_[static_cast<size_t>(x - kb0)].size() >
+             seg_lists_[static_cast<size_t>(y - kb0)].size();
+    });
+  }
+
+  // Pass A: dK and dV of key block kb of (batch b, kv head hk); kb0 is its segment's first block.
+  void KeyUnit(Workspace& w, int64_t b, int64_t hk, int64_t kb, int64_t kb0) {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     const int64_t j0 = kb * kB, nk = std::min(kB, g_.seqlen_kv - j0);
@@ -292,11 +364,9 @@ class Backward {
     float* dvacc = w.acc2.get();
     std::fill(dkacc, dkacc + (kB + kRows) * dk_pad_, 0.0f);
     std::fill(dvacc, dvacc + (kB + kRows) * dv_pad_, 0.0f);
-    const int64_t t0 = plan_.k_off[static_cast<size_t>(kb)];
-    const int64_t t1 = plan_.k_off[static_cast<size_t>(kb) + 1];
-    if (t0 < t1) PackTransposed(b, hk, j0, nk, w.kt.get(), w.vt.get());
-    for (int64_t t = t0; t < t1; ++t) {
-      const detail::BwdTile tile = plan_.k_tiles[static_cast<size_t>(t)];
+    const std::vector<detail::BwdTile>& list = seg_lists_[static_cast<size_t>(kb - kb0)];
+    if (!list.empty()) PackTransposed(b, hk, j0, nk, w.kt.get(), w.vt.get());
+    for (const detail::BwdTile tile : list) {
       const int64_t i0 = tile.block * kB, nq = std::min(kB, g_.seqlen_q - i0);
       const int64_t rows = g_.group * nq;
       const bool partial = tile.kind == TileKind::kPartial;
@@ -392,8 +462,9 @@ class Backward {
     const int64_t rows = g_.group * nq, rp = (rows + N - 1) / N * N;
     float* dqacc = w.acc1.get();
     std::fill(dqacc, dqacc + (rows + kRows) * dk_pad_, 0.0f);
-    const int64_t t0 = plan_.q_off[static_cast<size_t>(qb)];
-    const int64_t t1 = plan_.q_off[static_cast<size_t>(qb) + 1];
+    w.tiles.clear();
+    int64_t skipped = 0;
+    detail::ListTiles(g_, o_.mask, qb, 0, plan_.nkb, &w.ids, &w.tiles, &skipped);
     // Qᵀ [dk][rp] and dOᵀ [dv][rp], zero in the padding columns; per-row lse, D, slope and
     // position relative to key row 0.
     float* qt = w.qpad.get();
@@ -402,7 +473,7 @@ class Backward {
     float* dsum = lse + rows_pad_;
     float* slope = dsum + rows_pad_;
     float* qrel = slope + rows_pad_;
-    if (t0 < t1) {
+    if (!w.tiles.empty()) {
       for (int64_t r = 0; r < rp; ++r) {
         if (r >= rows) {
           for (int64_t d = 0; d < g_.dk; ++d) qt[d * rp + r] = 0.0f;
@@ -424,8 +495,7 @@ class Backward {
     }
     const hn::Rebind<uint8_t, DF> d8;
     const hn::RebindToUnsigned<DF> du;
-    for (int64_t t = t0; t < t1; ++t) {
-      const detail::BwdTile tile = plan_.q_tiles[static_cast<size_t>(t)];
+    for (const detail::BwdTile tile : w.tiles) {
       const int64_t j0 = tile.block * kB, nk = std::min(kB, g_.seqlen_kv - j0);
       const bool partial = tile.kind == TileKind::kPartial;
       if (partial) {
@@ -521,6 +591,7 @@ class Backward {
   const detail::BwdPlan& plan_;
   int64_t dk_pad_, dv_pad_, rows_max_, rows_pad_;
   bool q_in_place_, do_in_place_, k_in_place_, softcap_, alibi_;
+  std::vector<std::vector<detail::BwdTile>> seg_lists_;  // pass A: per key block of the segment
 };
 
 }  // namespace
@@ -547,6 +618,17 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace attnkit {
 namespace {
+constexpr int64_t kSegBlocks = 64;  // key blocks per pass-A segment (4096 keys)
+std::atomic<int64_t> g_seg_blocks{kSegBlocks};
+}  // namespace
+
+namespace detail {
+void SetDenseBackwardSegmentForTesting(int64_t key_blocks) {
+  g_seg_blocks = key_blocks > 0 ? key_blocks : kSegBlocks;
+}
+}  // namespace detail
+
+namespace {
 HWY_EXPORT(BackwardF32);
 HWY_EXPORT(BackwardBf16);
 HWY_EXPORT(RowDot);
@@ -554,54 +636,21 @@ HWY_EXPORT(RowDot);
 void Launch(const detail::BwdJob<float>& job) { HWY_DYNAMIC_DISPATCH(BackwardF32)(job); }
 void Launch(const detail::BwdJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(BackwardBf16)(job); }
 
-// The non-empty tiles per query block (Mask::KeyTiles + Classify, as the forward visits them),
-// and the same lists inverted per key block.
+// Counts the non-empty tiles per query block (validating the mask's KeyTiles) before anything is
+// written.
 detail::BwdPlan MakePlan(const detail::DenseGeometry& g, const Mask* mask) {
   constexpr int64_t kB = detail::kBwdBlock;
   detail::BwdPlan plan;
   plan.nqb = (g.seqlen_q + kB - 1) / kB;
   plan.nkb = (g.seqlen_kv + kB - 1) / kB;
-  plan.q_off.assign(static_cast<size_t>(plan.nqb) + 1, 0);
-  std::vector<int64_t> tiles, counts(static_cast<size_t>(plan.nkb) + 1, 0);
+  plan.q_count.resize(static_cast<size_t>(plan.nqb));
+  std::vector<int64_t> scratch;
+  std::vector<detail::BwdTile> tiles;
   for (int64_t qb = 0; qb < plan.nqb; ++qb) {
-    const int64_t qp0 = g.q_start + qb * kB, qp1 = g.q_start + std::min(g.seqlen_q, (qb + 1) * kB);
     tiles.clear();
-    if (mask) {
-      mask->KeyTiles(qp0, qp1, g.k_start, g.k_start + g.seqlen_kv, kB, &tiles);
-    } else {
-      for (int64_t kb = 0; kb < plan.nkb; ++kb) tiles.push_back(kb);
-    }
-    for (size_t t = 0; t < tiles.size(); ++t) {
-      Require(tiles[t] >= 0 && tiles[t] < plan.nkb && (t == 0 || tiles[t] > tiles[t - 1]),
-              "DenseBackward: mask ", mask ? mask->Describe() : std::string("none"),
-              ": KeyTiles must list key tiles in [0, ", plan.nkb,
-              ") in increasing order without repeats, got ", tiles[t]);
-    }
-    plan.skipped += plan.nkb - static_cast<int64_t>(tiles.size());
-    for (const int64_t kb : tiles) {
-      const int64_t kp0 = g.k_start + kb * kB;
-      const int64_t kp1 = g.k_start + std::min(g.seqlen_kv, (kb + 1) * kB);
-      const TileKind kind = mask ? mask->Classify(qp0, qp1, kp0, kp1) : TileKind::kFull;
-      if (kind == TileKind::kEmpty) {
-        ++plan.skipped;
-        continue;
-      }
-      (kind == TileKind::kFull ? plan.full : plan.partial) += 1;
-      plan.q_tiles.push_back({static_cast<int32_t>(kb), kind});
-      ++counts[static_cast<size_t>(kb) + 1];
-    }
-    plan.q_off[static_cast<size_t>(qb) + 1] = static_cast<int64_t>(plan.q_tiles.size());
-  }
-  std::partial_sum(counts.begin(), counts.end(), counts.begin());
-  plan.k_off = counts;
-  plan.k_tiles.resize(plan.q_tiles.size());
-  for (int64_t qb = 0; qb < plan.nqb; ++qb) {
-    for (int64_t t = plan.q_off[static_cast<size_t>(qb)];
-         t < plan.q_off[static_cast<size_t>(qb) + 1]; ++t) {
-      const detail::BwdTile& tile = plan.q_tiles[static_cast<size_t>(t)];
-      plan.k_tiles[static_cast<size_t>(counts[static_cast<size_t>(tile.block)]++)] = {
-          static_cast<int32_t>(qb), tile.kind};
-    }
+    detail::ListTiles(g, mask, qb, 0, plan.nkb, &scratch, &tiles, &plan.skipped);
+    plan.q_count[static_cast<size_t>(qb)] = static_cast<int64_t>(tiles.size());
+    for (const auto& t : tiles) (t.kind == TileKind::kFull ? plan.full : plan.partial) += 1;
   }
   return plan;
 }
@@ -630,8 +679,10 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
       dsum[ri] = HWY_DYNAMIC_DISPATCH(RowDot)(dout.row(b, h, i), out.row(b, h, i), g.dv);
     }
   }
-  const detail::BwdJob<KV> job{q,           k,      v, dout, grads, &o, g, &plan, lse_buf.data(),
-                               dsum.data(), threads};
+  const detail::BwdJob<KV> job{q,           k,       v,
+                               dout,        grads,   &o,
+                               g,           &plan,   lse_buf.data(),
+                               dsum.data(), threads, g_seg_blocks.load(std::memory_order_relaxed)};
   Launch(job);
   if (grads.dsinks) {  // dsink_h = −Σ_rows exp(sink_h − lse) · D, in a fixed order
     for (int64_t h = 0; h < g.heads_q; ++h) {
