@@ -1,9 +1,11 @@
 // Internal helpers shared by the backward kernels (dense and gathered) and their references.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <utility>
 
+#include "attnkit/core/error.h"
 #include "attnkit/core/tensor.h"
 
 namespace attnkit::detail {
@@ -30,6 +32,31 @@ bool ViewsOverlap(const TensorView<A>& a, const TensorView<B>& b) {
 template <typename T>
 TensorView<T> ConstCastView(TensorView<const T> v) {
   return TensorView<T>{const_cast<T*>(v.data), v.shape, v.stride};
+}
+
+// Checks dq, dk, dv: valid views with the shapes of q, k and v, overlapping neither each other
+// nor q, k, v (the callers check their other inputs).
+template <typename KV>
+void CheckGradViews(const char* fn, TensorView<float> dq, TensorView<float> dk,
+                    TensorView<float> dv, TensorView<const float> q, TensorView<const KV> k,
+                    TensorView<const KV> v) {
+  const TensorView<float> g[3] = {dq, dk, dv};
+  const std::array<int64_t, 4> want[3] = {q.shape, k.shape, v.shape};
+  const char* names[3] = {"dq", "dk", "dv"};
+  const char* of[3] = {"q", "k", "v"};
+  for (int a = 0; a < 3; ++a) {
+    CheckView(g[a], fn, names[a]);
+    Require(g[a].shape == want[a], fn, ": ", names[a], " must have ", of[a], "'s shape ",
+            TensorView<const float>{nullptr, want[a], {}}.ShapeString(), ", got ",
+            g[a].ShapeString());
+  }
+  for (int a = 0; a < 3; ++a) {
+    for (int b = a + 1; b < 3; ++b) {
+      Require(!ViewsOverlap(g[a], g[b]), fn, ": ", names[a], " overlaps ", names[b]);
+    }
+    Require(!ViewsOverlap(g[a], q) && !ViewsOverlap(g[a], k) && !ViewsOverlap(g[a], v), fn, ": ",
+            names[a], " overlaps an input");
+  }
 }
 
 // The dense backward's pass A runs over segments of this many 64-key blocks (default 64, i.e.
