@@ -119,8 +119,8 @@ BackwardCase TimeDense(const DenseCaseSpec& c, const BackwardBenchConfig& cfg) {
 constexpr const char* kTorchPeer = R"PY(
 import json, sys, time
 import torch
-seqlen, hq, hkv, d, chunk, threads, repeats = (int(x) for x in sys.argv[1:8])
-mask_spec = sys.argv[8]
+seqlen, hq, hkv, d, chunk, threads, repeats, warmup = (int(x) for x in sys.argv[1:9])
+mask_spec = sys.argv[9]
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 g = hq // hkv
@@ -156,7 +156,8 @@ def run():
         del s, p, o, qc, kc, vc
     return fwd, bwd
 
-run()  # warm-up
+if warmup:
+    run()
 times = [run() for _ in range(repeats)]
 times.sort(key=lambda t: t[0] + t[1])
 f, b = times[len(times) // 2]
@@ -183,6 +184,8 @@ bool RunTorchAttentionPeer(const BackwardBenchConfig& config, const std::string&
     *note = os.str();
     return false;
   }
+  // Long cases (a 16384² score matrix per head) run once without a warm-up: ~10 s per head.
+  const int repeats = seqlen > 8192 ? 1 : std::max(1, config.repeats);
   char path[] = "/tmp/attnkit_torch_peer_XXXXXX.py";
   const int fd = mkstemps(path, 3);
   if (fd < 0) {
@@ -198,7 +201,7 @@ bool RunTorchAttentionPeer(const BackwardBenchConfig& config, const std::string&
     std::ostringstream cmd;
     cmd << config.python << " " << path << " " << seqlen << " " << num_heads_q << " "
         << num_heads_kv << " " << head_dim << " " << chunk << " " << ResolveThreads(config.threads)
-        << " " << std::max(1, config.repeats) << " " << mask << " 2>&1";
+        << " " << repeats << " " << (repeats > 1 ? 1 : 0) << " " << mask << " 2>&1";
     if (FILE* p = popen(cmd.str().c_str(), "r")) {
       char buf[4096];
       while (fgets(buf, sizeof buf, p)) output += buf;
@@ -218,7 +221,9 @@ bool RunTorchAttentionPeer(const BackwardBenchConfig& config, const std::string&
   *backward_ms = j.at("backward_ms").get<double>();
   std::ostringstream os;
   os << "torch " << j.at("torch").get<std::string>() << ", " << j.at("threads").get<int>()
-     << " threads, heads in chunks of " << chunk;
+     << " threads, heads in chunks of " << chunk << ", "
+     << (repeats > 1 ? "median of " + std::to_string(repeats) + " after a warm-up"
+                     : std::string("one run, no warm-up"));
   *note = os.str();
   return true;
 }

@@ -60,7 +60,8 @@ BackwardPeakMemory MeasureDenseBackwardPeakMemory(int64_t seqlen, int threads);
 // group) on random data, through `config.python`: forward and backward medians in ms. `mask` is
 // "causal" or "window:W". Heads run in chunks so that the N × N tensors autograd keeps fit in
 // config.peer_memory_fraction of MemAvailable; returns false (with the reason in *note) when not
-// even one head fits or the interpreter / torch is missing.
+// even one head fits or the interpreter / torch is missing. Cases longer than 8192 tokens run
+// once without a warm-up (each takes ~10 s per head); the others take config.repeats runs.
 bool RunTorchAttentionPeer(const BackwardBenchConfig& config, const std::string& mask,
                            int64_t seqlen, int64_t num_heads_q, int64_t num_heads_kv,
                            int64_t head_dim, double* forward_ms, double* backward_ms,
