@@ -144,7 +144,7 @@ void CheckFiniteDifferences(const Shape& s, DenseOptions o, bool bshd, uint64_t 
                             std::vector<float>* sinks, float qk_std = 1.0f) {
   Problem p(s, bshd, seed, qk_std);
   Saved sv(p);
-  if (sinks) o.sinks = sinks->data();
+  if (sinks) o.sinks = *sinks;
   RefForward(p, o, sv, false);
   GradBufs gb(p, sinks != nullptr);
   ref::DenseBackward(p.Q(), p.K(), p.V(), sv.out, sv.lse, p.dO(), gb.g, o);
@@ -190,10 +190,12 @@ TEST(DenseBackwardRef, MatchesFiniteDifferences) {
     DenseOptions o;
     o.mask = c.mask;
     if (c.opts & 1) o.softcap = 1.5f;
-    if (c.opts & 2) o.alibi_slopes = slopes.data();
+    const std::vector<float> head_slopes(slopes.begin(), slopes.begin() + c.s.hq);
+    if (c.opts & 2) o.alibi_slopes = head_slopes;
     if (c.opts & 8) o.scale = 0.7f;
     if (c.opts & 16) o.q_start = -1;
     std::vector<float> sinks = {0.3f, -0.5f, 1.0f, 0.0f};
+    sinks.resize(static_cast<size_t>(c.s.hq));
     CheckFiniteDifferences(c.s, o, c.bshd, ++sd, (c.opts & 4) ? &sinks : nullptr,
                            (c.opts & 1) ? 2.0f : 1.0f);
   }
@@ -282,7 +284,7 @@ double CompareBackward(const Shape& s, const DenseOptions& o, bool bf, bool bshd
   const Problem p(s, bshd, seed, qk_std);
   Saved sv(p);
   RefForward(p, o, sv, bf);
-  GradBufs ref(p, o.sinks != nullptr);
+  GradBufs ref(p, !o.sinks.empty());
   Backward(p, sv, o, bf, false, ref.g);
   // Relative to the largest gradient of the three (they are in the same units of the loss): where
   // the exact gradient is 0 (one visible key: P = 1, dP = D) both sides hold rounding noise.
@@ -290,7 +292,7 @@ double CompareBackward(const Shape& s, const DenseOptions& o, bool bf, bool bshd
   const double tol_q = GradTolerance(s.skv), tol_kv = GradTolerance(s.sq * s.hq / s.hkv);
   double worst = 0;
   auto check = [&] {
-    GradBufs fast(p, o.sinks != nullptr);
+    GradBufs fast(p, !o.sinks.empty());
     Backward(p, sv, o, bf, true, fast.g);
     EXPECT_TRUE(testing::AllFinite(fast.g.dq));
     EXPECT_TRUE(testing::AllFinite(fast.g.dk));
@@ -305,7 +307,7 @@ double CompareBackward(const Shape& s, const DenseOptions& o, bool bf, bool bshd
     EXPECT_LT(e_k, tol_kv) << "dk";
     EXPECT_LT(e_v, tol_kv) << "dv";
     worst = std::max({worst, e_q, e_k, e_v});
-    if (o.sinks) {
+    if (!o.sinks.empty()) {
       std::vector<double> r(ref.ds.begin(), ref.ds.end());
       const double e_s = FlatRelError(fast.ds, r, 1e-3);
       EXPECT_LT(e_s, GradTolerance(s.sq * s.batch)) << "dsinks";
@@ -381,8 +383,8 @@ TEST(DenseBackward, ScoreOptionsAndOffsets) {
         DenseOptions o;
         o.mask = m;
         if (bits & 1) o.softcap = 3.0f;
-        if (bits & 2) o.alibi_slopes = slopes.data();
-        if (bits & 4) o.sinks = sinks.data();
+        if (bits & 2) o.alibi_slopes = slopes;
+        if (bits & 4) o.sinks = sinks;
         if (bits & 8) o.scale = -0.4f;
         if (bits & 16) o.q_start = 5;  // queries after the keys: rows see everything up to 5 + i
         ++sd;
@@ -426,7 +428,7 @@ TEST(DenseBackward, ThreadCountAndSegmentInvariantBitForBit) {
     Saved sv(p);
     DenseOptions o;
     o.mask = m;
-    o.sinks = sinks.data();
+    o.sinks = sinks;
     RefForward(p, o, sv, false);
     GradBufs first(p, true);
     // Pass A's key blocks run in segments (4096 keys by default); segments of 1 and 2 blocks

@@ -127,7 +127,7 @@ struct Grads {
 void Backward(Problem& p, bool bf, bool fast, const GatherGrads& g, int threads = 0) {
   GatherOptions o;
   o.num_threads = threads;
-  o.backend = fast ? Backend::kFast : Backend::kReference;
+  o.backend = fast ? Backend::kAuto : Backend::kReference;
   if (bf) {
     GatherBackward(p.Q(), p.Kb(), p.Vb(), p.Idx(), p.Out(), p.Lse(), p.dO(), g, o);
   } else {
@@ -465,7 +465,7 @@ TEST(GatherBackward, BadInputNamesTheArgumentAndWritesNothing) {
   std::vector<float> wrong(64, 0.0f);
   for (bool fast : {true, false}) {
     GatherOptions o;
-    o.backend = fast ? Backend::kFast : Backend::kReference;
+    o.backend = fast ? Backend::kAuto : Backend::kReference;
     auto expect_error = [&](const char* what, const std::function<void(const GatherGrads&)>& call) {
       SCOPED_TRACE(::testing::Message() << what << (fast ? " fast" : " ref"));
       Grads g(p);
@@ -504,7 +504,7 @@ TEST(GatherBackward, BadInputNamesTheArgumentAndWritesNothing) {
   IndexerProblem ip(1, 2, 6, 10, 8, 4, rng);
   for (bool fast : {true, false}) {
     IndexerOptions io;
-    io.backend = fast ? Backend::kFast : Backend::kReference;
+    io.backend = fast ? Backend::kAuto : Backend::kReference;
     IndexerGradBufs g(ip);
     const IndexerGradBufs before = g;
     EXPECT_THROW(IndexerKlBackward(ip.Qi(), ip.W(), ip.Ki(), ip.Idx(),

@@ -7,25 +7,16 @@
 
 #include "attnkit/core/error.h"
 #include "attnkit/core/tensor.h"
+#include "attnkit/kernels/dense_backward.h"
+#include "attnkit/kernels/gather_backward.h"
+#include "kernels/problem.h"
 
 namespace attnkit::detail {
 
-// The byte range [first, last) a view's elements occupy.
-template <typename T>
-std::pair<const char*, const char*> ViewExtent(const TensorView<T>& v) {
-  const auto* base = reinterpret_cast<const char*>(v.data);
-  int64_t last = 0;
-  for (int i = 0; i < 4; ++i) last += (v.shape[i] - 1) * v.stride[i];
-  return {base, base + (last + 1) * static_cast<int64_t>(sizeof(T))};
-}
-
-// True when two views' byte ranges intersect (conservative for interleaved strided views).
+// Overlap of two views' memory (the shared problem checker's definition).
 template <typename A, typename B>
 bool ViewsOverlap(const TensorView<A>& a, const TensorView<B>& b) {
-  if (a.empty() || b.empty()) return false;
-  const auto [a0, a1] = ViewExtent(a);
-  const auto [b0, b1] = ViewExtent(b);
-  return a0 < b1 && b0 < a1;
+  return Overlaps(a, b);
 }
 
 // A mutable view of a const one, for checks written against TensorView<float> that only read.
@@ -58,6 +49,29 @@ void CheckGradViews(const char* fn, TensorView<float> dq, TensorView<float> dk,
             names[a], " overlaps an input");
   }
 }
+
+// The backward's argument checks (shapes, layouts, overlaps, lse values, options), shared by the
+// fast kernels and the references; throw attnkit::Error naming the first bad argument. The dense
+// and gather ones return the forward's resolved geometry.
+template <typename KV>
+Problem CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                               TensorView<const KV> v, TensorView<const float> out,
+                               TensorView<const float> lse, TensorView<const float> dout,
+                               const DenseGrads& grads, const DenseOptions& options);
+template <typename KV>
+Problem CheckGatherBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                                TensorView<const KV> v, TensorView<const int32_t> indices,
+                                TensorView<const float> out, TensorView<const float> lse,
+                                TensorView<const float> dout, const GatherGrads& grads,
+                                const GatherOptions& options);
+template <typename KV>
+void CheckIndexerTargetArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                            TensorView<const int32_t> indices, TensorView<const float> lse,
+                            TensorView<float> target, const GatherOptions& options);
+void CheckIndexerKlArgs(const char* fn, TensorView<const float> q_index,
+                        TensorView<const float> weights, TensorView<const float> k_index,
+                        TensorView<const int32_t> indices, TensorView<const float> target,
+                        const IndexerGrads& grads, const IndexerOptions& options);
 
 // The dense backward's pass A runs over segments of this many 64-key blocks (default 64, i.e.
 // 4096 keys); tests shrink it to reach several segments at small sizes. 0 restores the default.

@@ -51,6 +51,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense_backward.h"
 #include "hwy/aligned_allocator.h"
+#include "kernels/backward_common.h"
 #include "kernels/dense_common.h"
 
 namespace attnkit::detail {
@@ -240,7 +241,7 @@ class Backward {
     do_in_place_ = g_.dv % N == 0;
     k_in_place_ = std::is_same_v<KV, float> && g_.dk % N == 0;
     softcap_ = o_.softcap > 0.0f;
-    alibi_ = o_.alibi_slopes != nullptr;
+    alibi_ = !o_.alibi_slopes.empty();
   }
 
   void Run() {
@@ -663,8 +664,8 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     ref::DenseBackward(q, k, v, out, lse, dout, grads, o);
     return;
   }
-  CheckDenseBackwardArgs("DenseBackward", q, k, v, out, lse, dout, grads, o);
-  const detail::DenseGeometry g = detail::ResolveDense(q, k, v, o);
+  const detail::DenseGeometry g =
+      detail::CheckDenseBackwardArgs("DenseBackward", q, k, v, out, lse, dout, grads, o);
   const detail::BwdPlan plan = MakePlan(g, o.mask);  // may throw (a bad user mask): nothing written
   const int threads = ResolveThreads(o.num_threads);
   const int64_t nrows = g.batch * g.heads_q * g.seqlen_q;

@@ -12,17 +12,21 @@
 #include "attnkit/kernels/dense_backward.h"
 #include "kernels/backward_common.h"
 #include "kernels/dense_common.h"
+#include "kernels/problem.h"
 
 namespace attnkit {
 
+namespace detail {
+
 template <typename KV>
-void CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                            TensorView<const KV> v, TensorView<const float> out,
-                            TensorView<const float> lse, TensorView<const float> dout,
-                            const DenseGrads& grads, const DenseOptions& o) {
+Problem CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                               TensorView<const KV> v, TensorView<const float> out,
+                               TensorView<const float> lse, TensorView<const float> dout,
+                               const DenseGrads& grads, const DenseOptions& o) {
   CheckView(out, fn, "out");
   Require(!lse.empty(), fn, ": lse (the forward's log-sum-exp) is required");
-  CheckDenseArgs(fn, q, k, v, detail::ConstCastView(out), o, detail::ConstCastView(lse));
+  const Problem g =
+      CheckDenseArgs(fn, q, k, v, detail::ConstCastView(out), o, detail::ConstCastView(lse));
   CheckView(dout, fn, "dout");
   Require(dout.shape == out.shape, fn, ": dout must have out's shape ", out.ShapeString(), ", got ",
           dout.ShapeString());
@@ -35,7 +39,7 @@ void CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorVie
     Require(!hits, fn, ": ", names[a], " overlaps an input (q, k, v, out, lse or dout)");
   }
   if (grads.dsinks) {
-    Require(o.sinks != nullptr, fn, ": dsinks given but options.sinks is null");
+    Require(!o.sinks.empty(), fn, ": dsinks given but options.sinks is empty");
   }
   for (int64_t b = 0; b < lse.batch(); ++b) {
     for (int64_t h = 0; h < lse.heads(); ++h) {
@@ -46,18 +50,21 @@ void CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorVie
       }
     }
   }
+  return g;
 }
 
-template void CheckDenseBackwardArgs<float>(const char*, TensorView<const float>,
-                                            TensorView<const float>, TensorView<const float>,
-                                            TensorView<const float>, TensorView<const float>,
-                                            TensorView<const float>, const DenseGrads&,
-                                            const DenseOptions&);
-template void CheckDenseBackwardArgs<bf16>(const char*, TensorView<const float>,
-                                           TensorView<const bf16>, TensorView<const bf16>,
-                                           TensorView<const float>, TensorView<const float>,
-                                           TensorView<const float>, const DenseGrads&,
-                                           const DenseOptions&);
+template Problem CheckDenseBackwardArgs<float>(const char*, TensorView<const float>,
+                                               TensorView<const float>, TensorView<const float>,
+                                               TensorView<const float>, TensorView<const float>,
+                                               TensorView<const float>, const DenseGrads&,
+                                               const DenseOptions&);
+template Problem CheckDenseBackwardArgs<bf16>(const char*, TensorView<const float>,
+                                              TensorView<const bf16>, TensorView<const bf16>,
+                                              TensorView<const float>, TensorView<const float>,
+                                              TensorView<const float>, const DenseGrads&,
+                                              const DenseOptions&);
+
+}  // namespace detail
 
 double DenseBackwardFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t seqlen_kv,
                           int64_t head_dim_qk, int64_t head_dim_v, const Mask* mask) {
@@ -71,8 +78,8 @@ template <typename KV>
 void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
                  TensorView<const float> out, TensorView<const float> lse,
                  TensorView<const float> dout, const DenseGrads& grads, const DenseOptions& o) {
-  CheckDenseBackwardArgs("ref::DenseBackward", q, k, v, out, lse, dout, grads, o);
-  const detail::DenseGeometry g = detail::ResolveDense(q, k, v, o);
+  const detail::DenseGeometry g =
+      detail::CheckDenseBackwardArgs("ref::DenseBackward", q, k, v, out, lse, dout, grads, o);
   constexpr double kInf = std::numeric_limits<double>::infinity();
   // dK, dV in double: [batch, heads_kv, seqlen_kv, dim] contiguous.
   std::vector<double> dk(static_cast<size_t>(g.batch * g.heads_kv * g.seqlen_kv * g.dk), 0.0);
@@ -82,7 +89,7 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t h = 0; h < g.heads_q; ++h) {
       const int64_t hk = h / g.group;
-      const double slope = o.alibi_slopes ? double{o.alibi_slopes[h]} : 0.0;
+      const double slope = o.alibi_slopes.empty() ? 0.0 : double{o.alibi_slopes[h]};
       for (int64_t i = 0; i < g.seqlen_q; ++i) {
         const int64_t qp = g.q_start + i;
         const float* qr = q.row(b, h, i);
@@ -97,7 +104,7 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
           std::fill(dqr, dqr + g.dk, 0.0f);
           continue;
         }
-        if (o.sinks && o.sinks[h] != -std::numeric_limits<float>::infinity()) {
+        if (!o.sinks.empty() && o.sinks[h] != -std::numeric_limits<float>::infinity()) {
           dsink[h] -= std::exp(double{o.sinks[h]} - l) * D;
         }
         for (int64_t j = 0; j < g.seqlen_kv; ++j) {

@@ -25,12 +25,14 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/gather_backward.h"
+#include "kernels/backward_common.h"
 #include "kernels/dense_common.h"
 
 namespace attnkit::detail {
@@ -385,8 +387,8 @@ void Launch(const detail::GatherBwdJob<bf16>& j) { HWY_DYNAMIC_DISPATCH(GatherBw
 void Launch(const detail::TargetJob<float>& j) { HWY_DYNAMIC_DISPATCH(TargetF32)(j); }
 void Launch(const detail::TargetJob<bf16>& j) { HWY_DYNAMIC_DISPATCH(TargetBf16)(j); }
 
-float Scale(float scale, int64_t dk) {
-  return scale != 0.0f ? scale : 1.0f / std::sqrt(static_cast<float>(dk));
+float Scale(std::optional<float> scale, int64_t dk) {
+  return scale ? *scale : 1.0f / std::sqrt(static_cast<float>(dk));
 }
 
 template <typename KV>

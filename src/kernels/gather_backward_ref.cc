@@ -8,6 +8,7 @@
 #include "attnkit/kernels/gather_backward.h"
 #include "kernels/backward_common.h"
 #include "kernels/dense_common.h"
+#include "kernels/gather_common.h"
 
 namespace attnkit {
 namespace detail {
@@ -62,14 +63,15 @@ void RequireNoOverlap(const char* fn, const char* name, TensorView<float> g,
 }  // namespace
 
 template <typename KV>
-void CheckGatherBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                             TensorView<const KV> v, TensorView<const int32_t> indices,
-                             TensorView<const float> out, TensorView<const float> lse,
-                             TensorView<const float> dout, const GatherGrads& grads,
-                             const GatherOptions& o) {
+Problem CheckGatherBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                                TensorView<const KV> v, TensorView<const int32_t> indices,
+                                TensorView<const float> out, TensorView<const float> lse,
+                                TensorView<const float> dout, const GatherGrads& grads,
+                                const GatherOptions& o) {
   CheckView(out, fn, "out");
   Require(!lse.empty(), fn, ": lse (the forward's log-sum-exp) is required");
-  CheckGatherArgs(fn, q, k, v, indices, ConstCastView(out), ConstCastView(lse), o);
+  const Problem g =
+      CheckGatherArgs(fn, q, k, v, indices, ConstCastView(out), ConstCastView(lse), o);
   CheckView(dout, fn, "dout");
   Require(dout.shape == out.shape, fn, ": dout must have out's shape ", out.ShapeString(), ", got ",
           dout.ShapeString());
@@ -81,18 +83,19 @@ void CheckGatherBackwardArgs(const char* fn, TensorView<const float> q, TensorVi
     Require(!ViewsOverlap(gs[a], indices), fn, ": ", names[a], " overlaps an input");
   }
   CheckLseValues(fn, lse);
+  return g;
 }
 
-template void CheckGatherBackwardArgs<float>(const char*, TensorView<const float>,
-                                             TensorView<const float>, TensorView<const float>,
-                                             TensorView<const int32_t>, TensorView<const float>,
-                                             TensorView<const float>, TensorView<const float>,
-                                             const GatherGrads&, const GatherOptions&);
-template void CheckGatherBackwardArgs<bf16>(const char*, TensorView<const float>,
-                                            TensorView<const bf16>, TensorView<const bf16>,
-                                            TensorView<const int32_t>, TensorView<const float>,
-                                            TensorView<const float>, TensorView<const float>,
-                                            const GatherGrads&, const GatherOptions&);
+template Problem CheckGatherBackwardArgs<float>(const char*, TensorView<const float>,
+                                                TensorView<const float>, TensorView<const float>,
+                                                TensorView<const int32_t>, TensorView<const float>,
+                                                TensorView<const float>, TensorView<const float>,
+                                                const GatherGrads&, const GatherOptions&);
+template Problem CheckGatherBackwardArgs<bf16>(const char*, TensorView<const float>,
+                                               TensorView<const bf16>, TensorView<const bf16>,
+                                               TensorView<const int32_t>, TensorView<const float>,
+                                               TensorView<const float>, TensorView<const float>,
+                                               const GatherGrads&, const GatherOptions&);
 
 template <typename KV>
 void CheckIndexerTargetArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
@@ -114,7 +117,7 @@ void CheckIndexerTargetArgs(const char* fn, TensorView<const float> q, TensorVie
   Require(!ViewsOverlap(target, q) && !ViewsOverlap(target, k) && !ViewsOverlap(target, lse) &&
               !ViewsOverlap(target, indices),
           fn, ": target overlaps an input");
-  Require(std::isfinite(o.scale), fn, ": scale must be finite, got ", o.scale);
+  if (o.scale) Require(std::isfinite(*o.scale), fn, ": scale must be finite, got ", *o.scale);
   Require(o.num_threads >= 0, fn, ": num_threads must be >= 0, got ", o.num_threads);
   CheckLseValues(fn, lse);
 }
@@ -188,7 +191,7 @@ void RefGatherBackward(TensorView<const float> q, TensorView<const KV> k, Tensor
   detail::CheckGatherBackwardArgs("ref::GatherBackward", q, k, v, idx, out, lse, dout, grads, o);
   const int64_t group = q.heads() / k.heads(), dk = q.dim(), dv = v.dim();
   const int64_t hkv = k.heads(), skv = k.tokens();
-  const double scale = o.scale != 0.0f ? o.scale : 1.0 / std::sqrt(static_cast<double>(dk));
+  const double scale = o.scale ? double{*o.scale} : 1.0 / std::sqrt(static_cast<double>(dk));
   std::vector<double> gk(static_cast<size_t>(q.batch() * hkv * skv * dk), 0.0);
   std::vector<double> gv(static_cast<size_t>(q.batch() * hkv * skv * dv), 0.0);
   std::vector<double> gq(static_cast<size_t>(dk));
@@ -240,7 +243,7 @@ void RefTarget(TensorView<const float> q, TensorView<const KV> k, TensorView<con
                TensorView<const float> lse, TensorView<float> target, const GatherOptions& o) {
   detail::CheckIndexerTargetArgs("ref::IndexerTarget", q, k, idx, lse, target, o);
   const int64_t group = q.heads() / k.heads(), dk = q.dim(), top = idx.dim();
-  const double scale = o.scale != 0.0f ? o.scale : 1.0 / std::sqrt(static_cast<double>(dk));
+  const double scale = o.scale ? double{*o.scale} : 1.0 / std::sqrt(static_cast<double>(dk));
   std::vector<double> p(static_cast<size_t>(top));
   for (int64_t b = 0; b < q.batch(); ++b) {
     for (int64_t i = 0; i < q.tokens(); ++i) {

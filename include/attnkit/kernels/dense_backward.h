@@ -52,14 +52,6 @@ void DenseBackward(TensorView<const float> q, TensorView<const bf16> k, TensorVi
 double DenseBackwardFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t seqlen_kv,
                           int64_t head_dim_qk, int64_t head_dim_v, const Mask* mask);
 
-// Checks the backward's arguments (shapes, layouts, overlaps, lse values, options) and throws
-// attnkit::Error naming the first bad one. Shared by the fast kernel and the reference.
-template <typename KV>
-void CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                            TensorView<const KV> v, TensorView<const float> out,
-                            TensorView<const float> lse, TensorView<const float> dout,
-                            const DenseGrads& grads, const DenseOptions& options);
-
 namespace ref {
 // The plain twin: one query row at a time, double accumulation (dK, dV in double buffers of the
 // size of K and V), never a seqlen_q × seqlen_kv matrix.

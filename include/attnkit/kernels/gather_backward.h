@@ -93,22 +93,4 @@ double IndexerKlBackward(TensorView<const float> q_index, TensorView<const float
                          const IndexerOptions& options = {});
 }  // namespace ref
 
-namespace detail {
-// Argument checks shared by the fast and reference paths (throw attnkit::Error).
-template <typename KV>
-void CheckGatherBackwardArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                             TensorView<const KV> v, TensorView<const int32_t> indices,
-                             TensorView<const float> out, TensorView<const float> lse,
-                             TensorView<const float> dout, const GatherGrads& grads,
-                             const GatherOptions& options);
-template <typename KV>
-void CheckIndexerTargetArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                            TensorView<const int32_t> indices, TensorView<const float> lse,
-                            TensorView<float> target, const GatherOptions& options);
-void CheckIndexerKlArgs(const char* fn, TensorView<const float> q_index,
-                        TensorView<const float> weights, TensorView<const float> k_index,
-                        TensorView<const int32_t> indices, TensorView<const float> target,
-                        const IndexerGrads& grads, const IndexerOptions& options);
-}  // namespace detail
-
 }  // namespace attnkit
