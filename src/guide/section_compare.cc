@@ -110,7 +110,8 @@ Section Build(Context& ctx) {
   sec.title = "Comparison: every variant measured in this run, and real models' caches";
   sec.intro_html =
       "<p>One row per variant measured above. The slope is the fitted exponent of prefill time "
-      "against sequence length on log-log axes (2 = quadratic, 1 = linear); the cache column is "
+      "against sequence length on log-log axes (2 = quadratic, 1 = linear), ± two standard "
+      "errors, printed only from three points or more; the cache column is "
       "what one layer keeps per token; the error column (relative error ‖o − o<sub>exact</sub>‖ / "
       "‖o<sub>exact</sub>‖) compares the fast kernel with exact "
       "attention computed by the double-precision reference on the same input (for exact "
@@ -122,9 +123,13 @@ Section Build(Context& ctx) {
   t.source =
       "collected from the sections above (their sweeps, KvCache objects and reference "
       "comparisons), this run";
-  t.header = {
-      "variant",    "time slope (log-log)", "fitted over",        "cache bytes / token / layer",
-      "cache note", "longest seqlen run",   "rel. error vs exact"};
+  t.header = {"variant",
+              "time slope (log-log, ± 2 s.e.)",
+              "fitted over",
+              "cache bytes / token / layer",
+              "cache note",
+              "longest seqlen run",
+              "rel. error vs exact"};
   BarChartSpec bars;
   bars.title = "Measured prefill complexity: fitted log-log slope of time against sequence length";
   bars.subtitle = "2 = quadratic (exact attention), 1 = linear in sequence length";
@@ -134,11 +139,16 @@ Section Build(Context& ctx) {
   bars.y_format = ".3f";
   bars.log_y = 0;
   for (const auto& v : ctx.variants()) {
-    t.rows.push_back({v.variant, v.time_slope >= 0 ? Fmt("%.2f", v.time_slope) : "—",
-                      v.slope_range.empty() ? "—" : v.slope_range,
+    const std::string slope =
+        v.time_slope >= 0 ? Fmt("%.2f", v.time_slope) +
+                                (v.time_slope_2se >= 0 ? " ± " + Fmt("%.2f", v.time_slope_2se) : "")
+                          : "—";
+    t.rows.push_back({v.variant, slope, v.slope_range.empty() ? "—" : v.slope_range,
                       v.bytes_per_token >= 0 ? Fmt("%.0f", v.bytes_per_token) : "—", v.bytes_note,
                       v.longest_seqlen > 0 ? FormatTokens(v.longest_seqlen) : "—",
-                      v.error_vs_exact >= 0 ? Fmt("%.2e", v.error_vs_exact) : "—"});
+                      !v.error_note.empty()   ? v.error_note
+                      : v.error_vs_exact >= 0 ? Fmt("%.2e", v.error_vs_exact)
+                                              : "—"});
     if (v.time_slope >= 0) bars.bars.push_back({v.variant, v.section, v.time_slope});
   }
   if (!t.rows.empty()) sec.tables.push_back(t);
