@@ -19,7 +19,12 @@ std::string Sentence(const std::string& s) {
   return s.back() == '.' ? s : s + ".";
 }
 
-std::string Because(const std::string& why) { return why.empty() ? "" : " " + Sentence(why); }
+std::string Because(const std::string& why) {
+  if (why.empty()) return "";
+  std::string s = Sentence(why);
+  if (s[0] >= 'a' && s[0] <= 'z') s[0] = static_cast<char>(s[0] - 'a' + 'A');
+  return " " + s;
+}
 
 std::string RangeText(double lo, double hi, const char* format) {
   return Fmt(format, lo) + "–" + Fmt(format, hi);

@@ -38,9 +38,10 @@ Spread SlopeSpread(const Series& s) {
   return sl;
 }
 
-// A copy of s fitted from `from` (or its last three points when fewer reach that far).
+// A copy of s fitted from `from` only: an expectation about long lengths is judged on long
+// lengths, and stays unresolved when the sweep did not reach three of them.
 Series FitFrom(Series s, double from) {
-  s.fit_min_x = FitStart(s.x, from);
+  s.fit_min_x = from;
   return s;
 }
 
@@ -77,9 +78,9 @@ void AttachFindings(Section& section, FindingsByFigure findings) {
 FindingsByFigure HeadsFindings(const HeadsMeasured& m) {
   FindingsByFigure out;
   for (const auto& s : m.prefill) {
-    out["heads-prefill-time"].push_back(SlopeFinding("heads.prefill-slope." + s.name,
-                                                     s.name + " causal prefill time", s, 1.8, 2.2,
-                                                     "quadratic growth (slope 1.8–2.2)"));
+    out["heads-prefill-time"].push_back(
+        SlopeFinding("heads.prefill-slope." + s.name, s.name + " causal prefill time from 1k",
+                     FitFrom(s, 1024), 1.8, 2.2, "quadratic growth (slope 1.8–2.2)"));
   }
   if (m.prefill.size() >= 3) {
     const double x = LongestCommon({&m.prefill[0], &m.prefill[2]});
@@ -93,9 +94,9 @@ FindingsByFigure HeadsFindings(const HeadsMeasured& m) {
     }
   }
   for (const auto& s : m.memory) {
-    out["heads-prefill-memory"].push_back(
-        SlopeFinding("heads.memory-slope." + s.name, s.name + " peak memory", s, 0.85, 1.15,
-                     "linear growth (slope 0.85–1.15, no N × N buffer)"));
+    out["heads-prefill-memory"].push_back(SlopeFinding(
+        "heads.memory-slope." + s.name, s.name + " peak memory from 1k", FitFrom(s, 1024), 0.85,
+        1.15, "linear growth (slope 0.85–1.15, no N × N buffer)"));
   }
   for (const auto& s0 : m.decode) {
     const Series s = FitFrom(s0, 4096);
@@ -147,7 +148,8 @@ FindingsByFigure MlaFindings(const MlaMeasured& m) {
 FindingsByFigure WindowFindings(const WindowMeasured& m) {
   FindingsByFigure out;
   auto& pre = out["window-prefill-time"];
-  pre.push_back(SlopeFinding("window.causal-slope", "full causal prefill time", m.causal, 1.8, 2.2,
+  pre.push_back(SlopeFinding("window.causal-slope", "full causal prefill time from 1k",
+                             FitFrom(m.causal, 1024), 1.8, 2.2,
                              "quadratic growth (slope 1.8–2.2)"));
   const double from = 4.0 * static_cast<double>(m.window);
   for (const Series* s : {&m.window_prefill, &m.chunked}) {
@@ -172,7 +174,8 @@ FindingsByFigure SparseFindings(const SparseMeasured& m) {
   for (size_t i = 0; i < m.patterns.size(); ++i) {
     const Series& s = m.patterns[i];
     if (i < m.pattern_pairs.size()) {
-      f.push_back(FollowsPairs("sparse.follows-pairs." + s.name, s, m.pattern_pairs[i], 0.25));
+      f.push_back(FollowsPairs("sparse.follows-pairs." + s.name, FitFrom(s, 1024),
+                               m.pattern_pairs[i], 0.25));
     }
     const double x = LongestCommon({&s, &m.causal});
     Spread a, c;
@@ -265,11 +268,11 @@ FindingsByFigure GatedFindings(const GatedMeasured& m) {
 FindingsByFigure LinearFindings(const LinearMeasured& m) {
   FindingsByFigure out;
   auto& f = out["linear-prefill-time"];
-  f.push_back(SlopeFinding("linear.dense-slope", "exact causal prefill time", m.dense, 1.8, 2.2,
-                           "quadratic growth (slope 1.8–2.2)"));
+  f.push_back(SlopeFinding("linear.dense-slope", "exact causal prefill time from 1k",
+                           FitFrom(m.dense, 1024), 1.8, 2.2, "quadratic growth (slope 1.8–2.2)"));
   for (const auto& s : m.linear) {
-    f.push_back(SlopeFinding("linear.slope." + s.name, s.name + " prefill time", s, 0.8, 1.2,
-                             "linear growth (slope 0.8–1.2)"));
+    f.push_back(SlopeFinding("linear.slope." + s.name, s.name + " prefill time from 1k",
+                             FitFrom(s, 1024), 0.8, 1.2, "linear growth (slope 0.8–1.2)"));
     f.push_back(CrossoverFinding("linear.crossover." + s.name, s, m.dense));
   }
   auto& e = out["linear-favor-error"];
@@ -313,8 +316,8 @@ FindingsByFigure DeltaFindings(const DeltaMeasured& m) {
   FindingsByFigure out;
   auto& f = out["delta-prefill-time"];
   for (const Series* s : {&m.gdn, &m.kda, &m.recurrent}) {
-    f.push_back(SlopeFinding("delta.slope." + s->name, s->name + " prefill time", *s, 0.8, 1.2,
-                             "linear growth (slope 0.8–1.2)"));
+    f.push_back(SlopeFinding("delta.slope." + s->name, s->name + " prefill time from 1k",
+                             FitFrom(*s, 1024), 0.8, 1.2, "linear growth (slope 0.8–1.2)"));
   }
   const double x = LongestCommon({&m.gdn, &m.recurrent});
   Spread c, r;

@@ -8,6 +8,7 @@
 #include "attnkit/models/card.h"
 #include "attnkit/models/cost.h"
 #include "guide/catalogue_util.h"
+#include "guide/claims.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -78,8 +79,21 @@ void AddCatalogueFigures(Section& sec) {
     f.title = "Cache of real models at 8k / 32k / 128k context";
     f.caption =
         "Sliding windows cap a layer's cache, MLA compresses it to a latent, hybrid models "
-        "replace most layers with a fixed-size state: the spread at 128k is two orders of "
-        "magnitude.";
+        "replace most layers with a fixed-size state (computed from the configs, not timed).";
+    double lo = 0, hi = 0;
+    std::string lo_name, hi_name;
+    for (const auto& b : bars.bars) {
+      if (b.group != FormatTokens(131072) || !(b.value > 0)) continue;
+      if (lo_name.empty() || b.value < lo) lo = b.value, lo_name = b.category;
+      if (hi_name.empty() || b.value > hi) hi = b.value, hi_name = b.category;
+    }
+    if (lo > 0) {
+      f.findings.push_back(Fact("compare.cache-spread", "At 128k the largest cache here (" +
+                                                            hi_name + ", " + Fmt("%.3g", hi) +
+                                                            " GB) is " + Fmt("%.0f", hi / lo) +
+                                                            "× the smallest (" + lo_name + ", " +
+                                                            Fmt("%.3g", lo) + " GB)"));
+    }
     f.provenance = Provenance::kConfig;
     f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
     f.vega_lite = GroupedBarChart(bars);

@@ -136,7 +136,7 @@ Section Build(Context& ctx) {
       block.Reset();
       block.FillCacheRandom(n, 8);
       const Timing tm =
-          TimeRepeats([&] { block.Decode(x.view(), block.tokens_seen(), y.view()); }, 5, 15, 0.1);
+          TimeRepeats([&] { block.Decode(x.view(), block.tokens_seen(), y.view()); }, 3, 9, 0.1);
       AddPoint(s, static_cast<double>(n), tm);
       last_ms = tm.median * 1e3;
       ctx.Step(std::string(gate ? "gated" : "ungated") + " decode @" + FormatTokens(n));
