@@ -17,7 +17,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     m = ReadHfConfigText(text, "fuzz");
   } catch (const attnkit::Error&) {
-    return 0;
+    // Refused: read past the fields the reader does not model (the --allow-unknown path).
+    try {
+      ReadOptions o;
+      o.allow_unknown = true;
+      m = ReadHfConfigText(text, "fuzz", o);
+    } catch (const attnkit::Error&) {
+      return 0;
+    }
   }
   (void)ModelConfigToJson(m);
   (void)m.Pattern();

@@ -81,7 +81,7 @@ if [ -d build-tsan ]; then
   # here (its own threads are not instrumented).
   archer=$(ls /usr/lib/llvm-*/lib/libarcher.so 2>/dev/null | head -1)
   OMP_TOOL_LIBRARIES=$archer ARCHER_OPTIONS=verbose=0 OPENBLAS_NUM_THREADS=1 \
-    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0" ATTNKIT_SANITIZED=1 \
+    TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 report_signal_unsafe=0 ignore_noninstrumented_modules=1" ATTNKIT_SANITIZED=1 \
     ctest --test-dir build-tsan --output-on-failure -j 2 --timeout 1800 2>&1 | tee "$logs/ctest-tsan.log"
   add_ctest "$logs/ctest-tsan.log"
   grep -q " 0 tests failed" "$logs/ctest-tsan.log" || failures+=("ctest tsan")

@@ -253,8 +253,8 @@ TEST(DenseKernel, ScoreOptionCombinations) {
           DenseOptions opt;
           opt.mask = m;
           if (bits & 1) opt.softcap = 3.0f;
-          if (bits & 2) opt.alibi_slopes = slopes.data();
-          if (bits & 4) opt.sinks = sinks.data();
+          if (bits & 2) opt.alibi_slopes = slopes;
+          if (bits & 4) opt.sinks = sinks;
           if (bits & 8) opt.scale = -0.4f;  // any finite scale, even negative
           SCOPED_TRACE(::testing::Message() << "options " << bits << " mask " << Describe(m)
                                             << " bf16 " << bf << " sq " << s.sq);
@@ -293,7 +293,7 @@ TEST(DenseKernel, AllMaskedRowsGiveZerosOrTheSink) {
       opt.mask = causal.get();
       opt.q_start = -3;  // queries at -3, -2, -1 precede every key; later ones see some
       for (bool with_sink : {false, true}) {
-        opt.sinks = with_sink ? sinks.data() : nullptr;
+        opt.sinks = with_sink ? std::span<const float>(sinks) : std::span<const float>();
         Outputs o(s, false), r(s, false);
         if (bf) {
           DenseForward(in.Q(), in.Kb(), in.Vb(), o.out, opt, o.lse);
@@ -415,7 +415,7 @@ TEST(DenseKernel, MergeOfThreePartsWithSinkEqualsWhole) {
   std::vector<float> sinks = {1.0f, -1.0f, 0.0f, 3.0f};
   DenseOptions opt;
   opt.mask = causal.get();
-  opt.sinks = sinks.data();
+  opt.sinks = sinks;
   Outputs whole(s, false);
   DenseForward(in.Q(), in.K(), in.V(), whole.out, opt, whole.lse);
   const std::vector<int64_t> cuts = {0, 64, 211, 300};
@@ -431,7 +431,7 @@ TEST(DenseKernel, MergeOfThreePartsWithSinkEqualsWhole) {
     DenseOptions o = opt;
     o.k_start = cuts[p];
     o.q_start = s.skv - s.sq;
-    if (p != 1) o.sinks = nullptr;  // the sink joins exactly one part
+    if (p != 1) o.sinks = {};  // the sink joins exactly one part
     DenseForward(in.Q(), k, v, parts.back().out, o, parts.back().lse);
   }
   std::vector<TensorView<const float>> outs, lses;
@@ -593,7 +593,7 @@ TEST(DenseKernel, BadInputIsRejectedWithNamedArguments) {
   expect_error([&] { DenseForward(q.view(), k.view(), v.view(), o.view(), bad); }, "scale");
   std::vector<float> sinks = {0, INFINITY, 0, 0};
   bad = {};
-  bad.sinks = sinks.data();
+  bad.sinks = sinks;
   expect_error([&] { DenseForward(q.view(), k.view(), v.view(), o.view(), bad); }, "sinks[1]");
   bad = {};
   bad.num_threads = -1;
@@ -613,6 +613,91 @@ TEST(DenseKernel, BadInputIsRejectedWithNamedArguments) {
   expect_error([&] { DenseDecode(q3.view(), ring, o3.view()); }, "max_step");
   std::vector<TensorView<const float>> outs = {o.view()}, lses = {l.view()};
   expect_error([&] { MergeAttention(outs, {}, o1.view()); }, "differ in length");
+}
+
+// Per-head inputs carry their length: a span of the wrong length, or a bad value, is an Error
+// naming the argument, and the failed call leaves out untouched.
+TEST(DenseKernel, PerHeadInputsAreCheckedAgainstTheHeadCount) {
+  Tensor<float> q(1, 4, 8, 16), k(1, 2, 8, 16), v(1, 2, 8, 16), o(1, 4, 8, 16);
+  std::fill(o.data(), o.data() + o.numel(), 7.0f);
+  const std::vector<float> three = {0.1f, 0.2f, 0.3f}, five = {0, 0, 0, 0, 0};
+  const std::vector<float> nan_slope = {0.5f, 0.25f, NAN, 0.1f};
+  auto expect_error = [&](const DenseOptions& opt, const std::string& needle) {
+    for (Backend b : {Backend::kAuto, Backend::kReference}) {
+      DenseOptions with = opt;
+      with.backend = b;
+      try {
+        DenseForward(q.view(), k.view(), v.view(), o.view(), with);
+        ADD_FAILURE() << "expected attnkit::Error mentioning '" << needle << "'";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+      }
+    }
+    for (int64_t i = 0; i < o.numel(); ++i) ASSERT_EQ(o.data()[i], 7.0f);
+  };
+  DenseOptions opt;
+  opt.sinks = three;
+  expect_error(opt, "sinks must hold num_heads_q = 4 values, got 3");
+  opt = {};
+  opt.alibi_slopes = five;
+  expect_error(opt, "alibi_slopes must hold num_heads_q = 4 values, got 5");
+  opt = {};
+  opt.alibi_slopes = nan_slope;
+  expect_error(opt, "alibi_slopes[2]");
+  // Decode checks the same description.
+  KvCache<float> cache(1, 2, 16, 16, 10);
+  cache.Append(k.view(), v.view());
+  Tensor<float> q1(1, 4, 1, 16), o1(1, 4, 1, 16);
+  opt = {};
+  opt.sinks = three;
+  try {
+    DenseDecode(q1.view(), cache, o1.view(), opt);
+    ADD_FAILURE() << "expected attnkit::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sinks"), std::string::npos) << e.what();
+  }
+}
+
+// A sink joins only the normaliser: with sink logit s per head, out = out₀ · w and
+// lse = log(exp(lse₀) + exp(s)) where out₀, lse₀ are the sink-free results and
+// w = exp(lse₀ − lse). Checked for every combination of the other modifiers, both paths.
+TEST(DenseKernel, SinksScaleOnlyTheNormaliser) {
+  const uint64_t seed = testing::TestSeed();
+  SCOPED_TRACE(::testing::Message() << "seed " << seed);
+  const std::vector<float> slopes = {0.5f, 0.25f, 0.125f, 0.0625f};
+  const std::vector<float> sinks = {0.3f, -1.0f, 2.0f, -INFINITY};
+  const auto causal = CausalMask();
+  auto LogAddExp = [](double a, double b) {
+    const double m = std::max(a, b);
+    return m + std::log(std::exp(a - m) + std::exp(b - m));
+  };
+  uint64_t sd = seed;
+  for (const Shape& s : {Shape{1, 4, 2, 1, 70, 32, 32}, Shape{1, 4, 2, 40, 70, 32, 32}}) {
+    for (int bits = 0; bits < 4; ++bits) {
+      const Inputs in(s, false, ++sd);
+      DenseOptions opt;
+      opt.mask = causal.get();
+      if (bits & 1) opt.softcap = 4.0f;
+      if (bits & 2) opt.alibi_slopes = slopes;
+      Outputs plain(s, false), sunk(s, false);
+      DenseForward(in.Q(), in.K(), in.V(), plain.out, opt, plain.lse);
+      opt.sinks = sinks;
+      DenseForward(in.Q(), in.K(), in.V(), sunk.out, opt, sunk.lse);
+      for (int64_t h = 0; h < s.hq; ++h) {
+        for (int64_t i = 0; i < s.sq; ++i) {
+          const double l0 = plain.lse.at(0, h, i, 0);
+          const double want_lse = sinks[h] == -INFINITY ? l0 : LogAddExp(l0, sinks[h]);
+          ASSERT_NEAR(sunk.lse.at(0, h, i, 0), want_lse, 1e-5 * (1 + std::abs(want_lse)))
+              << "options " << bits << " head " << h << " row " << i;
+          const double w = std::exp(l0 - want_lse);
+          for (int64_t d = 0; d < s.dv; ++d) {
+            ASSERT_NEAR(sunk.out.at(0, h, i, d), plain.out.at(0, h, i, d) * w, 2e-5)
+                << "options " << bits << " head " << h << " row " << i << " dim " << d;
+          }
+        }
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -1,10 +1,11 @@
 // The dense engine: tiled kernel vs the double-precision reference on fresh random inputs.
+#include "attnkit/kernels/dense.h"
+
 #include <gtest/gtest.h>
 
 #include <vector>
 
 #include "attnkit/core/runtime.h"
-#include "attnkit/kernels/dense.h"
 #include "attnkit/kernels/kv_cache.h"
 #include "test_util.h"
 
@@ -45,14 +46,15 @@ TEST(Dense, MatchesReferenceAcrossShapesAndMasks) {
   const uint64_t seed = testing::TestSeed();
   SCOPED_TRACE(::testing::Message() << "seed " << seed);
   const std::vector<Case> cases = {
-      {1, 1, 1, 1, 1, 8, 8},     {1, 2, 1, 7, 7, 16, 16},    {2, 4, 2, 65, 65, 32, 24},
+      {1, 1, 1, 1, 1, 8, 8},      {1, 2, 1, 7, 7, 16, 16},    {2, 4, 2, 65, 65, 32, 24},
       {1, 8, 1, 33, 130, 64, 64}, {1, 6, 3, 100, 37, 40, 72}, {1, 4, 4, 129, 257, 128, 128},
   };
   const auto causal = CausalMask();
   const auto win = CausalWindowMask(17);
   const auto band = WindowMask(5, 9);
   const auto chunk = ChunkedLocalMask(20);
-  const std::vector<const Mask*> masks = {nullptr, causal.get(), win.get(), band.get(), chunk.get()};
+  const std::vector<const Mask*> masks = {nullptr, causal.get(), win.get(), band.get(),
+                                          chunk.get()};
   uint64_t s = seed;
   for (const auto& c : cases) {
     for (const Mask* m : masks) {
@@ -76,11 +78,11 @@ TEST(Dense, ScoreOptions) {
   a.mask = causal.get();
   CompareOnce(c, a, seed + 1);
   DenseOptions b;
-  b.alibi_slopes = slopes.data();
+  b.alibi_slopes = slopes;
   b.mask = causal.get();
   CompareOnce(c, b, seed + 2);
   DenseOptions d;
-  d.sinks = sinks.data();
+  d.sinks = sinks;
   d.scale = 0.3f;
   CompareOnce(c, d, seed + 3);
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -246,6 +247,20 @@ TEST(GuideWrite, WritesAFinishedPageAndNoPartialFiles) {
   const auto data = nlohmann::json::parse(std::ifstream(dir / "guide.json"));
   EXPECT_EQ(data["sections"].size(), 1u);
   EXPECT_FALSE(data["machine"]["cpu"].get<std::string>().empty());
+  fs::remove_all(scratch);
+}
+
+// The chart exporter is found at run time ($ATTNKIT_GUIDE_WEB_DIR first), not from a path
+// compiled into the binary.
+TEST(GuideWrite, ChartExportScriptIsFoundAtRunTime) {
+  const fs::path scratch = attnkit::testing::TestScratchDir("guide-web");
+  fs::create_directories(scratch / "node_modules" / "vega");
+  std::ofstream(scratch / "export-svg.mjs") << "// stand-in\n";
+  ASSERT_EQ(setenv("ATTNKIT_GUIDE_WEB_DIR", scratch.c_str(), 1), 0);
+  EXPECT_EQ(ChartExportScript(), (scratch / "export-svg.mjs").string());
+  fs::remove_all(scratch / "node_modules");  // without node_modules it is not used
+  EXPECT_NE(ChartExportScript(), (scratch / "export-svg.mjs").string());
+  unsetenv("ATTNKIT_GUIDE_WEB_DIR");
   fs::remove_all(scratch);
 }
 

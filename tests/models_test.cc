@@ -19,6 +19,7 @@
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/config.h"
 #include "attnkit/models/cost.h"
+#include "attnkit/models/kinds.h"
 #include "test_util.h"
 
 namespace attnkit::models {
@@ -266,10 +267,21 @@ TEST(ModelCost, RejectsBadQueries) {
 TEST(HfReader, SharedConfigsParseWithExpectedKinds) {
   struct Expect {
     const char* file;
-    const char* summary;
+    const char* summary;  // read with allow_unknown when `refused` is set
     int64_t mtp;
+    const char* refused = nullptr;  // fields the refusal names, or nullptr: read as is
   };
   const Expect table[] = {
+      // Held-out families the reader has no rule for: refused, naming what it does not model.
+      {"deepseek-v4-flash.json", "43 sliding(128)", 1,
+       "compress_ratios, index_topk, index_n_heads, index_head_dim change attention"},
+      {"deepseek-v4-pro.json", "61 sliding(128)", 1,
+       "compress_ratios, index_topk, index_n_heads, index_head_dim change attention"},
+      {"lfm2.5-vl-1.6b.json", "10 mlp + 6 full", 0,
+       "text_config.layer_types entry 'conv' changes attention"},
+      {"mimo-v2-flash.json", "48 sliding(128)", 0,
+       "hybrid_layer_pattern, swa_num_attention_heads, swa_num_key_value_heads, swa_head_dim, "
+       "swa_v_head_dim, v_head_dim change attention"},
       {"devstral-small-2-24b-instruct.json", "40 full", 0},
       {"exaone-4.0-32b.json", "48 sliding(4096) + 16 full", 0},
       {"gemma-3-4b-it.json", "29 sliding(1024) + 5 full", 0},
@@ -290,9 +302,25 @@ TEST(HfReader, SharedConfigsParseWithExpectedKinds) {
   for (const Expect& e : table) {
     SCOPED_TRACE(e.file);
     listed.insert(e.file);
+    if (e.refused != nullptr) {
+      const std::string msg = ErrorOf([&] { ReadHfConfig(kConfigs + e.file); });
+      EXPECT_NE(msg.find(e.refused), std::string::npos) << msg;
+      EXPECT_NE(msg.find("allow_unknown"), std::string::npos) << msg;
+      EXPECT_EQ(msg.find('\n'), std::string::npos) << msg;  // one line
+      ReadOptions o;
+      o.allow_unknown = true;
+      const ModelConfig m = ReadHfConfig(kConfigs + e.file, o);
+      EXPECT_EQ(m.Summary(), e.summary);
+      EXPECT_EQ(m.mtp_layers, e.mtp);
+      EXPECT_TRUE(m.IsEstimate());
+      ASSERT_FALSE(m.warnings.empty());
+      EXPECT_EQ(m.warnings[0].rfind("estimate:", 0), 0u) << m.warnings[0];
+      continue;
+    }
     const ModelConfig m = ReadHfConfig(kConfigs + e.file);
     EXPECT_EQ(m.Summary(), e.summary);
     EXPECT_EQ(m.mtp_layers, e.mtp);
+    EXPECT_FALSE(m.IsEstimate());
     EXPECT_TRUE(m.warnings.empty()) << m.warnings.front();
   }
   // Every file in the folder is in the table.
@@ -369,7 +397,7 @@ TEST(Catalogue, SizeNamesAndSources) {
     EXPECT_FALSE(e.hf_id.empty()) << e.name;
     for (const auto& l : LoadModel(e.name).layers) kinds.insert(l.kind);
   }
-  EXPECT_EQ(kinds.size(), std::size(kAllLayerKinds));  // every layer kind is represented
+  EXPECT_EQ(kinds.size(), AllLayerKinds().size());  // every layer kind is represented
   EXPECT_NE(FindModel("Meta-Llama/Llama-3.1-8B"), nullptr);
   const auto mla = ModelsWithKind(LayerKind::kMla);
   EXPECT_NE(std::find(mla.begin(), mla.end(), "deepseek-v3"), mla.end());
@@ -465,7 +493,7 @@ TEST(HfReader, ClearErrors) {
       {Decoder(2, 65, 2, 2), "head_dim is missing and hidden_size (65)"},
       {Decoder(4, 64, 8, 8, ", \"layer_types\": [\"full_attention\"]"),
        "layer_types has 1 entries but num_hidden_layers is 4"},
-      {Decoder(1, 64, 8, 8, ", \"layer_types\": [\"banana\"]"), "layer_types[0] is 'banana'"},
+      {Decoder(1, 64, 8, 8, ", \"layer_types\": [\"banana\"]"), "layer_types entry 'banana'"},
       {Decoder(1, 64, 8, 8, ", \"layer_types\": [\"sliding_attention\"]"),
        "sliding_window is missing"},
       {Decoder(-1, 64, 8, 8), "num_hidden_layers must be an integer in [1, 4096], got -1"},
@@ -498,6 +526,125 @@ TEST(HfReader, ClearErrors) {
             std::string::npos);
   EXPECT_NE(ErrorOf([] { ReadHfConfig("/nonexistent/config.json"); }).find("cannot open"),
             std::string::npos);
+}
+
+// ------------------------------------------------------------ what the reader refuses
+
+ReadOptions AllowUnknown() {
+  ReadOptions o;
+  o.allow_unknown = true;
+  return o;
+}
+
+TEST(HfReader, RefusesFieldsItDoesNotModelUnlessAllowed) {
+  struct Case {
+    std::string json;
+    std::string field;  // named in the refusal
+  };
+  const Case cases[] = {
+      {Decoder(2, 64, 4, 4, ", \"compress_ratios\": [0, 4]"), "compress_ratios"},
+      {Decoder(2, 64, 4, 4, ", \"kv_source_layers\": [0, 0]"), "kv_source_layers"},
+      {Decoder(2, 64, 4, 4, ", \"index_topk\": 8, \"index_n_heads\": 2, \"index_head_dim\": 8"),
+       "index_topk, index_n_heads, index_head_dim"},
+      {Decoder(2, 64, 4, 4, ", \"layer_types\": [\"full_attention\", \"conv\"]"),
+       "layer_types entry 'conv'"},
+      {Decoder(2, 64, 4, 4, ", \"rope_scaling\": {\"rope_type\": \"frobnicate\", \"factor\": 2}"),
+       "rope_scaling.rope_type 'frobnicate'"},
+      {Decoder(2, 64, 4, 4, ", \"layer_types\": [\"mamba\", \"full_attention\"]"),
+       "layer_types entry 'mamba'"},  // a llama has no Mamba fields the reader knows
+      // An unknown family with indexer fields (the reader knows them only for DSA families),
+      // even when its MLA fields would be read.
+      {"{\"model_type\": \"new_mla\", \"num_hidden_layers\": 2, \"hidden_size\": 64, "
+       "\"num_attention_heads\": 4, \"kv_lora_rank\": 16, \"qk_nope_head_dim\": 8, "
+       "\"qk_rope_head_dim\": 4, \"v_head_dim\": 8, \"index_topk\": 4, \"index_n_heads\": 2, "
+       "\"index_head_dim\": 8}",
+       "index_topk"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.json);
+    const std::string msg = ErrorOf([&] { ReadHfConfigText(c.json, "cfg.json"); });
+    EXPECT_EQ(msg.rfind("cfg.json: " + c.field, 0), 0u) << msg;
+    EXPECT_NE(msg.find("--allow-unknown"), std::string::npos) << msg;
+    const ModelConfig m = ReadHfConfigText(c.json, "cfg.json", AllowUnknown());
+    ASSERT_TRUE(m.IsEstimate());
+    EXPECT_NE(m.unmodelled[0].find(c.field.substr(0, c.field.find(','))), std::string::npos);
+    // Every figure derived from it says it is an estimate.
+    const CostReport r = CostAt(m, 4096);
+    EXPECT_NE(CostReportToJson(m, r).find("\"estimate\":true"), std::string::npos);
+    EXPECT_NE(ModelConfigToJson(m).find("\"unmodelled\""), std::string::npos);
+    EXPECT_NE(ModelCardSvg(m).find("Estimate: ignores"), std::string::npos);
+  }
+  // A fully understood config carries no estimate marks.
+  const ModelConfig plain = ReadHfConfigText(Decoder(2, 64, 4, 4));
+  EXPECT_FALSE(plain.IsEstimate());
+  EXPECT_EQ(CostReportToJson(plain, CostAt(plain, 4096)).find("estimate"), std::string::npos);
+  EXPECT_EQ(ModelCardSvg(plain).find("Estimate"), std::string::npos);
+  // Known RoPE scaling types are read.
+  EXPECT_FALSE(ReadHfConfigText(Decoder(2, 64, 4, 4,
+                                        ", \"rope_scaling\": {\"rope_type\": \"yarn\", "
+                                        "\"factor\": 4}"))
+                   .IsEstimate());
+}
+
+TEST(HfReader, MalformedTextConfigAndNulBytesAreErrors) {
+  // Not bypassed by allow_unknown: the text is malformed, not merely unmodelled.
+  for (const ReadOptions& o : {ReadOptions{}, AllowUnknown()}) {
+    EXPECT_NE(ErrorOf([&] {
+                ReadHfConfigText("{\"text_config\": [1], \"model_type\": \"llama\"}", "c", o);
+              }).find("c: text_config must be an object, got an array"),
+              std::string::npos);
+    const std::string with_nul = Decoder(2, 64, 4, 4) + std::string(1, '\0') + "{}";
+    EXPECT_NE(ErrorOf([&] { ReadHfConfigText(with_nul, "c", o); }).find("NUL byte at offset"),
+              std::string::npos);
+  }
+  // A null text_config is as good as none.
+  EXPECT_EQ(ReadHfConfigText(Decoder(2, 64, 4, 4, ", \"text_config\": null")).Summary(), "2 full");
+}
+
+// Granite 4.0-H style (field names of GraniteMoeHybridConfig; values chosen for the test):
+// Mamba-2 and attention layers named in layer_types, NoPE attention.
+TEST(HfReader, GraniteHybridReadsMambaAndAttentionLayers) {
+  const std::string json =
+      "{\"model_type\": \"granitemoehybrid\", \"num_hidden_layers\": 4, \"hidden_size\": 256, "
+      "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"layer_types\": [\"mamba\", "
+      "\"mamba\", \"mamba\", \"attention\"], \"mamba_n_heads\": 8, \"mamba_d_head\": 64, "
+      "\"mamba_d_state\": 128, \"mamba_n_groups\": 1, \"mamba_d_conv\": 4, \"mamba_expand\": 2, "
+      "\"position_embedding_type\": \"nope\", \"rope_scaling\": null}";
+  const ModelConfig m = ReadHfConfigText(json);
+  EXPECT_EQ(m.Summary(), "3 mamba2 + 1 full");
+  EXPECT_EQ(m.Pattern(), "BBBf");
+  EXPECT_TRUE(m.warnings.empty());
+  const CostReport r = CostAt(m, 4096);
+  // Attention: 2 KV heads x (64 + 64) x 2 bytes; Mamba-2: 8 x 128 x 64 f32 state and a conv
+  // over 8 * 64 + 2 * 128 = 768 channels keeping 3 inputs.
+  EXPECT_EQ(r.kv_bytes_per_token, 2 * 128 * 2);
+  EXPECT_EQ(r.state_bytes, 3 * (8 * 128 * 64 * 4 + 768 * 3 * 4));
+  // mamba_d_head "auto": the inner width (expand x hidden) over the heads.
+  std::string autohead = json;
+  autohead.replace(autohead.find("\"mamba_d_head\": 64"), 18, "\"mamba_d_head\": \"auto\"");
+  EXPECT_EQ(ReadHfConfigText(autohead).layers[0].state_dim_v, 64);
+  // RoPE only for position_embedding_type "rope".
+  std::string rope = json;
+  rope.replace(rope.find("\"nope\""), 6, "\"rope\"");
+  EXPECT_EQ(ReadHfConfigText(rope).Pattern(), "BBBF");
+}
+
+// Falcon-H1 style (field names of FalconH1Config): attention and Mamba-2 side by side in every
+// layer. The reader has no rule for the parallel hybrid, so it refuses rather than read it as
+// attention only; allowed, it counts the attention and says it ignores the Mamba fields.
+TEST(HfReader, ParallelHybridIsRefused) {
+  const std::string json =
+      "{\"model_type\": \"falcon_h1\", \"num_hidden_layers\": 4, \"hidden_size\": 256, "
+      "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"head_dim\": 64, "
+      "\"mamba_d_ssm\": 512, \"mamba_n_heads\": 8, \"mamba_d_head\": 64, \"mamba_d_state\": 128, "
+      "\"mamba_d_conv\": 4, \"mamba_n_groups\": 1}";
+  const std::string msg = ErrorOf([&] { ReadHfConfigText(json, "h1.json"); });
+  EXPECT_EQ(msg.rfind("h1.json: mamba_d_ssm, mamba_n_heads, mamba_d_state, mamba_d_head change", 0),
+            0u)
+      << msg;
+  const ModelConfig m = ReadHfConfigText(json, "h1.json", AllowUnknown());
+  EXPECT_EQ(m.Summary(), "4 full");
+  EXPECT_TRUE(m.IsEstimate());
 }
 
 TEST(HfReader, UnknownModelTypeIsBestEffortWithWarning) {

@@ -7,7 +7,10 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <functional>
 #include <random>
+#include <span>
+#include <string>
 #include <vector>
 
 #include "test_util.h"
@@ -91,7 +94,7 @@ Problem MakeProblem(int64_t batch, int64_t hqk, int64_t hv, int64_t seqlen, int6
   for (auto& x : a_log) x = std::log(decay_rate) + 0.3f * n01(rng);
   for (auto& x : dt_bias) x = 0.5f * n01(rng) - 1.0f;
   p.log_alpha = Tensor<float>(batch, hv, seqlen, width);
-  ComputeDecayGate(a.view(), a_log.data(), dt_bias.data(), p.log_alpha.view());
+  ComputeDecayGate(a.view(), a_log, dt_bias, p.log_alpha.view());
   ComputeWriteGate(blog.view(), p.beta.view());
   return p;
 }
@@ -258,7 +261,8 @@ TEST(Recurrent, ShortConvDecodeContinuesPrefill) {
   FillNormal(x, rng);
   FillNormal(w, rng);
   Tensor<float> full(batch, 1, seqlen, channels), split(batch, 1, seqlen, channels);
-  ShortConvForward(x.view(), w.data(), kernel, full.view());
+  const std::span<const float> weight(w.data(), static_cast<size_t>(w.numel()));
+  ShortConvForward(x.view(), weight, kernel, full.view());
   // Direct formula for one element.
   auto silu = [](double z) { return z / (1 + std::exp(-z)); };
   for (int64_t t = 0; t < seqlen; ++t) {
@@ -272,10 +276,10 @@ TEST(Recurrent, ShortConvDecodeContinuesPrefill) {
     }
   }
   Tensor<float> state(batch, 1, kernel - 1, channels);
-  ShortConvForward(Tokens(x.view(), 0, 6), w.data(), kernel, Tokens(split.view(), 0, 6),
+  ShortConvForward(Tokens(x.view(), 0, 6), weight, kernel, Tokens(split.view(), 0, 6),
                    state.view());
   for (int64_t t = 6; t < seqlen; ++t) {
-    ShortConvForward(Tokens(x.view(), t, 1), w.data(), kernel, Tokens(split.view(), t, 1),
+    ShortConvForward(Tokens(x.view(), t, 1), weight, kernel, Tokens(split.view(), t, 1),
                      state.view());
   }
   EXPECT_LT(RelMaxError(split.view(), full.view()), 1e-6);
@@ -349,6 +353,56 @@ TEST(Recurrent, BadInputThrows) {
   const float w[12] = {};
   EXPECT_THROW(ShortConvForward(x.view(), w, 4, y.view(), cs.view()), Error);  // state 2 != 3
   EXPECT_THROW(ShortConvForward(x.view(), w, 0, y.view()), Error);
+}
+
+// Per-head and per-channel parameters carry their length; a wrong one is an Error naming it,
+// and nothing is written.
+TEST(Recurrent, PerHeadParametersAreCheckedAgainstTheirShapes) {
+  auto expect_error = [](const std::function<void()>& fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "expected attnkit::Error mentioning '" << needle << "'";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  Tensor<float> a(1, 2, 3, 4), la(1, 2, 3, 4);
+  std::fill(la.data(), la.data() + la.numel(), 5.0f);
+  const std::vector<float> one = {0.0f}, two = {0.0f, 0.0f}, eight(8, 0.0f), seven(7, 0.0f);
+  expect_error([&] { ComputeDecayGate(a.view(), one, eight, la.view()); },
+               "a_log must hold num_heads_v = 2 values, got 1");
+  expect_error([&] { ComputeDecayGate(a.view(), two, seven, la.view()); },
+               "dt_bias must hold num_heads_v * width = 8 values, got 7");
+  const std::vector<float> inf_log = {0.0f, 1e30f};
+  expect_error([&] { ComputeDecayGate(a.view(), inf_log, eight, la.view()); }, "a_log");
+  for (int64_t i = 0; i < la.numel(); ++i) ASSERT_EQ(la.data()[i], 5.0f);
+  Tensor<float> x(1, 1, 4, 3), y(1, 1, 4, 3);
+  const std::vector<float> w11(11, 0.1f);
+  expect_error([&] { ShortConvForward(x.view(), w11, 4, y.view()); },
+               "weight must hold channels * kernel = 12 values, got 11");
+  Tensor<float> o(1, 1, 2, 4), g(1, 1, 2, 4), out(1, 1, 2, 4);
+  expect_error([&] { GatedRmsNorm(o.view(), g.view(), seven, 1e-6f, out.view()); },
+               "weight must hold head_dim_v = 4 values, got 7");
+}
+
+// The recurrent engine checks its operands with the shared problem description: value heads
+// grouped over q/k heads, out shaped like v, no overlap of out with an input.
+TEST(Recurrent, SharedProblemChecks) {
+  Tensor<float> q(1, 2, 5, 8), v(1, 4, 5, 8), out(1, 4, 5, 8), v3(1, 3, 5, 8);
+  const GatedDeltaOptions o{.delta_rule = false};
+  EXPECT_NO_THROW(GatedDeltaForward(q.view(), q.view(), v.view(), {}, {}, out.view(), {}, o));
+  try {
+    GatedDeltaForward(q.view(), q.view(), v3.view(), {}, {}, out.view(), {}, o);
+    ADD_FAILURE() << "expected attnkit::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must divide v heads"), std::string::npos) << e.what();
+  }
+  try {  // out aliasing v
+    GatedDeltaForward(q.view(), q.view(), v.view(), {}, {}, v.view(), {}, o);
+    ADD_FAILURE() << "expected attnkit::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("out overlaps"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

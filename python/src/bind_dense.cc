@@ -134,8 +134,8 @@ DenseOptions ScoreArgs::Options() const {
   DenseOptions o;
   o.scale = scale;
   o.softcap = softcap;
-  o.sinks = sinks ? sinks->data() : nullptr;
-  o.alibi_slopes = alibi_slopes ? alibi_slopes->data() : nullptr;
+  if (sinks) o.sinks = *sinks;
+  if (alibi_slopes) o.alibi_slopes = *alibi_slopes;
   o.mask = mask.get();
   o.num_threads = num_threads;
   o.backend = backend;
@@ -144,9 +144,8 @@ DenseOptions ScoreArgs::Options() const {
 
 Backend ParseBackend(const std::string& backend) {
   if (backend == "auto") return Backend::kAuto;
-  if (backend == "fast") return Backend::kFast;
   if (backend == "reference") return Backend::kReference;
-  ValueError("backend must be \"auto\", \"fast\" or \"reference\", got \"" + backend + "\"");
+  ValueError("backend must be \"auto\" or \"reference\", got \"" + backend + "\"");
 }
 
 ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
@@ -228,7 +227,7 @@ Keywords:
                     that position would see; as in FlashAttention).
   k_start=0         absolute position of key row 0.
   num_threads=0     threads to use; 0 = attnkit.get_num_threads().
-  backend="auto"    "auto" / "fast" (tiled SIMD kernel) or "reference" (plain loops, double
+  backend="auto"    "auto" (tiled SIMD kernel) or "reference" (plain loops, double
                     accumulation; slow, for checking).
 
 Returns out [batch, num_heads_q, seqlen_q, head_dim_v] (in `layout`; `out` itself if given), or

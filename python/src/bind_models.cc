@@ -34,7 +34,7 @@ models::CostQuery MakeQuery(int64_t context, int64_t batch, const std::string& d
 }  // namespace
 
 // A ModelConfig, or a catalogue name / config.json path (str or os.PathLike).
-ModelConfig AsModelConfig(const py::object& model) {
+ModelConfig AsModelConfig(const py::object& model, bool allow_unknown) {
   if (py::isinstance<ModelConfig>(model)) return model.cast<ModelConfig>();
   py::object path = model;
   if (py::hasattr(model, "__fspath__")) path = model.attr("__fspath__")();
@@ -45,9 +45,19 @@ ModelConfig AsModelConfig(const py::object& model) {
         py::str(py::type::of(model).attr("__name__")).cast<std::string>());
   }
   const std::string s = path.cast<std::string>();
+  models::ReadOptions o;
+  o.allow_unknown = allow_unknown;
   py::gil_scoped_release release;
-  return models::LoadModelOrFile(s);
+  return models::LoadModelOrFile(s, o);
 }
+
+namespace {
+models::ReadOptions Allow(bool allow_unknown) {
+  models::ReadOptions o;
+  o.allow_unknown = allow_unknown;
+  return o;
+}
+}  // namespace
 
 void BindModels(py::module_& m) {
   py::class_<ModelConfig>(m, "ModelConfig",
@@ -56,7 +66,8 @@ void BindModels(py::module_& m) {
 Get one with attnkit.load_model(name_or_path) or attnkit.read_config(path). Attributes: name,
 model_type, source, hidden_size, max_position_embeddings, num_layers, layers (list of dicts, one
 per layer with its kind and non-zero fields), pattern (one character per layer), summary,
-assumptions and warnings (family defaults applied / guesses made by the reader).)doc")
+assumptions and warnings (family defaults applied / guesses made by the reader), unmodelled and
+is_estimate (fields read past with allow_unknown=True: every figure is then an estimate).)doc")
       .def_readonly("name", &ModelConfig::name)
       .def_readonly("model_type", &ModelConfig::model_type)
       .def_readonly("source", &ModelConfig::source)
@@ -64,6 +75,10 @@ assumptions and warnings (family defaults applied / guesses made by the reader).
       .def_readonly("max_position_embeddings", &ModelConfig::max_position_embeddings)
       .def_readonly("assumptions", &ModelConfig::assumptions)
       .def_readonly("warnings", &ModelConfig::warnings)
+      .def_readonly("unmodelled", &ModelConfig::unmodelled,
+                    "Fields that change attention but were not modelled (allow_unknown=True).")
+      .def_property_readonly("is_estimate", &ModelConfig::IsEstimate,
+                             "True when figures from it ignore `unmodelled` fields.")
       .def_property_readonly("num_layers", [](const ModelConfig& c) { return c.layers.size(); })
       .def_property_readonly(
           "layers",
@@ -90,25 +105,29 @@ assumptions and warnings (family defaults applied / guesses made by the reader).
 
   m.def(
       "read_config",
-      [](const py::object& path) {
+      [](const py::object& path, bool allow_unknown) {
         py::object p = py::hasattr(path, "__fspath__") ? path.attr("__fspath__")() : path;
         const std::string s = p.cast<std::string>();
         py::gil_scoped_release release;
-        return models::ReadHfConfig(s);
+        return models::ReadHfConfig(s, Allow(allow_unknown));
       },
-      py::arg("path"),
+      py::arg("path"), py::kw_only(), py::arg("allow_unknown") = false,
       "Reads a Hugging Face config.json into an attnkit.ModelConfig (ValueError if it cannot be "
-      "understood, naming the field).");
+      "understood, naming the field). Fields that change attention but are not modelled "
+      "(compress_ratios, unknown layer_types entries, ...) are refused unless allow_unknown=True; "
+      "then the result's is_estimate is True and cost() marks its figures as estimates.");
   m.def(
       "read_config_text",
-      [](const std::string& text, const std::string& source) {
-        return models::ReadHfConfigText(text, source);
+      [](const std::string& text, const std::string& source, bool allow_unknown) {
+        return models::ReadHfConfigText(text, source, Allow(allow_unknown));
       },
-      py::arg("text"), py::arg("source") = "<text>",
+      py::arg("text"), py::arg("source") = "<text>", py::kw_only(),
+      py::arg("allow_unknown") = false,
       "The same as read_config() from the JSON text of a config.json.");
-  m.def("load_model", &AsModelConfig, py::arg("name_or_path"),
+  m.def("load_model", &AsModelConfig, py::arg("name_or_path"), py::kw_only(),
+        py::arg("allow_unknown") = false,
         "A catalogue model by name or Hugging Face id (see attnkit.catalogue()), or else a path "
-        "to a config.json, as an attnkit.ModelConfig.");
+        "to a config.json (read as read_config does), as an attnkit.ModelConfig.");
   m.def(
       "catalogue",
       [] {

@@ -183,7 +183,7 @@ then M more from the returned state, equals one pass over T + M tokens.)doc");
         const Tensor4 tl = AsGate(result, "log_alpha", layout, true);
         {
           py::gil_scoped_release release;
-          ComputeDecayGate(ta.cview(), alog->data(), bias->data(), tl.view);
+          ComputeDecayGate(ta.cview(), *alog, *bias, tl.view);
         }
         return result;
       },

@@ -30,7 +30,7 @@ MaskPtr CombineMasks(bool causal, const py::object& window, const py::object& ma
 
 // The keyword arguments that shape scores, parsed and checked; owns the per-head vectors.
 struct ScoreArgs {
-  float scale = 0.0f;                                     // 0 = 1 / sqrt(head_dim_qk)
+  std::optional<float> scale;                             // unset = 1 / sqrt(head_dim_qk)
   float softcap = 0.0f;                                   // 0 = off
   std::optional<std::vector<float>> sinks, alibi_slopes;  // [num_heads_q]
   MaskPtr mask;
@@ -41,18 +41,18 @@ struct ScoreArgs {
   DenseOptions Options() const;
 };
 
-// Parses "auto", "fast" or "reference" (ValueError otherwise).
+// Parses "auto" or "reference" (ValueError otherwise).
 Backend ParseBackend(const std::string& backend);
 
 // Parses scale (None or nonzero finite), softcap (None or >= 0), sinks and alibi_slopes
-// (None or [num_heads_q]), num_threads (>= 0) and backend ("auto", "fast", "reference").
+// (None or [num_heads_q]), num_threads (>= 0) and backend ("auto", "reference").
 ScoreArgs ParseScoreArgs(int64_t num_heads_q, std::optional<double> scale,
                          std::optional<double> softcap, const py::object& sinks,
                          const py::object& alibi_slopes, int num_threads,
                          const std::string& backend);
 
 // A ModelConfig, or a catalogue name / config.json path (str or os.PathLike); TypeError otherwise.
-models::ModelConfig AsModelConfig(const py::object& model);
+models::ModelConfig AsModelConfig(const py::object& model, bool allow_unknown = false);
 
 void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);

@@ -1,9 +1,9 @@
 // Uninitialised scratch memory for kernels: pooled between calls, backed by huge pages.
 //
-// Kernels allocate their packed tiles per call. On a machine whose page faults are expensive (a
-// virtual machine spent ~3 µs per 4 KiB fault here), touching 16 MiB of fresh pages costs 4096
-// faults, which measured ~12 ms per call: more than the attention itself for a sparse pattern.
-// So:
+// Kernels allocate their packed tiles per call. Touching 16 MiB of fresh pages costs 4096 page
+// faults, which on a machine with expensive faults (a virtual machine) can cost more than the
+// attention itself for a sparse pattern (figures: docs/BENCHMARKS.md, "Measurements behind code
+// choices"). So:
 //  * buffers of 2 MiB or more are 2 MiB-aligned and advised as transparent huge pages (Linux
 //    `madvise(MADV_HUGEPAGE)`, honoured when THP is `always` or `madvise`): 4096 faults become 8;
 //  * a released buffer goes back to a small process-wide pool (at most kScratchPoolBytes) and

@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <vector>
 
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
@@ -206,10 +208,20 @@ GuideResult WriteGuide(const GuideOptions& o) {
 }
 
 std::string ChartExportScript() {
-  const fs::path web(ATTNKIT_GUIDE_WEB_DIR);
+  // guide/web of a source tree: $ATTNKIT_GUIDE_WEB_DIR, else beside the running binary's build
+  // folder (build/attnkit -> guide/web). Nothing is compiled in, so an installed binary carries no
+  // path of the machine that built it.
+  std::vector<fs::path> candidates;
+  if (const char* env = std::getenv("ATTNKIT_GUIDE_WEB_DIR"); env != nullptr && *env != '\0') {
+    candidates.emplace_back(env);
+  }
   std::error_code ec;
-  if (fs::exists(web / "export-svg.mjs", ec) && fs::exists(web / "node_modules" / "vega", ec)) {
-    return (web / "export-svg.mjs").string();
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) candidates.push_back(exe.parent_path().parent_path() / "guide" / "web");
+  for (const fs::path& web : candidates) {
+    if (fs::exists(web / "export-svg.mjs", ec) && fs::exists(web / "node_modules" / "vega", ec)) {
+      return (web / "export-svg.mjs").string();
+    }
   }
   return "";
 }

@@ -24,17 +24,18 @@ const char* kPatterns[] = {"strided", "fixed", "longformer", "bigbird"};
 std::string Describe(const PatternSpec& s) {
   const PatternSpec d = DefaultPatternSpec(s);
   if (d.name == "strided")
-    return "stride " + std::to_string(d.stride) + ", block " + std::to_string(d.block);
+    return "stride " + std::to_string(*d.stride) + ", block " + std::to_string(*d.block);
   if (d.name == "fixed")
-    return "block " + std::to_string(d.block) + ", summary " + std::to_string(d.summary);
+    return "block " + std::to_string(*d.block) + ", summary " + std::to_string(*d.summary);
   if (d.name == "longformer") {
-    return "window " + std::to_string(d.window) + ", dilation " + std::to_string(d.dilation) +
-           " × " + std::to_string(d.dilated_window) + ", global token 0";
+    return "window " + std::to_string(*d.window) + ", dilation " + std::to_string(*d.dilation) +
+           " × " + std::to_string(*d.dilated_window) + ", global token 0";
   }
   if (d.name == "bigbird") {
-    return "block " + std::to_string(d.block) + ", window ±" + std::to_string(d.window_blocks) +
-           ", " + std::to_string(d.global_blocks) + " global, " + std::to_string(d.random_blocks) +
-           " random blocks (seed " + std::to_string(d.seed) + ")";
+    return "block " + std::to_string(*d.block) + ", window ±" + std::to_string(*d.window_blocks) +
+           ", " + std::to_string(*d.global_blocks) + " global, " +
+           std::to_string(*d.random_blocks) + " random blocks (seed " + std::to_string(d.seed) +
+           ")";
   }
   return d.name;
 }

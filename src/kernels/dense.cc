@@ -23,13 +23,13 @@
 //
 // Performance note (memory-traffic model, f32, head_dim d = 128, block 64 × 64, group size G).
 //  Prefill: per tile the kernel reads a K and a V tile (2 · 64 · d · 4 B = 64 KiB) and does
-//  4 · (64G) · 64 · d FLOPs (QKᵀ + PV), i.e. 32·G FLOP per byte of K/V: far above this machine's
-//  ~2-4 FLOP/B balance point even for G = 1, so prefill is compute-bound and the goal is GEMM
+//  4 · (64G) · 64 · d FLOPs (QKᵀ + PV), i.e. 32·G FLOP per byte of K/V: far above a CPU's
+//  FLOP-per-byte balance point even for G = 1, so prefill is compute-bound and the goal is GEMM
 //  efficiency. Q rows (64G · d · 4 B = 32G KiB) are reused across all key tiles of the unit from
 //  L2; the accumulators (64G × d) likewise. The inner loops do one broadcast + kKeyVecs loads per
 //  kRows·kKeyVecs FMAs (6 × 4 on AVX-512: 10 loads per 24 FMAs), so the FMA pipes, not the load
 //  ports, set the pace. The softmax costs ~15 vector ops per 16 logits against 2·d/16·16 = 256
-//  FMA lanes per logit, ≈ 10-15 % overhead. Packing K transposed costs d · 64 scalar moves per
+//  FMA lanes per logit, a small overhead. Packing K transposed costs d · 64 scalar moves per
 //  tile, amortised over 64G rows.
 //  Decode (1 query token): every K/V byte is read exactly once per group; arithmetic per byte is
 //  ~G/2 FLOP, so decode is bandwidth-bound and the keys are split across threads (DenseDecode)
@@ -38,13 +38,13 @@
 //  one round or segment (at most 32 MiB, shared by the threads) and two floats per query row of
 //  a segmented head, so the peak memory of a call is its inputs plus a bounded constant, never
 //  O(N²). The packed tiles come from the scratch pool (core/scratch.h): a loop of calls reuses
-//  them instead of page-faulting 16-32 MiB in again each time, which cost ~12 ms per call on
-//  this VM, more than a 16k-token sliding-window call itself.
+//  them instead of page-faulting 16-32 MiB in again each time (which can cost more than a
+//  16k-token sliding-window call itself; docs/BENCHMARKS.md, "Measurements behind code choices").
 //  Why keep tiles at all: packing a tile (a scalar transpose of K) costs about as much as half
 //  a tile's arithmetic. Causal prefill uses each tile in ~N/128 units, a window in ~W/64, so
-//  packing per use would add 30-50 %; per-thread caches packed each tile once per thread, and
-//  the per-thread rings used before segments thrashed on causal rows longer than themselves
-//  (every tile repacked on every unit: 65536-key causal ran ~30 % slower per tile).
+//  packing per use would add a large share; per-thread caches packed each tile once per thread,
+//  and the per-thread rings used before segments thrashed on causal rows longer than themselves
+//  (every tile repacked on every unit; figures in docs/BENCHMARKS.md).
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/dense.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
@@ -72,6 +72,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
+#include "kernels/score_mods.h"
 #endif
 
 HWY_BEFORE_NAMESPACE();
@@ -301,24 +302,26 @@ struct Workspace {
   int64_t skipped = 0, full = 0, partial = 0;
 };
 
-template <typename KV>
+// Mods: the call's score modifiers as compile-time flags (detail::ScoreMods, resolved once per
+// call by detail::DispatchScoreMods), so the softmax loop tests none that is off.
+template <typename KV, typename Mods>
 class Kernel {
  public:
-  explicit Kernel(const detail::DenseJob<KV>& job) : job_(job), g_(job.g), o_(*job.options) {
+  Kernel(const detail::DenseJob<KV>& job, const Mods& mods)
+      : job_(job), g_(job.g), o_(*job.options), mods_(mods) {
     const DF df;
     const int64_t N = static_cast<int64_t>(hn::Lanes(df));
     dv_pad_ = (g_.dv + N - 1) / N * N;
     // A unit (query block × the kv head's group) should hold >= 128 rows: its per-unit costs
     // (loading Q, starting and finishing the softmax, packing the tiles it is first to need)
     // are then spread over twice the work for MHA. Partial tiles cost only the panels that see
-    // keys, so 64-token pattern blocks straddling a 128-row unit waste little. Measured on one
-    // head: BigBird at 65536 keys 127-135 -> 110-124 ms, causal 16384 251-257 -> 242 ms.
+    // keys, so 64-token pattern blocks straddling a 128-row unit waste little (measured: see
+    // docs/BENCHMARKS.md, "Measurements behind code choices").
     bq_ = g_.group == 1 ? 2 * detail::kDenseBlockQ : detail::kDenseBlockQ;
     num_qb_ = (g_.seqlen_q + bq_ - 1) / bq_;
     num_kb_ = (g_.seqlen_kv + kBk - 1) / kBk;
     const int64_t rows_max = g_.group * std::min(bq_, g_.seqlen_q);
     direct_ = rows_max <= kDirectRows && g_.dk % N == 0 && g_.dv % N == 0;
-    mods_ = o_.softcap > 0.0f || o_.alibi_slopes != nullptr;
     // f32 V rows whose width is whole vectors feed P·V straight from the tensor: packing them
     // would only copy them, and for sparse patterns (a tile used by a few query blocks) the
     // copy's memory traffic cost more than the arithmetic it serves. bf16 V is widened once
@@ -652,7 +655,7 @@ class Kernel {
 #if HWY_TARGET != HWY_SCALAR
     if constexpr (std::is_same_v<KV, float>) {
       // 4 keys × 4 dims at a time: four 128-bit loads, a 4 × 4 transpose in registers, four
-      // 128-bit stores (half the instructions of the scalar loop, which bound a 20 µs pack).
+      // 128-bit stores (half the instructions of the scalar loop, which bound the pack).
       const hn::Full128<float> d4;
       for (; j4 + 4 <= nk; j4 += 4) {
         const float* r0 = kbase + j4 * kstride;
@@ -704,11 +707,9 @@ class Kernel {
     const int64_t qpos = g_.q_start + i0 + i;
     const VF vscale = hn::Set(df, g_.scale);
     for (int64_t j = 0; j < kBk; j += N) hn::Store(hn::Mul(hn::Load(df, s + j), vscale), df, s + j);
-    if (mods_) {
-      const float slope = o_.alibi_slopes ? o_.alibi_slopes[w.head0 + r / nq] : 0.0f;
-      for (int64_t j = 0; j < nk; ++j) {
-        s[j] = detail::ScoreMod(s[j], o_.softcap, slope, qpos, g_.k_start + j0 + j);
-      }
+    if constexpr (Mods::kRewritesLogits) {
+      const int64_t head = w.head0 + r / nq;
+      for (int64_t j = 0; j < nk; ++j) s[j] = mods_.Logit(s[j], head, qpos, g_.k_start + j0 + j);
     }
     if (partial) {  // masked logits become −inf, N at a time
       const uint8_t* a = w.allowed.data() + i * nk;
@@ -761,12 +762,11 @@ class Kernel {
       const int64_t i = i0 + r % nq;
       float mr = w.m[r], lr = w.l[r];
       float* ar = w.accrows[r];
-      if (o_.sinks && o_.sinks[h] != detail::kNegInf) {
-        const float m_new = std::max(mr, o_.sinks[h]);
-        const float corr = std::exp(mr - m_new);
-        for (int64_t d = 0; d < g_.dv; ++d) ar[d] *= corr;
-        lr = lr * corr + std::exp(o_.sinks[h] - m_new);
-        mr = m_new;
+      if constexpr (Mods::kHasSinks) {  // the sink joins the normaliser only
+        const float corr = mods_.Normaliser(h, mr, lr);
+        if (corr != 1.0f) {
+          for (int64_t d = 0; d < g_.dv; ++d) ar[d] *= corr;
+        }
       }
       float* orow = job_.out.row(b, h, i);
       const float inv = lr > 0.0f ? 1.0f / lr : 0.0f;
@@ -782,17 +782,25 @@ class Kernel {
   const detail::DenseJob<KV>& job_;
   const detail::DenseGeometry& g_;
   const DenseOptions& o_;
+  const Mods mods_;
   int64_t dv_pad_, bq_, num_qb_, num_kb_, heads_per_round_ = 0, seg_tiles_ = 0, num_segs_ = 1;
-  bool direct_, mods_, shared_ = false, v_direct_ = false;
+  bool direct_, shared_ = false, v_direct_ = false;
   detail::Scratch<float> shared_k_, shared_v_;
   std::unique_ptr<std::atomic<uint8_t>[]> state_;  // per (batch·kv head, key block)
   std::vector<float> saved_m_, saved_l_;           // segmented heads: per (query block, row)
 };
 
+template <typename KV>
+void Run(const detail::DenseJob<KV>& job) {
+  detail::DispatchScoreMods(*job.options, [&](const auto& mods) {
+    Kernel<KV, std::decay_t<decltype(mods)>>(job, mods).Run();
+  });
+}
+
 }  // namespace
 
-void DenseF32(const detail::DenseJob<float>& job) { Kernel<float>(job).Run(); }
-void DenseBf16(const detail::DenseJob<bf16>& job) { Kernel<bf16>(job).Run(); }
+void DenseF32(const detail::DenseJob<float>& job) { Run(job); }
+void DenseBf16(const detail::DenseJob<bf16>& job) { Run(job); }
 
 }  // namespace HWY_NAMESPACE
 }  // namespace attnkit
@@ -813,9 +821,8 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     ref::DenseForward(q, k, v, out, o, lse);
     return;
   }
-  CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
-  const detail::DenseJob<KV> job{
-      q, k, v, out, lse, &o, detail::ResolveDense(q, k, v, o), ResolveThreads(o.num_threads)};
+  const detail::DenseGeometry g = detail::CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
+  const detail::DenseJob<KV> job{q, k, v, out, lse, &o, g, ResolveThreads(o.num_threads)};
   detail::DenseFastUnchecked(job);
 }
 

@@ -8,42 +8,20 @@
 #include <mutex>
 
 #include "attnkit/kernels/dense.h"
+#include "kernels/problem.h"
 
 namespace attnkit::detail {
 
-// Resolved per-call geometry and score options.
-struct DenseGeometry {
-  int64_t batch, heads_q, heads_kv, group, seqlen_q, seqlen_kv, dk, dv;
-  float scale;
-  int64_t q_start, k_start;  // absolute positions of row 0
-};
+// The dense engine's geometry is the shared problem description.
+using DenseGeometry = Problem;
 
+// Checks shapes and options exactly as DenseForward documents (the shared problem checker, then
+// the score modifiers: softcap, alibi_slopes, sinks) and returns the resolved geometry. Used by
+// the fast kernel, the reference, decode and the gather engine.
 template <typename KV>
-DenseGeometry ResolveDense(TensorView<const float> q, TensorView<const KV> k,
-                           TensorView<const KV> v, const DenseOptions& o) {
-  DenseGeometry g;
-  g.batch = q.batch();
-  g.heads_q = q.heads();
-  g.heads_kv = k.heads();
-  g.group = g.heads_q / g.heads_kv;
-  g.seqlen_q = q.tokens();
-  g.seqlen_kv = k.tokens();
-  g.dk = q.dim();
-  g.dv = v.dim();
-  g.scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(g.dk));
-  g.k_start = o.k_start;
-  g.q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + g.seqlen_kv - g.seqlen_q;
-  return g;
-}
-
-// Applies soft-capping and ALiBi to an already scaled logit.
-inline float ScoreMod(float s, float softcap, float alibi_slope, int64_t q_pos, int64_t k_pos) {
-  if (softcap > 0.0f) s = softcap * std::tanh(s / softcap);
-  if (alibi_slope != 0.0f) {
-    s -= alibi_slope * static_cast<float>(q_pos > k_pos ? q_pos - k_pos : k_pos - q_pos);
-  }
-  return s;
-}
+DenseGeometry CheckDenseArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                             TensorView<const KV> v, TensorView<float> out,
+                             const DenseOptions& options, TensorView<float> lse);
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
@@ -69,7 +47,7 @@ class RegionExceptions {
   std::exception_ptr first_;
 };
 
-// Everything one fast-kernel call needs, already checked (see CheckDenseArgs).
+// Everything one fast-kernel call needs, already checked (by CheckDenseArgs).
 template <typename KV>
 struct DenseJob {
   TensorView<const float> q;  // [batch, num_heads_q,  seqlen_q,  head_dim_qk]

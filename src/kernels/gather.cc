@@ -235,7 +235,8 @@ HWY_AFTER_NAMESPACE();
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/gather.h"
 #include "core/scratch.h"
-#include "kernels/dense_common.h"
+#include "kernels/dense_common.h"  // kNegInf
+#include "kernels/gather_common.h"
 
 namespace attnkit {
 HWY_EXPORT(Logits);
@@ -422,10 +423,10 @@ struct GroupWorkspace {
 template <typename KV>
 void FastGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
                 TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
-                TensorView<float> lse) {
-  const int64_t batch = q.batch(), hkv = k.heads(), group = q.heads() / hkv, sq = q.tokens();
-  const int64_t dk = q.dim(), dv = v.dim(), top_k = idx.dim();
-  const float scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(dk));
+                TensorView<float> lse, const detail::Problem& p) {
+  const int64_t batch = p.batch, hkv = p.heads_kv, group = p.group, sq = p.seqlen_q;
+  const int64_t dk = p.dk, dv = p.dv, top_k = idx.dim();
+  const float scale = p.scale;
   const int threads = ResolveThreads(o.num_threads);
   if constexpr (std::is_same_v<KV, float>) {
     if (group <= 4 && sq >= 2 && batch * hkv * sq >= 8 * threads) {
@@ -525,8 +526,8 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     ref::GatherForward(q, k, v, idx, out, o, lse);
     return;
   }
-  detail::CheckGatherArgs("GatherForward", q, k, v, idx, out, lse, o);
-  FastGather(q, k, v, idx, out, o, lse);
+  const detail::Problem p = detail::CheckGatherArgs("GatherForward", q, k, v, idx, out, lse, o);
+  FastGather(q, k, v, idx, out, o, lse, p);
 }
 
 }  // namespace

@@ -75,6 +75,7 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/gather.h"
+#include "kernels/gather_common.h"
 
 namespace attnkit {
 HWY_EXPORT(IndexTileF32);
@@ -219,10 +220,9 @@ struct IndexerWorkspace {
 template <typename KI>
 void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
                  int64_t top_k, TensorView<float> scores, TensorView<int32_t> indices,
-                 const IndexerOptions& o) {
+                 const IndexerOptions& o, int64_t q_start) {
   const int64_t batch = qi.batch(), heads = qi.heads(), sq = qi.tokens(), dim = qi.dim();
   const int64_t skv = ki.tokens();
-  const int64_t q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + skv - sq;
   const bool bf16 = o.reduced_precision && IndexerUsesAvx512Bf16();
   const int64_t depth = bf16 ? (dim + 1) / 2 : dim;
   const int threads = ResolveThreads(o.num_threads);
@@ -321,13 +321,13 @@ void IndexerEntry(TensorView<const float> qi, TensorView<const float> w, TensorV
     ref::LightningIndexer(qi, w, ki, scores, o);
     return;
   }
-  detail::CheckIndexerArgs("LightningIndexer", qi, w, ki, o);
+  const int64_t q_start = detail::CheckIndexerArgs("LightningIndexer", qi, w, ki, o);
   CheckView(scores, "LightningIndexer", "scores");
   Require(scores.batch() == qi.batch() && scores.heads() == 1 && scores.tokens() == qi.tokens() &&
               scores.dim() == ki.tokens(),
           "LightningIndexer: scores must be [batch, 1, seqlen_q, seqlen_kv] = [", qi.batch(),
           ", 1, ", qi.tokens(), ", ", ki.tokens(), "], got ", scores.ShapeString());
-  FastIndexer(qi, w, ki, 0, scores, TensorView<int32_t>{}, o);
+  FastIndexer(qi, w, ki, 0, scores, TensorView<int32_t>{}, o, q_start);
 }
 
 template <typename KI>
@@ -338,13 +338,13 @@ void SelectEntry(TensorView<const float> qi, TensorView<const float> w, TensorVi
     return;
   }
   Require(top_k >= 1, "DsaSelect: top_k must be >= 1, got ", top_k);
-  detail::CheckIndexerArgs("DsaSelect", qi, w, ki, o);
+  const int64_t q_start = detail::CheckIndexerArgs("DsaSelect", qi, w, ki, o);
   CheckView(indices, "DsaSelect", "indices");
   Require(indices.batch() == qi.batch() && indices.heads() == 1 &&
               indices.tokens() == qi.tokens() && indices.dim() == top_k,
           "DsaSelect: indices must be [batch, 1, seqlen_q, top_k] = [", qi.batch(), ", 1, ",
           qi.tokens(), ", ", top_k, "], got ", indices.ShapeString());
-  FastIndexer(qi, w, ki, top_k, TensorView<float>{}, indices, o);
+  FastIndexer(qi, w, ki, top_k, TensorView<float>{}, indices, o, q_start);
 }
 
 }  // namespace

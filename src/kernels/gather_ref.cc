@@ -9,19 +9,20 @@
 #include <vector>
 
 #include "attnkit/kernels/gather.h"
-#include "kernels/dense_common.h"
+#include "attnkit/masks/mask.h"  // kUnbounded
+#include "kernels/gather_common.h"
 
 namespace attnkit {
 namespace detail {
 
 template <typename KV>
-void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                     TensorView<const KV> v, TensorView<const int32_t> indices,
-                     TensorView<float> out, TensorView<float> lse, const GatherOptions& o) {
-  DenseOptions d;
-  d.scale = o.scale;
-  d.num_threads = o.num_threads;
-  CheckDenseArgs(fn, q, k, v, out, d, lse);
+Problem CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
+                        TensorView<const KV> v, TensorView<const int32_t> indices,
+                        TensorView<float> out, TensorView<float> lse, const GatherOptions& o) {
+  ProblemRules rules;
+  rules.scale = o.scale;
+  rules.num_threads = o.num_threads;
+  const Problem p = CheckProblem(fn, q, k, v, out, lse, rules);
   CheckView(indices, fn, "indices");
   Require(indices.batch() == q.batch() && indices.tokens() == q.tokens() &&
               (indices.heads() == 1 || indices.heads() == k.heads()),
@@ -41,26 +42,28 @@ void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const
           Require(r[j] >= -1 && r[j] < n, fn, ": indices[", b, ", ", h, ", ", i, ", ", j,
                   "] = ", r[j], " is not a key row of k (seqlen_kv = ", n, ") or -1");
           if (r[j] < 0) continue;
-          Require(seen[static_cast<size_t>(r[j])] != row_id, fn, ": indices[", b, ", ", h, ", ",
-                  i, "] lists key ", r[j], " twice (a row's keys must be distinct)");
+          Require(seen[static_cast<size_t>(r[j])] != row_id, fn, ": indices[", b, ", ", h, ", ", i,
+                  "] lists key ", r[j], " twice (a row's keys must be distinct)");
           seen[static_cast<size_t>(r[j])] = row_id;
         }
       }
     }
   }
+  return p;
 }
 
-template void CheckGatherArgs<float>(const char*, TensorView<const float>, TensorView<const float>,
-                                     TensorView<const float>, TensorView<const int32_t>,
-                                     TensorView<float>, TensorView<float>, const GatherOptions&);
-template void CheckGatherArgs<bf16>(const char*, TensorView<const float>, TensorView<const bf16>,
-                                    TensorView<const bf16>, TensorView<const int32_t>,
-                                    TensorView<float>, TensorView<float>, const GatherOptions&);
+template Problem CheckGatherArgs<float>(const char*, TensorView<const float>,
+                                        TensorView<const float>, TensorView<const float>,
+                                        TensorView<const int32_t>, TensorView<float>,
+                                        TensorView<float>, const GatherOptions&);
+template Problem CheckGatherArgs<bf16>(const char*, TensorView<const float>, TensorView<const bf16>,
+                                       TensorView<const bf16>, TensorView<const int32_t>,
+                                       TensorView<float>, TensorView<float>, const GatherOptions&);
 
 template <typename KI>
-void CheckIndexerArgs(const char* fn, TensorView<const float> q_index,
-                      TensorView<const float> weights, TensorView<const KI> k_index,
-                      const IndexerOptions& o) {
+int64_t CheckIndexerArgs(const char* fn, TensorView<const float> q_index,
+                         TensorView<const float> weights, TensorView<const KI> k_index,
+                         const IndexerOptions& o) {
   CheckView(q_index, fn, "q_index");
   CheckView(weights, fn, "weights");
   CheckView(k_index, fn, "k_index");
@@ -74,15 +77,18 @@ void CheckIndexerArgs(const char* fn, TensorView<const float> q_index,
           q_index.tokens(), ", ", q_index.heads(), "], got ", weights.ShapeString());
   Require(o.num_threads >= 0, fn, ": num_threads must be >= 0, got ", o.num_threads);
   Require(o.k_start > -kUnbounded && o.k_start < kUnbounded, fn, ": k_start out of range");
-  if (o.q_start != kAutoPosition) {
-    Require(o.q_start > -kUnbounded && o.q_start < kUnbounded, fn, ": q_start out of range");
+  if (o.q_start) {
+    Require(*o.q_start > -kUnbounded && *o.q_start < kUnbounded, fn, ": q_start out of range");
   }
+  return o.q_start ? *o.q_start : o.k_start + k_index.tokens() - q_index.tokens();
 }
 
-template void CheckIndexerArgs<float>(const char*, TensorView<const float>, TensorView<const float>,
-                                      TensorView<const float>, const IndexerOptions&);
-template void CheckIndexerArgs<bf16>(const char*, TensorView<const float>, TensorView<const float>,
-                                     TensorView<const bf16>, const IndexerOptions&);
+template int64_t CheckIndexerArgs<float>(const char*, TensorView<const float>,
+                                         TensorView<const float>, TensorView<const float>,
+                                         const IndexerOptions&);
+template int64_t CheckIndexerArgs<bf16>(const char*, TensorView<const float>,
+                                        TensorView<const float>, TensorView<const bf16>,
+                                        const IndexerOptions&);
 
 }  // namespace detail
 
@@ -124,9 +130,10 @@ template <typename KV>
 void RefGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
                TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
                TensorView<float> lse) {
-  detail::CheckGatherArgs("ref::GatherForward", q, k, v, idx, out, lse, o);
-  const int64_t group = q.heads() / k.heads(), dk = q.dim(), dv = v.dim();
-  const double scale = o.scale != 0.0f ? o.scale : 1.0 / std::sqrt(static_cast<double>(dk));
+  const detail::Problem p =
+      detail::CheckGatherArgs("ref::GatherForward", q, k, v, idx, out, lse, o);
+  const int64_t group = p.group, dk = p.dk, dv = p.dv;
+  const double scale = p.scale;
   std::vector<double> logits(static_cast<size_t>(idx.dim())), acc(static_cast<size_t>(dv));
   for (int64_t b = 0; b < q.batch(); ++b) {
     for (int64_t h = 0; h < q.heads(); ++h) {
@@ -168,14 +175,13 @@ void RefGather(TensorView<const float> q, TensorView<const KV> k, TensorView<con
 template <typename KI>
 void RefIndexer(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
                 TensorView<float> scores, const IndexerOptions& o) {
-  detail::CheckIndexerArgs("ref::LightningIndexer", qi, w, ki, o);
+  const int64_t q_start = detail::CheckIndexerArgs("ref::LightningIndexer", qi, w, ki, o);
   CheckView(scores, "ref::LightningIndexer", "scores");
   Require(scores.batch() == qi.batch() && scores.heads() == 1 && scores.tokens() == qi.tokens() &&
               scores.dim() == ki.tokens(),
           "ref::LightningIndexer: scores must be [batch, 1, seqlen_q, seqlen_kv] = [", qi.batch(),
           ", 1, ", qi.tokens(), ", ", ki.tokens(), "], got ", scores.ShapeString());
   const int64_t sq = qi.tokens(), skv = ki.tokens(), dim = qi.dim();
-  const int64_t q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + skv - sq;
   auto round = [&](float x) { return o.reduced_precision ? ToFloat(ToBf16(x)) : x; };
   for (int64_t b = 0; b < qi.batch(); ++b) {
     for (int64_t i = 0; i < sq; ++i) {
@@ -210,7 +216,7 @@ void RefSelect(TensorView<const float> qi, TensorView<const float> w, TensorView
   const int64_t sq = qi.tokens(), skv = ki.tokens();
   Tensor<float> scores(qi.batch(), 1, sq, skv);
   RefIndexer(qi, w, ki, scores.view(), o);
-  const int64_t q_start = o.q_start != kAutoPosition ? o.q_start : o.k_start + skv - sq;
+  const int64_t q_start = o.q_start ? *o.q_start : o.k_start + skv - sq;
   for (int64_t b = 0; b < qi.batch(); ++b) {
     for (int64_t i = 0; i < sq; ++i) {
       const int64_t visible = std::clamp<int64_t>(q_start + i - o.k_start + 1, 0, skv);

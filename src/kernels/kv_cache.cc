@@ -195,6 +195,7 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   }
   std::vector<Tensor<float>> part_out, part_lse;
   std::vector<DenseOptions> part_opt;
+  std::vector<detail::DenseGeometry> part_geometry;
   std::vector<DenseStats> part_stats(pieces.size());
   for (size_t p = 0; p < pieces.size(); ++p) {
     part_out.emplace_back(q.batch(), q.heads(), n, dv);
@@ -202,9 +203,10 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
     DenseOptions o = piece_options(p);
     o.num_threads = split_keys ? 1 : threads;
     o.stats = options.stats ? &part_stats[p] : nullptr;
-    if (p != 0) o.sinks = nullptr;  // a sink joins the denominator exactly once
+    if (p != 0) o.sinks = {};  // a sink joins the denominator exactly once
     // Every check happens here, before the parallel region (which must not throw).
-    CheckDenseArgs(fn, q, pieces[p].k, pieces[p].v, part_out[p].view(), o, part_lse[p].view());
+    part_geometry.push_back(detail::CheckDenseArgs(fn, q, pieces[p].k, pieces[p].v,
+                                                   part_out[p].view(), o, part_lse[p].view()));
     part_opt.push_back(o);
   }
   const int64_t np = static_cast<int64_t>(pieces.size());
@@ -223,15 +225,14 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
 #pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
     for (int64_t p = 0; p < np; ++p) {
       errors.Run([&] {
-        const detail::DenseJob<T> job{
-            q,
-            pieces[p].k,
-            pieces[p].v,
-            part_out[p].view(),
-            part_lse[p].view(),
-            &part_opt[p],
-            detail::ResolveDense(q, pieces[p].k, pieces[p].v, part_opt[p]),
-            1};
+        const detail::DenseJob<T> job{q,
+                                      pieces[p].k,
+                                      pieces[p].v,
+                                      part_out[p].view(),
+                                      part_lse[p].view(),
+                                      &part_opt[p],
+                                      part_geometry[static_cast<size_t>(p)],
+                                      1};
         detail::DenseFastUnchecked(job);
       });
     }

@@ -6,12 +6,14 @@
 #include <cstdint>
 
 #include "attnkit/kernels/linear.h"
+#include "kernels/problem.h"
 
 namespace attnkit::detail {
 
-struct LinearGeometry {
-  int64_t batch, heads_q, heads_kv, group, seqlen_q, seqlen_kv, dk, dv, m;
-  float x_scale;  // FAVOR+: head_dim_qk^(-1/4) on q and k; 1 for elu+1 / ReLU
+// The shared problem description plus the feature count.
+struct LinearGeometry : Problem {
+  int64_t m = 0;         // features per row of φ
+  float x_scale = 1.0f;  // FAVOR+: head_dim_qk^(-1/4) on q and k; 1 for elu+1 / ReLU
 };
 
 // Checks shapes, options and the state exactly as LinearForward documents; throws Error.

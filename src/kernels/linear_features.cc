@@ -135,31 +135,11 @@ namespace detail {
 LinearGeometry CheckLinearArgs(const char* fn, TensorView<const float> q, TensorView<const float> k,
                                TensorView<const float> v, TensorView<float> out,
                                const LinearOptions& o, const LinearState* state) {
-  CheckView(q, fn, "q");
-  CheckView(k, fn, "k");
-  CheckView(v, fn, "v");
-  CheckView(out, fn, "out");
+  ProblemRules rules;
+  rules.num_threads = o.num_threads;
   LinearGeometry g;
-  g.batch = q.batch();
-  g.heads_q = q.heads();
-  g.heads_kv = k.heads();
-  g.seqlen_q = q.tokens();
-  g.seqlen_kv = k.tokens();
-  g.dk = q.dim();
-  g.dv = v.dim();
-  Require(k.batch() == g.batch && v.batch() == g.batch && out.batch() == g.batch, fn,
-          ": batch sizes differ: q ", q.ShapeString(), ", k ", k.ShapeString(), ", v ",
-          v.ShapeString(), ", out ", out.ShapeString());
-  Require(g.heads_q % g.heads_kv == 0, fn, ": k.num_heads (", g.heads_kv,
-          ") must divide q.num_heads (", g.heads_q, ")");
-  Require(v.heads() == g.heads_kv, fn, ": v has ", v.heads(), " heads but k has ", g.heads_kv);
-  Require(k.dim() == g.dk, fn, ": head_dim_qk of q (", g.dk, ") and k (", k.dim(), ") differ");
-  Require(v.tokens() == g.seqlen_kv, fn, ": k has ", g.seqlen_kv, " tokens but v has ", v.tokens());
-  Require(out.heads() == g.heads_q && out.tokens() == g.seqlen_q && out.dim() == g.dv, fn,
-          ": out must be ", "[", g.batch, ", ", g.heads_q, ", ", g.seqlen_q, ", ", g.dv, "], got ",
-          out.ShapeString());
+  static_cast<Problem&>(g) = CheckProblem(fn, q, k, v, out, TensorView<const float>{}, rules);
   Require(o.chunk_size >= 1, fn, ": options.chunk_size must be >= 1, got ", o.chunk_size);
-  g.group = g.heads_q / g.heads_kv;
   g.m = LinearNumFeatures(o, g.dk);
   if (o.feature_map == FeatureMap::kFavorPositive) {
     Require(o.features->num_features() > 0, fn, ": options.features has num_features <= 0");

@@ -3,8 +3,8 @@
 // Performance note (SmallGemm): a register tile of C (6 rows × 4 vectors with AVX-512's 32
 // registers, 4 × 2 with AVX2's 16) is kept across the whole k loop; per k step it loads the
 // tile's vectors of B and broadcasts one value of A per row, so each loaded B vector feeds 6 (4)
-// FMAs. The 4 × 2 tile left the FMA pipes waiting on loads: 250 GFLOP/s on 2 cores for
-// 64 × 128 × 128; the 6 × 4 tile runs it at 379 (of a measured 430 FMA peak). The j (column
+// FMAs. The 4 × 2 tile left the FMA pipes waiting on loads; the 6 × 4 tile keeps them busy
+// (figures in docs/BENCHMARKS.md, "Measurements behind code choices"). The j (column
 // panel) loop is outermost, so the B panel (k × 4 vectors, 32 KiB for k = 128) stays in L1
 // while all row tiles pass over it.
 // The chunk-sized products this engine needs fit L2 entirely, so no packing is done.

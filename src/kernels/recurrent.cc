@@ -387,11 +387,11 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
   const DeltaGeometry g =
       detail::CheckDeltaArgs("GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
   const bool chunked = o.algorithm == DeltaAlgorithm::kChunked ||
-                       (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen > o.chunk_size / 4);
-  const int64_t chunk = std::min(o.chunk_size, g.seqlen);
-  const int64_t units = g.batch * g.heads_v;
+                       (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen_q > o.chunk_size / 4);
+  const int64_t chunk = std::min(o.chunk_size, g.seqlen_q);
+  const int64_t units = g.batch * g.heads;
   // A fork/join costs microseconds; a decode step of a few heads is about that much work.
-  const double work = static_cast<double>(units * g.seqlen * g.dk * g.dv);
+  const double work = static_cast<double>(units * g.seqlen_q * g.dk * g.dv);
   const int threads =
       work < double{1 << 20}
           ? 1
@@ -404,7 +404,7 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
     Workspace ws(g, chunk, block.get() + ws_floats * omp_get_thread_num());
 #pragma omp for schedule(dynamic, 1)
     for (int64_t unit = 0; unit < units; ++unit) {
-      const int64_t b = unit / g.heads_v, h = unit % g.heads_v, hq = h / g.group;
+      const int64_t b = unit / g.heads, h = unit % g.heads, hq = h / g.group;
       float* s = ws.s;
       if (!state.empty()) {
         for (int64_t c = 0; c < g.dk; ++c) {
@@ -413,8 +413,8 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
       } else {
         std::fill(ws.s, ws.s + g.dk * g.dv, 0.0f);
       }
-      for (int64_t t0 = 0; t0 < g.seqlen; t0 += chunk) {
-        const int64_t n = std::min(chunk, g.seqlen - t0);
+      for (int64_t t0 = 0; t0 < g.seqlen_q; t0 += chunk) {
+        const int64_t n = std::min(chunk, g.seqlen_q - t0);
         LoadQk(g, o, q, k, b, hq, t0, n, ws);
         if (chunked) {
           Chunk(g, o, v, log_alpha, beta, out, b, h, t0, n, s, ws);

@@ -4,13 +4,14 @@
 #include <cstdint>
 
 #include "attnkit/kernels/recurrent.h"
+#include "kernels/problem.h"
 
 namespace attnkit::detail {
 
-struct DeltaGeometry {
-  int64_t batch, heads_qk, heads_v, group, seqlen, dk, dv;
-  int64_t decay_dim;  // 0: α ≡ 1, 1: scalar, dk: per channel
-  float scale;        // on q after normalisation
+// The shared problem description (value heads share q/k heads: heads_q = q/k heads, heads = v
+// heads, seqlen_q = seqlen_kv = seqlen; scale on q after normalisation) plus the decay's width.
+struct DeltaGeometry : Problem {
+  int64_t decay_dim = 0;  // 0: α ≡ 1, 1: scalar, dk: per channel
 };
 
 // Checks shapes, gate ranges and the state exactly as GatedDeltaForward documents.

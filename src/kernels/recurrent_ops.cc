@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "attnkit/kernels/recurrent.h"
+#include "kernels/problem.h"
 
 namespace attnkit {
 namespace {
@@ -16,20 +17,24 @@ float Silu(float x) { return x / (1.0f + std::exp(-x)); }
 
 }  // namespace
 
-void ComputeDecayGate(TensorView<const float> a, const float* a_log, const float* dt_bias,
-                      TensorView<float> log_alpha) {
+void ComputeDecayGate(TensorView<const float> a, std::span<const float> a_log,
+                      std::span<const float> dt_bias, TensorView<float> log_alpha) {
   const char* fn = "ComputeDecayGate";
   CheckView(a, fn, "a");
   CheckView(log_alpha, fn, "log_alpha");
-  Require(a_log != nullptr && dt_bias != nullptr, fn, ": a_log and dt_bias must not be null");
   Require(log_alpha.shape == a.shape, fn, ": log_alpha ", log_alpha.ShapeString(),
           " must have a's shape ", a.ShapeString());
   const int64_t width = a.dim();
+  const detail::PerHeadRules required{.allow_empty = false};
+  detail::CheckPerHead(fn, "a_log", a_log, a.heads(), "num_heads_v", required);
+  detail::CheckPerHead(fn, "dt_bias", dt_bias, a.heads() * width, "num_heads_v * width", required);
+  for (int64_t h = 0; h < a.heads(); ++h) {  // before anything is written
+    Require(std::isfinite(std::exp(a_log[h])), fn, ": exp(a_log[", h,
+            "]) is not finite (a_log = ", a_log[h], ")");
+  }
   for (int64_t b = 0; b < a.batch(); ++b) {
     for (int64_t h = 0; h < a.heads(); ++h) {
       const float rate = std::exp(a_log[h]);
-      Require(std::isfinite(rate), fn, ": exp(a_log[", h, "]) is not finite (a_log = ", a_log[h],
-              ")");
       for (int64_t t = 0; t < a.tokens(); ++t) {
         for (int64_t c = 0; c < width; ++c) {
           log_alpha.at(b, h, t, c) = -rate * Softplus(a.at(b, h, t, c) + dt_bias[h * width + c]);
@@ -55,16 +60,17 @@ void ComputeWriteGate(TensorView<const float> b_logits, TensorView<float> beta) 
   }
 }
 
-void ShortConvForward(TensorView<const float> x, const float* weight, int64_t kernel,
+void ShortConvForward(TensorView<const float> x, std::span<const float> weight, int64_t kernel,
                       TensorView<float> out, TensorView<float> conv_state) {
   const char* fn = "ShortConvForward";
   CheckView(x, fn, "x");
   CheckView(out, fn, "out");
-  Require(weight != nullptr, fn, ": weight must not be null");
   Require(kernel >= 1, fn, ": kernel must be >= 1, got ", kernel);
   Require(x.heads() == 1 && out.shape == x.shape, fn,
           ": x and out must both be [batch, 1, seqlen, channels], got ", x.ShapeString(), " and ",
           out.ShapeString());
+  detail::CheckPerHead(fn, "weight", weight, x.dim() * kernel, "channels * kernel",
+                       {.allow_empty = false});
   const int64_t batch = x.batch(), seqlen = x.tokens(), channels = x.dim(), hist = kernel - 1;
   if (!conv_state.empty() && hist > 0) {
     CheckView(conv_state, fn, "conv_state");
@@ -103,15 +109,15 @@ void ShortConvForward(TensorView<const float> x, const float* weight, int64_t ke
   }
 }
 
-void GatedRmsNorm(TensorView<const float> o, TensorView<const float> gate, const float* weight,
-                  float eps, TensorView<float> out) {
+void GatedRmsNorm(TensorView<const float> o, TensorView<const float> gate,
+                  std::span<const float> weight, float eps, TensorView<float> out) {
   const char* fn = "GatedRmsNorm";
   CheckView(o, fn, "o");
   CheckView(gate, fn, "gate");
   CheckView(out, fn, "out");
   Require(gate.shape == o.shape && out.shape == o.shape, fn, ": o ", o.ShapeString(), ", gate ",
           gate.ShapeString(), " and out ", out.ShapeString(), " must have the same shape");
-  Require(weight != nullptr, fn, ": weight must not be null");
+  detail::CheckPerHead(fn, "weight", weight, o.dim(), "head_dim_v", {.allow_empty = false});
   Require(eps > 0.0f, fn, ": eps must be > 0, got ", eps);
   const int64_t dv = o.dim();
   for (int64_t b = 0; b < o.batch(); ++b) {

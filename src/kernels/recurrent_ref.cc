@@ -13,40 +13,28 @@ DeltaGeometry CheckDeltaArgs(const char* fn, TensorView<const float> q, TensorVi
                              TensorView<const float> v, TensorView<const float> log_alpha,
                              TensorView<const float> beta, TensorView<float> out,
                              TensorView<float> state, const GatedDeltaOptions& o) {
-  CheckView(q, fn, "q");
-  CheckView(k, fn, "k");
-  CheckView(v, fn, "v");
-  CheckView(out, fn, "out");
+  ProblemRules rules;
+  rules.sharing = HeadSharing::kQueryKey;
+  rules.equal_seqlen = true;
+  rules.scale = o.scale;
+  rules.num_threads = o.num_threads;
   DeltaGeometry g;
-  g.batch = q.batch();
-  g.heads_qk = q.heads();
-  g.heads_v = v.heads();
-  g.seqlen = q.tokens();
-  g.dk = q.dim();
-  g.dv = v.dim();
+  static_cast<Problem&>(g) = CheckProblem(fn, q, k, v, out, TensorView<const float>{}, rules);
   Require(k.shape == q.shape, fn, ": q ", q.ShapeString(), " and k ", k.ShapeString(),
           " must have the same shape");
-  Require(v.batch() == g.batch && v.tokens() == g.seqlen, fn, ": v ", v.ShapeString(),
-          " must match q ", q.ShapeString(), " in batch and seqlen");
-  Require(g.heads_v % g.heads_qk == 0, fn, ": q/k heads (", g.heads_qk, ") must divide v heads (",
-          g.heads_v, ")");
-  g.group = g.heads_v / g.heads_qk;
-  Require(out.batch() == g.batch && out.heads() == g.heads_v && out.tokens() == g.seqlen &&
-              out.dim() == g.dv,
-          fn, ": out must be [", g.batch, ", ", g.heads_v, ", ", g.seqlen, ", ", g.dv, "], got ",
-          out.ShapeString());
   Require(o.chunk_size >= 1, fn, ": options.chunk_size must be >= 1, got ", o.chunk_size);
   g.decay_dim = 0;
   if (!log_alpha.empty()) {
     CheckView(log_alpha, fn, "log_alpha");
-    Require(log_alpha.batch() == g.batch && log_alpha.heads() == g.heads_v &&
-                log_alpha.tokens() == g.seqlen && (log_alpha.dim() == 1 || log_alpha.dim() == g.dk),
-            fn, ": log_alpha must be [", g.batch, ", ", g.heads_v, ", ", g.seqlen, ", 1 or ", g.dk,
+    Require(log_alpha.batch() == g.batch && log_alpha.heads() == g.heads &&
+                log_alpha.tokens() == g.seqlen_q &&
+                (log_alpha.dim() == 1 || log_alpha.dim() == g.dk),
+            fn, ": log_alpha must be [", g.batch, ", ", g.heads, ", ", g.seqlen_q, ", 1 or ", g.dk,
             "], got ", log_alpha.ShapeString());
     g.decay_dim = log_alpha.dim();
     for (int64_t b = 0; b < g.batch; ++b) {
-      for (int64_t h = 0; h < g.heads_v; ++h) {
-        for (int64_t t = 0; t < g.seqlen; ++t) {
+      for (int64_t h = 0; h < g.heads; ++h) {
+        for (int64_t t = 0; t < g.seqlen_q; ++t) {
           const float* r = log_alpha.row(b, h, t);
           for (int64_t c = 0; c < g.decay_dim; ++c) {
             Require(std::isfinite(r[c]) && r[c] <= 0.0f, fn,
@@ -60,13 +48,13 @@ DeltaGeometry CheckDeltaArgs(const char* fn, TensorView<const float> q, TensorVi
   if (o.delta_rule) {
     Require(!beta.empty(), fn, ": beta is required with the delta rule");
     CheckView(beta, fn, "beta");
-    Require(beta.batch() == g.batch && beta.heads() == g.heads_v && beta.tokens() == g.seqlen &&
+    Require(beta.batch() == g.batch && beta.heads() == g.heads && beta.tokens() == g.seqlen_q &&
                 beta.dim() == 1,
-            fn, ": beta must be [", g.batch, ", ", g.heads_v, ", ", g.seqlen, ", 1], got ",
+            fn, ": beta must be [", g.batch, ", ", g.heads, ", ", g.seqlen_q, ", 1], got ",
             beta.ShapeString());
     for (int64_t b = 0; b < g.batch; ++b) {
-      for (int64_t h = 0; h < g.heads_v; ++h) {
-        for (int64_t t = 0; t < g.seqlen; ++t) {
+      for (int64_t h = 0; h < g.heads; ++h) {
+        for (int64_t t = 0; t < g.seqlen_q; ++t) {
           const float x = beta.at(b, h, t, 0);
           Require(x >= 0.0f && x <= 1.0f, fn, ": beta must lie in [0, 1], got ", x, " at [", b,
                   ", ", h, ", ", t, "]");
@@ -78,12 +66,11 @@ DeltaGeometry CheckDeltaArgs(const char* fn, TensorView<const float> q, TensorVi
   }
   if (!state.empty()) {
     CheckView(state, fn, "state");
-    Require(state.batch() == g.batch && state.heads() == g.heads_v && state.tokens() == g.dk &&
+    Require(state.batch() == g.batch && state.heads() == g.heads && state.tokens() == g.dk &&
                 state.dim() == g.dv,
-            fn, ": state must be [", g.batch, ", ", g.heads_v, ", ", g.dk, ", ", g.dv, "], got ",
+            fn, ": state must be [", g.batch, ", ", g.heads, ", ", g.dk, ", ", g.dv, "], got ",
             state.ShapeString());
   }
-  g.scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(g.dk));
   return g;
 }
 
@@ -100,12 +87,12 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
   const int64_t dk = g.dk, dv = g.dv;
   std::vector<double> s(static_cast<size_t>(dk * dv)), qn(dk), kn(dk), alpha(dk), sk(dv), u(dv);
   for (int64_t b = 0; b < g.batch; ++b) {
-    for (int64_t h = 0; h < g.heads_v; ++h) {
+    for (int64_t h = 0; h < g.heads; ++h) {
       const int64_t hq = h / g.group;
       for (int64_t c = 0; c < dk; ++c) {
         for (int64_t e = 0; e < dv; ++e) s[c * dv + e] = state.empty() ? 0.0 : state.at(b, h, c, e);
       }
-      for (int64_t t = 0; t < g.seqlen; ++t) {
+      for (int64_t t = 0; t < g.seqlen_q; ++t) {
         double nq = 0, nk = 0;
         for (int64_t c = 0; c < dk; ++c) {
           qn[c] = q.at(b, hq, t, c);

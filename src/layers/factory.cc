@@ -3,6 +3,7 @@
 
 #include <functional>
 #include <map>
+#include <mutex>
 #include <sstream>
 
 #include "attnkit/layers/gated_deltanet.h"
@@ -59,10 +60,10 @@ std::unique_ptr<Layer> DeltaNet(const LayerShape& s, bool kda, uint64_t seed) {
   return std::make_unique<GatedDeltaNetBlock>(c, GatedDeltaNetWeights::Random(c, seed));
 }
 
-using Factory = std::function<std::unique_ptr<Layer>(const LayerShape&, uint64_t)>;
+using Factory = LayerFactory;
 
-const std::map<std::string, Factory>& Table() {
-  static const std::map<std::string, Factory> table = {
+std::map<std::string, Factory> BuiltinTable() {
+  return {
       {"mha",
        [](const LayerShape& s, uint64_t seed) { return Gqa(GqaFrom(s, s.num_heads), seed); }},
       {"gqa",
@@ -103,25 +104,50 @@ const std::map<std::string, Factory>& Table() {
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };
-  return table;
+}
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, Factory> table = BuiltinTable();
+};
+
+Registry& Reg() {
+  static Registry* r = new Registry;  // never destroyed: used from static destructors too
+  return *r;
+}
+
+// The factory of `kind`, or an empty one.
+Factory Find(const std::string& kind) {
+  std::lock_guard<std::mutex> lock(Reg().mu);
+  const auto it = Reg().table.find(kind);
+  return it == Reg().table.end() ? Factory() : it->second;
 }
 
 }  // namespace
 
 std::vector<std::string> LayerKinds() {
+  std::lock_guard<std::mutex> lock(Reg().mu);
   std::vector<std::string> kinds;
-  for (const auto& [k, f] : Table()) kinds.push_back(k);
+  for (const auto& [k, f] : Reg().table) kinds.push_back(k);
   return kinds;
 }
 
+void RegisterLayerFactory(const std::string& kind, LayerFactory factory) {
+  Require(!kind.empty(), "RegisterLayerFactory: empty kind name");
+  Require(static_cast<bool>(factory), "RegisterLayerFactory: kind '", kind, "' has no factory");
+  std::lock_guard<std::mutex> lock(Reg().mu);
+  Require(Reg().table.emplace(kind, std::move(factory)).second, "RegisterLayerFactory: kind '",
+          kind, "' is already registered");
+}
+
 std::unique_ptr<Layer> MakeLayer(const std::string& kind, const LayerShape& shape, uint64_t seed) {
-  const auto it = Table().find(kind);
-  if (it == Table().end()) {
+  const Factory f = Find(kind);
+  if (!f) {
     std::string known;
     for (const auto& k : LayerKinds()) known += (known.empty() ? "" : ", ") + k;
     throw Error("MakeLayer: unknown layer kind '" + kind + "' (known: " + known + ")");
   }
-  return it->second(shape, seed);
+  return f(shape, seed);
 }
 
 std::vector<std::string> ParseLayerList(const std::string& spec) {
@@ -140,7 +166,7 @@ std::vector<std::string> ParseLayerList(const std::string& spec) {
               "' must be in [1, 1000]");
       item = item.substr(star + 1);
     }
-    Require(Table().count(item) == 1, "layer list: unknown layer kind '", item, "'");
+    Require(static_cast<bool>(Find(item)), "layer list: unknown layer kind '", item, "'");
     for (int64_t i = 0; i < repeat; ++i) kinds.push_back(item);
   }
   Require(!kinds.empty(), "layer list: '", spec, "' names no layer");

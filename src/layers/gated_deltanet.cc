@@ -118,7 +118,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   TensorView<float> cs = c.conv_kernel > 1
                              ? MakeBhsd(conv_state_.data(), batch, 1, c.conv_kernel - 1, ch)
                              : TensorView<float>{};
-  ShortConvForward(pv, weights_.conv.data.data(), c.conv_kernel, cv, cs);
+  ShortConvForward(pv, weights_.conv.data, c.conv_kernel, cv, cs);
 
   // [batch, tokens, channels] rows viewed per head without copies.
   auto heads_view = [&](float* base, int64_t heads, int64_t dim, int64_t row_stride) {
@@ -131,7 +131,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   const TensorView<float> lav = heads_view(la_.data(), hv, width, hv * width);
   const TensorView<float> bv = heads_view(b_.data(), hv, 1, hv);
   const TensorView<float> betav = heads_view(beta_.data(), hv, 1, hv);
-  ComputeDecayGate(av, weights_.a_log.data(), weights_.dt_bias.data(), lav);
+  ComputeDecayGate(av, weights_.a_log, weights_.dt_bias, lav);
   ComputeWriteGate(bv, betav);
 
   const TensorView<float> ov = heads_view(o_.data(), hv, dv, hv * dv);
@@ -140,7 +140,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
 
   // Gated RMSNorm per head, in place, then the output projection.
   const TensorView<float> gv = heads_view(g_.data(), hv, dv, hv * dv);
-  GatedRmsNorm(ov, gv, weights_.norm.data(), c.norm_eps, ov);
+  GatedRmsNorm(ov, gv, weights_.norm, c.norm_eps, ov);
   Linear(o_.data(), rows, weights_.w_o, out.data);
   seen_ += n;
 }

@@ -136,9 +136,9 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   }
 
   DenseOptions opt;
-  opt.scale = c.scale;
+  if (c.scale != 0.0f) opt.scale = c.scale;
   opt.softcap = c.softcap;
-  opt.sinks = c.sinks ? weights_.sinks.data() : nullptr;
+  if (c.sinks) opt.sinks = weights_.sinks;
   opt.backend = c.backend;
   if (c.window == 0 || n <= c.max_step) {
     cache_.Append(kv, vv);

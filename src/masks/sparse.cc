@@ -623,7 +623,6 @@ PatternSpec DefaultPatternSpec(const PatternSpec& in) {
   Require(std::find(names.begin(), names.end(), s.name) != names.end(), "unknown pattern '", s.name,
           "' (known: causal, window, chunked, strided, fixed, longformer, bigbird)");
   Require(s.seqlen >= 1, "pattern ", s.name, ": seqlen must be >= 1, got ", s.seqlen);
-  constexpr int64_t kUnset = PatternSpec::kPatternDefault;
   // Block size of the block patterns for large seqlen: a multiple of the dense kernel's query
   // tiles (64 rows, 128 for MHA) so that a tile never straddles two pattern blocks.
   constexpr int64_t kLargeBlock = 128;
@@ -632,27 +631,27 @@ PatternSpec DefaultPatternSpec(const PatternSpec& in) {
   // Small sequences (pictures) use token-level patterns; large ones the block forms the kernels
   // run at tile granularity (block 64 = the dense kernel's tile).
   if (s.name == "strided") {
-    if (s.block == kUnset) s.block = large ? kLargeBlock : 1;
-    RequirePositive(s.block, "block", s.name);
-    if (s.stride == kUnset) s.stride = std::max<int64_t>(1, RoundSqrt((n + s.block - 1) / s.block));
+    if (!s.block) s.block = large ? kLargeBlock : 1;
+    RequirePositive(*s.block, "block", s.name);
+    if (!s.stride) s.stride = std::max<int64_t>(1, RoundSqrt((n + *s.block - 1) / *s.block));
   } else if (s.name == "fixed") {
     const int64_t tile = large ? kLargeBlock : 1;
-    if (s.block == kUnset) s.block = tile * std::max<int64_t>(2, RoundSqrt((n + tile - 1) / tile));
-    RequirePositive(s.block, "block", s.name);
-    if (s.summary == kUnset)
-      s.summary = large ? std::min<int64_t>(64, s.block) : std::max<int64_t>(1, s.block / 4);
+    if (!s.block) s.block = tile * std::max<int64_t>(2, RoundSqrt((n + tile - 1) / tile));
+    RequirePositive(*s.block, "block", s.name);
+    if (!s.summary)
+      s.summary = large ? std::min<int64_t>(64, *s.block) : std::max<int64_t>(1, *s.block / 4);
   } else if (s.name == "window" || s.name == "chunked") {
-    if (s.window == kUnset) s.window = std::max<int64_t>(1, n / 16);
+    if (!s.window) s.window = std::max<int64_t>(1, n / 16);
   } else if (s.name == "longformer") {
-    if (s.window == kUnset) s.window = std::max<int64_t>(1, n / 32);
-    if (s.dilation == kUnset) s.dilation = 4;
-    if (s.dilated_window == kUnset) s.dilated_window = std::max<int64_t>(1, s.window / 2);
+    if (!s.window) s.window = std::max<int64_t>(1, n / 32);
+    if (!s.dilation) s.dilation = 4;
+    if (!s.dilated_window) s.dilated_window = std::max<int64_t>(1, *s.window / 2);
     if (s.globals.empty()) s.globals = {0};
   } else if (s.name == "bigbird") {
-    if (s.block == kUnset) s.block = large ? kLargeBlock : std::max<int64_t>(1, n / 16);
-    if (s.window_blocks == kUnset) s.window_blocks = 1;
-    if (s.global_blocks == kUnset) s.global_blocks = 2;  // BigBird-ITC: 3-block window,
-    if (s.random_blocks == kUnset) s.random_blocks = 3;  // 2 global and 3 random blocks
+    if (!s.block) s.block = large ? kLargeBlock : std::max<int64_t>(1, n / 16);
+    if (!s.window_blocks) s.window_blocks = 1;
+    if (!s.global_blocks) s.global_blocks = 2;  // BigBird-ITC: 3-block window,
+    if (!s.random_blocks) s.random_blocks = 3;  // 2 global and 3 random blocks
   }
   return s;
 }
@@ -661,49 +660,49 @@ MaskPtr MakePattern(const PatternSpec& in) {
   const PatternSpec s = DefaultPatternSpec(in);
   if (s.name == "causal") return CausalMask();
   if (s.name == "window") {
-    RequirePositive(s.window, "window", s.name);
-    return CausalWindowMask(s.window);
+    RequirePositive(*s.window, "window", s.name);
+    return CausalWindowMask(*s.window);
   }
   if (s.name == "chunked") {
-    RequirePositive(s.window, "window", s.name);
-    return ChunkedLocalMask(s.window);
+    RequirePositive(*s.window, "window", s.name);
+    return ChunkedLocalMask(*s.window);
   }
   if (s.name == "strided") {
-    RequirePositive(s.stride, "stride", s.name);
-    return StridedMask(s.stride, s.block);
+    RequirePositive(*s.stride, "stride", s.name);
+    return StridedMask(*s.stride, *s.block);
   }
   if (s.name == "fixed") {
-    RequirePositive(s.summary, "summary", s.name);
-    return FixedMask(s.block, s.summary);
+    RequirePositive(*s.summary, "summary", s.name);
+    return FixedMask(*s.block, *s.summary);
   }
   if (s.name == "longformer") {
-    RequirePositive(s.window, "window", s.name);
-    RequirePositive(s.dilation, "dilation", s.name);
-    Require(s.dilated_window >= 0, "pattern longformer: dilated_window must be >= 0, got ",
-            s.dilated_window);
+    RequirePositive(*s.window, "window", s.name);
+    RequirePositive(*s.dilation, "dilation", s.name);
+    Require(*s.dilated_window >= 0, "pattern longformer: dilated_window must be >= 0, got ",
+            *s.dilated_window);
     LongformerOptions o;
     o.seqlen = s.seqlen;
-    o.window = s.window - 1;  // `window` tokens including the query itself, as CausalWindowMask
-    o.dilation = s.dilation;
-    o.dilated_window = s.dilated_window;
+    o.window = *s.window - 1;  // `window` tokens including the query itself, as CausalWindowMask
+    o.dilation = *s.dilation;
+    o.dilated_window = *s.dilated_window;
     o.globals = s.globals;
     o.causal = true;
     return LongformerMask(o);
   }
   // bigbird
-  RequirePositive(s.block, "block", s.name);
-  Require(s.window_blocks >= 0, "pattern bigbird: window_blocks must be >= 0, got ",
-          s.window_blocks);
-  Require(s.global_blocks >= 0, "pattern bigbird: global_blocks must be >= 0, got ",
-          s.global_blocks);
-  Require(s.random_blocks >= 0, "pattern bigbird: random_blocks must be >= 0, got ",
-          s.random_blocks);
+  RequirePositive(*s.block, "block", s.name);
+  Require(*s.window_blocks >= 0, "pattern bigbird: window_blocks must be >= 0, got ",
+          *s.window_blocks);
+  Require(*s.global_blocks >= 0, "pattern bigbird: global_blocks must be >= 0, got ",
+          *s.global_blocks);
+  Require(*s.random_blocks >= 0, "pattern bigbird: random_blocks must be >= 0, got ",
+          *s.random_blocks);
   BigBirdOptions o;
   o.seqlen = s.seqlen;
-  o.block = s.block;
-  o.window_blocks = s.window_blocks;
-  o.global_blocks = s.global_blocks;
-  o.random_blocks = s.random_blocks;
+  o.block = *s.block;
+  o.window_blocks = *s.window_blocks;
+  o.global_blocks = *s.global_blocks;
+  o.random_blocks = *s.random_blocks;
   o.seed = s.seed;
   o.causal = true;
   return BigBirdMask(o);

@@ -2,6 +2,7 @@
 #include "attnkit/models/build.h"
 
 #include "attnkit/core/error.h"
+#include "attnkit/models/kinds.h"
 
 namespace attnkit::models {
 
@@ -20,62 +21,17 @@ LayerPlan PlanLayer(const ModelConfig& config, size_t index, int64_t max_tokens)
   // What the factory's blocks do not model; the block is still built (e.g. with RoPE).
   auto note = [&](const std::string& what) { p.note += (p.note.empty() ? "" : "; ") + what; };
   if (HasKvCache(l.kind) && !l.rope) note("NoPE layer built with RoPE");
-  if ((l.kind == LayerKind::kFull || l.kind == LayerKind::kSliding) && l.rope &&
-      l.rope_fraction != 1 && !l.output_gate) {
-    note("partial RoPE (" + std::to_string(l.rope_fraction) + ") built with full RoPE");
-  }
   if (l.softcap > 0) note("logit soft-cap not applied");
   if (l.query_pre_attn_scalar > 0) note("query_pre_attn_scalar scaling not applied");
-  auto missing = [&](const std::string& why) {
-    p.kind.clear();
-    p.missing = why;
+  const LayerKindInfo& info = KindInfo(l.kind);
+  if (info.plan == nullptr) {
+    p.missing =
+        info.no_block.empty() ? info.name + " is not mapped to a block kind yet" : info.no_block;
     return p;
-  };
-  switch (l.kind) {
-    case LayerKind::kFull:
-    case LayerKind::kSliding: {
-      if (l.head_dim_qk != l.head_dim_v) return missing("head_dim_qk != head_dim_v");
-      if (l.kind == LayerKind::kSliding) {
-        p.kind = l.sinks ? "sinks" : "swa";
-      } else if (l.sinks) {
-        p.kind = "sinks";  // gpt-oss full layers: sinks with a window as long as the cache
-        p.shape.window = max_tokens;
-      } else if (l.output_gate) {
-        p.kind = "gated";
-      } else if (l.num_heads_kv == l.num_heads_q) {
-        p.kind = "mha";
-      } else if (l.num_heads_kv == 1) {
-        p.kind = "mqa";
-      } else {
-        p.kind = "gqa";
-      }
-      return p;
-    }
-    case LayerKind::kMla:
-      if (l.qk_nope_head_dim != l.head_dim_v) {
-        return missing("MLA block needs qk_nope_head_dim == v_head_dim");
-      }
-      p.kind = "mla";
-      p.shape.head_dim = l.qk_nope_head_dim;
-      p.shape.num_heads_kv = l.num_heads_q;
-      p.shape.q_lora_rank = l.q_lora_rank;
-      p.shape.kv_lora_rank = l.kv_lora_rank;
-      p.shape.rope_head_dim = l.qk_rope_head_dim;
-      return p;
-    case LayerKind::kChunked:
-      return missing("chunked-local attention has no block kind yet");
-    case LayerKind::kDsa:
-      return missing("DSA (MLA + indexer) has no block kind yet");
-    case LayerKind::kGatedDeltaNet:
-    case LayerKind::kKda:
-    case LayerKind::kMamba2:
-    case LayerKind::kLightning:
-      // TODO: gated_deltanet and kda have factory kinds now; map their q/k head counts.
-      return missing(std::string(LayerKindName(l.kind)) + " is not mapped to a block kind yet");
-    case LayerKind::kMlp:
-      return missing("MLP-only layer (no attention block)");
   }
-  return missing("unknown layer kind");
+  info.plan(l, max_tokens, &p);
+  if (!p.missing.empty()) p.kind.clear();
+  return p;
 }
 
 std::vector<std::unique_ptr<Layer>> BuildLayers(const ModelConfig& config, int64_t max_tokens,

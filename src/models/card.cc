@@ -7,6 +7,7 @@
 
 #include "attnkit/core/error.h"
 #include "attnkit/core/xml.h"
+#include "attnkit/models/kinds.h"
 
 namespace attnkit::models {
 namespace {
@@ -19,59 +20,9 @@ std::string Num(double v) {
   return buf;
 }
 
-std::string KindLabel(LayerKind k) {
-  switch (k) {
-    case LayerKind::kFull:
-      return "full attention";
-    case LayerKind::kSliding:
-      return "sliding window";
-    case LayerKind::kChunked:
-      return "chunked local";
-    case LayerKind::kMla:
-      return "MLA";
-    case LayerKind::kDsa:
-      return "DSA (MLA + indexer)";
-    case LayerKind::kGatedDeltaNet:
-      return "Gated DeltaNet";
-    case LayerKind::kKda:
-      return "Kimi Delta Attention";
-    case LayerKind::kMamba2:
-      return "Mamba-2";
-    case LayerKind::kLightning:
-      return "lightning (linear)";
-    case LayerKind::kMlp:
-      return "MLP only";
-  }
-  return "?";
-}
-
 }  // namespace
 
-std::string LayerKindColor(LayerKind kind) {
-  switch (kind) {
-    case LayerKind::kFull:
-      return "#4e79a7";
-    case LayerKind::kSliding:
-      return "#59a14f";
-    case LayerKind::kChunked:
-      return "#8cd17d";
-    case LayerKind::kMla:
-      return "#e15759";
-    case LayerKind::kDsa:
-      return "#b07aa1";
-    case LayerKind::kGatedDeltaNet:
-      return "#f28e2b";
-    case LayerKind::kKda:
-      return "#edc948";
-    case LayerKind::kMamba2:
-      return "#76b7b2";
-    case LayerKind::kLightning:
-      return "#ff9da7";
-    case LayerKind::kMlp:
-      return "#d3d3d3";
-  }
-  return "#000000";
-}
+std::string LayerKindColor(LayerKind kind) { return KindInfo(kind).color; }
 
 std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) {
   Require(!config.layers.empty(), "ModelCardSvg: model '", config.name, "' has no layers");
@@ -113,7 +64,8 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
   const int facts_y = legend_y + legend_rows * 18 + 12;
   const int bars_y = facts_y + 58;
   const int bar_h = 18;
-  const int height = bars_y + static_cast<int>(reports.size()) * (bar_h + 8) + 26;
+  const int estimate_h = config.IsEstimate() ? 18 : 0;  // the "estimate" note under the bars
+  const int height = bars_y + static_cast<int>(reports.size()) * (bar_h + 8) + 26 + estimate_h;
 
   os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << w << "\" height=\"" << height
      << "\" viewBox=\"0 0 " << w << " " << height
@@ -163,10 +115,11 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
   // Legend.
   std::vector<std::pair<std::string, std::string>> legend;  // colour, label
   for (LayerKind k : kinds) {
-    std::string label = KindLabel(k) + " ×" + std::to_string(config.Count(k));
+    std::string label = KindInfo(k).label + " ×" + std::to_string(config.Count(k));
     for (const auto& l : config.layers) {
       if (l.kind == k && l.window > 0) {
-        label += " (" + std::string(k == LayerKind::kChunked ? "chunk " : "window ") +
+        const std::string& what = KindInfo(k).window_label;
+        label += " (" + (what.empty() ? std::string("window") : what) + " " +
                  GroupDigits(l.window) + ")";
         break;
       }
@@ -252,7 +205,15 @@ std::string ModelCardSvg(const ModelConfig& config, const CardOptions& options) 
     os << "<text x=\"" << Num(x + 6) << "\" y=\"" << by + 13 << "\">"
        << HumanBytes(static_cast<double>(r.total_bytes)) << "</text>\n";
   }
-  os << "</g>\n</svg>\n";
+  os << "</g>\n";
+  if (config.IsEstimate()) {
+    std::string fields;
+    for (const auto& f : config.unmodelled) fields += (fields.empty() ? "" : ", ") + f;
+    os << "<text class=\"estimate\" x=\"" << pad << "\" y=\"" << height - 12
+       << "\" fill=\"#b00020\" font-weight=\"bold\">" << Escape("Estimate: ignores " + fields)
+       << "</text>\n";
+  }
+  os << "</svg>\n";
   return os.str();
 }
 

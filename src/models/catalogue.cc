@@ -102,12 +102,12 @@ std::vector<std::string> ModelsWithKind(LayerKind kind) {
   return ModelsWhere([kind](const ModelConfig& m) { return m.Count(kind) > 0; });
 }
 
-ModelConfig LoadModelOrFile(const std::string& name_or_path) {
+ModelConfig LoadModelOrFile(const std::string& name_or_path, const ReadOptions& options) {
   if (FindModel(name_or_path) != nullptr) return LoadModel(name_or_path);
   struct stat st {};
   if (::stat(name_or_path.c_str(), &st) == 0 || name_or_path.find('/') != std::string::npos ||
       name_or_path.ends_with(".json")) {
-    return ReadHfConfig(name_or_path);
+    return ReadHfConfig(name_or_path, options);
   }
   return LoadModel(name_or_path);  // throws with suggestions
 }

@@ -1,58 +1,30 @@
 // LayerKind names and ModelConfig helpers (pattern strings, summaries, JSON form).
 #include "attnkit/models/config.h"
 
+#include <cctype>
 #include <map>
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/models/kinds.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::models {
 
-std::string_view LayerKindName(LayerKind kind) {
-  switch (kind) {
-    case LayerKind::kFull:
-      return "full";
-    case LayerKind::kSliding:
-      return "sliding";
-    case LayerKind::kChunked:
-      return "chunked";
-    case LayerKind::kMla:
-      return "mla";
-    case LayerKind::kDsa:
-      return "dsa";
-    case LayerKind::kGatedDeltaNet:
-      return "gated_deltanet";
-    case LayerKind::kKda:
-      return "kda";
-    case LayerKind::kMamba2:
-      return "mamba2";
-    case LayerKind::kLightning:
-      return "lightning";
-    case LayerKind::kMlp:
-      return "mlp";
-  }
-  return "?";
-}
+std::string_view LayerKindName(LayerKind kind) { return KindInfo(kind).name; }
 
 LayerKind ParseLayerKind(std::string_view name) {
-  for (LayerKind k : kAllLayerKinds) {
+  std::string known;
+  for (LayerKind k : AllLayerKinds()) {
     if (LayerKindName(k) == name) return k;
+    known += (known.empty() ? "" : ", ") + std::string(LayerKindName(k));
   }
-  throw Error(detail::StrCat("ParseLayerKind: unknown layer kind '", name,
-                             "' (full, sliding, chunked, mla, dsa, gated_deltanet, kda, mamba2, "
-                             "lightning, mlp)"));
+  throw Error(detail::StrCat("ParseLayerKind: unknown layer kind '", name, "' (", known, ")"));
 }
 
-bool HasKvCache(LayerKind kind) {
-  return kind == LayerKind::kFull || kind == LayerKind::kSliding || kind == LayerKind::kChunked ||
-         kind == LayerKind::kMla || kind == LayerKind::kDsa;
-}
+bool HasKvCache(LayerKind kind) { return KindInfo(kind).memory == LayerMemory::kKvCache; }
 
-bool IsRecurrent(LayerKind kind) {
-  return kind == LayerKind::kGatedDeltaNet || kind == LayerKind::kKda ||
-         kind == LayerKind::kMamba2 || kind == LayerKind::kLightning;
-}
+bool IsRecurrent(LayerKind kind) { return KindInfo(kind).memory == LayerMemory::kState; }
 
 int64_t ModelConfig::Count(LayerKind kind) const {
   int64_t n = 0;
@@ -60,43 +32,15 @@ int64_t ModelConfig::Count(LayerKind kind) const {
   return n;
 }
 
-namespace {
-char PatternChar(LayerKind kind) {
-  switch (kind) {
-    case LayerKind::kFull:
-      return 'F';
-    case LayerKind::kSliding:
-      return 'S';
-    case LayerKind::kChunked:
-      return 'C';
-    case LayerKind::kMla:
-      return 'M';
-    case LayerKind::kDsa:
-      return 'D';
-    case LayerKind::kGatedDeltaNet:
-      return 'G';
-    case LayerKind::kKda:
-      return 'K';
-    case LayerKind::kMamba2:
-      return 'B';
-    case LayerKind::kLightning:
-      return 'L';
-    case LayerKind::kMlp:
-      return '-';
-  }
-  return '?';
-}
-}  // namespace
-
 std::string ModelConfig::Pattern() const {
   std::string s;
   s.reserve(layers.size());
   for (const auto& l : layers) {
-    char c = PatternChar(l.kind);
+    char c = KindInfo(l.kind).pattern;
     if (l.kv_source >= 0) {
       c = '=';
-    } else if (!l.rope && HasKvCache(l.kind)) {
-      c = static_cast<char>(c - 'A' + 'a');
+    } else if (!l.rope && HasKvCache(l.kind) && std::isupper(static_cast<unsigned char>(c))) {
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     }
     s.push_back(c);
   }
@@ -172,6 +116,7 @@ std::string ModelConfigToJson(const ModelConfig& config, int indent) {
   j["layers"] = std::move(layers);
   j["assumptions"] = config.assumptions;
   j["warnings"] = config.warnings;
+  if (config.IsEstimate()) j["unmodelled"] = config.unmodelled;
   return j.dump(indent);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "attnkit/core/error.h"
+#include "attnkit/models/kinds.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::models {
@@ -49,22 +50,19 @@ CacheDtype ParseCacheDtype(std::string_view name) {
       detail::StrCat("dtype: unknown cache dtype '", name, "' (f32, bf16, f16, fp8, int8)"));
 }
 
-namespace {
-
-int64_t Mul(int64_t a, int64_t b) {
+int64_t CostMul(int64_t a, int64_t b) {
   int64_t r = 0;
   Require(!__builtin_mul_overflow(a, b, &r), "Cost: byte count overflows 64 bits (", a, " * ", b,
           "); use a smaller context or batch");
   return r;
 }
-int64_t Add(int64_t a, int64_t b) {
+int64_t CostAdd(int64_t a, int64_t b) {
   int64_t r = 0;
   Require(!__builtin_add_overflow(a, b, &r), "Cost: byte count overflows 64 bits (", a, " + ", b,
           ")");
   return r;
 }
 
-// Sum over query positions i = 1..L of the keys query i sees, as a double (FLOP counts).
 double CausalKeySum(int64_t L) { return 0.5 * static_cast<double>(L) * static_cast<double>(L + 1); }
 double WindowKeySum(int64_t L, int64_t w) {
   if (L <= w) return CausalKeySum(L);
@@ -75,45 +73,18 @@ double ChunkKeySum(int64_t L, int64_t c) {
   return static_cast<double>(full) * CausalKeySum(c) + CausalKeySum(rest);
 }
 
-// Keys the newest token sees when the cache holds L tokens (itself included).
-int64_t DecodeKeys(const LayerSpec& l, int64_t L) {
-  switch (l.kind) {
-    case LayerKind::kSliding:
-      return std::min(L, l.window);
-    case LayerKind::kChunked:
-      return (L - 1) % l.window + 1;
-    case LayerKind::kDsa:
-      return std::min(L, l.index_topk);
-    default:
-      return L;
-  }
+void SoftmaxAttentionCost(const LayerSpec& l, const CostQuery& q, int64_t cached_tokens,
+                          int64_t decode_keys, double prefill_keys, LayerCost* c) {
+  const int64_t elems = CostMul(l.num_heads_kv, CostAdd(l.head_dim_qk, l.head_dim_v));
+  c->kv_bytes_per_token = c->shared ? 0 : CostMul(elems, DtypeBytes(q.cache_dtype));
+  c->cached_tokens = cached_tokens;
+  const double per_key =
+      2.0 * static_cast<double>(l.num_heads_q) * static_cast<double>(l.head_dim_qk + l.head_dim_v);
+  c->decode_flops = per_key * static_cast<double>(decode_keys);
+  c->prefill_flops = per_key * prefill_keys;
 }
 
-double PrefillKeys(const LayerSpec& l, int64_t L) {
-  switch (l.kind) {
-    case LayerKind::kSliding:
-      return WindowKeySum(L, l.window);
-    case LayerKind::kChunked:
-      return ChunkKeySum(L, l.window);
-    case LayerKind::kDsa:
-      return WindowKeySum(L, l.index_topk);  // min(i, topk) per query
-    default:
-      return CausalKeySum(L);
-  }
-}
-
-// Per-token FLOPs of a recurrent layer: state update + read-out, plus the short convolution.
-double RecurrentTokenFlops(const LayerSpec& l) {
-  const double hkv = static_cast<double>(l.state_heads) * static_cast<double>(l.state_dim_k) *
-                     static_cast<double>(l.state_dim_v);
-  // Delta rule: decay (1), S^T k (2), rank-1 update (2), read-out S^T q (2) -> 7 per state entry.
-  // Mamba-2 and lightning: decay (1), update (2), read-out (2) -> 5.
-  const double per_entry =
-      (l.kind == LayerKind::kGatedDeltaNet || l.kind == LayerKind::kKda) ? 7.0 : 5.0;
-  const double conv =
-      2.0 * static_cast<double>(l.conv_channels) * static_cast<double>(l.conv_kernel);
-  return per_entry * hkv + conv;
-}
+namespace {
 
 // A ModelConfig may be built by hand: reject what the formulas cannot take.
 void CheckLayer(const LayerSpec& l, size_t i) {
@@ -125,12 +96,7 @@ void CheckLayer(const LayerSpec& l, size_t i) {
   for (int64_t v : fields) {
     Require(v >= 0, "Cost: layer ", i, " (", LayerKindName(l.kind), ") has a negative size field");
   }
-  if (l.kind == LayerKind::kSliding || l.kind == LayerKind::kChunked) {
-    Require(l.window >= 1, "Cost: layer ", i, " (", LayerKindName(l.kind), ") needs window >= 1");
-  }
-  if (l.kind == LayerKind::kDsa) {
-    Require(l.index_topk >= 1, "Cost: layer ", i, " (dsa) needs index_topk >= 1");
-  }
+  if (const auto check = KindInfo(l.kind).check) check(l, i);
   Require(l.kv_source < static_cast<int64_t>(i), "Cost: layer ", i, " kv_source (", l.kv_source,
           ") must name an earlier layer");
 }
@@ -141,8 +107,6 @@ CostReport Cost(const ModelConfig& config, const CostQuery& query) {
   Require(query.context >= 1, "Cost: context must be >= 1, got ", query.context);
   Require(query.batch >= 1, "Cost: batch must be >= 1, got ", query.batch);
   Require(!config.layers.empty(), "Cost: model '", config.name, "' has no layers");
-  const int64_t L = query.context;
-  const int64_t cb = DtypeBytes(query.cache_dtype), sb = DtypeBytes(query.state_dtype);
   CostReport r;
   r.query = query;
   for (size_t i = 0; i < config.layers.size(); ++i) {
@@ -153,72 +117,23 @@ CostReport Cost(const ModelConfig& config, const CostQuery& query) {
     c.kind = l.kind;
     c.window = l.window;
     c.shared = l.kv_source >= 0;
-    const double hq = static_cast<double>(l.num_heads_q);
-    switch (l.kind) {
-      case LayerKind::kFull:
-      case LayerKind::kSliding:
-      case LayerKind::kChunked: {
-        const int64_t elems = Mul(l.num_heads_kv, Add(l.head_dim_qk, l.head_dim_v));
-        c.kv_bytes_per_token = c.shared ? 0 : Mul(elems, cb);
-        c.cached_tokens = l.kind == LayerKind::kFull ? L : std::min(L, l.window);
-        const double per_key = 2.0 * hq * static_cast<double>(l.head_dim_qk + l.head_dim_v);
-        c.decode_flops = per_key * static_cast<double>(DecodeKeys(l, L));
-        c.prefill_flops = per_key * PrefillKeys(l, L);
-        break;
-      }
-      case LayerKind::kMla:
-      case LayerKind::kDsa: {
-        c.kv_bytes_per_token = c.shared ? 0 : Mul(Add(l.kv_lora_rank, l.qk_rope_head_dim), cb);
-        c.cached_tokens = L;
-        const double r_kv = static_cast<double>(l.kv_lora_rank);
-        // Decode, absorbed: scores over latent + rope keys, values in the latent, plus absorbing
-        // W_UK into the query and W_UV into the output once per token.
-        const double absorbed_per_key =
-            2.0 * hq * (2.0 * r_kv + static_cast<double>(l.qk_rope_head_dim));
-        const double absorb =
-            2.0 * hq * r_kv * static_cast<double>(l.qk_nope_head_dim + l.head_dim_v);
-        c.decode_flops = absorbed_per_key * static_cast<double>(DecodeKeys(l, L)) + absorb;
-        // Prefill, decompressed: ordinary attention with head_dim_qk / head_dim_v.
-        c.prefill_flops =
-            2.0 * hq * static_cast<double>(l.head_dim_qk + l.head_dim_v) * PrefillKeys(l, L);
-        if (l.kind == LayerKind::kDsa) {
-          c.indexer_bytes_per_token = c.shared ? 0 : Mul(l.index_head_dim, cb);
-          const double idx =
-              2.0 * static_cast<double>(l.index_num_heads) * static_cast<double>(l.index_head_dim);
-          c.decode_flops += idx * static_cast<double>(L);
-          c.prefill_flops += idx * CausalKeySum(L);
-        }
-        break;
-      }
-      case LayerKind::kGatedDeltaNet:
-      case LayerKind::kKda:
-      case LayerKind::kMamba2:
-      case LayerKind::kLightning: {
-        c.state_bytes = Mul(Mul(Mul(l.state_heads, l.state_dim_k), l.state_dim_v), sb);
-        c.conv_state_bytes = Mul(Mul(l.conv_channels, std::max<int64_t>(l.conv_kernel - 1, 0)), sb);
-        c.decode_flops = RecurrentTokenFlops(l);
-        c.prefill_flops = c.decode_flops * static_cast<double>(L);
-        break;
-      }
-      case LayerKind::kMlp:
-        break;
-    }
-    c.kv_bytes = Mul(c.kv_bytes_per_token, c.cached_tokens);
-    c.indexer_bytes = Mul(c.indexer_bytes_per_token, c.cached_tokens);
-    r.kv_bytes_per_token = Add(r.kv_bytes_per_token, c.kv_bytes_per_token);
-    r.indexer_bytes_per_token = Add(r.indexer_bytes_per_token, c.indexer_bytes_per_token);
-    r.kv_bytes_total = Add(r.kv_bytes_total, c.kv_bytes);
-    r.indexer_bytes_total = Add(r.indexer_bytes_total, c.indexer_bytes);
-    r.state_bytes = Add(r.state_bytes, Add(c.state_bytes, c.conv_state_bytes));
-    r.conv_state_bytes = Add(r.conv_state_bytes, c.conv_state_bytes);
+    KindInfo(l.kind).cost(l, query, &c);
+    c.kv_bytes = CostMul(c.kv_bytes_per_token, c.cached_tokens);
+    c.indexer_bytes = CostMul(c.indexer_bytes_per_token, c.cached_tokens);
+    r.kv_bytes_per_token = CostAdd(r.kv_bytes_per_token, c.kv_bytes_per_token);
+    r.indexer_bytes_per_token = CostAdd(r.indexer_bytes_per_token, c.indexer_bytes_per_token);
+    r.kv_bytes_total = CostAdd(r.kv_bytes_total, c.kv_bytes);
+    r.indexer_bytes_total = CostAdd(r.indexer_bytes_total, c.indexer_bytes);
+    r.state_bytes = CostAdd(r.state_bytes, CostAdd(c.state_bytes, c.conv_state_bytes));
+    r.conv_state_bytes = CostAdd(r.conv_state_bytes, c.conv_state_bytes);
     r.decode_flops += c.decode_flops;
     r.prefill_flops += c.prefill_flops;
     r.layers.push_back(c);
   }
-  r.kv_bytes_total = Mul(r.kv_bytes_total, query.batch);
-  r.indexer_bytes_total = Mul(r.indexer_bytes_total, query.batch);
-  r.state_bytes_total = Mul(r.state_bytes, query.batch);
-  r.total_bytes = Add(Add(r.kv_bytes_total, r.indexer_bytes_total), r.state_bytes_total);
+  r.kv_bytes_total = CostMul(r.kv_bytes_total, query.batch);
+  r.indexer_bytes_total = CostMul(r.indexer_bytes_total, query.batch);
+  r.state_bytes_total = CostMul(r.state_bytes, query.batch);
+  r.total_bytes = CostAdd(CostAdd(r.kv_bytes_total, r.indexer_bytes_total), r.state_bytes_total);
   return r;
 }
 
@@ -247,6 +162,10 @@ std::string CostReportToJson(const ModelConfig& config, const CostReport& r, boo
   j["mtp_layers_left_out"] = config.mtp_layers;
   j["assumptions"] = config.assumptions;
   j["warnings"] = config.warnings;
+  if (config.IsEstimate()) {  // read with allow_unknown: the figures ignore these fields
+    j["estimate"] = true;
+    j["unmodelled"] = config.unmodelled;
+  }
   if (include_layers) {
     nlohmann::ordered_json layers = nlohmann::ordered_json::array();
     for (const auto& c : r.layers) {

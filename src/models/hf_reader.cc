@@ -13,6 +13,7 @@
 
 #include "attnkit/core/error.h"
 #include "attnkit/models/config.h"
+#include "attnkit/models/kinds.h"
 #include "nlohmann/json.hpp"
 
 namespace attnkit::models {
@@ -26,199 +27,11 @@ constexpr int64_t kMaxHeads = 1 << 16;
 constexpr int64_t kMaxDim = 1 << 16;
 constexpr int64_t kMaxTokens = int64_t{1} << 40;
 
-enum class Family {
-  kUnknown,
-  kGpt2,
-  kLlama,
-  kLlama4,
-  kMistral,
-  kQwen2,
-  kQwenNext,
-  kGemma,
-  kGemma2,
-  kGemma3,
-  kGemma3n,
-  kGemma4,
-  kGptOss,
-  kOlmo,
-  kOlmo3,
-  kPhi3,
-  kSmolLm3,
-  kDeepseek,
-  kKimiLinear,
-  kMiniMax,
-  kMiniMaxM2,
-  kGlm,
-  kNemotronH,
-  kExaone4,
-  kCohere2,
-};
-
-Family ClassifyModelType(const std::string& t) {
-  static const std::map<std::string, Family> kTypes = {
-      {"gpt2", Family::kGpt2},
-      {"llama", Family::kLlama},
-      {"llama4", Family::kLlama4},
-      {"llama4_text", Family::kLlama4},
-      {"mistral", Family::kMistral},
-      {"mixtral", Family::kMistral},
-      {"ministral", Family::kMistral},
-      {"ministral3", Family::kMistral},
-      {"mistral3", Family::kMistral},
-      {"qwen2", Family::kQwen2},
-      {"qwen2_moe", Family::kQwen2},
-      {"qwen3", Family::kQwen2},
-      {"qwen3_moe", Family::kQwen2},
-      {"qwen3_next", Family::kQwenNext},
-      {"qwen3_5", Family::kQwenNext},
-      {"qwen3_5_text", Family::kQwenNext},
-      {"qwen3_5_moe", Family::kQwenNext},
-      {"qwen3_5_moe_text", Family::kQwenNext},
-      {"gemma", Family::kGemma},
-      {"gemma2", Family::kGemma2},
-      {"gemma3", Family::kGemma3},
-      {"gemma3_text", Family::kGemma3},
-      {"gemma3n", Family::kGemma3n},
-      {"gemma3n_text", Family::kGemma3n},
-      {"gemma4", Family::kGemma4},
-      {"gemma4_text", Family::kGemma4},
-      {"gpt_oss", Family::kGptOss},
-      {"olmo", Family::kOlmo},
-      {"olmo2", Family::kOlmo},
-      {"olmoe", Family::kOlmo},
-      {"olmo3", Family::kOlmo3},
-      {"phi3", Family::kPhi3},
-      {"phimoe", Family::kPhi3},
-      {"smollm3", Family::kSmolLm3},
-      {"deepseek_v2", Family::kDeepseek},
-      {"deepseek_v3", Family::kDeepseek},
-      {"deepseek_v32", Family::kDeepseek},
-      {"kimi_k2", Family::kDeepseek},
-      {"glm_moe_dsa", Family::kDeepseek},
-      {"kimi_linear", Family::kKimiLinear},
-      {"minimax", Family::kMiniMax},
-      {"minimax_m1", Family::kMiniMax},
-      {"minimaxm1", Family::kMiniMax},
-      {"minimax_text_01", Family::kMiniMax},
-      {"minimaxtext01", Family::kMiniMax},
-      {"minimax_m2", Family::kMiniMaxM2},
-      {"minimaxm2", Family::kMiniMaxM2},
-      {"glm", Family::kGlm},
-      {"glm4", Family::kGlm},
-      {"glm4_moe", Family::kGlm},
-      {"nemotron_h", Family::kNemotronH},
-      {"exaone4", Family::kExaone4},
-      {"cohere2", Family::kCohere2},
-  };
-  // Remote-code models sometimes spell model_type in CamelCase ("MiniMaxM1").
-  std::string key = t;
-  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  const auto it = kTypes.find(key);
-  return it == kTypes.end() ? Family::kUnknown : it->second;
-}
-
 // Defaults that a family's configuration class applies when a field is absent from config.json.
 struct FamilyDefaults {
-  const char* origin;  // named in the assumption note
+  const char* origin = "";  // named in the assumption note
   std::map<std::string, double> values;
 };
-
-const FamilyDefaults* DefaultsFor(Family f) {
-  static const FamilyDefaults kGemma3 = {"Gemma3TextConfig default",
-                                         {{"hidden_size", 2304},
-                                          {"num_hidden_layers", 26},
-                                          {"num_attention_heads", 8},
-                                          {"num_key_value_heads", 4},
-                                          {"head_dim", 256},
-                                          {"sliding_window", 4096},
-                                          {"sliding_window_pattern", 6},
-                                          {"query_pre_attn_scalar", 256},
-                                          {"max_position_embeddings", 131072}}};
-  static const FamilyDefaults kGemma2 = {"Gemma2Config default",
-                                         {{"hidden_size", 2304},
-                                          {"num_hidden_layers", 26},
-                                          {"num_attention_heads", 8},
-                                          {"num_key_value_heads", 4},
-                                          {"head_dim", 256},
-                                          {"sliding_window", 4096},
-                                          {"query_pre_attn_scalar", 256},
-                                          {"attn_logit_softcapping", 50},
-                                          {"final_logit_softcapping", 30},
-                                          {"max_position_embeddings", 8192}}};
-  static const FamilyDefaults kGemma = {"GemmaConfig default",
-                                        {{"hidden_size", 3072},
-                                         {"num_hidden_layers", 28},
-                                         {"num_attention_heads", 16},
-                                         {"num_key_value_heads", 16},
-                                         {"head_dim", 256},
-                                         {"max_position_embeddings", 8192}}};
-  static const FamilyDefaults kGemma3n = {"Gemma3nTextConfig default",
-                                          {{"hidden_size", 2048},
-                                           {"num_hidden_layers", 35},
-                                           {"num_attention_heads", 8},
-                                           {"num_key_value_heads", 2},
-                                           {"head_dim", 256},
-                                           {"sliding_window", 512},
-                                           {"num_kv_shared_layers", 15},
-                                           {"max_position_embeddings", 32768}}};
-  static const FamilyDefaults kGemma4 = {
-      "Gemma4TextConfig default", {{"num_kv_shared_layers", 0}, {"sliding_window_pattern", 6}}};
-  static const FamilyDefaults kGptOss = {"GptOssConfig default",
-                                         {{"hidden_size", 2880},
-                                          {"num_hidden_layers", 36},
-                                          {"num_attention_heads", 64},
-                                          {"num_key_value_heads", 8},
-                                          {"head_dim", 64},
-                                          {"sliding_window", 128},
-                                          {"max_position_embeddings", 131072}}};
-  static const FamilyDefaults kQwenNext = {"Qwen3NextConfig default",
-                                           {{"full_attention_interval", 4},
-                                            {"linear_conv_kernel_dim", 4},
-                                            {"partial_rotary_factor", 0.25}}};
-  static const FamilyDefaults kLlama4 = {"Llama4TextConfig default",
-                                         {{"head_dim", 128}, {"no_rope_layer_interval", 4}}};
-  static const FamilyDefaults kSmolLm3 = {"SmolLM3Config default", {{"no_rope_layer_interval", 4}}};
-  static const FamilyDefaults kOlmo3 = {"Olmo3Config default", {{"sliding_window", 4096}}};
-  static const FamilyDefaults kCohere2 = {
-      "Cohere2Config default", {{"sliding_window", 4096}, {"sliding_window_pattern", 4}}};
-  static const FamilyDefaults kGlm = {"Glm4Config default", {{"partial_rotary_factor", 0.5}}};
-  static const FamilyDefaults kQwen2 = {"Qwen2Config default", {{"max_window_layers", 28}}};
-  static const FamilyDefaults kNemotronH = {
-      "NemotronHConfig default",
-      {{"conv_kernel", 4}, {"n_groups", 8}, {"ssm_state_size", 128}, {"mamba_head_dim", 64}}};
-  switch (f) {
-    case Family::kGemma3:
-      return &kGemma3;
-    case Family::kGemma2:
-      return &kGemma2;
-    case Family::kGemma:
-      return &kGemma;
-    case Family::kGemma3n:
-      return &kGemma3n;
-    case Family::kGemma4:
-      return &kGemma4;
-    case Family::kGptOss:
-      return &kGptOss;
-    case Family::kQwenNext:
-      return &kQwenNext;
-    case Family::kLlama4:
-      return &kLlama4;
-    case Family::kSmolLm3:
-      return &kSmolLm3;
-    case Family::kOlmo3:
-      return &kOlmo3;
-    case Family::kCohere2:
-      return &kCohere2;
-    case Family::kGlm:
-      return &kGlm;
-    case Family::kQwen2:
-      return &kQwen2;
-    case Family::kNemotronH:
-      return &kNemotronH;
-    default:
-      return nullptr;
-  }
-}
 
 std::string FormatNumber(double v) {
   std::ostringstream os;
@@ -237,20 +50,16 @@ std::string Describe(const json& j) {
 }
 
 // Typed, checked access to one JSON object of the config, recording defaults as assumptions.
-class Fields {
+class Fields : public ConfigFields {
  public:
-  Fields(const json& obj, std::string prefix, const std::string& source, Family family,
-         ModelConfig* out)
-      : obj_(obj),
-        prefix_(std::move(prefix)),
-        source_(source),
-        defaults_(DefaultsFor(family)),
-        out_(out) {}
+  Fields(const json& obj, std::string prefix, const std::string& source,
+         const FamilyDefaults* defaults, ModelConfig* out)
+      : obj_(obj), prefix_(std::move(prefix)), source_(source), defaults_(defaults), out_(out) {}
 
   std::string Name(const std::string& key) const { return prefix_ + key; }
 
   // Present and not null.
-  bool Has(const std::string& key) const {
+  bool Has(const std::string& key) const override {
     const auto it = obj_.find(key);
     return it != obj_.end() && !it->is_null();
   }
@@ -261,7 +70,7 @@ class Fields {
   }
 
   // A required integer in [lo, hi]; the family default (reported) when absent.
-  int64_t Int(const std::string& key, int64_t lo = 1, int64_t hi = kMaxDim) const {
+  int64_t Int(const std::string& key, int64_t lo = 1, int64_t hi = kMaxDim) const override {
     if (!Has(key)) {
       if (const double* d = FamilyDefault(key)) return Checked(key, *d, lo, hi);
       Fail(key, "is missing");
@@ -284,7 +93,7 @@ class Fields {
     if (const double* d = FamilyDefault(key)) return Checked(key, *d, lo, hi);
     return fallback;
   }
-  double Double(const std::string& key, double fallback, double lo, double hi) const {
+  double Double(const std::string& key, double fallback, double lo, double hi) const override {
     double v = fallback;
     if (Has(key)) {
       const json& j = At(key);
@@ -407,31 +216,43 @@ std::string ReplaceNonStandardTokens(std::string_view text, int* replaced) {
   return s;
 }
 
-// What each entry of layer_types names.
-enum class TypeName { kFull, kSliding, kChunked, kLinear, kMamba, kMlp };
+// What each entry of layer_types names. kRegistered: a kind registered in the kind table
+// (models/kinds.h) under that layer type; kUnknown: an entry nothing here reads (refused unless
+// ReadOptions::allow_unknown, then read as a layer without attention).
+enum class TypeName { kFull, kSliding, kChunked, kLinear, kMamba, kMlp, kRegistered, kUnknown };
 
-TypeName ParseTypeName(const Fields& f, const std::string& key, size_t index, const json& j) {
+struct LayerType {
+  TypeName type = TypeName::kFull;
+  LayerKind kind = LayerKind::kFull;  // for kRegistered
+  bool operator==(TypeName t) const { return type == t; }
+};
+
+// The entry's type; kUnknown (with the entry in *unknown when given) for names nothing reads.
+LayerType ParseTypeName(const Fields& f, const std::string& key, size_t index, const json& j) {
   if (!j.is_string()) {
     f.Fail(key, "[" + std::to_string(index) + "] must be a string, got " + Describe(j));
   }
   const std::string s = j.get<std::string>();
-  if (s == "full_attention" || s == "attention" || s == "global_attention" || s == "global") {
-    return TypeName::kFull;
+  if (s == "linear_attention") return {TypeName::kLinear};  // the family says which kind
+  LayerKind kind = LayerKind::kFull;
+  if (FindLayerKindByType(s, &kind) == nullptr) return {TypeName::kUnknown};
+  switch (kind) {
+    case LayerKind::kFull:
+      return {TypeName::kFull};
+    case LayerKind::kSliding:
+      return {TypeName::kSliding};
+    case LayerKind::kChunked:
+      return {TypeName::kChunked};
+    case LayerKind::kMamba2:
+      return {TypeName::kMamba};
+    default:
+      return {TypeName::kRegistered, kind};
   }
-  if (s == "sliding_attention" || s == "sliding_window" || s == "local_attention" || s == "local") {
-    return TypeName::kSliding;
-  }
-  if (s == "chunked_attention") return TypeName::kChunked;
-  if (s == "linear_attention") return TypeName::kLinear;
-  if (s == "mamba" || s == "mamba2") return TypeName::kMamba;
-  f.Fail(key, "[" + std::to_string(index) + "] is '" + s +
-                  "', not one of full_attention, sliding_attention, chunked_attention, "
-                  "linear_attention, mamba");
 }
 
 // The layer types from `layer_types` when present (its length checked against num_layers).
-std::vector<TypeName> LayerTypesField(const Fields& f, int64_t num_layers) {
-  std::vector<TypeName> types;
+std::vector<LayerType> LayerTypesField(const Fields& f, int64_t num_layers) {
+  std::vector<LayerType> types;
   const json* arr = f.Array("layer_types");
   if (arr == nullptr) return types;
   if (static_cast<int64_t>(arr->size()) != num_layers) {
@@ -446,24 +267,24 @@ std::vector<TypeName> LayerTypesField(const Fields& f, int64_t num_layers) {
 
 // Layer i is `other` unless (i + 1) % n == 0, where it is `every_nth` (Gemma 3: 5 sliding then
 // 1 full; Qwen3-Next: 3 linear then 1 full).
-std::vector<TypeName> EveryNth(int64_t num_layers, int64_t n, TypeName other, TypeName every_nth) {
-  std::vector<TypeName> t(static_cast<size_t>(num_layers));
-  for (int64_t i = 0; i < num_layers; ++i) t[i] = (i + 1) % n == 0 ? every_nth : other;
+std::vector<LayerType> EveryNth(int64_t num_layers, int64_t n, TypeName other, TypeName every_nth) {
+  std::vector<LayerType> t(static_cast<size_t>(num_layers));
+  for (int64_t i = 0; i < num_layers; ++i) t[i].type = (i + 1) % n == 0 ? every_nth : other;
   return t;
 }
 
 // sliding_window_pattern as an int (every n-th layer global) or a string such as "LLLG".
-std::vector<TypeName> SlidingPatternField(const Fields& f, int64_t num_layers) {
+std::vector<LayerType> SlidingPatternField(const Fields& f, int64_t num_layers) {
   if (f.Has("sliding_window_pattern") && f.At("sliding_window_pattern").is_string()) {
     const std::string p = f.At("sliding_window_pattern").get<std::string>();
     if (p.empty()) f.Fail("sliding_window_pattern", "is an empty string");
-    std::vector<TypeName> t;
+    std::vector<LayerType> t;
     for (int64_t i = 0; i < num_layers; ++i) {
       const char c = p[static_cast<size_t>(i) % p.size()];
       if (c == 'L' || c == 'l' || c == 'S' || c == 's') {
-        t.push_back(TypeName::kSliding);
+        t.push_back({TypeName::kSliding});
       } else if (c == 'G' || c == 'g' || c == 'F' || c == 'f') {
-        t.push_back(TypeName::kFull);
+        t.push_back({TypeName::kFull});
       } else {
         f.Fail("sliding_window_pattern", "'" + p + "' may only hold L (local) and G (global)");
       }
@@ -558,7 +379,7 @@ LayerSpec SoftmaxLayer(LayerKind kind, const AttentionShape& s, int64_t window,
 }
 
 // MLA (and DSA when the indexer fields are present) from the DeepSeek-style fields.
-LayerSpec MlaLayer(const Fields& f) {
+LayerSpec MlaLayer(const Fields& f, bool indexer) {
   LayerSpec l;
   l.kind = LayerKind::kMla;
   l.num_heads_q = f.Int("num_attention_heads", 1, kMaxHeads);
@@ -571,7 +392,7 @@ LayerSpec MlaLayer(const Fields& f) {
   l.head_dim_qk = l.qk_nope_head_dim + l.qk_rope_head_dim;
   if (l.head_dim_qk == 0) f.Fail("qk_nope_head_dim", "and qk_rope_head_dim are both 0");
   l.rope_fraction = static_cast<double>(l.qk_rope_head_dim) / static_cast<double>(l.head_dim_qk);
-  if (f.Has("index_topk")) {
+  if (indexer && f.Has("index_topk")) {
     l.kind = LayerKind::kDsa;
     l.index_topk = f.Int("index_topk", 1, kMaxTokens);
     l.index_num_heads = f.Int("index_n_heads", 1, kMaxHeads);
@@ -672,7 +493,7 @@ void ReadKimiLinear(const Fields& f, const std::string& source, int64_t num_laye
                     ModelConfig* m) {
   const json* lac = f.Object("linear_attn_config");
   if (lac == nullptr) f.Fail("linear_attn_config", "is missing");
-  Fields lf(*lac, f.Name("linear_attn_config."), source, Family::kUnknown, m);
+  Fields lf(*lac, f.Name("linear_attn_config."), source, nullptr, m);
   const std::set<int64_t> kda = LayerNumberList(lf, "kda_layers", num_layers);
   const std::set<int64_t> full = LayerNumberList(lf, "full_attn_layers", num_layers);
   LayerSpec k;
@@ -682,7 +503,7 @@ void ReadKimiLinear(const Fields& f, const std::string& source, int64_t num_laye
   k.state_dim_v = k.state_dim_k;
   k.conv_kernel = lf.IntOr("short_conv_kernel_size", 4, "KimiLinearConfig default", 1, 1024);
   k.conv_channels = 3 * k.state_heads * k.state_dim_k;  // q, k and v each pass a short conv
-  LayerSpec mla = MlaLayer(f);
+  LayerSpec mla = MlaLayer(f, false);
   mla.rope = !f.Bool("mla_use_nope", false);
   for (int64_t i = 1; i <= num_layers; ++i) {
     const bool is_kda = kda.count(i) > 0, is_full = full.count(i) > 0;
@@ -716,7 +537,528 @@ LayerSpec GatedDeltaNetLayer(const Fields& f) {
   return l;
 }
 
-ModelConfig Parse(const json& root, const std::string& source, int replaced_tokens) {
+// ---------------------------------------------------------------- family rules
+//
+// One rule per family (the model_types it covers, the defaults of its configuration class, and
+// the few hooks where it differs from a standard decoder), in the style of gemma.cpp's
+// configs.cc: the families are data, read by one Parse below.
+
+struct FamilyRule;
+
+// What a family rule reads and fills while one config is read.
+struct Reader {
+  Reader(const Fields& fields, ModelConfig& model, const std::string& src, const FamilyRule& r)
+      : f(fields), m(model), source(src), rule(r) {}
+  const Fields& f;
+  ModelConfig& m;
+  const std::string& source;
+  const FamilyRule& rule;
+  int64_t n = 0;          // decoder layers
+  bool gpt2 = false;      // GPT-2 field names (n_layer, n_embd, n_head)
+  AttentionShape local;   // sliding / chunked layers, and full ones unless `global` differs
+  AttentionShape global;  // full layers (Gemma 4 gives them their own dims)
+  double local_rope = 1, global_rope = 1;
+  double qscale = 0;             // query_pre_attn_scalar (0: 1/sqrt(head_dim))
+  std::vector<LayerType> types;  // one per layer
+  bool had_layer_types = false;  // `types` came from config.json
+  std::vector<int> rope_flags;   // 1: RoPE, 0: NoPE
+
+  bool Any(TypeName t) const { return std::find(types.begin(), types.end(), t) != types.end(); }
+  // Sets `types` unless config.json gave layer_types, noting the family default.
+  void DefaultTypes(std::vector<LayerType> t, const std::string& why) {
+    if (had_layer_types) return;
+    types = std::move(t);
+    m.assumptions.push_back(f.Name("layer_types") + " absent: " + why);
+  }
+  // RoPE flags from no_rope_layers, or every no_rope_layer_interval-th layer without RoPE.
+  void NoRopeFromList(const std::string& origin) {
+    if (f.Has("no_rope_layers")) {
+      rope_flags = FlagList(f, "no_rope_layers", n);
+      return;
+    }
+    const int64_t k = f.Int("no_rope_layer_interval", 1, kMaxLayers);
+    for (int64_t i = 0; i < n; ++i) rope_flags[i] = (i + 1) % k != 0;
+    m.assumptions.push_back(f.Name("no_rope_layers") + " absent: every " + std::to_string(k) +
+                            "th layer without RoPE (" + origin + ")");
+  }
+};
+
+struct FamilyRule {
+  std::vector<std::string> model_types;  // lower case
+  FamilyDefaults defaults;               // what its configuration class fills in
+  // For a model_type no rule lists: the rule claims the config by its fields.
+  bool (*claims)(const Fields& f) = nullptr;
+  // A family with its own layout: reads every layer. Null: the standard decoder in Parse.
+  void (*read_all)(Reader& r) = nullptr;
+  // Standard decoder: layer types when config.json has no layer_types, and RoPE flags.
+  void (*pattern)(Reader& r) = nullptr;
+  // Standard decoder: per-family shapes once the windows are read (Gemma 4's global layers).
+  void (*shape)(Reader& r) = nullptr;
+  // What its linear_attention / mamba layer_types entries are. Null linear: Gated DeltaNet or
+  // lightning by the fields present; null mamba: not read (unmodelled).
+  LayerSpec (*linear)(Reader& r) = nullptr;
+  LayerSpec (*mamba)(Reader& r) = nullptr;
+  // Adjusts the layers once built (sinks, output gates, NoPE, KV sharing, ...).
+  void (*finish)(Reader& r) = nullptr;
+  bool indexer = false;      // reads the DSA indexer fields (index_topk, ...)
+  bool state_space = false;  // reads Mamba / SSM fields
+  bool gpt2_names = false;   // n_layer / n_embd / n_head
+};
+
+// ---- hooks shared by several families
+
+void AllSlidingIfWindow(Reader& r) {  // Mistral, Phi-3, unknown: one window for every layer
+  if (!r.types.empty()) return;
+  const bool sliding = r.f.Has("sliding_window") && r.f.Bool("use_sliding_window", true);
+  r.types.assign(static_cast<size_t>(r.n), {sliding ? TypeName::kSliding : TypeName::kFull});
+}
+
+void AttnTypeList(Reader& r) {  // MiniMax: 1 softmax, 0 lightning
+  if (r.had_layer_types) return;
+  r.types.clear();
+  for (int v : FlagList(r.f, "attn_type_list", r.n)) {
+    r.types.push_back({v ? TypeName::kFull : TypeName::kLinear});
+  }
+}
+
+void SlidingPattern(Reader& r) {  // Gemma 3 / 4, Cohere 2: sliding_window_pattern
+  if (!r.had_layer_types) r.types = SlidingPatternField(r.f, r.n);
+}
+
+void AlternateSliding(Reader& r) {  // Gemma 2, gpt-oss
+  r.DefaultTypes(EveryNth(r.n, 2, TypeName::kSliding, TypeName::kFull),
+                 "sliding and full layers alternate, layer 0 sliding (family default)");
+}
+
+void NoPeGlobal(Reader& r) {  // Cohere 2, EXAONE 4: full layers skip RoPE when sliding ones exist
+  if (!r.Any(TypeName::kSliding)) return;
+  for (auto& l : r.m.layers) {
+    if (l.kind == LayerKind::kFull) l.rope = false;
+  }
+}
+
+void ShareKvLayers(Reader& r) { ShareKv(r.f, &r.m); }  // Gemma 3n
+
+LayerSpec Lightning(Reader& r) {  // MiniMax: decayed linear attention over the softmax shape
+  LayerSpec l;
+  l.kind = LayerKind::kLightning;
+  l.state_heads = r.local.heads;
+  l.state_dim_k = r.local.head_dim;
+  l.state_dim_v = r.local.head_dim;
+  return l;
+}
+
+LayerSpec GatedDeltaNet(Reader& r) { return GatedDeltaNetLayer(r.f); }
+
+// linear_attention in a family with no rule of its own for it.
+LayerSpec AnyLinear(Reader& r) {
+  if (r.f.Has("attn_type_list")) return Lightning(r);
+  if (r.f.Has("linear_num_value_heads")) {
+    r.m.warnings.push_back("linear_attention layers read as Gated DeltaNet (Qwen3-Next fields)");
+    return GatedDeltaNetLayer(r.f);
+  }
+  r.f.Fail("layer_types", "names linear_attention layers but the linear_* head fields are missing");
+}
+
+// ---- families with their own layout
+
+void ReadDeepseek(Reader& r) {  // MLA everywhere (DSA with the indexer fields)
+  r.n = r.f.Int("num_hidden_layers", 1, kMaxLayers);
+  r.m.layers.assign(static_cast<size_t>(r.n), MlaLayer(r.f, true));
+}
+
+void ReadKimi(Reader& r) {
+  r.n = r.f.Int("num_hidden_layers", 1, kMaxLayers);
+  ReadKimiLinear(r.f, r.source, r.n, &r.m);
+}
+
+void ReadNemotron(Reader& r) { ReadNemotronH(r.f, r.m.hidden_size, &r.m); }
+
+// Granite 4.0-H: Mamba-2 layers (mamba_* fields) and attention layers named in layer_types.
+LayerSpec GraniteMamba(Reader& r) {
+  LayerSpec l;
+  l.kind = LayerKind::kMamba2;
+  const int64_t heads = r.f.Int("mamba_n_heads", 1, kMaxHeads);
+  int64_t head_dim = 0;
+  if (r.f.Has("mamba_d_head") && r.f.At("mamba_d_head").is_number()) {
+    head_dim = r.f.Int("mamba_d_head");
+  } else {  // "auto" or absent: the inner width split over the heads
+    const int64_t inner = r.f.Int("mamba_expand", 1, 64) * r.m.hidden_size;
+    if (inner % heads != 0) r.f.Fail("mamba_n_heads", "must divide mamba_expand * hidden_size");
+    head_dim = inner / heads;
+  }
+  const int64_t state = r.f.Int("mamba_d_state");
+  const int64_t groups = r.f.Int("mamba_n_groups", 1, kMaxHeads);
+  l.state_heads = heads;
+  l.state_dim_k = state;
+  l.state_dim_v = head_dim;
+  l.conv_kernel = r.f.Int("mamba_d_conv", 1, 1024);
+  l.conv_channels = heads * head_dim + 2 * groups * state;
+  return l;
+}
+
+void GranitePattern(Reader& r) {
+  if (!r.had_layer_types)
+    r.f.Fail("layer_types", "is missing (it names mamba and attention layers)");
+}
+
+void GraniteFinish(Reader& r) {  // RoPE only with position_embedding_type "rope"
+  const std::string pe = r.f.Str("position_embedding_type", "");
+  if (pe == "rope") return;
+  for (auto& l : r.m.layers) {
+    if (HasKvCache(l.kind)) l.rope = false;
+  }
+  if (pe.empty()) {
+    r.m.assumptions.push_back(r.f.Name("position_embedding_type") +
+                              " absent: no RoPE (GraniteMoeHybrid applies RoPE only for 'rope')");
+  }
+}
+
+// ---- the rules, one per family
+
+const std::vector<FamilyRule>& Rules() {
+  static const std::vector<FamilyRule> rules = [] {
+    std::vector<FamilyRule> v;
+    auto add = [&v](std::vector<std::string> types, FamilyDefaults d = {}) -> FamilyRule& {
+      v.push_back({});
+      v.back().model_types = std::move(types);
+      v.back().defaults = std::move(d);
+      return v.back();
+    };
+    add({"gpt2"}).gpt2_names = true;
+    add({"llama"});
+    {
+      FamilyRule& r =
+          add({"llama4", "llama4_text"},
+              {"Llama4TextConfig default", {{"head_dim", 128}, {"no_rope_layer_interval", 4}}});
+      r.pattern = [](Reader& x) {
+        x.NoRopeFromList("Llama4TextConfig default");
+        if (x.had_layer_types) return;
+        const int64_t chunk = x.f.OptInt("attention_chunk_size", 0, 0, kMaxTokens);
+        x.types.assign(static_cast<size_t>(x.n), {TypeName::kFull});
+        if (chunk == 0) return;
+        for (int64_t i = 0; i < x.n; ++i) {
+          if (x.rope_flags[i]) x.types[i] = {TypeName::kChunked};  // NoPE layers stay global
+        }
+      };
+    }
+    add({"mistral", "mixtral", "ministral", "ministral3", "mistral3"}).pattern = AllSlidingIfWindow;
+    add({"qwen2", "qwen2_moe", "qwen3", "qwen3_moe"},
+        {"Qwen2Config default", {{"max_window_layers", 28}}})
+        .pattern = [](Reader& x) {  // windows only with use_sliding_window, from max_window_layers
+      if (!x.types.empty()) return;
+      x.types.assign(static_cast<size_t>(x.n), {TypeName::kFull});
+      if (!x.f.Bool("use_sliding_window", false) || !x.f.Has("sliding_window")) return;
+      const int64_t from = x.f.Int("max_window_layers", 0, kMaxLayers);
+      for (int64_t i = from; i < x.n; ++i) x.types[i] = {TypeName::kSliding};
+    };
+    {
+      FamilyRule& r =
+          add({"qwen3_next", "qwen3_5", "qwen3_5_text", "qwen3_5_moe", "qwen3_5_moe_text"},
+              {"Qwen3NextConfig default",
+               {{"full_attention_interval", 4},
+                {"linear_conv_kernel_dim", 4},
+                {"partial_rotary_factor", 0.25}}});
+      r.pattern = [](Reader& x) {  // 3 Gated DeltaNet then 1 gated full attention
+        if (x.had_layer_types) return;
+        const int64_t k = x.f.Int("full_attention_interval", 1, kMaxLayers);
+        x.types = EveryNth(x.n, k, TypeName::kLinear, TypeName::kFull);
+      };
+      r.linear = GatedDeltaNet;
+      r.finish = [](Reader& x) {
+        for (auto& l : x.m.layers) {
+          if (l.kind == LayerKind::kFull) l.output_gate = x.f.Bool("attn_output_gate", true);
+        }
+      };
+    }
+    add({"gemma"}, {"GemmaConfig default",
+                    {{"hidden_size", 3072},
+                     {"num_hidden_layers", 28},
+                     {"num_attention_heads", 16},
+                     {"num_key_value_heads", 16},
+                     {"head_dim", 256},
+                     {"max_position_embeddings", 8192}}});
+    add({"gemma2"}, {"Gemma2Config default",
+                     {{"hidden_size", 2304},
+                      {"num_hidden_layers", 26},
+                      {"num_attention_heads", 8},
+                      {"num_key_value_heads", 4},
+                      {"head_dim", 256},
+                      {"sliding_window", 4096},
+                      {"query_pre_attn_scalar", 256},
+                      {"attn_logit_softcapping", 50},
+                      {"final_logit_softcapping", 30},
+                      {"max_position_embeddings", 8192}}})
+        .pattern = AlternateSliding;
+    add({"gemma3", "gemma3_text"}, {"Gemma3TextConfig default",
+                                    {{"hidden_size", 2304},
+                                     {"num_hidden_layers", 26},
+                                     {"num_attention_heads", 8},
+                                     {"num_key_value_heads", 4},
+                                     {"head_dim", 256},
+                                     {"sliding_window", 4096},
+                                     {"sliding_window_pattern", 6},
+                                     {"query_pre_attn_scalar", 256},
+                                     {"max_position_embeddings", 131072}}})
+        .pattern = SlidingPattern;
+    {
+      FamilyRule& r = add({"gemma3n", "gemma3n_text"}, {"Gemma3nTextConfig default",
+                                                        {{"hidden_size", 2048},
+                                                         {"num_hidden_layers", 35},
+                                                         {"num_attention_heads", 8},
+                                                         {"num_key_value_heads", 2},
+                                                         {"head_dim", 256},
+                                                         {"sliding_window", 512},
+                                                         {"num_kv_shared_layers", 15},
+                                                         {"max_position_embeddings", 32768}}});
+      r.pattern = [](Reader& x) {
+        x.DefaultTypes(EveryNth(x.n, 5, TypeName::kSliding, TypeName::kFull),
+                       "4 sliding then 1 full (Gemma3nTextConfig default)");
+      };
+      r.finish = ShareKvLayers;
+    }
+    {
+      FamilyRule& r = add({"gemma4", "gemma4_text"},
+                          {"Gemma4TextConfig default",
+                           {{"num_kv_shared_layers", 0}, {"sliding_window_pattern", 6}}});
+      r.pattern = SlidingPattern;
+      r.shape = [](Reader& x) {  // full layers have their own head_dim and KV head count
+        if (x.f.Has("global_head_dim")) x.global.head_dim = x.f.Int("global_head_dim");
+        if (!x.f.Bool("attention_k_eq_v", false) || !x.f.Has("num_global_key_value_heads")) return;
+        x.global.kv_heads = x.f.Int("num_global_key_value_heads", 1, kMaxHeads);
+        if (x.global.heads % x.global.kv_heads != 0) {
+          x.f.Fail("num_global_key_value_heads", "must divide num_attention_heads");
+        }
+        x.m.assumptions.push_back(
+            "attention_k_eq_v: full layers take V from the K projection but cache K (rotated) and "
+            "V (normed) apart, so both are counted");
+      };
+      r.finish = [](Reader& x) {
+        if (x.qscale == 0) {
+          for (auto& l : x.m.layers) l.query_pre_attn_scalar = 1;  // QK-norm, scores not scaled
+          x.m.assumptions.push_back(
+              "Gemma 4 scales scores by 1 (QK-norm instead of 1/sqrt(head_dim))");
+        }
+        ShareKv(x.f, &x.m);
+      };
+    }
+    {
+      FamilyRule& r = add({"gpt_oss"}, {"GptOssConfig default",
+                                        {{"hidden_size", 2880},
+                                         {"num_hidden_layers", 36},
+                                         {"num_attention_heads", 64},
+                                         {"num_key_value_heads", 8},
+                                         {"head_dim", 64},
+                                         {"sliding_window", 128},
+                                         {"max_position_embeddings", 131072}}});
+      r.pattern = AlternateSliding;
+      r.finish = [](Reader& x) {  // learned sink logits in every attention layer
+        for (auto& l : x.m.layers) l.sinks = HasKvCache(l.kind);
+      };
+    }
+    add({"olmo", "olmo2", "olmoe"});
+    add({"olmo3"}, {"Olmo3Config default", {{"sliding_window", 4096}}}).pattern = [](Reader& x) {
+      x.DefaultTypes(EveryNth(x.n, 4, TypeName::kSliding, TypeName::kFull),
+                     "3 sliding then 1 full (Olmo3Config default)");
+    };
+    add({"phi3", "phimoe"}).pattern = AllSlidingIfWindow;
+    add({"smollm3"}, {"SmolLM3Config default", {{"no_rope_layer_interval", 4}}}).pattern =
+        [](Reader& x) { x.NoRopeFromList("SmolLM3Config default"); };
+    {
+      FamilyRule& r = add({"deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2", "glm_moe_dsa"});
+      r.claims = [](const Fields& f) { return f.Has("kv_lora_rank"); };
+      r.read_all = ReadDeepseek;
+      r.indexer = true;
+    }
+    {
+      FamilyRule& r =
+          add({"minimax", "minimax_m1", "minimaxm1", "minimax_text_01", "minimaxtext01"});
+      r.pattern = AttnTypeList;
+      r.linear = Lightning;
+    }
+    {
+      FamilyRule& r = add({"minimax_m2", "minimaxm2"});
+      r.pattern = [](Reader& x) {
+        if (x.f.Has("attn_type_list")) AttnTypeList(x);
+      };
+      r.linear = Lightning;
+    }
+    add({"glm", "glm4", "glm4_moe"}, {"Glm4Config default", {{"partial_rotary_factor", 0.5}}});
+    {
+      FamilyRule& r = add(
+          {"nemotron_h"},
+          {"NemotronHConfig default",
+           {{"conv_kernel", 4}, {"n_groups", 8}, {"ssm_state_size", 128}, {"mamba_head_dim", 64}}});
+      r.claims = [](const Fields& f) { return f.Has("hybrid_override_pattern"); };
+      r.read_all = ReadNemotron;
+      r.state_space = true;
+    }
+    {
+      FamilyRule& r = add({"granitemoehybrid"}, {"GraniteMoeHybridConfig default",
+                                                 {{"mamba_n_heads", 128},
+                                                  {"mamba_n_groups", 1},
+                                                  {"mamba_d_state", 256},
+                                                  {"mamba_d_conv", 4},
+                                                  {"mamba_expand", 2}}});
+      r.pattern = GranitePattern;
+      r.mamba = GraniteMamba;
+      r.finish = GraniteFinish;
+      r.state_space = true;
+    }
+    {
+      FamilyRule& r = add({"exaone4"});
+      r.pattern = [](Reader& x) {
+        if (!x.had_layer_types && x.f.Has("sliding_window_pattern") && x.f.Has("sliding_window")) {
+          x.types = SlidingPatternField(x.f, x.n);
+        }
+      };
+      r.finish = NoPeGlobal;
+    }
+    {
+      FamilyRule& r = add({"cohere2"}, {"Cohere2Config default",
+                                        {{"sliding_window", 4096}, {"sliding_window_pattern", 4}}});
+      r.pattern = SlidingPattern;
+      r.finish = NoPeGlobal;
+    }
+    // Kimi Linear is claimed before DeepSeek for an unknown model_type (both have kv_lora_rank).
+    {
+      FamilyRule& r = add({"kimi_linear"});
+      r.claims = [](const Fields& f) {
+        return f.Has("linear_attn_config") && f.Has("kv_lora_rank");
+      };
+      r.read_all = ReadKimi;
+    }
+    return v;
+  }();
+  return rules;
+}
+
+// A config.json whose model_type no rule lists: a standard decoder, with MiniMax's
+// attn_type_list and one window for every layer when sliding_window is given.
+const FamilyRule& GenericRule() {
+  static const FamilyRule rule = [] {
+    FamilyRule r;
+    r.pattern = [](Reader& x) {
+      if (x.f.Has("attn_type_list")) AttnTypeList(x);
+      AllSlidingIfWindow(x);
+    };
+    return r;
+  }();
+  return rule;
+}
+
+// The rule for a model_type (case-insensitive: remote-code models write "MiniMaxM1"); for an
+// unknown one, the first rule that claims the fields (Nemotron-H, Kimi Linear, DeepSeek), else
+// the generic decoder. *known: whether a rule lists the model_type.
+const FamilyRule& RuleFor(const std::string& model_type, const json& text, bool* known) {
+  std::string key = model_type;
+  for (char& c : key) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  for (const auto& r : Rules()) {
+    if (std::find(r.model_types.begin(), r.model_types.end(), key) != r.model_types.end()) {
+      *known = true;
+      return r;
+    }
+  }
+  *known = false;
+  ModelConfig scratch;
+  const Fields probe(text, "", "", nullptr, &scratch);
+  for (const char* name : {"nemotron_h", "kimi_linear", "deepseek_v3"}) {
+    for (const auto& r : Rules()) {
+      const bool lists =
+          std::find(r.model_types.begin(), r.model_types.end(), name) != r.model_types.end();
+      if (lists && r.claims != nullptr && r.claims(probe)) return r;
+    }
+  }
+  return GenericRule();
+}
+
+// ---------------------------------------------------------------- what the reader refuses
+
+bool KnownRopeType(const std::string& t) {
+  static const std::set<std::string> kKnown = {
+      "default", "linear", "dynamic", "yarn", "longrope", "llama3", "su", "mrope", "proportional"};
+  return kKnown.count(t) > 0;
+}
+
+// Fields that change attention (or what a layer keeps) but that no rule for this family reads:
+// refused unless ReadOptions::allow_unknown.
+// Indexer fields count as read only for a family listed by model_type.
+std::vector<std::string> UnmodelledFields(const Fields& f, const FamilyRule& rule, bool known) {
+  std::vector<std::string> out;
+  auto add = [&out](const std::string& s) {
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  };
+  // Compressed / shared KV of DeepSeek V4 and its derivatives.
+  if (f.Has("compress_ratios")) {
+    const json& c = f.At("compress_ratios");
+    bool any = !c.is_array();
+    if (c.is_array()) {
+      for (const auto& v : c) any |= !(v.is_number() && v.get<double>() == 0);
+    }
+    if (any) add(f.Name("compress_ratios"));
+  }
+  for (const char* key : {"kv_source_layers", "kv_source_layer_ids", "index_source_layers",
+                          "index_source_layer_ids"}) {
+    if (f.Has(key)) add(f.Name(key));
+  }
+  if (!rule.indexer || !known) {
+    for (const char* key : {"index_topk", "index_n_heads", "index_head_dim"}) {
+      if (f.Has(key)) add(f.Name(key));
+    }
+  }
+  if (!rule.state_space) {
+    for (const char* key : {"mamba_d_ssm", "mamba_n_heads", "mamba_num_heads", "mamba_d_state",
+                            "ssm_state_size", "mamba_d_head", "mamba_head_dim"}) {
+      if (f.Has(key)) add(f.Name(key));
+    }
+  }
+  // Per-layer-type shapes and hybrid layouts of families without a rule (MiMo-V2's
+  // hybrid_layer_pattern and swa_* heads, Jamba / Falcon-H1 attention layer lists), and a value
+  // head dim apart from head_dim in a standard decoder.
+  for (const char* key : {"hybrid_layer_pattern", "swa_num_attention_heads",
+                          "swa_num_key_value_heads", "swa_head_dim", "swa_v_head_dim",
+                          "attn_layer_period", "attn_layer_offset", "attn_layer_indices"}) {
+    if (f.Has(key)) add(f.Name(key));
+  }
+  if (rule.read_all == nullptr && f.Has("v_head_dim")) add(f.Name("v_head_dim"));
+  // RoPE scaling types (the per-layer-type objects of rope_parameters included).
+  auto rope_type = [&](const json& o, const std::string& name) {
+    if (!o.is_object()) return;
+    for (const char* k : {"rope_type", "type"}) {
+      const auto it = o.find(k);
+      if (it != o.end() && it->is_string() && !KnownRopeType(it->get<std::string>())) {
+        add(f.Name(name + "." + k) + " '" + it->get<std::string>() + "'");
+      }
+    }
+  };
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (!f.Has(key)) continue;
+    const json& o = f.At(key);
+    rope_type(o, key);
+    if (o.is_object()) {
+      for (const auto& [sub, v] : o.items()) {
+        if (v.is_object()) rope_type(v, std::string(key) + "." + sub);
+      }
+    }
+  }
+  // layer_types entries nothing reads (the table's kinds, linear_attention, this family's mamba).
+  if (f.Has("layer_types") && f.At("layer_types").is_array()) {
+    for (const auto& e : f.At("layer_types")) {
+      if (!e.is_string()) continue;
+      const std::string s = e.get<std::string>();
+      const LayerType t = ParseTypeName(f, "layer_types", 0, e);
+      if (t.type == TypeName::kUnknown || (t.type == TypeName::kMamba && rule.mamba == nullptr)) {
+        add(f.Name("layer_types") + " entry '" + s + "'");
+      }
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- the reader
+
+ModelConfig Parse(const json& root, const std::string& source, int replaced_tokens,
+                  const ReadOptions& options) {
   if (!root.is_object()) throw Error(source + ": the top level must be a JSON object");
   ModelConfig m;
   m.source = source;
@@ -728,11 +1070,13 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
   std::string prefix;
   for (const char* key : {"text_config", "llm_config", "language_config"}) {
     const auto it = root.find(key);
-    if (it != root.end() && it->is_object()) {
-      text = &*it;
-      prefix = std::string(key) + ".";
-      break;
+    if (it == root.end() || it->is_null()) continue;
+    if (!it->is_object()) {
+      throw Error(source + ": " + key + " must be an object, got " + Describe(*it));
     }
+    text = &*it;
+    prefix = std::string(key) + ".";
+    break;
   }
   std::string model_type;
   if (const auto it = text->find("model_type"); it != text->end() && it->is_string()) {
@@ -741,10 +1085,25 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
     model_type = top->get<std::string>();
   }
   m.model_type = model_type;
-  const Family family = ClassifyModelType(model_type);
-  const Fields f(*text, prefix, source, family, &m);
+  bool known = false;
+  const FamilyRule& rule = RuleFor(model_type, *text, &known);
+  const Fields f(*text, prefix, source, &rule.defaults, &m);
 
-  if (family == Family::kUnknown) {
+  m.unmodelled = UnmodelledFields(f, rule, known);
+  if (!m.unmodelled.empty()) {
+    std::string list;
+    for (const auto& u : m.unmodelled) list += (list.empty() ? "" : ", ") + u;
+    const bool one = m.unmodelled.size() == 1;
+    if (!options.allow_unknown) {
+      throw Error(source + ": " + list + (one ? " changes" : " change") +
+                  " attention in a way attnkit does not model (model_type '" + model_type +
+                  "'); read it with allow_unknown (CLI: --allow-unknown) for an estimate that "
+                  "ignores " +
+                  (one ? "it" : "them"));
+    }
+    m.warnings.push_back("estimate: read with allow_unknown; every figure ignores " + list);
+  }
+  if (!known) {
     m.warnings.push_back(
         "unknown model_type '" + model_type +
         "': read as a standard decoder from num_hidden_layers, hidden_size, num_attention_heads, "
@@ -752,36 +1111,20 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
         "linear-attention fields where present); check the result");
   }
 
-  // GPT-2 names its fields differently.
-  const bool gpt2 = family == Family::kGpt2 ||
-                    (family == Family::kUnknown && f.Has("n_layer") && !f.Has("num_hidden_layers"));
-  const std::string layers_key = gpt2 ? "n_layer" : "num_hidden_layers";
-  const std::string hidden_key = gpt2 ? "n_embd" : "hidden_size";
-  const std::string heads_key = gpt2 ? "n_head" : "num_attention_heads";
-
-  m.hidden_size = f.Int(hidden_key, 1, int64_t{1} << 20);
+  Reader r(f, m, source, rule);
+  r.gpt2 = rule.gpt2_names ||
+           (!known && rule.model_types.empty() && f.Has("n_layer") && !f.Has("num_hidden_layers"));
+  const std::string heads_key = r.gpt2 ? "n_head" : "num_attention_heads";
+  m.hidden_size = f.Int(r.gpt2 ? "n_embd" : "hidden_size", 1, int64_t{1} << 20);
   m.max_position_embeddings =
-      f.OptInt(gpt2 ? "n_positions" : "max_position_embeddings", 0, 0, kMaxTokens);
+      f.OptInt(r.gpt2 ? "n_positions" : "max_position_embeddings", 0, 0, kMaxTokens);
   m.final_logit_softcap = f.Double("final_logit_softcapping", 0, 0, 1e9);
   ReadMtp(f, &m);
-
-  if (family == Family::kNemotronH ||
-      (family == Family::kUnknown && f.Has("hybrid_override_pattern"))) {
-    ReadNemotronH(f, m.hidden_size, &m);
+  if (rule.read_all != nullptr) {
+    rule.read_all(r);
     return m;
   }
-  const int64_t n = f.Int(layers_key, 1, kMaxLayers);
-
-  if (family == Family::kKimiLinear ||
-      (family == Family::kUnknown && f.Has("linear_attn_config") && f.Has("kv_lora_rank"))) {
-    ReadKimiLinear(f, source, n, &m);
-    return m;
-  }
-  if (family == Family::kDeepseek || (family == Family::kUnknown && f.Has("kv_lora_rank"))) {
-    const LayerSpec l = MlaLayer(f);
-    m.layers.assign(static_cast<size_t>(n), l);
-    return m;
-  }
+  r.n = f.Int(r.gpt2 ? "n_layer" : "num_hidden_layers", 1, kMaxLayers);
 
   const json* rope_params = f.Has("rope_parameters") ? f.Object("rope_parameters") : nullptr;
   if (rope_params == nullptr && f.Has("rope_scaling") && f.At("rope_scaling").is_object()) {
@@ -791,133 +1134,31 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
   const bool rope_per_type = rope_params != nullptr && rope_params->contains("full_attention") &&
                              (*rope_params)["full_attention"].is_object();
   double rope_fraction = rope_per_type ? 1.0 : RopeFraction(f, rope_params);
-  AttentionShape s = ReadAttentionShape(f, m.hidden_size, heads_key.c_str(), "head_dim");
+  r.local = ReadAttentionShape(f, m.hidden_size, heads_key.c_str(), "head_dim");
   if (f.Has("rotary_dim")) {
-    const int64_t rd = f.Int("rotary_dim", 0, s.head_dim);
-    rope_fraction = static_cast<double>(rd) / static_cast<double>(s.head_dim);
+    const int64_t rd = f.Int("rotary_dim", 0, r.local.head_dim);
+    rope_fraction = static_cast<double>(rd) / static_cast<double>(r.local.head_dim);
   }
 
   // ---- the layer pattern
-  std::vector<TypeName> types = LayerTypesField(f, n);
-  const bool had_layer_types = !types.empty();
-  std::vector<int> rope_flags(static_cast<size_t>(n), 1);  // 1: RoPE, 0: NoPE
-  auto default_pattern = [&](std::vector<TypeName> t, const std::string& why) {
-    if (!had_layer_types) {
-      types = std::move(t);
-      m.assumptions.push_back(f.Name("layer_types") + " absent: " + why);
-    }
-  };
-  auto no_rope_from_list = [&](const std::string& origin) {
-    if (f.Has("no_rope_layers")) {
-      rope_flags = FlagList(f, "no_rope_layers", n);
-    } else {
-      const int64_t k = f.Int("no_rope_layer_interval", 1, kMaxLayers);
-      for (int64_t i = 0; i < n; ++i) rope_flags[i] = (i + 1) % k != 0;
-      m.assumptions.push_back(f.Name("no_rope_layers") + " absent: every " + std::to_string(k) +
-                              "th layer without RoPE (" + origin + ")");
-    }
-  };
-  const bool has_window = f.Has("sliding_window");
+  r.types = LayerTypesField(f, r.n);
+  r.had_layer_types = !r.types.empty();
+  r.rope_flags.assign(static_cast<size_t>(r.n), 1);
+  if (rule.pattern != nullptr) rule.pattern(r);
+  if (r.types.empty()) r.types.assign(static_cast<size_t>(r.n), {TypeName::kFull});
 
-  switch (family) {
-    case Family::kGemma2:
-    case Family::kGptOss:
-      default_pattern(EveryNth(n, 2, TypeName::kSliding, TypeName::kFull),
-                      "sliding and full layers alternate, layer 0 sliding (family default)");
-      break;
-    case Family::kGemma3:
-    case Family::kGemma4:
-    case Family::kCohere2:
-      if (!had_layer_types) types = SlidingPatternField(f, n);
-      break;
-    case Family::kExaone4:
-      if (!had_layer_types && f.Has("sliding_window_pattern") && has_window) {
-        types = SlidingPatternField(f, n);
-      }
-      break;
-    case Family::kGemma3n:
-      default_pattern(EveryNth(n, 5, TypeName::kSliding, TypeName::kFull),
-                      "4 sliding then 1 full (Gemma3nTextConfig default)");
-      break;
-    case Family::kOlmo3:
-      default_pattern(EveryNth(n, 4, TypeName::kSliding, TypeName::kFull),
-                      "3 sliding then 1 full (Olmo3Config default)");
-      break;
-    case Family::kQwenNext:
-      if (!had_layer_types) {
-        const int64_t k = f.Int("full_attention_interval", 1, kMaxLayers);
-        types = EveryNth(n, k, TypeName::kLinear, TypeName::kFull);
-      }
-      break;
-    case Family::kLlama4:
-      no_rope_from_list("Llama4TextConfig default");
-      if (!had_layer_types) {
-        const int64_t chunk = f.OptInt("attention_chunk_size", 0, 0, kMaxTokens);
-        types.assign(static_cast<size_t>(n), TypeName::kFull);
-        if (chunk > 0) {
-          for (int64_t i = 0; i < n; ++i) {
-            if (rope_flags[i]) types[i] = TypeName::kChunked;
-          }
-        }
-      }
-      break;
-    case Family::kSmolLm3:
-      no_rope_from_list("SmolLM3Config default");
-      break;
-    case Family::kUnknown:
-    case Family::kMiniMax:
-    case Family::kMiniMaxM2: {
-      if (!had_layer_types && (family == Family::kMiniMax || f.Has("attn_type_list"))) {
-        const std::vector<int> a = FlagList(f, "attn_type_list", n);
-        types.clear();
-        for (int v : a) types.push_back(v ? TypeName::kFull : TypeName::kLinear);
-      }
-      break;
-    }
-    default:
-      break;
-  }
-  if (types.empty()) {
-    // Mistral, Phi-3 and unknown families: one window for every layer when given; Qwen2/3: only
-    // with use_sliding_window, from layer max_window_layers on.
-    types.assign(static_cast<size_t>(n), TypeName::kFull);
-    if (family == Family::kQwen2) {
-      if (f.Bool("use_sliding_window", false) && has_window) {
-        const int64_t from = f.Int("max_window_layers", 0, kMaxLayers);
-        for (int64_t i = from; i < n; ++i) types[i] = TypeName::kSliding;
-      }
-    } else if (family == Family::kMistral || family == Family::kPhi3 ||
-               family == Family::kUnknown) {
-      if (has_window && f.Bool("use_sliding_window", true)) {
-        types.assign(static_cast<size_t>(n), TypeName::kSliding);
-      }
-    }
-  }
-
-  // ---- windows and per-family layer details
-  const bool any_sliding = std::find(types.begin(), types.end(), TypeName::kSliding) != types.end();
-  const bool any_chunked = std::find(types.begin(), types.end(), TypeName::kChunked) != types.end();
-  const int64_t window = any_sliding ? f.Int("sliding_window", 1, kMaxTokens) : 0;
-  const int64_t chunk = any_chunked ? f.Int("attention_chunk_size", 1, kMaxTokens) : 0;
-  const double qscale = f.Double("query_pre_attn_scalar", 0, 0, 1e9);
+  // ---- windows and per-family shapes
+  const bool any_registered = r.Any(TypeName::kRegistered);
+  const int64_t window = r.Any(TypeName::kSliding) ? f.Int("sliding_window", 1, kMaxTokens)
+                         : any_registered          ? f.OptInt("sliding_window", 0, 0, kMaxTokens)
+                                                   : 0;
+  const int64_t chunk =
+      r.Any(TypeName::kChunked) ? f.Int("attention_chunk_size", 1, kMaxTokens) : 0;
+  r.qscale = f.Double("query_pre_attn_scalar", 0, 0, 1e9);
   const double softcap = f.Double("attn_logit_softcapping", 0, 0, 1e9);
-  const bool sinks = family == Family::kGptOss;
-
-  // Gemma 4: full layers have their own head_dim and KV head count.
-  AttentionShape global = s;
-  double global_rope = rope_fraction, local_rope = rope_fraction;
-  if (family == Family::kGemma4) {
-    if (f.Has("global_head_dim")) global.head_dim = f.Int("global_head_dim");
-    if (f.Bool("attention_k_eq_v", false) && f.Has("num_global_key_value_heads")) {
-      global.kv_heads = f.Int("num_global_key_value_heads", 1, kMaxHeads);
-      if (global.heads % global.kv_heads != 0) {
-        f.Fail("num_global_key_value_heads", "must divide num_attention_heads");
-      }
-      m.assumptions.push_back(
-          "attention_k_eq_v: full layers take V from the K projection but cache K (rotated) and V "
-          "(normed) apart, so both are counted");
-    }
-  }
+  r.global = r.local;
+  r.global_rope = r.local_rope = rope_fraction;
+  if (rule.shape != nullptr) rule.shape(r);
   if (rope_per_type) {
     auto frac = [&](const char* type) {
       const auto it = rope_params->find(type);
@@ -931,79 +1172,72 @@ ModelConfig Parse(const json& root, const std::string& source, int replaced_toke
       }
       return v;
     };
-    global_rope = frac("full_attention");
-    local_rope = frac("sliding_attention");
+    r.global_rope = frac("full_attention");
+    r.local_rope = frac("sliding_attention");
   }
-  // Families whose global layers skip RoPE when sliding layers exist.
-  const bool nope_global =
-      (family == Family::kCohere2 || family == Family::kExaone4) && any_sliding;
+  LayerSpec linear, mamba;
+  if (r.Any(TypeName::kLinear)) linear = rule.linear != nullptr ? rule.linear(r) : AnyLinear(r);
+  if (r.Any(TypeName::kMamba) && rule.mamba != nullptr) mamba = rule.mamba(r);
 
-  LayerSpec gdn;
-  if (std::find(types.begin(), types.end(), TypeName::kLinear) != types.end()) {
-    if (family == Family::kMiniMax || family == Family::kMiniMaxM2 || f.Has("attn_type_list")) {
-      gdn.kind = LayerKind::kLightning;
-      gdn.state_heads = s.heads;
-      gdn.state_dim_k = s.head_dim;
-      gdn.state_dim_v = s.head_dim;
-    } else if (f.Has("linear_num_value_heads")) {
-      if (family != Family::kQwenNext) {
-        m.warnings.push_back("linear_attention layers read as Gated DeltaNet (Qwen3-Next fields)");
-      }
-      gdn = GatedDeltaNetLayer(f);
-    } else {
-      f.Fail("layer_types",
-             "names linear_attention layers but the linear_* head fields are missing");
-    }
-  }
-  if (std::find(types.begin(), types.end(), TypeName::kMamba) != types.end()) {
-    f.Fail("layer_types", "names mamba layers; only Nemotron-H's hybrid_override_pattern is read");
-  }
-
-  for (int64_t i = 0; i < n; ++i) {
+  // ---- one layer per type
+  for (int64_t i = 0; i < r.n; ++i) {
     LayerSpec l;
-    switch (types[i]) {
+    const LayerType& t = r.types[static_cast<size_t>(i)];
+    switch (t.type) {
       case TypeName::kFull:
-        l = SoftmaxLayer(LayerKind::kFull, global, 0, global_rope);
-        if (nope_global) l.rope = false;
+        l = SoftmaxLayer(LayerKind::kFull, r.global, 0, r.global_rope);
         break;
       case TypeName::kSliding:
-        l = SoftmaxLayer(LayerKind::kSliding, s, window, local_rope);
+        l = SoftmaxLayer(LayerKind::kSliding, r.local, window, r.local_rope);
         break;
       case TypeName::kChunked:
-        l = SoftmaxLayer(LayerKind::kChunked, s, chunk, local_rope);
+        l = SoftmaxLayer(LayerKind::kChunked, r.local, chunk, r.local_rope);
         break;
       case TypeName::kLinear:
-        l = gdn;
+        l = linear;
         break;
       case TypeName::kMamba:
+        if (rule.mamba != nullptr) {
+          l = mamba;
+          break;
+        }
+        l.kind = LayerKind::kMlp;  // unmodelled (allowed): counted as no attention
+        break;
+      case TypeName::kRegistered: {
+        l = SoftmaxLayer(LayerKind::kFull, r.local, window, r.local_rope);
+        l.kind = t.kind;
+        const LayerKindInfo& info = KindInfo(t.kind);
+        l.window = info.window_label.empty() ? 0 : window;
+        if (info.read != nullptr) l = info.read(f, l);
+        l.kind = t.kind;
+        break;
+      }
       case TypeName::kMlp:
+      case TypeName::kUnknown:  // unmodelled (allowed): counted as no attention
         l.kind = LayerKind::kMlp;
         break;
     }
     if (HasKvCache(l.kind)) {
-      if (!rope_flags[i]) l.rope = false;
-      l.sinks = sinks;
+      if (!r.rope_flags[i]) l.rope = false;
       l.softcap = softcap;
-      l.query_pre_attn_scalar = qscale;
-      if (family == Family::kQwenNext && l.kind == LayerKind::kFull) {
-        l.output_gate = f.Bool("attn_output_gate", true);
-      }
+      l.query_pre_attn_scalar = r.qscale;
     }
-    if (gpt2) l.rope = false;
+    if (r.gpt2) l.rope = false;
     m.layers.push_back(l);
   }
-  if (gpt2) m.assumptions.push_back("GPT-2 uses learned absolute position embeddings (no RoPE)");
-  if (family == Family::kGemma4 && qscale == 0) {
-    for (auto& l : m.layers) l.query_pre_attn_scalar = 1;  // QK-norm, scores not scaled
-    m.assumptions.push_back("Gemma 4 scales scores by 1 (QK-norm instead of 1/sqrt(head_dim))");
-  }
-  if (family == Family::kGemma3n || family == Family::kGemma4) ShareKv(f, &m);
+  if (r.gpt2) m.assumptions.push_back("GPT-2 uses learned absolute position embeddings (no RoPE)");
+  if (rule.finish != nullptr) rule.finish(r);
   return m;
 }
 
 }  // namespace
 
-ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& source) {
+ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& source,
+                             const ReadOptions& options) {
+  if (const size_t nul = json_text.find('\0'); nul != std::string_view::npos) {
+    throw Error(source + ": the text holds a NUL byte at offset " + std::to_string(nul) +
+                " (a config.json is UTF-8 text)");
+  }
   int replaced = 0;
   const std::string text = ReplaceNonStandardTokens(json_text, &replaced);
   json root;
@@ -1016,19 +1250,19 @@ ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& sour
     throw Error(source + ": malformed JSON: " + e.what());
   }
   try {
-    return Parse(root, source, replaced);
+    return Parse(root, source, replaced, options);
   } catch (const json::exception& e) {
     throw Error(source + ": unexpected JSON content: " + e.what());
   }
 }
 
-ModelConfig ReadHfConfig(const std::string& path) {
+ModelConfig ReadHfConfig(const std::string& path, const ReadOptions& options) {
   std::ifstream in(path, std::ios::binary);
   Require(in.good(), "ReadHfConfig: cannot open '", path, "'");
   std::ostringstream ss;
   ss << in.rdbuf();
   Require(!in.bad(), "ReadHfConfig: cannot read '", path, "'");
-  ModelConfig m = ReadHfConfigText(ss.str(), path);
+  ModelConfig m = ReadHfConfigText(ss.str(), path, options);
   std::string stem = path.substr(path.find_last_of('/') + 1);
   if (const auto dot = stem.rfind(".json"); dot != std::string::npos && dot > 0) stem.resize(dot);
   if (stem == "config") {

@@ -88,3 +88,34 @@ def test_model_errors(tmp_path):
         attnkit.kv_cache_bytes(write(tmp_path, "c2.json", LLAMA), context=0)
     with pytest.raises(TypeError, match="model must be"):
         attnkit.kv_cache_bytes(42)
+
+
+# A held-out real config of a family the reader has no rule for (DeepSeek V4): refused with a
+# ValueError naming the fields; with allow_unknown=True, read as an estimate and marked so.
+def test_unmodelled_fields_are_refused_unless_allowed():
+    path = CONFIGS / "deepseek-v4-flash.json"
+    with pytest.raises(ValueError, match="compress_ratios"):
+        attnkit.read_config(path)
+    with pytest.raises(ValueError, match="compress_ratios"):
+        attnkit.load_model(str(path))
+    model = attnkit.read_config(path, allow_unknown=True)
+    assert model.is_estimate
+    assert model.unmodelled[0] == "compress_ratios"
+    report = attnkit.cost(model, context=1 << 20)
+    assert report["estimate"] is True and "compress_ratios" in report["unmodelled"]
+    assert "Estimate: ignores" in attnkit.model_card_svg(model)
+    assert attnkit.load_model(str(path), allow_unknown=True).is_estimate
+    plain = attnkit.load_model("llama-3.1-8b")
+    assert not plain.is_estimate and "estimate" not in attnkit.cost(plain)
+
+
+def test_read_config_text_rejects_nul_bytes_and_bad_text_config():
+    text = json.dumps(LLAMA)
+    with pytest.raises(ValueError, match="NUL byte"):
+        attnkit.read_config_text(text + "\0{}")
+    with pytest.raises(ValueError, match="text_config must be an object"):
+        attnkit.read_config_text(json.dumps(dict(LLAMA, text_config=[1])))
+    cfg = dict(LLAMA, layer_types=["conv"] * 16)
+    with pytest.raises(ValueError, match="layer_types entry 'conv'"):
+        attnkit.read_config_text(json.dumps(cfg))
+    assert attnkit.read_config_text(json.dumps(cfg), allow_unknown=True).count("mlp") == 16

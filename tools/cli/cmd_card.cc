@@ -14,15 +14,16 @@ namespace {
 using namespace attnkit::models;
 
 int RunCard(const std::vector<std::string>& args) {
-  ArgParser p("attnkit card NAME|CONFIG.json [--out file.svg] [--dtype bf16]",
+  ArgParser p("attnkit card NAME|CONFIG.json [--out file.svg] [--dtype bf16] [--allow-unknown]",
               "Write a model card as SVG: the layer pattern as a strip, the attention kinds, KV "
               "bytes per token, the cache at 8k / 32k / 128k and the fixed state. Without --out "
               "the SVG goes to stdout.");
   p.AddPositional("model", "a catalogue name (see `attnkit list`) or a config.json path", 1, 1);
   p.AddOption("out", "", "output file");
   AddCostOptions(p, /*with_batch=*/false);
+  AddReadOptions(p);
   if (!p.Parse(args)) return 0;
-  const ModelConfig m = LoadModelOrFile(p.Positionals()[0]);
+  const ModelConfig m = LoadModelArg(p, p.Positionals()[0]);
   CardOptions o;
   const CostQuery q = ReadCostOptions(p, /*with_batch=*/false);
   o.cache_dtype = q.cache_dtype;

@@ -30,18 +30,20 @@ std::vector<int64_t> ParseContexts(const std::string& text) {
 
 int RunCompare(const std::vector<std::string>& args) {
   ArgParser p(
-      "attnkit compare A B C ... [--context 32k,128k,1m] [--batch 1] [--dtype bf16] [--json]",
+      "attnkit compare A B C ... [--context 32k,128k,1m] [--batch 1] [--dtype bf16] "
+      "[--allow-unknown] [--json]",
       "KV bytes per token and the whole cache (KV + indexer + fixed state) of several "
       "models at several context lengths.");
   p.AddPositional("models", "catalogue names or config.json paths", 1, -1);
   p.AddOption("context", "32k,128k,1m", "comma-separated contexts (k = 1024, m = 1024^2)");
   AddCostOptions(p);
+  AddReadOptions(p);
   p.AddFlag("json", "one JSON object per model and context, one per line");
   if (!p.Parse(args)) return 0;
   const std::vector<int64_t> contexts = ParseContexts(p.Get("context"));
   CostQuery q = ReadCostOptions(p);
   std::vector<ModelConfig> models;
-  for (const auto& name : p.Positionals()) models.push_back(LoadModelOrFile(name));
+  for (const auto& name : p.Positionals()) models.push_back(LoadModelArg(p, name));
 
   if (!p.Flag("json")) {
     std::printf("%-26s %12s %10s", "model", "KV B/token", "state");
@@ -58,15 +60,17 @@ int RunCompare(const std::vector<std::string>& args) {
       for (const auto& r : rs) std::cout << CostReportToJson(m, r, false) << "\n";
       continue;
     }
-    std::string per_token = GroupDigits(rs[0].kv_bytes_per_token);
+    const std::string est = EstimateMark(m);
+    std::string per_token = est + GroupDigits(rs[0].kv_bytes_per_token);
     if (rs[0].indexer_bytes_per_token > 0) {
       per_token += "+" + GroupDigits(rs[0].indexer_bytes_per_token);
     }
-    std::printf(
-        "%-26s %12s %10s", m.name.c_str(), per_token.c_str(),
-        rs[0].state_bytes > 0 ? HumanBytes(static_cast<double>(rs[0].state_bytes)).c_str() : "-");
+    std::printf("%-26s %12s %10s", m.name.c_str(), per_token.c_str(),
+                rs[0].state_bytes > 0
+                    ? (est + HumanBytes(static_cast<double>(rs[0].state_bytes))).c_str()
+                    : "-");
     for (const auto& r : rs)
-      std::printf(" %12s", HumanBytes(static_cast<double>(r.total_bytes)).c_str());
+      std::printf(" %12s", (est + HumanBytes(static_cast<double>(r.total_bytes))).c_str());
     std::printf("  %s\n", m.Summary().c_str());
   }
   if (!p.Flag("json")) {
@@ -75,6 +79,9 @@ int RunCompare(const std::vector<std::string>& args) {
         "GB = 10^9 bytes\n",
         static_cast<long long>(q.batch), std::string(DtypeName(q.cache_dtype)).c_str(),
         std::string(DtypeName(q.state_dtype)).c_str());
+    for (const auto& m : models) {
+      if (m.IsEstimate()) std::printf("%s\n", EstimateNote(m).c_str());
+    }
   }
   return 0;
 }

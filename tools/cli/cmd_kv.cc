@@ -6,6 +6,7 @@
 #include "attnkit/core/error.h"
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/cost.h"
+#include "attnkit/models/kinds.h"
 #include "command.h"
 #include "model_args.h"
 
@@ -24,50 +25,29 @@ bool SameRow(const LayerSpec& a, const LayerCost& ca, const LayerSpec& b, const 
 }
 
 std::string Shape(const LayerSpec& l) {
-  char buf[160];
-  switch (l.kind) {
-    case LayerKind::kMla:
-    case LayerKind::kDsa:
-      std::snprintf(buf, sizeof(buf), "heads %lld, latent %lld + rope %lld",
-                    static_cast<long long>(l.num_heads_q), static_cast<long long>(l.kv_lora_rank),
-                    static_cast<long long>(l.qk_rope_head_dim));
-      break;
-    case LayerKind::kGatedDeltaNet:
-    case LayerKind::kKda:
-    case LayerKind::kMamba2:
-    case LayerKind::kLightning:
-      std::snprintf(buf, sizeof(buf), "state %lld x %lld x %lld, conv %lld x %lld",
-                    static_cast<long long>(l.state_heads), static_cast<long long>(l.state_dim_k),
-                    static_cast<long long>(l.state_dim_v), static_cast<long long>(l.conv_channels),
-                    static_cast<long long>(l.conv_kernel));
-      break;
-    case LayerKind::kMlp:
-      buf[0] = '\0';
-      break;
-    default:
-      std::snprintf(buf, sizeof(buf), "q %lld / kv %lld heads x %lld%s",
-                    static_cast<long long>(l.num_heads_q), static_cast<long long>(l.num_heads_kv),
-                    static_cast<long long>(l.head_dim_qk), l.rope ? "" : ", NoPE");
-  }
-  return buf;
+  const auto describe = KindInfo(l.kind).describe;
+  return describe != nullptr ? describe(l) : std::string();
 }
 
 int RunKv(const std::vector<std::string>& args) {
   ArgParser p(
       "attnkit kv (--config FILE | --model NAME) [--context 128k] [--batch 1] "
-      "[--dtype bf16] [--state-dtype f32] [--json]",
+      "[--dtype bf16] [--state-dtype f32] [--allow-unknown] [--json]",
       "KV-cache bytes (per token and at the context), DSA indexer bytes, fixed recurrent "
       "state and attention FLOPs of a model, per layer kind.");
   p.AddOption("config", "", "path to a Hugging Face config.json");
   p.AddOption("model", "", "a catalogue name (see `attnkit list`)");
   p.AddOption("context", "32k", "tokens in the cache: 4096, 32k, 128k, 1m (k = 1024)");
   AddCostOptions(p);
+  AddReadOptions(p);
   p.AddFlag("json", "print one JSON object (with layers[])");
   if (!p.Parse(args)) return 0;
   Require(p.Given("config") != p.Given("model"),
           "give exactly one of --config FILE or --model NAME");
+  ReadOptions read;
+  read.allow_unknown = p.Flag("allow-unknown");
   const ModelConfig m =
-      p.Given("config") ? ReadHfConfig(p.Get("config")) : LoadModel(p.Get("model"));
+      p.Given("config") ? ReadHfConfig(p.Get("config"), read) : LoadModel(p.Get("model"));
   CostQuery q = ReadCostOptions(p);
   q.context = p.GetInt("context");
   Require(q.context >= 1, "--context must be >= 1, got ", q.context);
@@ -79,11 +59,13 @@ int RunKv(const std::vector<std::string>& args) {
   std::cout << "model:    " << m.name << " (" << m.model_type << ", " << m.layers.size()
             << " layers: " << m.Summary() << ")\n";
   std::cout << "source:   " << m.source << "\n";
+  if (m.IsEstimate()) std::cout << EstimateNote(m) << "\n";
+  const std::string est = EstimateMark(m);
   std::cout << "query:    context " << GroupDigits(q.context) << " (" << HumanTokens(q.context)
             << "), batch " << q.batch << ", cache " << DtypeName(q.cache_dtype) << ", state "
             << DtypeName(q.state_dtype) << "\n\n";
-  auto line = [](const char* label, int64_t v, const std::string& note = "") {
-    std::printf("  %-34s %20s  %s\n", label, GroupDigits(v).c_str(), note.c_str());
+  auto line = [&est](const char* label, int64_t v, const std::string& note = "") {
+    std::printf("  %-34s %20s  %s\n", label, (est + GroupDigits(v)).c_str(), note.c_str());
   };
   line("KV bytes per token", r.kv_bytes_per_token, "(all layers, context below every window)");
   if (r.indexer_bytes_per_token > 0) {
@@ -101,9 +83,14 @@ int RunKv(const std::vector<std::string>& args) {
              HumanBytes(static_cast<double>(r.conv_state_bytes)) + ")");
   }
   line("total at context x batch", r.total_bytes, HumanBytes(static_cast<double>(r.total_bytes)));
-  std::printf("  %-34s %20.4g  %s\n", "attention FLOPs, decode", r.decode_flops,
+  auto flops = [&est](double v) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.4g", v);
+    return est + buf;
+  };
+  std::printf("  %-34s %20s  %s\n", "attention FLOPs, decode", flops(r.decode_flops).c_str(),
               "(one new token, per sequence)");
-  std::printf("  %-34s %20.4g  %s\n\n", "attention FLOPs, prefill", r.prefill_flops,
+  std::printf("  %-34s %20s  %s\n\n", "attention FLOPs, prefill", flops(r.prefill_flops).c_str(),
               "(causal prefill of the context)");
   std::printf("  %-9s %-15s %-9s %-44s %12s %14s\n", "layers", "kind", "window", "shape", "B/token",
               "B at context");
@@ -117,10 +104,10 @@ int RunKv(const std::vector<std::string>& args) {
     const std::string range =
         i == j ? std::to_string(i) : std::to_string(i) + "-" + std::to_string(j);
     std::string per_layer =
-        c.shared ? "shared" : GroupDigits(c.kv_bytes_per_token + c.indexer_bytes_per_token);
+        c.shared ? "shared" : est + GroupDigits(c.kv_bytes_per_token + c.indexer_bytes_per_token);
     std::string at_ctx = IsRecurrent(c.kind)
-                             ? GroupDigits(c.state_bytes + c.conv_state_bytes) + " st"
-                             : GroupDigits(c.kv_bytes + c.indexer_bytes);
+                             ? est + GroupDigits(c.state_bytes + c.conv_state_bytes) + " st"
+                             : est + GroupDigits(c.kv_bytes + c.indexer_bytes);
     std::printf("  %-9s %-15s %-9s %-44s %12s %14s\n", range.c_str(),
                 std::string(LayerKindName(c.kind)).c_str(),
                 c.window > 0 ? GroupDigits(c.window).c_str() : "-", Shape(m.layers[i]).c_str(),

@@ -1,9 +1,11 @@
-// `attnkit list`: the built-in catalogue of real architectures.
+// `attnkit list`: the built-in catalogue of real architectures, and (--kinds) the layer-kind
+// table.
 #include <cstdio>
 #include <iostream>
 
 #include "attnkit/models/catalogue.h"
 #include "attnkit/models/cost.h"
+#include "attnkit/models/kinds.h"
 #include "command.h"
 #include "nlohmann/json.hpp"
 
@@ -12,12 +14,52 @@ namespace {
 
 using namespace attnkit::models;
 
+// The layer-kind table (models/kinds.h), one row per kind.
+int ListKinds(bool json) {
+  nlohmann::ordered_json all = nlohmann::ordered_json::array();
+  if (!json) {
+    std::printf("%-15s %-4s %-9s %-22s %-8s %-8s %s\n", "kind", "char", "keeps", "label", "colour",
+                "guide", "config.json layer_types");
+  }
+  for (LayerKind k : AllLayerKinds()) {
+    const LayerKindInfo& row = KindInfo(k);
+    const char* keeps = row.memory == LayerMemory::kKvCache ? "KV cache"
+                        : row.memory == LayerMemory::kState ? "state"
+                                                            : "-";
+    std::string types;
+    for (const auto& t : row.layer_types) types += (types.empty() ? "" : ", ") + t;
+    if (json) {
+      nlohmann::ordered_json j;
+      j["kind"] = row.name;
+      j["pattern"] = std::string(1, row.pattern);
+      j["keeps"] = keeps;
+      j["label"] = row.label;
+      j["color"] = row.color;
+      j["guide_section"] = row.guide_section;
+      j["layer_types"] = row.layer_types;
+      j["block"] = row.plan != nullptr ? "yes" : row.no_block;
+      all.push_back(std::move(j));
+    } else {
+      std::printf("%-15s %-4c %-9s %-22s %-8s %-8s %s\n", row.name.c_str(), row.pattern, keeps,
+                  row.label.c_str(), row.color.c_str(),
+                  row.guide_section.empty() ? "-" : row.guide_section.c_str(),
+                  types.empty() ? "-" : types.c_str());
+    }
+  }
+  if (json) std::cout << all.dump() << "\n";
+  return 0;
+}
+
 int RunList(const std::vector<std::string>& args) {
-  ArgParser p("attnkit list [--json]",
+  ArgParser p("attnkit list [--kinds] [--json]",
               "The built-in catalogue of open-weight architectures: layer kinds and KV bytes per "
-              "token (bf16), with the source of each.");
+              "token (bf16), with the source of each. --kinds lists the layer-kind table instead.");
+  p.AddFlag("kinds",
+            "list the layer kinds (name, pattern character, cache or state, colour, "
+            "guide section, config.json names)");
   p.AddFlag("json", "print one JSON array");
   if (!p.Parse(args)) return 0;
+  if (p.Flag("kinds")) return ListKinds(p.Flag("json"));
   nlohmann::ordered_json all = nlohmann::ordered_json::array();
   if (!p.Flag("json")) {
     std::printf("%-24s %-14s %6s %12s  %s\n", "name", "family", "layers", "KV B/token",

@@ -79,7 +79,7 @@ int RunMask(const std::vector<std::string>& args) {
   Require(n >= 1, "--seqlen must be >= 1, got ", n);
   Require(n <= (int64_t{1} << 20), "--seqlen must be <= 1m for a picture, got ", n);
   const uint64_t seed = ParseSeed(p.Get("seed"));
-  auto opt_int = [&](const char* opt, int64_t* field) {
+  auto opt_int = [&](const char* opt, std::optional<int64_t>* field) {
     if (p.Given(opt)) *field = p.GetInt(opt);
   };
   MaskPtr mask;

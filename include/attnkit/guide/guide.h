@@ -77,8 +77,9 @@ GuideResult WriteGuide(const GuideOptions& options);
 std::string RenderHtml(const GuidePage& page);
 // The page's data (sections, figures, tables) as JSON text.
 std::string PageJson(const GuidePage& page);
-// Path of guide/web/export-svg.mjs in the source tree this library was built from (renders the
-// charts' Vega-Lite specs to SVG with Node), or "" when it or its node_modules are missing.
+// Path of guide/web/export-svg.mjs (renders the charts' Vega-Lite specs to SVG with Node), from
+// $ATTNKIT_GUIDE_WEB_DIR or else the source tree around the running binary's build folder, or ""
+// when it or its node_modules are missing.
 std::string ChartExportScript();
 // True when the chart library (Vega, Vega-Lite, vega-embed) was embedded at build time.
 bool ChartLibraryEmbedded();

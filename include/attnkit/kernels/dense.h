@@ -8,18 +8,14 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 
+#include "attnkit/core/backend.h"
 #include "attnkit/core/tensor.h"
 #include "attnkit/masks/mask.h"
 
 namespace attnkit {
-
-enum class Backend {
-  kAuto,       // the fast kernel
-  kFast,       // the tiled SIMD kernel
-  kReference,  // the plain double-accumulating twin (ref::DenseForward)
-};
 
 // Counters the kernel fills when DenseOptions::stats is set. A tile is one
 // (query block, key block) pair of one (batch, kv head); all query heads of a group share it.
@@ -31,21 +27,27 @@ struct DenseStats {
   int64_t block_q = 0, block_kv = 0;
 };
 
-inline constexpr int64_t kAutoPosition = std::numeric_limits<int64_t>::min();
-
+// The score modifiers (softcap, alibi_slopes, sinks) are defined once, in
+// src/kernels/score_mods.h, for the fast kernel and the reference alike; docs/dense.md.
 struct DenseOptions {
-  float scale = 0.0f;            // 0 → 1 / sqrt(head_dim_qk)
-  const Mask* mask = nullptr;    // nullptr → every key visible (bidirectional)
-  float softcap = 0.0f;          // > 0: s ← softcap · tanh(s / softcap) (Gemma 2), after scale
-  const float* alibi_slopes = nullptr;  // [num_heads_q]; adds −slope · |q_pos − k_pos|
-  const float* sinks = nullptr;  // [num_heads_q]; a logit per head that joins the softmax
-                                 // denominator and contributes no value (gpt-oss)
-  int64_t k_start = 0;              // absolute position of key row 0
-  int64_t q_start = kAutoPosition;  // absolute position of query row 0; default bottom-right:
-                                    // k_start + seqlen_kv − seqlen_q
-  int num_threads = 0;              // 0 → GetNumThreads()
+  // Logit scale (finite); unset → 1 / sqrt(head_dim_qk).
+  std::optional<float> scale = std::nullopt;
+  // nullptr → every key visible (bidirectional).
+  const Mask* mask = nullptr;
+  // > 0: s ← softcap · tanh(s / softcap) (Gemma 2), after scale; 0 = off.
+  float softcap = 0.0f;
+  // Empty, or [num_heads_q]: adds −slope · |q_pos − k_pos| (ALiBi), after the soft-cap.
+  std::span<const float> alibi_slopes = {};
+  // Empty, or [num_heads_q]: a logit per head (finite or −inf) that joins the softmax
+  // denominator and contributes no value (gpt-oss).
+  std::span<const float> sinks = {};
+  // Absolute position of key row 0.
+  int64_t k_start = 0;
+  // Absolute position of query row 0; unset → bottom-right: k_start + seqlen_kv − seqlen_q.
+  std::optional<int64_t> q_start = std::nullopt;
+  int num_threads = 0;  // 0 → GetNumThreads()
   Backend backend = Backend::kAuto;
-  DenseStats* stats = nullptr;      // optional counters (filled by the fast kernel)
+  DenseStats* stats = nullptr;  // optional counters (filled by the fast kernel)
 };
 
 // q   [batch, num_heads_q,  seqlen_q,  head_dim_qk]
@@ -55,9 +57,9 @@ struct DenseOptions {
 // lse [batch, num_heads_q,  seqlen_q,  1] optional: natural-log sum of exp of the final logits
 //     (sink included). A row whose keys are all masked gets out = 0 and lse = −inf (or the sink).
 // Throws attnkit::Error on bad input.
-void DenseForward(TensorView<const float> q, TensorView<const float> k,
-                  TensorView<const float> v, TensorView<float> out,
-                  const DenseOptions& options = {}, TensorView<float> lse = {});
+void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                  TensorView<float> out, const DenseOptions& options = {},
+                  TensorView<float> lse = {});
 void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
                   TensorView<float> out, const DenseOptions& options = {},
                   TensorView<float> lse = {});
@@ -69,12 +71,6 @@ void MergeAttention(std::span<const TensorView<const float>> outs,
                     std::span<const TensorView<const float>> lses, TensorView<float> out,
                     TensorView<float> lse_out = {});
 
-// Checks shapes and options exactly as DenseForward does (used by other kernels and front ends).
-template <typename KV>
-void CheckDenseArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                    TensorView<const KV> v, TensorView<float> out, const DenseOptions& options,
-                    TensorView<float> lse);
-
 // Number of multiply-adds ×2 the kernel performs for the unmasked pairs:
 // 2 · pairs · num_heads_q · (head_dim_qk + head_dim_v) summed over the batch.
 double DenseFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t seqlen_kv,
@@ -82,9 +78,9 @@ double DenseFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t 
 
 namespace ref {
 // The plain twin: obvious loops, double accumulation, same signature and semantics.
-void DenseForward(TensorView<const float> q, TensorView<const float> k,
-                  TensorView<const float> v, TensorView<float> out,
-                  const DenseOptions& options = {}, TensorView<float> lse = {});
+void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                  TensorView<float> out, const DenseOptions& options = {},
+                  TensorView<float> lse = {});
 void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
                   TensorView<float> out, const DenseOptions& options = {},
                   TensorView<float> lse = {});

@@ -14,16 +14,17 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
+#include "attnkit/core/backend.h"
 #include "attnkit/core/tensor.h"
-#include "attnkit/kernels/dense.h"
 
 namespace attnkit {
 
 struct GatherOptions {
-  float scale = 0.0f;   // 0 → 1 / sqrt(head_dim_qk)
-  int num_threads = 0;  // 0 → GetNumThreads()
+  std::optional<float> scale = std::nullopt;  // finite; unset → 1 / sqrt(head_dim_qk)
+  int num_threads = 0;                        // 0 → GetNumThreads()
   Backend backend = Backend::kAuto;
 };
 
@@ -43,9 +44,10 @@ void GatherForward(TensorView<const float> q, TensorView<const bf16> k, TensorVi
                    const GatherOptions& options = {}, TensorView<float> lse = {});
 
 struct IndexerOptions {
-  int64_t k_start = 0;              // absolute position of key row 0
-  int64_t q_start = kAutoPosition;  // absolute position of query row 0 (default bottom-right)
-  bool reduced_precision = true;    // bf16-rounded q_I, k_I (f32 sums); false: all f32
+  int64_t k_start = 0;  // absolute position of key row 0
+  // Absolute position of query row 0; unset → bottom-right: k_start + seqlen_kv − seqlen_q.
+  std::optional<int64_t> q_start = std::nullopt;
+  bool reduced_precision = true;  // bf16-rounded q_I, k_I (f32 sums); false: all f32
   int num_threads = 0;
   Backend backend = Backend::kAuto;
 };
@@ -116,17 +118,5 @@ void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
                const IndexerOptions& options = {});
 void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out);
 }  // namespace ref
-
-namespace detail {
-// Argument checks shared by the fast and reference paths (throw attnkit::Error).
-template <typename KV>
-void CheckGatherArgs(const char* fn, TensorView<const float> q, TensorView<const KV> k,
-                     TensorView<const KV> v, TensorView<const int32_t> indices,
-                     TensorView<float> out, TensorView<float> lse, const GatherOptions& o);
-template <typename KI>
-void CheckIndexerArgs(const char* fn, TensorView<const float> q_index,
-                      TensorView<const float> weights, TensorView<const KI> k_index,
-                      const IndexerOptions& o);
-}  // namespace detail
 
 }  // namespace attnkit

@@ -28,8 +28,8 @@ class KvCache {
   void Clear() { length_ = 0; }
 
   int64_t length() const { return length_; }  // tokens appended so far (= next position)
-  int64_t stored() const;                      // tokens currently held
-  int64_t slots() const { return slots_; }     // allocated token slots
+  int64_t stored() const;                     // tokens currently held
+  int64_t slots() const { return slots_; }    // allocated token slots
   int64_t window() const { return window_; }
   int64_t max_step() const { return max_step_; }
   int64_t batch() const { return batch_; }

@@ -13,8 +13,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "attnkit/core/backend.h"
 #include "attnkit/core/tensor.h"
-#include "attnkit/kernels/dense.h"  // Backend
 
 namespace attnkit {
 

@@ -17,9 +17,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <span>
 
+#include "attnkit/core/backend.h"
 #include "attnkit/core/tensor.h"
-#include "attnkit/kernels/dense.h"  // Backend
 
 namespace attnkit {
 
@@ -32,8 +34,8 @@ enum class DeltaAlgorithm {
 struct GatedDeltaOptions {
   bool delta_rule = true;       // false: gated linear attention S ← diag(α) S + k vᵀ (no beta)
   bool l2_normalize_qk = true;  // L2-normalise q and k rows inside the kernel (as the models do)
-  float scale = 0.0f;           // on q after normalisation; 0 → 1 / sqrt(head_dim_qk)
-  int64_t chunk_size = 64;      // >= 1
+  std::optional<float> scale = std::nullopt;  // on q after normalisation; unset → 1/sqrt(dk)
+  int64_t chunk_size = 64;                    // >= 1
   DeltaAlgorithm algorithm = DeltaAlgorithm::kAuto;
   int num_threads = 0;  // 0 → GetNumThreads()
   Backend backend = Backend::kAuto;
@@ -65,9 +67,10 @@ double GatedDeltaFlops(int64_t batch, int64_t num_heads_v, int64_t seqlen, int64
 // Gates as Gated DeltaNet / KDA layers compute them from their projections:
 //   log α = −exp(a_log[h]) · softplus(a + dt_bias[h, c])      (α = exp(log α) ∈ (0, 1])
 // a [batch, num_heads_v, seqlen, width] with width 1 (scalar) or head_dim_qk (per channel);
-// a_log [num_heads_v]; dt_bias [num_heads_v * width]; log_alpha has a's shape.
-void ComputeDecayGate(TensorView<const float> a, const float* a_log, const float* dt_bias,
-                      TensorView<float> log_alpha);
+// a_log [num_heads_v]; dt_bias [num_heads_v * width] (row h, channel c at h * width + c);
+// log_alpha has a's shape.
+void ComputeDecayGate(TensorView<const float> a, std::span<const float> a_log,
+                      std::span<const float> dt_bias, TensorView<float> log_alpha);
 // β = sigmoid(b); b and beta [batch, num_heads_v, seqlen, 1].
 void ComputeWriteGate(TensorView<const float> b, TensorView<float> beta);
 
@@ -76,13 +79,13 @@ void ComputeWriteGate(TensorView<const float> b, TensorView<float> beta);
 // x, out [batch, 1, seqlen, channels]; weight [channels × kernel] row-major.
 // conv_state [batch, 1, kernel − 1, channels] optional, in/out: the inputs before token 0
 // (zeros for a fresh sequence), overwritten with the last kernel − 1 inputs, so decode continues.
-void ShortConvForward(TensorView<const float> x, const float* weight, int64_t kernel,
+void ShortConvForward(TensorView<const float> x, std::span<const float> weight, int64_t kernel,
                       TensorView<float> out, TensorView<float> conv_state = {});
 
 // out = RMSNorm(o) ⊙ weight ⊙ SiLU(gate), per row over head_dim_v (Qwen3-Next's output norm).
 // o, gate, out [batch, heads, seqlen, head_dim_v]; weight [head_dim_v].
-void GatedRmsNorm(TensorView<const float> o, TensorView<const float> gate, const float* weight,
-                  float eps, TensorView<float> out);
+void GatedRmsNorm(TensorView<const float> o, TensorView<const float> gate,
+                  std::span<const float> weight, float eps, TensorView<float> out);
 
 namespace ref {
 // The plain twin: the token-by-token recurrence in double precision, same signature.

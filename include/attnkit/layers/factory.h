@@ -5,11 +5,12 @@
 // gated (Qwen3-Next full attention: zero-centred QK-norm, partial rotary 0.25, output gate),
 // qknorm (Qwen3), mla (absorbed path), mla-naive, gated_deltanet and kda (layers/gated_deltanet.h:
 // value heads = num_heads, q/k heads = num_heads_kv, fixed-size recurrent state).
-// Other layer families (Gated DeltaNet, KDA, ...) add their kinds in src/layers/factory.cc: one
-// entry in the table there, building from the same LayerShape.
+// Other layer families add their kinds in src/layers/factory.cc (one entry in the table there,
+// building from the same LayerShape), or at run time with RegisterLayerFactory.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,7 +35,13 @@ struct LayerShape {
 };
 
 std::unique_ptr<Layer> MakeLayer(const std::string& kind, const LayerShape& shape, uint64_t seed);
+// Every kind MakeLayer accepts, sorted.
 std::vector<std::string> LayerKinds();
+
+using LayerFactory = std::function<std::unique_ptr<Layer>(const LayerShape&, uint64_t seed)>;
+// Adds a block kind for MakeLayer, ParseLayerList, `attnkit stack` and the bindings. Throws
+// attnkit::Error for an empty name, a name that is taken or an empty factory. Thread-safe.
+void RegisterLayerFactory(const std::string& kind, LayerFactory factory);
 // "3*swa,gqa,mla" → {swa, swa, swa, gqa, mla}; throws attnkit::Error on an unknown kind.
 std::vector<std::string> ParseLayerList(const std::string& spec);
 

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -65,7 +66,8 @@ MaskPtr BlockBitmapMask(int64_t block_q, int64_t block_kv, int64_t num_blocks_q,
 
 // The keys a DSA top-k selection picked, as a mask (for the dense kernel, drawings and tests):
 // query position q_start + i sees key position k_start + indices[0, 0, i, j] for every j with
-// indices[...] >= 0. indices [1, 1, seqlen_q, top_k] (or [batch, heads, ...]: batch 0, head 0).
+// indices[...] >= 0. indices must be [1, 1, seqlen_q, top_k]: one mask serves every batch and
+// head, and any other batch or head count throws attnkit::Error.
 MaskPtr SelectionMask(TensorView<const int32_t> indices, int64_t q_start, int64_t k_start = 0);
 
 // Tiles of block_q × block_kv over seqlen_q × seqlen_kv (bottom-right aligned) by kind: what the
@@ -77,27 +79,26 @@ TileCounts CountTiles(const Mask* mask, int64_t seqlen_q, int64_t seqlen_kv, int
                       int64_t block_kv = 64);
 
 // A pattern by name with its parameters, as the CLI, the retrieval probe and the benchmark build
-// them. Fields left at kPatternDefault take defaults scaled to seqlen (see DefaultPatternSpec);
+// them. Fields left unset take defaults scaled to seqlen (see DefaultPatternSpec);
 // fields that are set are checked (zero or negative window, stride, block, ... → attnkit::Error
 // naming the field). Names: causal, window, chunked, strided, fixed, longformer, bigbird.
 struct PatternSpec {
-  static constexpr int64_t kPatternDefault = std::numeric_limits<int64_t>::min();
   PatternSpec() = default;
   PatternSpec(std::string pattern_name, int64_t pattern_seqlen)
       : name(std::move(pattern_name)), seqlen(pattern_seqlen) {}
   std::string name;
   int64_t seqlen = 0;
-  int64_t block = kPatternDefault;           // strided/bigbird block; fixed: its block l
-  int64_t window = kPatternDefault;          // window/chunked/longformer width in tokens
-  int64_t stride = kPatternDefault;          // strided stride (in blocks of `block`)
-  int64_t summary = kPatternDefault;         // fixed: c
-  int64_t dilation = kPatternDefault;        // longformer
-  int64_t dilated_window = kPatternDefault;  // longformer
-  int64_t window_blocks = kPatternDefault;   // bigbird
-  int64_t global_blocks = kPatternDefault;   // bigbird
-  int64_t random_blocks = kPatternDefault;   // bigbird
-  std::vector<int64_t> globals;              // longformer (empty: {0})
-  uint64_t seed = 0;                         // bigbird
+  std::optional<int64_t> block = std::nullopt;     // strided/bigbird block; fixed: its block l
+  std::optional<int64_t> window = std::nullopt;    // window/chunked/longformer width in tokens
+  std::optional<int64_t> stride = std::nullopt;    // strided stride (in blocks of `block`)
+  std::optional<int64_t> summary = std::nullopt;   // fixed: c
+  std::optional<int64_t> dilation = std::nullopt;  // longformer
+  std::optional<int64_t> dilated_window = std::nullopt;  // longformer
+  std::optional<int64_t> window_blocks = std::nullopt;   // bigbird
+  std::optional<int64_t> global_blocks = std::nullopt;   // bigbird
+  std::optional<int64_t> random_blocks = std::nullopt;   // bigbird
+  std::vector<int64_t> globals;                          // longformer (empty: {0})
+  uint64_t seed = 0;                                     // bigbird
 };
 // The spec with every default filled in (for printing exactly what was built).
 PatternSpec DefaultPatternSpec(const PatternSpec& spec);

@@ -17,12 +17,12 @@
 namespace attnkit::models {
 
 struct CatalogueEntry {
-  std::string name;           // short lower-case name, e.g. "llama-3.1-8b"
-  std::string hf_id;          // e.g. "meta-llama/Llama-3.1-8B"
-  std::string family;         // e.g. "Llama 3"
-  std::string source;         // where the fields were taken from (URL of the config.json)
+  std::string name;         // short lower-case name, e.g. "llama-3.1-8b"
+  std::string hf_id;        // e.g. "meta-llama/Llama-3.1-8B"
+  std::string family;       // e.g. "Llama 3"
+  std::string source;       // where the fields were taken from (URL of the config.json)
   std::string test_config;  // file name in tests/data/configs holding the same model, or ""
-  std::string config_json;    // the attention-relevant config.json fields, as JSON text
+  std::string config_json;  // the attention-relevant config.json fields, as JSON text
 };
 
 // Every entry, in catalogue order. Parsed once, on first use.
@@ -32,8 +32,8 @@ const CatalogueEntry* FindModel(std::string_view name);
 // The entry's ModelConfig (name and source from the entry). Throws attnkit::Error naming close
 // matches for an unknown name.
 ModelConfig LoadModel(std::string_view name);
-// A catalogue name, or else a path to a config.json.
-ModelConfig LoadModelOrFile(const std::string& name_or_path);
+// A catalogue name, or else a path to a config.json (read with `options`).
+ModelConfig LoadModelOrFile(const std::string& name_or_path, const ReadOptions& options = {});
 
 // Names of the catalogue models whose description satisfies `pred`, in catalogue order
 // (e.g. for "models that use this variant" in the guide).

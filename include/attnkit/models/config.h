@@ -18,8 +18,10 @@
 
 namespace attnkit::models {
 
-// What one decoder layer does to mix tokens.
-enum class LayerKind {
+// What one decoder layer does to mix tokens. Each kind is a row of the layer-kind table
+// (models/kinds.h: name, cost formula, colour, block, ...); the enumerators are the built-in
+// rows, and RegisterLayerKind adds kinds with ids from 100 up.
+enum class LayerKind : int {
   kFull,           // "full": softmax attention over the whole causal prefix
   kSliding,        // "sliding": softmax attention over the last `window` tokens
   kChunked,        // "chunked": softmax attention inside fixed chunks of `window` tokens (Llama 4)
@@ -27,24 +29,19 @@ enum class LayerKind {
   kDsa,            // "dsa": MLA + lightning indexer choosing top-k keys (DeepSeek V3.2, GLM-5)
   kGatedDeltaNet,  // "gated_deltanet": gated delta rule recurrence (Qwen3-Next, Qwen3.5)
   kKda,            // "kda": Kimi Delta Attention, per-channel decay (Kimi Linear)
-  kMamba2,         // "mamba2": Mamba-2 selective state space layer (Nemotron-H)
+  kMamba2,         // "mamba2": Mamba-2 selective state space layer (Nemotron-H, Granite 4.0-H)
   kLightning,      // "lightning": decayed linear attention (MiniMax-Text-01 / M1)
   kMlp,            // "mlp": no token mixing (Nemotron-H '-' and 'E' blocks)
 };
-inline constexpr LayerKind kAllLayerKinds[] = {LayerKind::kFull,      LayerKind::kSliding,
-                                               LayerKind::kChunked,   LayerKind::kMla,
-                                               LayerKind::kDsa,       LayerKind::kGatedDeltaNet,
-                                               LayerKind::kKda,       LayerKind::kMamba2,
-                                               LayerKind::kLightning, LayerKind::kMlp};
 
-// "full", "sliding", "chunked", "mla", "dsa", "gated_deltanet", "kda", "mamba2", "lightning",
-// "mlp".
+// The kind's name from its row ("full", "sliding", ..., or a registered kind's name).
 std::string_view LayerKindName(LayerKind kind);
-// Inverse of LayerKindName; throws attnkit::Error for an unknown name.
+// Inverse of LayerKindName over every kind in the table; throws attnkit::Error for an unknown
+// name, listing the known ones.
 LayerKind ParseLayerKind(std::string_view name);
-// Layers whose cache grows with the context (full, sliding, chunked, MLA, DSA).
+// Layers whose cache grows with the context (full, sliding, chunked, MLA, DSA, ...).
 bool HasKvCache(LayerKind kind);
-// Layers holding a fixed-size recurrent state (gated_deltanet, kda, mamba2, lightning).
+// Layers holding a fixed-size recurrent state (gated_deltanet, kda, mamba2, lightning, ...).
 bool IsRecurrent(LayerKind kind);
 
 // One decoder layer. Fields that do not apply to the layer's kind stay 0.
@@ -98,6 +95,13 @@ struct ModelConfig {
   int64_t mtp_layers = 0;  // multi-token-prediction layers published but left out of `layers`
   std::vector<std::string> assumptions;  // family defaults applied because a field was absent
   std::vector<std::string> warnings;     // guesses (unknown model_type, odd fields)
+  // Fields that change attention but that the reader does not model (e.g. "compress_ratios"),
+  // read past only with ReadOptions::allow_unknown: every figure derived from this description
+  // is then an estimate that ignores them. Empty for a description the reader fully understood.
+  std::vector<std::string> unmodelled;
+
+  // True when `unmodelled` is not empty: figures from this description are estimates.
+  bool IsEstimate() const { return !unmodelled.empty(); }
 
   // Number of layers of a kind.
   int64_t Count(LayerKind kind) const;
@@ -109,13 +113,25 @@ struct ModelConfig {
   std::string Summary() const;
 };
 
+struct ReadOptions {
+  // Read past fields that change attention but that the reader does not model (DeepSeek V4's
+  // compress_ratios, kv_source_layers, indexer fields outside the DSA families, unknown
+  // layer_types entries, unknown RoPE scaling types, state-space fields of unknown families):
+  // they are listed in ModelConfig::unmodelled instead of refused, and unknown layer_types
+  // entries are read as layers without attention. Off: such a config throws, naming the fields.
+  bool allow_unknown = false;
+};
+
 // Reads a Hugging Face config.json. Throws attnkit::Error: for a file that cannot be read, for
-// malformed JSON (with the parser's byte position and message), and for a config that cannot be
-// understood (naming the field). The non-standard tokens Infinity / -Infinity / NaN outside
-// strings are accepted (read as +-1e308 / 0) and reported in `assumptions`.
-ModelConfig ReadHfConfig(const std::string& path);
+// malformed JSON (with the parser's byte position and message), for text holding a NUL byte,
+// for a config that cannot be understood (naming the field), and, unless
+// options.allow_unknown, for fields that change attention in a way the reader does not model
+// (naming them). The non-standard tokens Infinity / -Infinity / NaN outside strings are accepted
+// (read as +-1e308 / 0) and reported in `assumptions`.
+ModelConfig ReadHfConfig(const std::string& path, const ReadOptions& options = {});
 // The same from text; `source` names it in messages and in ModelConfig::source.
-ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& source = "<text>");
+ModelConfig ReadHfConfigText(std::string_view json_text, const std::string& source = "<text>",
+                             const ReadOptions& options = {});
 
 // The description as JSON (one object: name, model_type, layers[] with every non-zero field).
 std::string ModelConfigToJson(const ModelConfig& config, int indent = -1);

@@ -66,7 +66,23 @@ struct CostReport {
 };
 
 // Throws attnkit::Error for context < 1, batch < 1, or an overflow of 64-bit byte counts.
+// Each layer's figures come from its kind's row (models/kinds.h).
 CostReport Cost(const ModelConfig& config, const CostQuery& query);
+
+// Helpers for the cost formulas of kind rows.
+// a * b and a + b; throw attnkit::Error when the result overflows 64 bits.
+int64_t CostMul(int64_t a, int64_t b);
+int64_t CostAdd(int64_t a, int64_t b);
+// Sum over query positions i = 1..L of the keys query i sees, as a double (FLOP counts):
+// causally, within a window of w keys, within chunks of c tokens.
+double CausalKeySum(int64_t L);
+double WindowKeySum(int64_t L, int64_t w);
+double ChunkKeySum(int64_t L, int64_t c);
+// Softmax attention over a cache of K and V (num_heads_kv x (head_dim_qk + head_dim_v) values a
+// token, none when out->shared): sets kv_bytes_per_token, cached_tokens and the FLOPs of one
+// decode step over `decode_keys` keys and of a prefill over `prefill_keys` (query, key) pairs.
+void SoftmaxAttentionCost(const LayerSpec& layer, const CostQuery& query, int64_t cached_tokens,
+                          int64_t decode_keys, double prefill_keys, LayerCost* out);
 
 // The report as JSON (kv_bytes_per_token, kv_bytes_total, indexer_bytes_per_token, state_bytes,
 // layers[] ...). With include_layers false, layers[] is left out.
