@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <limits>
 
+#include "attnkit/core/error.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -54,6 +55,14 @@ bool Spread::finite() const {
 }
 
 Spread Exact(double v) { return {v, v, v}; }
+
+Spread SpreadOf(std::vector<double> v) {
+  Require(!v.empty(), "SpreadOf: no values");
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  const double median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+  return {median, v.front(), v.back()};
+}
 
 Spread At(const Series& s, size_t i) {
   Spread r{s.y.at(i), s.y.at(i), s.y.at(i)};

@@ -25,6 +25,8 @@ struct Spread {
   bool finite() const;
 };
 Spread Exact(double v);  // a value with no spread (counted, not timed)
+// The median and min–max of repeated values (e.g. over feature draws); values non-empty.
+Spread SpreadOf(std::vector<double> values);
 // Point i of a series (lo = hi = y when the series has no spread).
 Spread At(const Series& s, size_t i);
 // The point of `s` at x; false when s has none.

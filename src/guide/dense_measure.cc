@@ -135,7 +135,7 @@ std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
     cache.Append(k1.view(), v1.view());
     DenseOptions opt;
     opt.num_threads = c.threads;
-    SetTiming(p, TimeRepeats([&] { DenseDecode(q.view(), cache, o.view(), opt); }, 5, 50, 0.15));
+    SetTiming(p, TimeRepeats([&] { DenseDecode(q.view(), cache, o.view(), opt); }, 3, 50, 0.1));
     p.peak_bytes = peak.PeakBytes();
     p.value = static_cast<double>(cache.bytes());
     return p;
@@ -175,6 +175,27 @@ double RelativeError(const Tensor<float>& a, const Tensor<float>& b) {
     ref += static_cast<double>(b.data()[i]) * b.data()[i];
   }
   return std::sqrt(diff / (ref + 1e-300));
+}
+
+}  // namespace attnkit::guide::detail
+
+namespace attnkit::guide::detail {
+
+double MeanRowCosine(const Tensor<float>& a, const Tensor<float>& b) {
+  const auto va = a.view();
+  Require(a.numel() == b.numel() && va.batch() * va.heads() == 1,
+          "MeanRowCosine: needs two [1, 1, n, d] tensors of the same size");
+  const int64_t n = va.tokens(), d = va.dim();
+  double sum = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    double dot = 0, na = 0, nb = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const double x = a.data()[t * d + j], y = b.data()[t * d + j];
+      dot += x * y, na += x * x, nb += y * y;
+    }
+    sum += dot / std::sqrt(na * nb + 1e-300);
+  }
+  return sum / static_cast<double>(std::max<int64_t>(1, n));
 }
 
 }  // namespace attnkit::guide::detail

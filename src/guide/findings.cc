@@ -89,8 +89,7 @@ FindingsByFigure HeadsFindings(const HeadsMeasured& m) {
       out["heads-prefill-time"].push_back(RangeFinding(
           "heads.same-compute", "the same compute for every sharing ratio",
           "MHA / MQA prefill time at " + Tok(x), Ratio(a, b), 0.8, 1.25, "%.2f×",
-          "the FLOPs are equal, but MHA reads a K/V head per query head where MQA reads one "
-          "for all"));
+          "the FLOPs are equal; MHA reads a K/V head per query head where MQA reads one for all"));
     }
   }
   for (const auto& s : m.memory) {
@@ -100,10 +99,10 @@ FindingsByFigure HeadsFindings(const HeadsMeasured& m) {
   }
   for (const auto& s0 : m.decode) {
     const Series s = FitFrom(s0, 4096);
-    out["heads-decode-time"].push_back(
-        SlopeFinding("heads.decode-slope." + s.name, s.name + " decode time from 4k", s, 0.8, 1.2,
-                     "linear growth in the context (slope 0.8–1.2)",
-                     "at short context the per-step overhead, not the cache read, dominates"));
+    out["heads-decode-time"].push_back(SlopeFinding(
+        "heads.decode-slope." + s.name, s.name + " decode time from 4k", s, 0.8, 1.2,
+        "linear growth in the context (slope 0.8–1.2)",
+        "possibly the per-step overhead, not the cache read, still dominates at these contexts"));
   }
   for (size_t i = 0; i + 1 < m.decode.size(); ++i) {
     const Series& fewer = m.decode[i + 1];
@@ -157,7 +156,7 @@ FindingsByFigure WindowFindings(const WindowMeasured& m) {
         SlopeFinding("window.linear-slope." + s->name, s->name + " prefill time from " + Tok(from),
                      FitFrom(*s, from), 0.8, 1.2,
                      "linear growth once the sequence is several windows long (slope 0.8–1.2)",
-                     "the per-tile work of the band does not yet dominate at these lengths"));
+                     "possibly the band's per-tile work does not yet dominate at these lengths"));
   }
   out["window-decode-time"].push_back(SlopeFinding(
       "window.ring-flat", "decode over a ring buffer of " + std::to_string(m.window) + " slots",

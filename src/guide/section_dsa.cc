@@ -85,15 +85,9 @@ DsaQuality DsaError(int64_t n, int64_t top_k, bool aligned) {
       if (s >= 0 && s <= t) kept += std::exp(logits[static_cast<size_t>(s)] - mx);
     }
     r.mass += kept / total;
-    double dot = 0, na = 0, nb = 0;
-    for (int64_t j = 0; j < d; ++j) {
-      const double a = o.data()[t * d + j], b = exact.data()[t * d + j];
-      dot += a * b, na += a * a, nb += b * b;
-    }
-    r.cosine += dot / std::sqrt(na * nb + 1e-300);
   }
   r.mass /= static_cast<double>(n);
-  r.cosine /= static_cast<double>(n);
+  r.cosine = MeanRowCosine(o, exact);
   return r;
 }
 
@@ -194,9 +188,9 @@ Section Build(Context& ctx) {
               .median);
       sum.push_back(a.back() + b.back());
     }
-    auto stats = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return Timing{v[v.size() / 2], v.front(), v.back(), static_cast<int>(v.size())};
+    auto stats = [](const std::vector<double>& v) {
+      const Spread s = SpreadOf(v);
+      return Timing{s.value, s.lo, s.hi, static_cast<int>(v.size())};
     };
     index_t.push_back(stats(a));
     gather_t.push_back(stats(b));

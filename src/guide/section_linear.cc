@@ -76,14 +76,10 @@ FavorErrors FavorError(const std::vector<int64_t>& ms, int64_t seqlen, double te
       }
     }
   }
-  auto spread = [](std::vector<double> e) {
-    std::sort(e.begin(), e.end());
-    return Spread{e[e.size() / 2], e.front(), e.back()};
-  };
   FavorErrors r;
   for (size_t i = 0; i < ms.size(); ++i) {
-    r.orthogonal.push_back(spread(eo[i]));
-    r.iid.push_back(spread(ei[i]));
+    r.orthogonal.push_back(SpreadOf(eo[i]));
+    r.iid.push_back(SpreadOf(ei[i]));
   }
   return r;
 }

@@ -21,8 +21,8 @@ SweepConfig MakeSweepConfig(SweepSize size, int64_t max_seqlen, int threads) {
     case SweepSize::kQuick:
       c.prefill_first = 256, c.prefill_last = 16384, c.decode_first = 1024, c.decode_last = 32768;
       // Every point runs at least three times (its spread is drawn), so a point predicted to
-      // take over a second is skipped.
-      c.point_budget_seconds = 1;
+      // take over 0.7 s is skipped.
+      c.point_budget_seconds = 0.7;
       break;
     case SweepSize::kFull:
       c.prefill_first = 256, c.prefill_last = 65536, c.decode_first = 1024, c.decode_last = 131072;
