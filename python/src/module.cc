@@ -1,5 +1,5 @@
-// The `attnkit` Python module: its docstring, error translation, and the calls to every
-// binding file's Bind* function.
+// The `attnkit._attnkit` extension (re-exported by the `attnkit` package, python/attnkit/): its
+// docstring, error translation, and the calls to every binding file's Bind* function.
 #include <pybind11/pybind11.h>
 
 #include "attnkit/core/error.h"
@@ -8,7 +8,7 @@
 
 namespace py = pybind11;
 
-PYBIND11_MODULE(attnkit, m) {
+PYBIND11_MODULE(_attnkit, m) {
   m.doc() = R"doc(attnkit: the attention variants of modern LLMs, exact and fast, on NumPy arrays.
 
 Tensors are float32 NumPy arrays (CPU torch tensors work too: they are read through
