@@ -108,12 +108,14 @@ class BandMask final : public Mask {
 
 class CombinedMask final : public Mask {
  public:
-  CombinedMask(MaskPtr a, MaskPtr b, bool is_and) : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
+  CombinedMask(MaskPtr a, MaskPtr b, bool is_and)
+      : a_(std::move(a)), b_(std::move(b)), and_(is_and) {
     Require(a_ != nullptr && b_ != nullptr, is_and ? "AndMask" : "OrMask",
             ": both masks must be non-null");
   }
   bool Allowed(int64_t q, int64_t k) const override {
-    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k)) : (a_->Allowed(q, k) || b_->Allowed(q, k));
+    return and_ ? (a_->Allowed(q, k) && b_->Allowed(q, k))
+                : (a_->Allowed(q, k) || b_->Allowed(q, k));
   }
   TileKind Classify(int64_t q0, int64_t q1, int64_t k0, int64_t k1) const override {
     const TileKind x = a_->Classify(q0, q1, k0, k1);
@@ -137,7 +139,8 @@ class CombinedMask final : public Mask {
     std::vector<uint8_t> other(n);
     a_->FillTile(q0, q1, k0, k1, allowed);
     b_->FillTile(q0, q1, k0, k1, other.data());
-    for (size_t i = 0; i < n; ++i) allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
+    for (size_t i = 0; i < n; ++i)
+      allowed[i] = and_ ? (allowed[i] & other[i]) : (allowed[i] | other[i]);
   }
   std::pair<int64_t, int64_t> KeyBounds(int64_t q0, int64_t q1) const override {
     const auto [alo, ahi] = a_->KeyBounds(q0, q1);
@@ -161,19 +164,21 @@ MaskPtr CausalMask() { return std::make_shared<BandMask>(kUnbounded, 0, 0, "caus
 MaskPtr WindowMask(int64_t left, int64_t right) {
   Require(left >= 0, "WindowMask: left must be >= 0, got ", left);
   Require(right >= 0, "WindowMask: right must be >= 0, got ", right);
-  return std::make_shared<BandMask>(std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
-                                    "window(left=" + std::to_string(left) +
-                                        ",right=" + std::to_string(right) + ")");
+  return std::make_shared<BandMask>(
+      std::min(left, kUnbounded), std::min(right, kUnbounded), 0,
+      "window(left=" + std::to_string(left) + ",right=" + std::to_string(right) + ")");
 }
 
 MaskPtr CausalWindowMask(int64_t window) {
   Require(window >= 1, "CausalWindowMask: window must be >= 1, got ", window);
-  return std::make_shared<BandMask>(window - 1, 0, 0, "causal_window(" + std::to_string(window) + ")");
+  return std::make_shared<BandMask>(window - 1, 0, 0,
+                                    "causal_window(" + std::to_string(window) + ")");
 }
 
 MaskPtr ChunkedLocalMask(int64_t chunk) {
   Require(chunk >= 1, "ChunkedLocalMask: chunk must be >= 1, got ", chunk);
-  return std::make_shared<BandMask>(kUnbounded, 0, chunk, "chunked_local(" + std::to_string(chunk) + ")");
+  return std::make_shared<BandMask>(kUnbounded, 0, chunk,
+                                    "chunked_local(" + std::to_string(chunk) + ")");
 }
 
 MaskPtr AndMask(MaskPtr a, MaskPtr b) { return std::make_shared<CombinedMask>(a, b, true); }

@@ -79,17 +79,15 @@ struct TensorView {
 // A contiguous [batch, heads, tokens, dim] view.
 template <typename T>
 TensorView<T> MakeBhsd(T* data, int64_t batch, int64_t heads, int64_t tokens, int64_t dim) {
-  return TensorView<T>{data,
-                       {batch, heads, tokens, dim},
-                       {heads * tokens * dim, tokens * dim, dim, 1}};
+  return TensorView<T>{
+      data, {batch, heads, tokens, dim}, {heads * tokens * dim, tokens * dim, dim, 1}};
 }
 
 // A [batch, tokens, heads, dim] buffer viewed as [batch, heads, tokens, dim] without a copy.
 template <typename T>
 TensorView<T> MakeBshd(T* data, int64_t batch, int64_t tokens, int64_t heads, int64_t dim) {
-  return TensorView<T>{data,
-                       {batch, heads, tokens, dim},
-                       {tokens * heads * dim, dim, heads * dim, 1}};
+  return TensorView<T>{
+      data, {batch, heads, tokens, dim}, {tokens * heads * dim, dim, heads * dim, 1}};
 }
 
 // Checks a view's basic validity; `name` is the argument name used in the error message.
