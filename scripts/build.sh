@@ -26,7 +26,7 @@ case "$kind" in
     cmake -S . -B build-tsan -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=None \
       -DCMAKE_CXX_FLAGS="-O1 -g1" -DATTNKIT_SANITIZE=thread \
       -DATTNKIT_BUILD_CLI=OFF -DATTNKIT_BUILD_PYTHON=OFF \
-      "-DATTNKIT_TESTS=dense_kernel_test;dense_test;scratch_test;threads_test" >/dev/null
+      "-DATTNKIT_TESTS=dense_kernel_test;dense_test;scratch_test;threads_test;dense_backward_test;recurrent_backward_test" >/dev/null
     cmake --build build-tsan -j "$jobs"
     ;;
   *) echo "build.sh: unknown kind '$kind' (release|asan|tsan)" >&2; exit 2 ;;

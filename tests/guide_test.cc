@@ -138,7 +138,9 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
   spec.title = "t";
   spec.x_title = "sequence length (tokens)";
   spec.y_title = "time (ms)";
-  Series s{"quadratic", {}, {}, true, 0};
+  Series s;
+  s.name = "quadratic";
+  s.show_fit = true;
   for (double x = 256; x <= 16384; x *= 2) {
     s.x.push_back(x);
     s.y.push_back(1e-6 * x * x);
@@ -149,10 +151,38 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
   EXPECT_EQ(enc["x"]["scale"]["type"], "log");
   EXPECT_EQ(enc["y"]["scale"]["type"], "log");
   EXPECT_EQ(j["layer"][0]["data"]["values"].size(), s.x.size());
-  EXPECT_EQ(j["layer"][0]["data"]["values"][0]["series"], "quadratic (slope 2.00)");
+  EXPECT_EQ(j["layer"][0]["data"]["values"][0]["series"], "quadratic (slope 2.00 ± 0.00)");
   EXPECT_EQ(j["layer"].size(), 2u);  // the dashed fit
+  // Each point's spread is drawn as an error bar and widens the slope's uncertainty.
+  for (double y : s.y) {
+    s.y_lo.push_back(y / 1.1);
+    s.y_hi.push_back(y * 1.1);
+  }
+  spec.series = {s};
+  const auto e = nlohmann::json::parse(LineChart(spec));
+  ASSERT_EQ(e["layer"].size(), 3u);
+  EXPECT_EQ(e["layer"][1]["mark"]["type"], "rule");
+  EXPECT_EQ(e["layer"][1]["data"]["values"].size(), s.x.size());
+  EXPECT_NEAR(e["layer"][1]["data"]["values"][0]["hi"].get<double>(), s.y[0] * 1.1, 1e-12);
+  const std::string label = e["layer"][0]["data"]["values"][0]["series"];
+  EXPECT_EQ(label.rfind("quadratic (slope 2.00 ± 0.0", 0), 0u) << label;
+  EXPECT_NE(label, "quadratic (slope 2.00 ± 0.00)") << "the spread must widen the uncertainty";
+  // Two points fit a line exactly: no slope is printed from them.
+  Series two;
+  two.name = "two";
+  two.show_fit = true;
+  two.x = {1024, 4096};
+  two.y = {1, 16};
+  spec.series = {two};
+  const auto t = nlohmann::json::parse(LineChart(spec));
+  EXPECT_EQ(t["layer"][0]["data"]["values"][0]["series"], "two");
+  EXPECT_EQ(t["layer"].size(), 1u);
   // A narrow range stays linear.
-  spec.series = {Series{"flat", {1, 2, 3}, {5, 5.5, 6}, false, 0}};
+  Series flat;
+  flat.name = "flat";
+  flat.x = {1, 2, 3};
+  flat.y = {5, 5.5, 6};
+  spec.series = {flat};
   const auto k = nlohmann::json::parse(LineChart(spec));
   EXPECT_FALSE(k["layer"][0]["encoding"]["x"]["scale"].contains("type"));
   EXPECT_EQ(k["layer"].size(), 1u);

@@ -67,6 +67,12 @@ try {
                           figures: s.querySelectorAll('figure').length,
                           tables: s.querySelectorAll('table').length });
     }
+    out.findings = {};
+    for (const li of document.querySelectorAll('ul.findings li.finding')) {
+      const kind = li.className.replace('finding', '').trim();
+      out.findings[kind] = (out.findings[kind] || 0) + 1;
+      if (!li.querySelector('.verdict') || li.textContent.trim().length < 20) out.badFinding = li.dataset.id;
+    }
     const machine = document.getElementById('machine');
     out.machine = machine ? machine.textContent : '';
     return out;
@@ -82,6 +88,9 @@ try {
     if (s.kind === 'variant' && s.diagrams === 0) problems.push(`section ${s.id}: missing its diagram`);
     if (s.figures + s.tables === 0) problems.push(`section ${s.id}: empty`);
   }
+  const nFindings = Object.values(report.findings).reduce((a, b) => a + b, 0);
+  if (nFindings === 0) problems.push('no findings on the page (statements generated from the measurements)');
+  if (report.badFinding) problems.push(`finding ${report.badFinding}: no verdict or no text`);
   for (const fact of ['CPU', 'SIMD', 'threads', 'attnkit']) {
     if (!report.machine.includes(fact)) problems.push(`machine facts: '${fact}' missing`);
   }
@@ -90,7 +99,8 @@ try {
   const full = opt('--full-screenshot');
   if (full) await page.screenshot({ path: full, fullPage: true });
   console.log(`check: ${report.charts.length} charts (${report.charts.filter((c) => c.marks > 0).length} with marks), ` +
-              `${report.sections.length} sections, ${report.sections.reduce((a, s) => a + s.diagrams, 0)} diagrams`);
+              `${report.sections.length} sections, ${report.sections.reduce((a, s) => a + s.diagrams, 0)} diagrams, ` +
+              `findings ${JSON.stringify(report.findings)}`);
 } catch (err) {
   problems.push(`browser check failed: ${err.message}`);
 } finally {

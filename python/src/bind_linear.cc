@@ -9,6 +9,7 @@
 
 #include "arrays.h"
 #include "attnkit/kernels/linear.h"
+#include "attnkit/kernels/linear_backward.h"
 #include "bindings.h"
 
 namespace attnkit::python {
@@ -81,6 +82,28 @@ py::object LinearAttention(const ArrayArg& q, const ArrayArg& k, const ArrayArg&
     LinearForward(tq.cview(), tk.cview(), tv.cview(), to.view, o, state ? &state->state : nullptr);
   }
   return out.is_none() ? py::object(to.array) : out;
+}
+
+py::tuple LinearAttentionBackward(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v,
+                                  const ArrayArg& dout, const std::string& feature_map,
+                                  const PerformerFeatures* features, bool causal,
+                                  int64_t chunk_size, const std::string& layout_name,
+                                  int num_threads, const std::string& backend) {
+  const Layout layout = ParseLayout(layout_name);
+  const Tensor4 tq = AsTensor4(q, "q", layout);
+  const Tensor4 tk = AsTensor4(k, "k", layout);
+  const Tensor4 tv = AsTensor4(v, "v", layout);
+  const Tensor4 tdo = AsTensor4(dout, "dout", layout);
+  const LinearOptions o =
+      MakeOptions(feature_map, features, causal, chunk_size, num_threads, backend);
+  const Tensor4 dq = NewTensor4(tq.view.shape, layout);
+  const Tensor4 dk = NewTensor4(tk.view.shape, layout);
+  const Tensor4 dv = NewTensor4(tv.view.shape, layout);
+  {
+    py::gil_scoped_release release;
+    LinearBackward(tq.cview(), tk.cview(), tv.cview(), tdo.cview(), dq.view, dk.view, dv.view, o);
+  }
+  return py::make_tuple(dq.array, dk.array, dv.array);
 }
 
 }  // namespace
@@ -252,6 +275,18 @@ with ReLU) gets zeros.)doc");
 For "favor+" each row is stabilised by its own maximum: with return_shift=True the result is
 (phi, shift) with shift [batch, heads, tokens] such that the unstabilised feature is
 phi * exp(shift)[..., None]; then phi(q) . phi(k) estimates exp(q . k / sqrt(head_dim_qk)).)doc");
+
+  m.def("linear_attention_backward", &LinearAttentionBackward, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("dout"), py::kw_only(), py::arg("feature_map") = "favor+",
+        py::arg("features") = nullptr, py::arg("causal") = true, py::arg("chunk_size") = 64,
+        py::arg("layout") = "bhsd", py::arg("num_threads") = 0, py::arg("backend") = "auto",
+        R"doc(Gradients of linear_attention: (dq, dk, dv) given dout, the gradient of its output.
+
+q, k, v and the keywords as in linear_attention (no state: the whole sequence from an empty
+state); dout has out's shape. FAVOR+ gradients flow through the positive random features with
+the projection W fixed (the stabilisers cancel in the output and are constants). dk and dv are
+summed over the query heads that share a kv head. The forward is recomputed inside (chunk-wise
+for causal=True). Returns new float32 arrays in `layout`.)doc");
 }
 
 }  // namespace attnkit::python

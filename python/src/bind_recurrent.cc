@@ -8,6 +8,7 @@
 
 #include "arrays.h"
 #include "attnkit/kernels/recurrent.h"
+#include "attnkit/kernels/recurrent_backward.h"
 #include "bindings.h"
 
 namespace attnkit::python {
@@ -52,6 +53,26 @@ Tensor4 AsState(py::handle obj, const char* name, bool writable) {
   return t;
 }
 
+// The options shared by gated_delta_rule and its backward, checked.
+GatedDeltaOptions ParseDeltaOptions(bool delta_rule, bool l2_normalize_qk,
+                                    std::optional<double> scale, int64_t chunk_size,
+                                    int num_threads, const std::string& backend) {
+  GatedDeltaOptions o;
+  o.delta_rule = delta_rule;
+  o.l2_normalize_qk = l2_normalize_qk;
+  if (scale) {
+    if (!std::isfinite(*scale) || *scale == 0.0) {
+      ValueError("scale must be a finite nonzero number (None = 1/sqrt(head_dim_qk))");
+    }
+    o.scale = static_cast<float>(*scale);
+  }
+  o.chunk_size = chunk_size;
+  if (num_threads < 0) ValueError("num_threads must be >= 0 (0 = attnkit.get_num_threads())");
+  o.num_threads = num_threads;
+  o.backend = ParseBackend(backend);
+  return o;
+}
+
 py::object GatedDeltaRule(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v,
                           const OptArrayArg& log_alpha, const OptArrayArg& beta,
                           const OptArrayArg& initial_state, const OptArrayArg& state,
@@ -64,20 +85,9 @@ py::object GatedDeltaRule(const ArrayArg& q, const ArrayArg& k, const ArrayArg& 
   const Tensor4 tq = AsTensor4(q, "q", layout);
   const Tensor4 tk = AsTensor4(k, "k", layout);
   const Tensor4 tv = AsTensor4(v, "v", layout);
-  GatedDeltaOptions o;
-  o.delta_rule = delta_rule;
-  o.l2_normalize_qk = l2_normalize_qk;
-  if (scale) {
-    if (!std::isfinite(*scale) || *scale == 0.0) {
-      ValueError("scale must be a finite nonzero number (None = 1/sqrt(head_dim_qk))");
-    }
-    o.scale = static_cast<float>(*scale);
-  }
-  o.chunk_size = chunk_size;
+  GatedDeltaOptions o =
+      ParseDeltaOptions(delta_rule, l2_normalize_qk, scale, chunk_size, num_threads, backend);
   o.algorithm = ParseAlgorithm(algorithm);
-  if (num_threads < 0) ValueError("num_threads must be >= 0 (0 = attnkit.get_num_threads())");
-  o.num_threads = num_threads;
-  o.backend = ParseBackend(backend);
 
   std::optional<Tensor4> ta, tb;
   if (!log_alpha.obj.is_none()) ta = AsGate(log_alpha.obj, "log_alpha", layout, true);
@@ -121,6 +131,55 @@ py::object GatedDeltaRule(const ArrayArg& q, const ArrayArg& k, const ArrayArg& 
   py::object result = out.is_none() ? py::object(to.array) : out;
   if (!return_state) return result;
   return py::make_tuple(result, state.obj.is_none() ? py::object(ts->array) : state.obj);
+}
+
+// A new float32 array shaped like `like` (a gate as given), viewed as a gate.
+Tensor4 NewGateLike(const Tensor4& like, const char* name, Layout layout) {
+  py::array a = py::array_t<float>(
+      std::vector<py::ssize_t>(like.array.shape(), like.array.shape() + like.array.ndim()));
+  return AsGate(a, name, layout, true);
+}
+
+py::tuple GatedDeltaRuleBackward(const ArrayArg& q, const ArrayArg& k, const ArrayArg& v,
+                                 const ArrayArg& dout, const OptArrayArg& log_alpha,
+                                 const OptArrayArg& beta, const OptArrayArg& initial_state,
+                                 const OptArrayArg& dfinal_state, bool delta_rule,
+                                 bool l2_normalize_qk, std::optional<double> scale,
+                                 int64_t chunk_size, const std::string& layout_name,
+                                 int num_threads, const std::string& backend) {
+  const Layout layout = ParseLayout(layout_name);
+  const Tensor4 tq = AsTensor4(q, "q", layout);
+  const Tensor4 tk = AsTensor4(k, "k", layout);
+  const Tensor4 tv = AsTensor4(v, "v", layout);
+  const Tensor4 tdo = AsTensor4(dout, "dout", layout);
+  const GatedDeltaOptions o =
+      ParseDeltaOptions(delta_rule, l2_normalize_qk, scale, chunk_size, num_threads, backend);
+  std::optional<Tensor4> ta, tb, ts, tfs;
+  if (!log_alpha.obj.is_none()) ta = AsGate(log_alpha.obj, "log_alpha", layout, true);
+  if (!beta.obj.is_none()) tb = AsGate(beta.obj, "beta", layout, false);
+  if (!initial_state.obj.is_none()) ts = AsState(initial_state.obj, "initial_state", false);
+  if (!dfinal_state.obj.is_none()) tfs = AsState(dfinal_state.obj, "dfinal_state", false);
+  GatedDeltaGrads g;
+  const Tensor4 dq = NewTensor4(tq.view.shape, layout);
+  const Tensor4 dk = NewTensor4(tk.view.shape, layout);
+  const Tensor4 dv = NewTensor4(tv.view.shape, layout);
+  g.dq = dq.view, g.dk = dk.view, g.dv = dv.view;
+  std::optional<Tensor4> dla, dbeta;
+  if (ta) g.dlog_alpha = (dla = NewGateLike(*ta, "dlog_alpha", layout))->view;
+  if (tb && delta_rule) g.dbeta = (dbeta = NewGateLike(*tb, "dbeta", layout))->view;
+  const auto& vs = tv.view.shape;
+  py::array_t<float> dstate(std::vector<py::ssize_t>{vs[0], vs[1], tq.view.dim(), vs[3]});
+  const Tensor4 tds = AsState(dstate, "dstate", true);
+  g.dstate = tds.view;
+  {
+    py::gil_scoped_release release;
+    GatedDeltaBackward(
+        tq.cview(), tk.cview(), tv.cview(), ta ? ta->cview() : TensorView<const float>{},
+        tb ? tb->cview() : TensorView<const float>{}, ts ? ts->cview() : TensorView<const float>{},
+        tdo.cview(), tfs ? tfs->cview() : TensorView<const float>{}, g, o);
+  }
+  return py::make_tuple(dq.array, dk.array, dv.array, dla ? py::object(dla->array) : py::none(),
+                        dbeta ? py::object(dbeta->array) : py::none(), dstate);
 }
 
 }  // namespace
@@ -212,6 +271,25 @@ Returns log_alpha with a's shape, ready for gated_delta_rule(log_alpha=...).)doc
       },
       py::arg("b"), py::kw_only(), py::arg("layout") = "bhsd",
       R"doc(The write strength beta = sigmoid(b); b [batch, num_heads_v, seqlen] -> beta, same shape.)doc");
+
+  m.def("gated_delta_rule_backward", &GatedDeltaRuleBackward, py::arg("q"), py::arg("k"),
+        py::arg("v"), py::arg("dout"), py::kw_only(), py::arg("log_alpha") = py::none(),
+        py::arg("beta") = py::none(), py::arg("initial_state") = py::none(),
+        py::arg("dfinal_state") = py::none(), py::arg("delta_rule") = true,
+        py::arg("l2_normalize_qk") = true, py::arg("scale") = py::none(),
+        py::arg("chunk_size") = 64, py::arg("layout") = "bhsd", py::arg("num_threads") = 0,
+        py::arg("backend") = "auto",
+        R"doc(Gradients of gated_delta_rule, computed chunk-wise (WY / UT representation).
+
+q, k, v, log_alpha, beta, initial_state and the keywords as in gated_delta_rule; dout has out's
+shape; dfinal_state=None is the gradient of the final state (None = 0). The forward is
+recomputed inside, keeping only one state per chunk.
+
+Returns (dq, dk, dv, dlog_alpha, dbeta, dinitial_state): new float32 arrays shaped like their
+inputs (dq, dk summed over the value heads sharing a q/k head); dlog_alpha is None without
+log_alpha, dbeta None without the delta rule; dinitial_state
+[batch, num_heads_v, head_dim_qk, head_dim_v] is the gradient of the initial state (also when it
+was None, i.e. zeros).)doc");
 }
 
 }  // namespace attnkit::python

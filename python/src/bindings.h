@@ -57,6 +57,7 @@ models::ModelConfig AsModelConfig(const py::object& model, bool allow_unknown = 
 void BindRuntime(py::module_& m);
 void BindMasks(py::module_& m);
 void BindDense(py::module_& m);
+void BindDenseBackward(py::module_& m);
 void BindKvCache(py::module_& m);
 void BindLinear(py::module_& m);
 void BindRecurrent(py::module_& m);

@@ -1,5 +1,5 @@
-// The `attnkit` Python module: its docstring, error translation, and the calls to every
-// binding file's Bind* function.
+// The `attnkit._attnkit` extension (re-exported by the `attnkit` package, python/attnkit/): its
+// docstring, error translation, and the calls to every binding file's Bind* function.
 #include <pybind11/pybind11.h>
 
 #include "attnkit/core/error.h"
@@ -8,7 +8,7 @@
 
 namespace py = pybind11;
 
-PYBIND11_MODULE(attnkit, m) {
+PYBIND11_MODULE(_attnkit, m) {
   m.doc() = R"doc(attnkit: the attention variants of modern LLMs, exact and fast, on NumPy arrays.
 
 Tensors are float32 NumPy arrays (CPU torch tensors work too: they are read through
@@ -22,6 +22,7 @@ with a message naming the argument.
 
 Main entry points:
   attention(q, k, v, *, causal, window, mask, scale, softcap, sinks, alibi_slopes, return_lse)
+  attention_backward(q, k, v, out, lse, dout, ...)   gradients (dq, dk, dv[, dsinks])
   merge_attention(outs, lses)            combine attention over disjoint key sets
   KVCache(...), decode(q, cache)         incremental decoding (contiguous or ring buffer)
   masks.causal(), sliding_window(w), window(l, r), chunked(c), strided(s), fixed(b, c),
@@ -59,6 +60,7 @@ See docs/python.md and examples/ in the repository.
   attnkit::python::BindRuntime(m);
   attnkit::python::BindMasks(m);
   attnkit::python::BindDense(m);
+  attnkit::python::BindDenseBackward(m);
   attnkit::python::BindKvCache(m);
   attnkit::python::BindLinear(m);
   attnkit::python::BindRecurrent(m);

@@ -296,6 +296,18 @@ StackRunResult RunStack(Stack& stack, int64_t prompt, int64_t decode, uint64_t s
     if (t % 16 == 15) Say(progress, "decoded " + std::to_string(t + 1) + " tokens");
   }
   r.decode_ms_median = Median(samples) * 1e3;
+  if (!samples.empty()) {
+    std::sort(samples.begin(), samples.end());
+    const double last = static_cast<double>(samples.size() - 1);
+    auto quantile = [&](double f) {  // linear interpolation between order statistics
+      const double pos = f * last;
+      const size_t i = static_cast<size_t>(pos);
+      const size_t j = std::min(i + 1, samples.size() - 1);
+      return (samples[i] + (pos - static_cast<double>(i)) * (samples[j] - samples[i])) * 1e3;
+    };
+    r.decode_ms_q1 = quantile(0.25);
+    r.decode_ms_q3 = quantile(0.75);
+  }
   r.decode_tokens_per_s = r.decode_ms_median > 0 ? 1e3 / r.decode_ms_median : 0;
   r.cache_bytes = static_cast<double>(stack.CacheBytes());
   r.weight_bytes = static_cast<double>(stack.WeightBytes());

@@ -184,6 +184,104 @@ std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& c) {
   return rows;
 }
 
+std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& c) {
+  Require(c.num_heads >= 1 && c.kv_lora_rank >= 1 && c.rope_dim >= 0 && c.index_heads >= 1 &&
+              c.index_dim >= 1 && c.top_k >= 1 && c.repeats >= 1,
+          "BenchMlaDsaDecode: heads, ranks, indexer sizes, top_k and repeats must be positive");
+  const int threads = c.threads > 0 ? c.threads : GetNumThreads();
+  const int64_t h = c.num_heads, dk = c.kv_lora_rank + c.rope_dim, dv = c.kv_lora_rank;
+  std::vector<MlaDsaDecodeRow> rows;
+  Normal rng(c.seed);
+  for (const int64_t n : c.contexts) {
+    Require(n >= 1, "BenchMlaDsaDecode: contexts must be >= 1, got ", n);
+    if (c.on_case) c.on_case("context " + std::to_string(n));
+    // The latent cache [1, 1, n, 576]; v = its first 512 dims (same memory).
+    Tensor<float> latent_f(1, 1, n, dk);
+    rng.Fill(latent_f.data(), latent_f.numel());
+    Tensor<bf16> latent_b(1, 1, c.bf16_latent ? n : 0, dk);
+    if (c.bf16_latent) {
+      for (int64_t i = 0; i < latent_b.numel(); ++i)
+        latent_b.data()[i] = ToBf16(latent_f.data()[i]);
+    }
+    Tensor<float> q(1, h, 1, dk), out(1, h, 1, dv);
+    rng.Fill(q.data(), q.numel());
+    Tensor<float> qi(1, c.index_heads, 1, c.index_dim), w(1, 1, 1, c.index_heads),
+        ki(1, 1, n, c.index_dim);
+    rng.Fill(qi.data(), qi.numel());
+    rng.Fill(w.data(), w.numel());
+    rng.Fill(ki.data(), ki.numel());
+    IndexerCache icache(1, c.index_dim, n);
+    icache.Append(ki.view());
+    const int64_t k_sel = std::min(c.top_k, n);
+    Tensor<int32_t> idx(1, 1, 1, k_sel);
+    DenseOptions dopt;
+    dopt.num_threads = threads;
+    IndexerOptions io;
+    io.num_threads = threads;
+    GatherOptions go;
+    go.num_threads = threads;
+    auto dense = [&] {
+      if (c.bf16_latent) {
+        TensorView<const bf16> k = latent_b.view(), v = k;
+        v.shape[3] = dv;
+        DenseForward(q.view(), k, v, out.view(), dopt);
+      } else {
+        TensorView<const float> k = latent_f.view(), v = k;
+        v.shape[3] = dv;
+        DenseForward(q.view(), k, v, out.view(), dopt);
+      }
+    };
+    auto select = [&] { DsaSelect(qi.view(), w.view(), icache.view(), k_sel, idx.view(), io); };
+    auto attend = [&] {
+      if (c.bf16_latent) {
+        TensorView<const bf16> k = latent_b.view(), v = k;
+        v.shape[3] = dv;
+        GatherForward(q.view(), k, v, idx.view(), out.view(), go);
+      } else {
+        TensorView<const float> k = latent_f.view(), v = k;
+        v.shape[3] = dv;
+        GatherForward(q.view(), k, v, idx.view(), out.view(), go);
+      }
+    };
+    // Warm-up, then the two paths alternate within each repeat (same machine conditions).
+    dense();
+    select();
+    attend();
+    std::vector<double> td, ts, ta, tt;
+    for (int r = 0; r < c.repeats; ++r) {
+      double t0 = NowSeconds();
+      dense();
+      td.push_back(1e3 * (NowSeconds() - t0));
+      t0 = NowSeconds();
+      select();
+      const double t1 = NowSeconds();
+      attend();
+      const double t2 = NowSeconds();
+      ts.push_back(1e3 * (t1 - t0));
+      ta.push_back(1e3 * (t2 - t1));
+      tt.push_back(1e3 * (t2 - t0));
+    }
+    MlaDsaDecodeRow row;
+    row.context = n;
+    row.dense_ms = Median(td);
+    row.dense_min_ms = *std::min_element(td.begin(), td.end());
+    row.dense_max_ms = *std::max_element(td.begin(), td.end());
+    row.indexer_ms = Median(ts);
+    row.attention_ms = Median(ta);
+    row.dsa_ms = Median(tt);
+    row.dsa_min_ms = *std::min_element(tt.begin(), tt.end());
+    row.dsa_max_ms = *std::max_element(tt.begin(), tt.end());
+    row.speedup = row.dense_ms / row.dsa_ms;
+    const double nn = static_cast<double>(n), ks = static_cast<double>(k_sel);
+    row.dense_flops = 2.0 * static_cast<double>(h) * nn * static_cast<double>(dk + dv);
+    row.dsa_flops =
+        2.0 * static_cast<double>(c.index_heads) * nn * static_cast<double>(c.index_dim) +
+        2.0 * static_cast<double>(h) * ks * static_cast<double>(dk + dv);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
 // The probe runs every method over the whole sequence once per distance: bounded sizes keep it a
 // probe (minutes at most), not a benchmark.
 constexpr int64_t kProbeMaxSeqlen = int64_t{1} << 24;

@@ -41,38 +41,76 @@ json Base(const std::string& title, const std::string& subtitle) {
   return spec;
 }
 
-std::string FormatSlope(double s) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.2f", s);
+std::string FormatSlope(const LogLogFit& f) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.2f ± %.2f", f.slope, 2 * f.slope_se);
   return buf;
 }
 
 }  // namespace
 
 LogLogFit FitLogLog(const std::vector<double>& x, const std::vector<double>& y, double min_x) {
+  return FitLogLogSpread(x, y, {}, {}, min_x);
+}
+
+LogLogFit FitLogLogSpread(const std::vector<double>& x, const std::vector<double>& y,
+                          const std::vector<double>& y_lo, const std::vector<double>& y_hi,
+                          double min_x) {
   Require(x.size() == y.size(), "FitLogLog: x and y differ in length (", x.size(), " vs ", y.size(),
           ")");
-  double sx = 0, sy = 0, sxx = 0, sxy = 0;
-  int n = 0;
+  const bool spread = !y_lo.empty() || !y_hi.empty();
+  Require(!spread || (y_lo.size() == y.size() && y_hi.size() == y.size()),
+          "FitLogLogSpread: y_lo and y_hi must have one value per point");
+  std::vector<double> lx, ly, half;
   for (size_t i = 0; i < x.size(); ++i) {
     if (!(x[i] > 0 && y[i] > 0) || x[i] < min_x) continue;
-    const double lx = std::log(x[i]), ly = std::log(y[i]);
-    sx += lx;
-    sy += ly;
-    sxx += lx * lx;
-    sxy += lx * ly;
-    ++n;
+    lx.push_back(std::log(x[i]));
+    ly.push_back(std::log(y[i]));
+    double h = 0;
+    if (spread && y_lo[i] > 0 && y_hi[i] >= y_lo[i]) h = 0.5 * std::log(y_hi[i] / y_lo[i]);
+    half.push_back(h);
   }
   LogLogFit fit;
+  const int n = static_cast<int>(lx.size());
   fit.points = n;
-  const double den = n * sxx - sx * sx;
-  if (n < 2 || den <= 0) {
-    fit.slope = fit.intercept = std::numeric_limits<double>::quiet_NaN();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  if (n > 0) {
+    fit.min_x = std::exp(*std::min_element(lx.begin(), lx.end()));
+    fit.max_x = std::exp(*std::max_element(lx.begin(), lx.end()));
+  }
+  double mx = 0, my = 0;
+  for (int i = 0; i < n; ++i) mx += lx[i], my += ly[i];
+  if (n > 0) mx /= n, my /= n;
+  double sxx = 0, sxy = 0;
+  for (int i = 0; i < n; ++i) {
+    sxx += (lx[i] - mx) * (lx[i] - mx);
+    sxy += (lx[i] - mx) * (ly[i] - my);
+  }
+  if (n < 2 || !(sxx > 0)) {
+    fit.slope = fit.intercept = fit.slope_se = nan;
     return fit;
   }
-  fit.slope = (n * sxy - sx * sy) / den;
-  fit.intercept = (sy - fit.slope * sx) / n;
+  fit.slope = sxy / sxx;
+  fit.intercept = my - fit.slope * mx;
+  if (n < kMinFitPoints) {
+    fit.slope_se = nan;
+    return fit;
+  }
+  // Scatter about the line, and each point's own spread propagated through the slope's weights
+  // w_i = (lx_i − mean) / Sxx.
+  double rss = 0, spread_var = 0;
+  for (int i = 0; i < n; ++i) {
+    const double r = ly[i] - (fit.intercept + fit.slope * lx[i]);
+    rss += r * r;
+    const double w = (lx[i] - mx) / sxx;
+    spread_var += w * w * half[i] * half[i];
+  }
+  fit.slope_se = std::sqrt(rss / (n - 2) / sxx + spread_var);
   return fit;
+}
+
+LogLogFit FitSeries(const Series& s) {
+  return FitLogLogSpread(s.x, s.y, s.y_lo, s.y_hi, s.fit_min_x);
 }
 
 double FitStart(const std::vector<double>& x, double preferred_min_x, int min_points) {
@@ -89,16 +127,21 @@ std::string LineChart(const LineChartSpec& s) {
   Require(!s.series.empty(), "LineChart: no series in '", s.title, "'");
   json values = json::array();
   json fits = json::array();
+  json errors = json::array();
   std::vector<double> all_x, all_y;
   std::vector<std::string> names;
   for (const auto& series : s.series) {
     Require(series.x.size() == series.y.size(), "LineChart: series '", series.name,
             "' has x and y of different lengths");
+    const bool has_spread = !series.y_lo.empty() || !series.y_hi.empty();
+    Require(!has_spread ||
+                (series.y_lo.size() == series.y.size() && series.y_hi.size() == series.y.size()),
+            "LineChart: series '", series.name, "' has a spread of the wrong length");
     std::string label = series.name;
     if (series.show_fit) {
-      const LogLogFit fit = FitLogLog(series.x, series.y, series.fit_min_x);
-      if (fit.points >= 2) {
-        label += " (slope " + FormatSlope(fit.slope) + ")";
+      const LogLogFit fit = FitSeries(series);
+      if (fit.points >= kMinFitPoints && std::isfinite(fit.slope_se)) {
+        label += " (slope " + FormatSlope(fit) + ")";
         double lo = std::numeric_limits<double>::infinity(), hi = 0;
         for (double v : series.x) {
           if (v >= series.fit_min_x && v > 0) {
@@ -110,16 +153,25 @@ std::string LineChart(const LineChartSpec& s) {
           fits.push_back({{"series", label},
                           {"x", xv},
                           {"y", std::exp(fit.intercept + fit.slope * std::log(xv))},
-                          {"slope", fit.slope}});
+                          {"slope", fit.slope},
+                          {"slope_2se", 2 * fit.slope_se}});
         }
       }
     }
     names.push_back(label);
     for (size_t i = 0; i < series.x.size(); ++i) {
       if (!std::isfinite(series.x[i]) || !std::isfinite(series.y[i])) continue;
-      values.push_back({{"series", label}, {"x", series.x[i]}, {"y", series.y[i]}});
+      json v = {{"series", label}, {"x", series.x[i]}, {"y", series.y[i]}};
       all_x.push_back(series.x[i]);
       all_y.push_back(series.y[i]);
+      if (has_spread && std::isfinite(series.y_lo[i]) && std::isfinite(series.y_hi[i])) {
+        v["lo"] = series.y_lo[i];
+        v["hi"] = series.y_hi[i];
+        errors.push_back(v);
+        all_y.push_back(series.y_lo[i]);
+        all_y.push_back(series.y_hi[i]);
+      }
+      values.push_back(v);
     }
   }
   const bool log_x = s.log_x == 1 || (s.log_x == -1 && SpansDecades(all_x));
@@ -138,6 +190,12 @@ std::string LineChart(const LineChartSpec& s) {
       {{{"field", "series"}, {"type", "nominal"}, {"title", "series"}},
        {{"field", "x"}, {"type", "quantitative"}, {"title", s.x_title}, {"format", s.x_format}},
        {{"field", "y"}, {"type", "quantitative"}, {"title", s.y_title}, {"format", s.y_format}}});
+  if (!errors.empty()) {
+    tooltip.push_back(
+        {{"field", "lo"}, {"type", "quantitative"}, {"title", "lowest"}, {"format", s.y_format}});
+    tooltip.push_back(
+        {{"field", "hi"}, {"type", "quantitative"}, {"title", "highest"}, {"format", s.y_format}});
+  }
   json x_axis = {{"format", s.x_format}};
   if (s.token_axis) {
     x_axis["labelExpr"] =
@@ -156,11 +214,27 @@ std::string LineChart(const LineChartSpec& s) {
       {"mark", {{"type", "line"}, {"point", {{"filled", true}, {"size", 45}}}, {"strokeWidth", 2}}},
       {"encoding", {{"x", x_enc}, {"y", y_enc}, {"color", color}, {"tooltip", tooltip}}}};
   spec["layer"] = json::array({points_layer});
+  if (!errors.empty()) {  // error bars: the spread of each point's repeats
+    json lo_enc = y_enc;
+    lo_enc["field"] = "lo";
+    spec["layer"].push_back({{"data", {{"values", errors}}},
+                             {"mark", {{"type", "rule"}, {"strokeWidth", 1.5}, {"opacity", 0.8}}},
+                             {"encoding",
+                              {{"x", x_enc},
+                               {"y", lo_enc},
+                               {"y2", {{"field", "hi"}}},
+                               {"color", color},
+                               {"tooltip", tooltip}}}});
+  }
   if (!fits.empty()) {
     json fit_tooltip = json::array({{{"field", "series"}, {"type", "nominal"}, {"title", "fit"}},
                                     {{"field", "slope"},
                                      {"type", "quantitative"},
                                      {"title", "fitted log-log slope"},
+                                     {"format", ".3f"}},
+                                    {{"field", "slope_2se"},
+                                     {"type", "quantitative"},
+                                     {"title", "± 2 standard errors"},
                                      {"format", ".3f"}}});
     spec["layer"].push_back(
         {{"data", {{"values", fits}}},

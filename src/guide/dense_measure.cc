@@ -12,14 +12,11 @@
 namespace attnkit::guide::detail {
 namespace {
 
-// One timed run first; if it is long, it is the measurement (no repeats), otherwise the median
-// of a few runs. Keeps long sweep points from costing several times their own duration.
-double TimeAdaptive(const std::function<void()>& fn) {
-  const auto t0 = std::chrono::steady_clock::now();
-  fn();
-  const double first = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (first > 0.4) return first;
-  return MedianSeconds(fn, 3, 9, 0.25, /*warmup=*/false);
+// Three timed runs at least (so every point has a spread); short calls repeat until 0.25 s.
+// The first run doubles as the warm-up only for short calls: a long call's first run is timed
+// too, so a long point costs three runs, not four.
+Timing TimeAdaptive(const std::function<void()>& fn) {
+  return TimeRepeats(fn, 3, 9, 0.25, /*warmup=*/false);
 }
 
 }  // namespace
@@ -75,7 +72,7 @@ std::vector<SweepPoint> DensePrefillSweep(Context& ctx, const std::string& key,
     opt.mask = mask.get();
     opt.num_threads = c.threads;
     opt.stats = &stats;
-    p.seconds = TimeAdaptive([&] { DenseForward(q.view(), k.view(), v.view(), o.view(), opt); });
+    SetTiming(p, TimeAdaptive([&] { DenseForward(q.view(), k.view(), v.view(), o.view(), opt); }));
     p.peak_bytes = peak.PeakBytes();
     p.value = stats.tiles_total > 0 ? static_cast<double>(stats.tiles_skipped) /
                                           static_cast<double>(stats.tiles_total)
@@ -138,7 +135,7 @@ std::vector<SweepPoint> DenseDecodeSweep(Context& ctx, const std::string& key,
     cache.Append(k1.view(), v1.view());
     DenseOptions opt;
     opt.num_threads = c.threads;
-    p.seconds = MedianSeconds([&] { DenseDecode(q.view(), cache, o.view(), opt); }, 5, 50, 0.15);
+    SetTiming(p, TimeRepeats([&] { DenseDecode(q.view(), cache, o.view(), opt); }, 3, 50, 0.1));
     p.peak_bytes = peak.PeakBytes();
     p.value = static_cast<double>(cache.bytes());
     return p;
@@ -178,6 +175,27 @@ double RelativeError(const Tensor<float>& a, const Tensor<float>& b) {
     ref += static_cast<double>(b.data()[i]) * b.data()[i];
   }
   return std::sqrt(diff / (ref + 1e-300));
+}
+
+}  // namespace attnkit::guide::detail
+
+namespace attnkit::guide::detail {
+
+double MeanRowCosine(const Tensor<float>& a, const Tensor<float>& b) {
+  const auto va = a.view();
+  Require(a.numel() == b.numel() && va.batch() * va.heads() == 1,
+          "MeanRowCosine: needs two [1, 1, n, d] tensors of the same size");
+  const int64_t n = va.tokens(), d = va.dim();
+  double sum = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    double dot = 0, na = 0, nb = 0;
+    for (int64_t j = 0; j < d; ++j) {
+      const double x = a.data()[t * d + j], y = b.data()[t * d + j];
+      dot += x * y, na += x * x, nb += y * y;
+    }
+    sum += dot / std::sqrt(na * nb + 1e-300);
+  }
+  return sum / static_cast<double>(std::max<int64_t>(1, n));
 }
 
 }  // namespace attnkit::guide::detail

@@ -50,6 +50,9 @@ double DenseErrorVsReference(const DenseShape& shape, int64_t seqlen, const Mask
 // against exact" figure in the guide.
 double RelativeError(const Tensor<float>& a, const Tensor<float>& b);
 
+// Mean over rows (tokens) of the cosine between a and b, both [1, 1, n, d] (one head).
+double MeanRowCosine(const Tensor<float>& a, const Tensor<float>& b);
+
 // Planned steps of the two sweeps for a config (for the progress bar).
 int64_t PrefillSteps(const SweepConfig& config);
 int64_t DecodeSteps(const SweepConfig& config);

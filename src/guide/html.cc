@@ -54,6 +54,7 @@ header.top p { margin:0; opacity:.92; max-width:980px; }
 .machine { display:flex; flex-wrap:wrap; gap:8px 22px; margin-top:14px; font-size:13.5px; }
 .warn { background:rgba(255,214,102,.2); border:1px solid rgba(255,214,102,.7); border-radius:6px;
         padding:6px 10px; margin-top:12px !important; font-size:13.5px; }
+header.top p.legend { margin-top:10px; font-size:13.5px; }
 .machine span b { font-weight:600; opacity:.8; margin-right:4px; }
 nav.toc { position:sticky; top:0; z-index:5; background:#fff; border-bottom:1px solid var(--line);
           padding:8px 40px; font-size:14px; display:flex; flex-wrap:wrap; gap:6px 18px; }
@@ -83,6 +84,14 @@ table.data td:first-child { text-align:left; }
 .tablebox { margin:14px 0; overflow-x:auto; }
 .tablebox h3 { font-size:15px; margin:0 0 4px; }
 ul.notes { font-size:14px; }
+ul.findings { list-style:none; padding:0; margin:8px 0 0; font-size:13.5px; }
+ul.findings li { margin:3px 0; padding:3px 8px; border-left:4px solid #8c959f; background:var(--bg); }
+ul.findings li .verdict { font-weight:600; font-size:11px; text-transform:uppercase; margin-right:6px; }
+ul.findings li.holds { border-color:#2e7d32; } ul.findings li.holds .verdict { color:#2e7d32; }
+ul.findings li.contradicted { border-color:#c62828; background:#fdecea; }
+ul.findings li.contradicted .verdict { color:#c62828; }
+ul.findings li.not-resolved { border-color:#b08800; } ul.findings li.not-resolved .verdict { color:#8a6d00; }
+ul.findings li.measured .verdict { color:var(--muted); }
 footer { border-top:1px solid var(--line); color:var(--muted); font-size:13px; padding:16px 40px 30px; }
 code { background:var(--bg); padding:1px 4px; border-radius:4px; }
 )css";
@@ -134,7 +143,36 @@ std::string RenderTable(const Table& t) {
   return h;
 }
 
+// A list of findings, each marked with its verdict (the browser check counts them by class).
+std::string RenderFindings(const std::vector<Finding>& findings) {
+  if (findings.empty()) return "";
+  std::string h = "<ul class=\"findings\">";
+  for (const auto& f : findings) {
+    const std::string name = FindingStatusName(f.status);
+    std::string cls = name, label = name;
+    if (f.status == Finding::Status::kNotResolved) cls = "not-resolved";
+    if (f.status == Finding::Status::kContradicted) label = "contradicts the expectation";
+    h += "<li class=\"finding " + cls + "\" data-id=\"" + XmlEscape(f.id) +
+         "\"><span class=\"verdict\">" + XmlEscape(label) + "</span>" + XmlEscape(f.text) + "</li>";
+  }
+  return h + "</ul>";
+}
+
 }  // namespace
+
+const char* FindingStatusName(Finding::Status s) {
+  switch (s) {
+    case Finding::Status::kMeasured:
+      return "measured";
+    case Finding::Status::kHolds:
+      return "holds";
+    case Finding::Status::kContradicted:
+      return "contradicted";
+    case Finding::Status::kNotResolved:
+      return "not resolved";
+  }
+  return "?";
+}
 
 const char* ProvenanceName(Provenance p) {
   switch (p) {
@@ -187,8 +225,25 @@ std::string RenderHtml(const GuidePage& page) {
   h += "</div>";
   if (m.load_before > 0.5 * m.threads || m.load_after > 0.5 * m.threads) {
     h += "<p class=\"warn\">Other processes were competing for the cores during this run (load "
-         "average above half the thread count), so the timings below are noisy; rerun on a quiet "
-         "machine for clean slopes.</p>";
+         "average above half the thread count), so the timings below are noisy: their error bars "
+         "are wide, and comparisons the spread cannot decide are marked \u201cnot resolved in "
+         "this run\u201d. Rerun on a quiet machine for clean slopes.</p>";
+  }
+  {
+    int counts[4] = {0, 0, 0, 0};
+    for (const auto& s : page.sections) {
+      for (const auto& f : s.findings) ++counts[static_cast<int>(f.status)];
+      for (const auto& fig : s.figures) {
+        for (const auto& f : fig.findings) ++counts[static_cast<int>(f.status)];
+      }
+    }
+    h += "<p class=\"legend\">Statements under each figure are generated from this run's numbers. "
+         "Timed points are medians with error bars from the fastest to the slowest repeat; "
+         "slopes are printed ± two standard errors and only from three points or more. "
+         "Expectations are checked against the measurements: " +
+         std::to_string(counts[1]) + " hold, " + std::to_string(counts[2]) +
+         " are contradicted (marked in red, with what was measured), " + std::to_string(counts[3]) +
+         " are not resolved in this run.</p>";
   }
   h += "</header>\n<nav class=\"toc\">";
   for (const auto& s : page.sections) {
@@ -225,12 +280,14 @@ std::string RenderHtml(const GuidePage& page) {
         h += "<div class=\"chart-box\" id=\"chart-" + XmlEscape(f.id) + "\"></div>";
         charts.push_back({{"id", f.id}, {"spec", json::parse(f.vega_lite)}});
       }
-      h += "<figcaption>" + XmlEscape(f.caption) + "</figcaption><div class=\"source\">" +
-           Badge(f.provenance) + XmlEscape(f.source) + " &middot; file: figures/" +
-           XmlEscape(f.id) + (diagram ? ".svg" : ".vl.json") + "</div></figure>";
+      h += "<figcaption>" + XmlEscape(f.caption) + "</figcaption>" + RenderFindings(f.findings) +
+           "<div class=\"source\">" + Badge(f.provenance) + XmlEscape(f.source) +
+           " &middot; file: figures/" + XmlEscape(f.id) + (diagram ? ".svg" : ".vl.json") +
+           "</div></figure>";
     }
     h += "</div>";
     for (const auto& t : s.tables) h += RenderTable(t);
+    h += RenderFindings(s.findings);
     if (!s.notes.empty()) {
       h += "<ul class=\"notes\">";
       for (const auto& n : s.notes) h += "<li>" + XmlEscape(n) + "</li>";
@@ -278,6 +335,14 @@ std::string PageJson(const GuidePage& page) {
                {"models", s.models},
                {"models_source", s.models_source},
                {"notes", s.notes}};
+    auto findings = [](const std::vector<Finding>& list) {
+      json out = json::array();
+      for (const auto& f : list) {
+        out.push_back({{"id", f.id}, {"status", FindingStatusName(f.status)}, {"text", f.text}});
+      }
+      return out;
+    };
+    js["findings"] = findings(s.findings);
     js["figures"] = json::array();
     for (const auto& f : s.figures) {
       json jf = {{"id", f.id},
@@ -286,6 +351,7 @@ std::string PageJson(const GuidePage& page) {
                  {"provenance", ProvenanceName(f.provenance)},
                  {"source", f.source}};
       if (f.kind == Figure::Kind::kChart) jf["vega_lite"] = json::parse(f.vega_lite);
+      jf["findings"] = findings(f.findings);
       js["figures"].push_back(jf);
     }
     js["tables"] = json::array();
@@ -302,11 +368,13 @@ std::string PageJson(const GuidePage& page) {
       auto num = [](double x) { return x < 0 || !std::isfinite(x) ? json(nullptr) : json(x); };
       js["variants"].push_back({{"variant", v.variant},
                                 {"time_slope", num(v.time_slope)},
+                                {"time_slope_2se", num(v.time_slope_2se)},
                                 {"slope_range", v.slope_range},
                                 {"bytes_per_token", num(v.bytes_per_token)},
                                 {"bytes_note", v.bytes_note},
                                 {"longest_seqlen", v.longest_seqlen},
-                                {"error_vs_exact", num(v.error_vs_exact)}});
+                                {"error_vs_exact", num(v.error_vs_exact)},
+                                {"error_note", v.error_note}});
     }
     j["sections"].push_back(js);
   }

@@ -40,9 +40,9 @@ bool ResetHighWaterMark() {
 
 }  // namespace
 
-double MedianSeconds(const std::function<void()>& fn, int min_reps, int max_reps,
-                     double min_total_seconds, bool warmup) {
-  Require(min_reps >= 1 && max_reps >= min_reps, "MedianSeconds: need 1 <= min_reps (", min_reps,
+Timing TimeRepeats(const std::function<void()>& fn, int min_reps, int max_reps,
+                   double min_total_seconds, bool warmup) {
+  Require(min_reps >= 1 && max_reps >= min_reps, "TimeRepeats: need 1 <= min_reps (", min_reps,
           ") <= max_reps (", max_reps, ")");
   if (warmup) fn();
   std::vector<double> times;
@@ -56,7 +56,24 @@ double MedianSeconds(const std::function<void()>& fn, int min_reps, int max_reps
   }
   std::sort(times.begin(), times.end());
   const size_t n = times.size();
-  return n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  Timing t;
+  t.median = n % 2 ? times[n / 2] : 0.5 * (times[n / 2 - 1] + times[n / 2]);
+  t.min = times.front();
+  t.max = times.back();
+  t.reps = static_cast<int>(n);
+  return t;
+}
+
+double MedianSeconds(const std::function<void()>& fn, int min_reps, int max_reps,
+                     double min_total_seconds, bool warmup) {
+  return TimeRepeats(fn, min_reps, max_reps, min_total_seconds, warmup).median;
+}
+
+void SetTiming(SweepPoint& p, const Timing& t) {
+  p.seconds = t.median;
+  p.seconds_min = t.min;
+  p.seconds_max = t.max;
+  p.reps = t.reps;
 }
 
 bool PeakMemory::Supported() {

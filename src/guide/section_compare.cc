@@ -8,6 +8,7 @@
 #include "attnkit/models/card.h"
 #include "attnkit/models/cost.h"
 #include "guide/catalogue_util.h"
+#include "guide/claims.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -78,8 +79,21 @@ void AddCatalogueFigures(Section& sec) {
     f.title = "Cache of real models at 8k / 32k / 128k context";
     f.caption =
         "Sliding windows cap a layer's cache, MLA compresses it to a latent, hybrid models "
-        "replace most layers with a fixed-size state: the spread at 128k is two orders of "
-        "magnitude.";
+        "replace most layers with a fixed-size state (computed from the configs, not timed).";
+    double lo = 0, hi = 0;
+    std::string lo_name, hi_name;
+    for (const auto& b : bars.bars) {
+      if (b.group != FormatTokens(131072) || !(b.value > 0)) continue;
+      if (lo_name.empty() || b.value < lo) lo = b.value, lo_name = b.category;
+      if (hi_name.empty() || b.value > hi) hi = b.value, hi_name = b.category;
+    }
+    if (lo > 0) {
+      f.findings.push_back(Fact("compare.cache-spread", "At 128k the largest cache here (" +
+                                                            hi_name + ", " + Fmt("%.3g", hi) +
+                                                            " GB) is " + Fmt("%.0f", hi / lo) +
+                                                            "× the smallest (" + lo_name + ", " +
+                                                            Fmt("%.3g", lo) + " GB)"));
+    }
     f.provenance = Provenance::kConfig;
     f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
     f.vega_lite = GroupedBarChart(bars);
@@ -110,7 +124,8 @@ Section Build(Context& ctx) {
   sec.title = "Comparison: every variant measured in this run, and real models' caches";
   sec.intro_html =
       "<p>One row per variant measured above. The slope is the fitted exponent of prefill time "
-      "against sequence length on log-log axes (2 = quadratic, 1 = linear); the cache column is "
+      "against sequence length on log-log axes (2 = quadratic, 1 = linear), ± two standard "
+      "errors, printed only from three points or more; the cache column is "
       "what one layer keeps per token; the error column (relative error ‖o − o<sub>exact</sub>‖ / "
       "‖o<sub>exact</sub>‖) compares the fast kernel with exact "
       "attention computed by the double-precision reference on the same input (for exact "
@@ -122,9 +137,13 @@ Section Build(Context& ctx) {
   t.source =
       "collected from the sections above (their sweeps, KvCache objects and reference "
       "comparisons), this run";
-  t.header = {
-      "variant",    "time slope (log-log)", "fitted over",        "cache bytes / token / layer",
-      "cache note", "longest seqlen run",   "rel. error vs exact"};
+  t.header = {"variant",
+              "time slope (log-log, ± 2 s.e.)",
+              "fitted over",
+              "cache bytes / token / layer",
+              "cache note",
+              "longest seqlen run",
+              "rel. error vs exact"};
   BarChartSpec bars;
   bars.title = "Measured prefill complexity: fitted log-log slope of time against sequence length";
   bars.subtitle = "2 = quadratic (exact attention), 1 = linear in sequence length";
@@ -134,11 +153,16 @@ Section Build(Context& ctx) {
   bars.y_format = ".3f";
   bars.log_y = 0;
   for (const auto& v : ctx.variants()) {
-    t.rows.push_back({v.variant, v.time_slope >= 0 ? Fmt("%.2f", v.time_slope) : "—",
-                      v.slope_range.empty() ? "—" : v.slope_range,
+    const std::string slope =
+        v.time_slope >= 0 ? Fmt("%.2f", v.time_slope) +
+                                (v.time_slope_2se >= 0 ? " ± " + Fmt("%.2f", v.time_slope_2se) : "")
+                          : "—";
+    t.rows.push_back({v.variant, slope, v.slope_range.empty() ? "—" : v.slope_range,
                       v.bytes_per_token >= 0 ? Fmt("%.0f", v.bytes_per_token) : "—", v.bytes_note,
                       v.longest_seqlen > 0 ? FormatTokens(v.longest_seqlen) : "—",
-                      v.error_vs_exact >= 0 ? Fmt("%.2e", v.error_vs_exact) : "—"});
+                      !v.error_note.empty()   ? v.error_note
+                      : v.error_vs_exact >= 0 ? Fmt("%.2e", v.error_vs_exact)
+                                              : "—"});
     if (v.time_slope >= 0) bars.bars.push_back({v.variant, v.section, v.time_slope});
   }
   if (!t.rows.empty()) sec.tables.push_back(t);

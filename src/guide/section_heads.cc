@@ -9,6 +9,7 @@
 #include "attnkit/kernels/kv_cache.h"
 #include "guide/catalogue_util.h"
 #include "guide/dense_measure.h"
+#include "guide/findings.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -130,23 +131,25 @@ Section Build(Context& ctx) {
       "kernel; no seqlen × seqlen buffer exists";
   mem_chart.y_title = "peak memory (MiB)";
   mem_chart.y_format = ".5~g";
+  HeadsMeasured measured;
   for (const auto& v : kVariants) {
     const std::string label = Label(v.name, v.prefill);
     const auto pts = DensePrefillSweep(ctx, "dense-causal-" + label, label, v.prefill, causal);
-    Series ts{label, {}, {}, true, 1024};
-    Series ms{label, {}, {}, true, 1024};
+    Series ts = TimedSeries(label, pts);
+    Series ms = NamedSeries(label);
     for (const auto& p : pts) {
-      ts.x.push_back(static_cast<double>(p.seqlen));
-      ts.y.push_back(p.seconds * 1e3);
       if (p.peak_bytes > 0) {
         ms.x.push_back(static_cast<double>(p.seqlen));
         ms.y.push_back(static_cast<double>(p.peak_bytes) / (1024.0 * 1024.0));
       }
     }
-    ts.fit_min_x = FitStart(ts.x, 1024);
     ms.fit_min_x = FitStart(ms.x, 1024);
     time_chart.series.push_back(ts);
-    if (!ms.x.empty()) mem_chart.series.push_back(ms);
+    measured.prefill.push_back(ts);
+    if (!ms.x.empty()) {
+      mem_chart.series.push_back(ms);
+      measured.memory.push_back(ms);
+    }
 
     VariantSummary row = SummaryFromSeries(label, sec.name, ts);
     row.bytes_per_token = CacheBytesPerToken<bf16>(v.prefill);
@@ -160,9 +163,9 @@ Section Build(Context& ctx) {
   tf.id = "heads-prefill-time";
   tf.title = time_chart.title;
   tf.caption =
-      "Exact attention is quadratic: the fitted slope is close to 2 once the sequence is "
-      "long enough to amortise per-call overhead. The three sharing ratios cost the same "
-      "compute.";
+      "Every query still meets every earlier key, so the FLOPs are those of MHA for all three "
+      "sharing ratios and grow with the square of the length. Points are medians, bars the "
+      "fastest and slowest repeat.";
   tf.provenance = Provenance::kMeasured;
   tf.source = "DenseForward with CausalMask(), median wall time per point, this run";
   tf.vega_lite = LineChart(time_chart);
@@ -173,8 +176,8 @@ Section Build(Context& ctx) {
     mf.id = "heads-prefill-memory";
     mf.title = mem_chart.title;
     mf.caption =
-        "Memory grows linearly with sequence length (slope ≈ 1): the online softmax never "
-        "materialises the seqlen × seqlen score matrix.";
+        "The online softmax never materialises the seqlen × seqlen score matrix, so only Q, K, V "
+        "and O should grow with the length.";
     mf.provenance = Provenance::kMeasured;
     mf.source = "Linux VmHWM (reset through /proc/self/clear_refs) around each prefill, this run";
     mf.vega_lite = LineChart(mem_chart);
@@ -202,8 +205,9 @@ Section Build(Context& ctx) {
   for (const auto& v : kVariants) {
     const std::string label = Label(v.name, v.decode);
     const auto pts = DenseDecodeSweep(ctx, "dense-decode-" + label, label, v.decode, 0);
-    Series s = TimeSeries(label, pts);
+    Series s = TimedSeries(label, pts);
     dec.series.push_back(s);
+    measured.decode.push_back(s);
     const double f32_bpt = CacheBytesPerToken<float>(v.decode);
     std::vector<std::string> row = {
         label, Fmt("%.0f", f32_bpt), Fmt("%.0f", CacheBytesPerToken<bf16>(v.decode)), "—", "—",
@@ -221,14 +225,14 @@ Section Build(Context& ctx) {
   df.id = "heads-decode-time";
   df.title = dec.title;
   df.caption =
-      "Decode reads the whole cache once per token, so its time grows linearly with the "
-      "context and shrinks with the number of KV heads: GQA and MQA are faster to decode "
-      "because there are fewer bytes to read, not fewer FLOPs.";
+      "Decode reads the whole cache once per token: fewer KV heads mean fewer bytes to read, not "
+      "fewer FLOPs.";
   df.provenance = Provenance::kMeasured;
   df.source = "DenseDecode over a KvCache<float>, median of repeated single-token steps, this run";
   df.vega_lite = LineChart(dec);
   sec.figures.push_back(df);
   sec.tables.push_back(cache_table);
+  AttachFindings(sec, HeadsFindings(measured));
   return sec;
 }
 

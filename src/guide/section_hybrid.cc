@@ -14,6 +14,7 @@
 #include "attnkit/layers/layer.h"
 #include "attnkit/models/cost.h"
 #include "guide/catalogue_util.h"
+#include "guide/findings.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -31,11 +32,11 @@ bool IsHybrid(const models::ModelConfig& c) {
 std::vector<int64_t> StackPrompts(const SweepConfig& c) {
   switch (c.size) {
     case SweepSize::kSmoke:
-      return {256, 1024};
-    case SweepSize::kQuick:
-      return {1024, 4096};
+      return {256, 512, 1024};
+    case SweepSize::kQuick:  // three points for a slope; the cost is the 4k prefill
+      return {256, 1024, 4096};
     case SweepSize::kFull:
-      return {1024, 4096, 16384, 65536};
+      return {1024, 4096, 16384, 32768, 65536};
   }
   return {};
 }
@@ -74,8 +75,11 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
   mc.subtitle = "Layer::CacheBytes() summed over the stack (KV caches, latent cache, fixed states)";
   mc.y_title = "cache (MiB)";
   mc.y_format = ".5~g";
+  HybridMeasured measured;
+  measured.full = c.size == SweepSize::kFull;
   for (const auto& kind : kStacks) {
-    Series ds{kind.label, {}, {}, true, 0}, ms{kind.label, {}, {}, true, 0};
+    Series ds = NamedSeries(kind.label), ms = NamedSeries(kind.label);
+    ds.fit_min_x = ms.fit_min_x = 0;
     for (int64_t prompt : prompts) {
       // Full-attention caches allocate their capacity up front: size it to this run, so the
       // reported bytes are what the prompt needs.
@@ -86,12 +90,15 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
       const bench::StackRunResult r = bench::RunStack(stack, prompt, kDecodeTokens, 7);
       ds.x.push_back(static_cast<double>(prompt));
       ds.y.push_back(r.decode_ms_median);
+      ds.y_lo.push_back(r.decode_ms_q1);
+      ds.y_hi.push_back(r.decode_ms_q3);
       ms.x.push_back(static_cast<double>(prompt));
       ms.y.push_back(r.cache_bytes / (1 << 20));
       ctx.Step(std::string("stack ") + kind.layers + " @" + FormatTokens(prompt));
     }
     dc.series.push_back(ds);
     mc.series.push_back(ms);
+    measured.decode.push_back(ds);
   }
   for (auto* spec : {&dc, &mc}) {
     Figure f;
@@ -99,9 +106,10 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
     f.id = spec == &dc ? "hybrid-stack-decode" : "hybrid-stack-cache";
     f.title = spec->title;
     f.caption = spec == &dc
-                    ? "What to look for: three of four layers in the hybrids decode at a cost "
-                      "independent of the prompt, so their per-token time should grow more slowly "
-                      "than the all-attention stack's (on a busy machine the noise can hide it)."
+                    ? "Three of four layers in the hybrids decode at a cost independent of the "
+                      "prompt, so their per-token time should grow more slowly than the "
+                      "all-attention stack's. Medians of the decode steps, bars their quartiles; "
+                      "--full runs prompts to 64k."
                     : "The all-attention stack's cache grows with every token in all four layers; "
                       "the hybrids' grows in one layer only (the MLA latent is smaller still) "
                       "above a fixed recurrent state. Bytes are what the layers allocate for "
@@ -111,6 +119,7 @@ void AddMeasuredStacks(Context& ctx, Section& sec) {
     f.vega_lite = LineChart(*spec);
     sec.figures.push_back(f);
   }
+  AttachFindings(sec, HybridFindings(measured));
 }
 
 Section Build(Context& ctx) {
@@ -168,7 +177,8 @@ Section Build(Context& ctx) {
     }
   }
   for (const auto* c : picked) {
-    Series s{c->name + (IsHybrid(*c) ? "" : " (all full attention, for scale)"), {}, {}, false, 0};
+    Series s =
+        NamedSeries(c->name + (IsHybrid(*c) ? "" : " (all full attention, for scale)"), false);
     models::CostReport at32k, at1m;
     for (int64_t ctxlen = 1024; ctxlen <= (int64_t{1} << 20); ctxlen *= 4) {
       models::CostQuery q;
@@ -197,9 +207,8 @@ Section Build(Context& ctx) {
     f.id = "hybrid-cache";
     f.title = cc.title;
     f.caption =
-        "At short context a hybrid model's memory is mostly its fixed state; the few "
-        "attention layers' KV cache takes over only at long context, and stays a fraction "
-        "of an all-attention model's.";
+        "Computed from the configs (not timed): a hybrid model's memory is its fixed state plus "
+        "the KV cache of its few attention layers; the table gives the state's share at 32k.";
     f.provenance = Provenance::kConfig;
     f.source = "models::Cost(LoadModel(name), {context, batch 1, bf16, f32 state}).total_bytes";
     f.vega_lite = LineChart(cc);

@@ -12,6 +12,7 @@
 #include "attnkit/layers/mla.h"
 #include "guide/catalogue_util.h"
 #include "guide/dense_measure.h"
+#include "guide/findings.h"
 #include "guide/sections.h"
 
 namespace attnkit::guide::detail {
@@ -159,25 +160,26 @@ Section Build(Context& ctx) {
   const double latent_bpt = static_cast<double>(MlaCacheBytesPerToken(cfg));
   const double mha_bpt =
       static_cast<double>(cfg.num_heads * (cfg.qk_head_dim() + cfg.v_head_dim) * 4);
+  MlaMeasured measured;
   for (MlaPath path : {MlaPath::kNaive, MlaPath::kAbsorbed}) {
     block.set_path(path);
-    Series s{std::string(MlaPathName(path)) + " path", {}, {}, true, 0};
+    Series s = NamedSeries(std::string(MlaPathName(path)) + " path");
     double last_ms = 0;
     int64_t last_ctx = 0;
     for (int64_t n = c.decode_first; n <= last; n *= 2) {
       block.Reset();
       block.FillCacheRandom(n, 11);
       if (path == MlaPath::kNaive) block.ReserveScratch(n + 16);
-      const double sec_per = MedianSeconds(
-          [&] { block.Decode(x.view(), block.tokens_seen(), out.view()); }, 3, 9, 0.1, true);
-      s.x.push_back(static_cast<double>(n));
-      s.y.push_back(sec_per * 1e3);
-      last_ms = sec_per * 1e3;
+      const Timing t = TimeRepeats([&] { block.Decode(x.view(), block.tokens_seen(), out.view()); },
+                                   5, 15, 0.1, true);
+      AddPoint(s, static_cast<double>(n), t);
+      last_ms = t.median * 1e3;
       last_ctx = n;
       ctx.Step(std::string("MLA ") + MlaPathName(path) + " decode @" + FormatTokens(n));
     }
     block.ReleaseScratch();
     dc.series.push_back(s);
+    (path == MlaPath::kNaive ? measured.naive : measured.absorbed) = s;
     t.rows.push_back(
         {MlaPathName(path), Fmt("%.0f", latent_bpt), Fmt("%.0f", mha_bpt), FormatTokens(last_ctx),
          Fmt("%.3f", last_ms),
@@ -189,12 +191,14 @@ Section Build(Context& ctx) {
   df.title = dc.title;
   df.caption =
       "Both paths give the same outputs (tested); the naive one re-expands the latent for "
-      "every cached token at every step, so its time grows much faster with the context.";
+      "every cached token at every step, the absorbed one reads the latent once per step. "
+      "Points are medians of repeated steps, bars the fastest and slowest.";
   df.provenance = Provenance::kMeasured;
   df.source = "MlaBlock::Decode after FillCacheRandom(context), median of repeated steps, this run";
   df.vega_lite = LineChart(dc);
   sec.figures.push_back(df);
   sec.tables.push_back(t);
+  AttachFindings(sec, MlaFindings(measured));
 
   VariantSummary row;
   row.variant = "MLA absorbed (" + std::to_string(cfg.num_heads) + " heads, latent " +

@@ -2,7 +2,10 @@
 #include "guide/sections.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
+
+#include "guide/claims.h"
 
 namespace attnkit::guide::detail {
 
@@ -17,7 +20,9 @@ SweepConfig MakeSweepConfig(SweepSize size, int64_t max_seqlen, int threads) {
       break;
     case SweepSize::kQuick:
       c.prefill_first = 256, c.prefill_last = 16384, c.decode_first = 1024, c.decode_last = 32768;
-      c.point_budget_seconds = 2;
+      // Every point runs at least three times (its spread is drawn), so a point predicted to
+      // take over 0.7 s is skipped.
+      c.point_budget_seconds = 0.7;
       break;
     case SweepSize::kFull:
       c.prefill_first = 256, c.prefill_last = 65536, c.decode_first = 1024, c.decode_last = 131072;
@@ -40,13 +45,7 @@ std::string Fmt(const char* format, double value) {
 }
 
 Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points) {
-  Series s{name, {}, {}, true, 0};
-  for (const auto& p : points) {
-    s.x.push_back(static_cast<double>(p.seqlen));
-    s.y.push_back(p.seconds * 1e3);
-  }
-  s.fit_min_x = FitStart(s.x, 1024);
-  return s;
+  return TimedSeries(name, points, 1024);
 }
 
 LineChartSpec SeqlenTimeChart(const std::string& title, const std::string& subtitle) {
@@ -64,8 +63,11 @@ VariantSummary SummaryFromSeries(const std::string& variant, const std::string& 
   VariantSummary row;
   row.variant = variant;
   row.section = section;
-  const LogLogFit fit = FitLogLog(series.x, series.y, series.fit_min_x);
-  if (fit.points >= 2) row.time_slope = fit.slope;
+  const LogLogFit fit = FitSeries(series);
+  if (fit.points >= kMinFitPoints && std::isfinite(fit.slope_se)) {
+    row.time_slope = fit.slope;
+    row.time_slope_2se = 2 * fit.slope_se;
+  }
   if (!series.x.empty()) {
     row.longest_seqlen = static_cast<int64_t>(*std::max_element(series.x.begin(), series.x.end()));
     const double from = series.fit_min_x > 0 ? series.fit_min_x : series.x.front();
@@ -82,8 +84,9 @@ void Context::Step(const std::string& what) {
 
 const std::vector<SectionSpec>& Sections() {
   static const std::vector<SectionSpec> sections = {
-      HeadsSection(), MlaSection(),    WindowSection(), SparseSection(), DsaSection(),
-      GatedSection(), LinearSection(), DeltaSection(),  HybridSection(), CompareSection()};
+      HeadsSection(),  MlaSection(),     WindowSection(), SparseSection(),
+      DsaSection(),    GatedSection(),   LinearSection(), DeltaSection(),
+      HybridSection(), CompareSection(), ClaimsSection()};
   return sections;
 }
 

@@ -63,8 +63,9 @@ struct SectionSpec {
 // printf-style formatting of one number, e.g. Fmt("%.2f", 1.5).
 std::string Fmt(const char* format, double value);
 
-// A measured sweep as a chart series of milliseconds against tokens, fitted on log-log axes
-// from 1024 tokens (or from the last three points when fewer reach that far).
+// A measured sweep as a chart series of milliseconds against tokens with each point's spread,
+// fitted on log-log axes from 1024 tokens (or from the last three points when fewer reach that
+// far).
 Series TimeSeries(const std::string& name, const std::vector<SweepPoint>& points);
 
 // A log-log chart of prefill time (ms) against sequence length (tokens).
@@ -88,5 +89,6 @@ SectionSpec LinearSection();
 SectionSpec DeltaSection();
 SectionSpec HybridSection();
 SectionSpec CompareSection();
+SectionSpec ClaimsSection();
 
 }  // namespace attnkit::guide::detail

@@ -838,14 +838,21 @@ void DenseFastUnchecked(const DenseJob<float>& job) { HWY_DYNAMIC_DISPATCH(Dense
 void DenseFastUnchecked(const DenseJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(DenseBf16)(job); }
 }  // namespace detail
 
-void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+template <typename KV>
+void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Dispatch(q, k, v, out, options, lse);
+  Dispatch<std::remove_const_t<KV>>(q, k, v, out, options, lse);
 }
-void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
-                  TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Dispatch(q, k, v, out, options, lse);
-}
+template void DenseForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
+                                  TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseForward<const float>(TensorView<const float>, TensorView<const float>,
+                                        TensorView<const float>, TensorView<float>,
+                                        const DenseOptions&, TensorView<float>);
+template void DenseForward<bf16>(TensorView<const float>, TensorView<bf16>, TensorView<bf16>,
+                                 TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseForward<const bf16>(TensorView<const float>, TensorView<const bf16>,
+                                       TensorView<const bf16>, TensorView<float>,
+                                       const DenseOptions&, TensorView<float>);
 
 }  // namespace attnkit
 #endif  // HWY_ONCE

@@ -4,6 +4,7 @@
 // a two-pass softmax. It is the yardstick the tiled kernel is tested against.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/core/runtime.h"
@@ -114,14 +115,21 @@ void Ref(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV>
 
 }  // namespace
 
-void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+template <typename KV>
+void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Ref(q, k, v, out, options, lse);
+  Ref<std::remove_const_t<KV>>(q, k, v, out, options, lse);
 }
-void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
-                  TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Ref(q, k, v, out, options, lse);
-}
+template void DenseForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
+                                  TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseForward<const float>(TensorView<const float>, TensorView<const float>,
+                                        TensorView<const float>, TensorView<float>,
+                                        const DenseOptions&, TensorView<float>);
+template void DenseForward<bf16>(TensorView<const float>, TensorView<bf16>, TensorView<bf16>,
+                                 TensorView<float>, const DenseOptions&, TensorView<float>);
+template void DenseForward<const bf16>(TensorView<const float>, TensorView<const bf16>,
+                                       TensorView<const bf16>, TensorView<float>,
+                                       const DenseOptions&, TensorView<float>);
 
 }  // namespace ref
 

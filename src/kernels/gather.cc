@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -534,16 +535,25 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
 
 }  // namespace
 
-void GatherForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+template <typename KV>
+void GatherForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                    TensorView<const int32_t> indices, TensorView<float> out,
                    const GatherOptions& options, TensorView<float> lse) {
-  Dispatch(q, k, v, indices, out, options, lse);
+  Dispatch<std::remove_const_t<KV>>(q, k, v, indices, out, options, lse);
 }
-void GatherForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
-                   TensorView<const int32_t> indices, TensorView<float> out,
-                   const GatherOptions& options, TensorView<float> lse) {
-  Dispatch(q, k, v, indices, out, options, lse);
-}
+template void GatherForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
+                                   TensorView<const int32_t>, TensorView<float>,
+                                   const GatherOptions&, TensorView<float>);
+template void GatherForward<const float>(TensorView<const float>, TensorView<const float>,
+                                         TensorView<const float>, TensorView<const int32_t>,
+                                         TensorView<float>, const GatherOptions&,
+                                         TensorView<float>);
+template void GatherForward<bf16>(TensorView<const float>, TensorView<bf16>, TensorView<bf16>,
+                                  TensorView<const int32_t>, TensorView<float>,
+                                  const GatherOptions&, TensorView<float>);
+template void GatherForward<const bf16>(TensorView<const float>, TensorView<const bf16>,
+                                        TensorView<const bf16>, TensorView<const int32_t>,
+                                        TensorView<float>, const GatherOptions&, TensorView<float>);
 
 }  // namespace attnkit
 #endif  // HWY_ONCE

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #undef HWY_TARGET_INCLUDE
@@ -356,26 +357,39 @@ void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out) {
   TopKScratch(scores, n, top_k, out, scratch);
 }
 
+template <typename KI>
 void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const float> k_index, TensorView<float> scores,
+                      TensorView<KI> k_index, TensorView<float> scores,
                       const IndexerOptions& options) {
-  IndexerEntry(q_index, weights, k_index, scores, options);
+  IndexerEntry<std::remove_const_t<KI>>(q_index, weights, k_index, scores, options);
 }
-void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const bf16> k_index, TensorView<float> scores,
-                      const IndexerOptions& options) {
-  IndexerEntry(q_index, weights, k_index, scores, options);
-}
+template void LightningIndexer<float>(TensorView<const float>, TensorView<const float>,
+                                      TensorView<float>, TensorView<float>, const IndexerOptions&);
+template void LightningIndexer<const float>(TensorView<const float>, TensorView<const float>,
+                                            TensorView<const float>, TensorView<float>,
+                                            const IndexerOptions&);
+template void LightningIndexer<bf16>(TensorView<const float>, TensorView<const float>,
+                                     TensorView<bf16>, TensorView<float>, const IndexerOptions&);
+template void LightningIndexer<const bf16>(TensorView<const float>, TensorView<const float>,
+                                           TensorView<const bf16>, TensorView<float>,
+                                           const IndexerOptions&);
+
+template <typename KI>
 void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const float> k_index, int64_t top_k, TensorView<int32_t> indices,
+               TensorView<KI> k_index, int64_t top_k, TensorView<int32_t> indices,
                const IndexerOptions& options) {
-  SelectEntry(q_index, weights, k_index, top_k, indices, options);
+  SelectEntry<std::remove_const_t<KI>>(q_index, weights, k_index, top_k, indices, options);
 }
-void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const bf16> k_index, int64_t top_k, TensorView<int32_t> indices,
-               const IndexerOptions& options) {
-  SelectEntry(q_index, weights, k_index, top_k, indices, options);
-}
+template void DsaSelect<float>(TensorView<const float>, TensorView<const float>, TensorView<float>,
+                               int64_t, TensorView<int32_t>, const IndexerOptions&);
+template void DsaSelect<const float>(TensorView<const float>, TensorView<const float>,
+                                     TensorView<const float>, int64_t, TensorView<int32_t>,
+                                     const IndexerOptions&);
+template void DsaSelect<bf16>(TensorView<const float>, TensorView<const float>, TensorView<bf16>,
+                              int64_t, TensorView<int32_t>, const IndexerOptions&);
+template void DsaSelect<const bf16>(TensorView<const float>, TensorView<const float>,
+                                    TensorView<const bf16>, int64_t, TensorView<int32_t>,
+                                    const IndexerOptions&);
 
 }  // namespace attnkit
 #endif  // HWY_ONCE

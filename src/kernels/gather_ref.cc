@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "attnkit/core/checked.h"
@@ -251,36 +252,59 @@ void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out) {
   for (int64_t j = 0; j < top_k; ++j) out[j] = j < take ? order[j] : -1;
 }
 
-void GatherForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+template <typename KV>
+void GatherForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                    TensorView<const int32_t> indices, TensorView<float> out,
                    const GatherOptions& options, TensorView<float> lse) {
-  RefGather(q, k, v, indices, out, options, lse);
+  RefGather<std::remove_const_t<KV>>(q, k, v, indices, out, options, lse);
 }
-void GatherForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
-                   TensorView<const int32_t> indices, TensorView<float> out,
-                   const GatherOptions& options, TensorView<float> lse) {
-  RefGather(q, k, v, indices, out, options, lse);
-}
+template void GatherForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
+                                   TensorView<const int32_t>, TensorView<float>,
+                                   const GatherOptions&, TensorView<float>);
+template void GatherForward<const float>(TensorView<const float>, TensorView<const float>,
+                                         TensorView<const float>, TensorView<const int32_t>,
+                                         TensorView<float>, const GatherOptions&,
+                                         TensorView<float>);
+template void GatherForward<bf16>(TensorView<const float>, TensorView<bf16>, TensorView<bf16>,
+                                  TensorView<const int32_t>, TensorView<float>,
+                                  const GatherOptions&, TensorView<float>);
+template void GatherForward<const bf16>(TensorView<const float>, TensorView<const bf16>,
+                                        TensorView<const bf16>, TensorView<const int32_t>,
+                                        TensorView<float>, const GatherOptions&, TensorView<float>);
+
+template <typename KI>
 void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const float> k_index, TensorView<float> scores,
+                      TensorView<KI> k_index, TensorView<float> scores,
                       const IndexerOptions& options) {
-  RefIndexer(q_index, weights, k_index, scores, options);
+  RefIndexer<std::remove_const_t<KI>>(q_index, weights, k_index, scores, options);
 }
-void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const bf16> k_index, TensorView<float> scores,
-                      const IndexerOptions& options) {
-  RefIndexer(q_index, weights, k_index, scores, options);
-}
+template void LightningIndexer<float>(TensorView<const float>, TensorView<const float>,
+                                      TensorView<float>, TensorView<float>, const IndexerOptions&);
+template void LightningIndexer<const float>(TensorView<const float>, TensorView<const float>,
+                                            TensorView<const float>, TensorView<float>,
+                                            const IndexerOptions&);
+template void LightningIndexer<bf16>(TensorView<const float>, TensorView<const float>,
+                                     TensorView<bf16>, TensorView<float>, const IndexerOptions&);
+template void LightningIndexer<const bf16>(TensorView<const float>, TensorView<const float>,
+                                           TensorView<const bf16>, TensorView<float>,
+                                           const IndexerOptions&);
+
+template <typename KI>
 void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const float> k_index, int64_t top_k, TensorView<int32_t> indices,
+               TensorView<KI> k_index, int64_t top_k, TensorView<int32_t> indices,
                const IndexerOptions& options) {
-  RefSelect(q_index, weights, k_index, top_k, indices, options);
+  RefSelect<std::remove_const_t<KI>>(q_index, weights, k_index, top_k, indices, options);
 }
-void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const bf16> k_index, int64_t top_k, TensorView<int32_t> indices,
-               const IndexerOptions& options) {
-  RefSelect(q_index, weights, k_index, top_k, indices, options);
-}
+template void DsaSelect<float>(TensorView<const float>, TensorView<const float>, TensorView<float>,
+                               int64_t, TensorView<int32_t>, const IndexerOptions&);
+template void DsaSelect<const float>(TensorView<const float>, TensorView<const float>,
+                                     TensorView<const float>, int64_t, TensorView<int32_t>,
+                                     const IndexerOptions&);
+template void DsaSelect<bf16>(TensorView<const float>, TensorView<const float>, TensorView<bf16>,
+                              int64_t, TensorView<int32_t>, const IndexerOptions&);
+template void DsaSelect<const bf16>(TensorView<const float>, TensorView<const float>,
+                                    TensorView<const bf16>, int64_t, TensorView<int32_t>,
+                                    const IndexerOptions&);
 
 }  // namespace ref
 }  // namespace attnkit

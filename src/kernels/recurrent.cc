@@ -32,16 +32,18 @@
 #include "attnkit/core/runtime.h"
 #include "core/scratch.h"
 #include "kernels/linear_simd.h"
+#include "kernels/recurrent_chunk.h"
 #include "kernels/recurrent_common.h"
 
 namespace attnkit {
 namespace {
 
+using detail::DecayedGram;
 using detail::DeltaGeometry;
 using detail::GemmArgs;
+using detail::kTriBlock;
+using detail::LowerTriangularAGemm;
 using detail::SmallGemm;
-
-constexpr int64_t kSubBlock = 16;  // diagonal block of the per-channel decayed Gram matrices
 
 // Per-thread scratch, carved out of one pooled block (core/scratch.h) that is allocated before
 // the parallel region: nothing inside the region allocates, and a loop of calls reuses memory
@@ -105,95 +107,6 @@ void Transpose(const float* x, int64_t rows, int64_t cols, float* xt) {
   }
 }
 
-constexpr int64_t kTriBlock = 16;  // row block of the triangular products
-
-// C = alpha · A · B (+ C) where A (m × m, a_cs == 1) is lower triangular: the rows of block
-// [i0, i1) only read A's columns (and B's rows) below i1, which skips about half the work.
-void LowerTriangularAGemm(const GemmArgs& g) {
-  for (int64_t i0 = 0; i0 < g.m; i0 += kTriBlock) {
-    const int64_t i1 = std::min(g.m, i0 + kTriBlock);
-    GemmArgs b = g;
-    b.m = i1 - i0, b.k = i1;
-    b.a = g.a + i0 * g.a_rs;
-    b.c = g.c + i0 * g.ldc;
-    SmallGemm(b);
-  }
-}
-
-// The lower triangle (columns < i1 for the rows of block [i0, i1)) of C = A · B (m × m); the
-// caller ignores or zeroes what lies above the diagonal.
-void LowerTriangularCGemm(const GemmArgs& g) {
-  for (int64_t i0 = 0; i0 < g.m; i0 += kTriBlock) {
-    const int64_t i1 = std::min(g.m, i0 + kTriBlock);
-    GemmArgs b = g;
-    b.m = i1 - i0, b.n = i1;
-    b.a = g.a + i0 * g.a_rs;
-    b.c = g.c + i0 * g.ldc;
-    SmallGemm(b);
-  }
-}
-
-// out (n × n, row-major) = Σ_c x_ic y_jc exp(γ_ic − γ_jc) for j < i (strict) or j ≤ i; zero
-// above. g holds the cumulative log decays (n × gd with gd ∈ {0, 1, dk}). For gd <= 1 the
-// caller has put yᵀ (dk × n) in ws.kt (y is always K: transposed once per chunk).
-void DecayedGram(const DeltaGeometry& geo, const float* x, const float* y, const float* g,
-                 int64_t gd, int64_t n, bool strict, float* out, Workspace& ws) {
-  const int64_t dk = geo.dk;
-  if (gd <= 1) {
-    GemmArgs a;
-    a.m = n, a.n = n, a.k = dk;
-    a.a = x, a.a_rs = dk, a.a_cs = 1;
-    a.b = ws.kt, a.ldb = n;
-    a.c = out, a.ldc = n;
-    LowerTriangularCGemm(a);
-    for (int64_t i = 0; i < n; ++i) {
-      float* row = out + i * n;
-      const int64_t last = strict ? i : i + 1;
-      if (gd == 1) {
-        const float* dec = ws.dec + i * n;  // exp(γ_i − γ_j), j ≤ i
-        for (int64_t j = 0; j < last; ++j) row[j] *= dec[j];
-      }
-      std::fill(row + last, row + n, 0.0f);
-    }
-    return;
-  }
-  for (int64_t i0 = 0; i0 < n; i0 += kSubBlock) {
-    const int64_t i1 = std::min(n, i0 + kSubBlock);
-    const int64_t rows = i1 - i0;
-    if (i0 > 0) {
-      // Reference row r = i0: x_i ⊙ exp(γ_i − γ_r) for i in the block, y_j ⊙ exp(γ_r − γ_j) for
-      // j < r; both factors ≤ 1.
-      const float* gr = g + i0 * dk;
-      float* e = ws.yr;  // exponents, then factors
-      for (int64_t i = i0; i < i1; ++i) {
-        for (int64_t c = 0; c < dk; ++c) e[(i - i0) * dk + c] = g[i * dk + c] - gr[c];
-      }
-      detail::ExpInPlace(e, rows * dk);
-      for (int64_t i = 0; i < rows * dk; ++i) ws.xl[i] = x[i0 * dk + i] * e[i];
-      for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) e[j * dk + c] = gr[c] - g[j * dk + c];
-      }
-      detail::ExpInPlace(e, i0 * dk);
-      for (int64_t j = 0; j < i0; ++j) {
-        for (int64_t c = 0; c < dk; ++c) ws.yrt[c * i0 + j] = y[j * dk + c] * e[j * dk + c];
-      }
-      GemmArgs a;
-      a.m = rows, a.n = i0, a.k = dk;
-      a.a = ws.xl, a.a_rs = dk, a.a_cs = 1;
-      a.b = ws.yrt, a.ldb = i0;
-      a.c = out + i0 * n, a.ldc = n;
-      SmallGemm(a);
-    }
-    for (int64_t i = i0; i < i1; ++i) {
-      float* row = out + i * n;
-      const int64_t last = strict ? i : i + 1;
-      detail::DecayedDots(x + i * dk, g + i * dk, y + i0 * dk, g + i0 * dk, dk, last - i0, dk,
-                          row + i0);
-      std::fill(row + last, row + n, 0.0f);
-    }
-  }
-}
-
 // One chunk of n tokens of one head: updates s (dk × dv) and writes out rows.
 void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<const float> v,
            TensorView<const float> log_alpha, TensorView<const float> beta, TensorView<float> out,
@@ -240,10 +153,11 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
   const int64_t ldv = v.stride[2];
   float* u = ws.u;
   if (gd <= 1) Transpose(ws.k, n, dk, ws.kt);  // Kᵀ for the Gram matrices K Kᵀ and Q Kᵀ
+  const detail::DecayedGramScratch gram{ws.kt, gd == 1 ? ws.dec : nullptr, ws.xl, ws.yr, ws.yrt};
   if (o.delta_rule) {
     for (int64_t i = 0; i < n; ++i) ws.beta[i] = beta.at(b, h, t0 + i, 0);
     // A (strict lower) with β_i on row i, then T = (I + A)⁻¹ by forward substitution.
-    DecayedGram(geo, ws.k, ws.k, ws.g, gd, n, /*strict=*/true, ws.a, ws);
+    DecayedGram(dk, gd > 1, ws.k, ws.k, ws.g, n, /*strict=*/true, ws.a, gram);
     float* t = ws.t;
     detail::UnitLowerInverse(ws.a, ws.beta, n, t);
     // U = T diag(β) V and W = T diag(β) (K ⊙ Γ): diag(β) (and a scalar Γ) are folded into
@@ -285,7 +199,7 @@ void Chunk(const DeltaGeometry& geo, const GatedDeltaOptions& o, TensorView<cons
     for (int64_t i = 0; i < n; ++i) std::copy(vc + i * ldv, vc + i * ldv + dv, u + i * dv);
   }
   // O = (Q ⊙ Γ) S₀ + P U.
-  DecayedGram(geo, ws.q, ws.k, ws.g, gd, n, /*strict=*/false, ws.p, ws);
+  DecayedGram(dk, gd > 1, ws.q, ws.k, ws.g, n, /*strict=*/false, ws.p, gram);
   for (int64_t i = 0; i < n; ++i) {
     scale_by_gamma(i, ws.q + i * dk, 1.0f, ws.q + i * dk);
   }

@@ -39,10 +39,72 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   p.AddOption("repeats", "3", "timed runs for seqlen <= 16384 (median; after a warm-up)");
   p.AddOption("long-repeats", "3", "timed runs for longer sequences (median; no warm-up)");
   p.AddOption("seed", "1", "data seed");
+  p.AddOption("mla-decode", "",
+              "instead: decode of one token at these contexts in DeepSeek V3.2's shape (DSA over "
+              "the absorbed MLA latent 512+64, 128 heads, indexer 64 x 128, top-k 2048) against "
+              "dense absorbed MLA, e.g. 8192,32768,131072");
+  p.AddOption("mla-heads", "128", "--mla-decode: query heads sharing the latent");
   p.AddFlag("json", "one JSON object per case on stdout");
   p.AddFlag("quiet", "no progress on stderr");
   if (!p.Parse(args)) return 0;
   if (p.Flag("quiet")) SetProgressQuiet(true);
+  if (!p.Get("mla-decode").empty()) {
+    bench::MlaDsaDecodeConfig m;
+    m.contexts = ParseSizeList(p.Get("mla-decode"), "--mla-decode");
+    Require(!m.contexts.empty(), "--mla-decode: no context given");
+    for (const int64_t n : m.contexts) Require(n >= 1, "--mla-decode must be >= 1, got ", n);
+    m.num_heads = p.GetInt("mla-heads");
+    Require(m.num_heads >= 1, "--mla-heads must be >= 1, got ", m.num_heads);
+    m.threads = ResolveThreads(p.GetThreads());
+    m.repeats = static_cast<int>(p.GetInt("repeats"));
+    Require(m.repeats >= 1, "--repeats must be >= 1, got ", m.repeats);
+    m.seed = static_cast<uint64_t>(p.GetInt("seed"));
+    Progress bar("bench sparse --mla-decode", static_cast<int64_t>(m.contexts.size()));
+    m.on_case = [&](const std::string& what) { bar.SetNote(what); };
+    const auto rows = bench::BenchMlaDsaDecode(m);
+    bar.Finish();
+    const bool as_json = p.Flag("json");
+    if (!as_json) {
+      std::printf(
+          "attnkit bench sparse --mla-decode: %d threads, indexer %s; %lld heads over latent "
+          "%lld+%lld (bf16), indexer %lld x %lld, top-k %lld; one token, median of %d steps "
+          "(min-max)\n%-9s %-26s %-10s %-10s %-26s %-8s %s\n",
+          m.threads, IndexerUsesAvx512Bf16() ? "avx512bf16" : "f32simd",
+          static_cast<long long>(m.num_heads), static_cast<long long>(m.kv_lora_rank),
+          static_cast<long long>(m.rope_dim), static_cast<long long>(m.index_heads),
+          static_cast<long long>(m.index_dim), static_cast<long long>(m.top_k), m.repeats,
+          "context", "dense absorbed ms", "indexer ms", "attend ms", "DSA ms", "speed-up",
+          "work ratio");
+    }
+    for (const auto& r : rows) {
+      if (as_json) {
+        std::printf("%s\n", nlohmann::json({{"case", "mla_decode"},
+                                            {"context", r.context},
+                                            {"dense_ms", r.dense_ms},
+                                            {"dense_min_ms", r.dense_min_ms},
+                                            {"dense_max_ms", r.dense_max_ms},
+                                            {"indexer_ms", r.indexer_ms},
+                                            {"attention_ms", r.attention_ms},
+                                            {"dsa_ms", r.dsa_ms},
+                                            {"dsa_min_ms", r.dsa_min_ms},
+                                            {"dsa_max_ms", r.dsa_max_ms},
+                                            {"speedup", r.speedup},
+                                            {"dense_flops", r.dense_flops},
+                                            {"dsa_flops", r.dsa_flops}})
+                                .dump()
+                                .c_str());
+        continue;
+      }
+      char dense[64], dsa[64];
+      std::snprintf(dense, sizeof dense, "%.2f (%.2f-%.2f)", r.dense_ms, r.dense_min_ms,
+                    r.dense_max_ms);
+      std::snprintf(dsa, sizeof dsa, "%.2f (%.2f-%.2f)", r.dsa_ms, r.dsa_min_ms, r.dsa_max_ms);
+      std::printf("%-9lld %-26s %-10.2f %-10.2f %-26s %-8.2f %.1f\n",
+                  static_cast<long long>(r.context), dense, r.indexer_ms, r.attention_ms, dsa,
+                  r.speedup, r.dense_flops / r.dsa_flops);
+    }
+    return 0;
+  }
   bench::SparseBenchConfig c;
   c.seqlens = ParseSizeList(p.Get("seqlen"), "--seqlen");
   Require(!c.seqlens.empty(), "--seqlen: no sequence length given");

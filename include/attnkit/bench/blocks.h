@@ -86,6 +86,7 @@ struct StackRunResult {
   int64_t prompt = 0, decode = 0;
   double prefill_seconds = 0, prefill_tokens_per_s = 0;
   double decode_ms_median = 0, decode_tokens_per_s = 0;
+  double decode_ms_q1 = 0, decode_ms_q3 = 0;  // quartiles of the decode steps (the spread)
   double cache_bytes = 0, weight_bytes = 0;
 };
 StackRunResult RunStack(Stack& stack, int64_t prompt, int64_t decode, uint64_t seed,

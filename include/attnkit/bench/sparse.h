@@ -55,6 +55,39 @@ struct SparseBenchRow {
 // first.
 std::vector<SparseBenchRow> BenchSparse(const SparseBenchConfig& config);
 
+// ------------------------------------------------------- DSA decode in DeepSeek V3.2's shape
+// One decode step (one new token) of one layer at each context: DSA over the absorbed MLA latent
+// (one 576-wide row = 512 latent + 64 rope serves all query heads; v is a view of its first 512
+// dims) against dense absorbed MLA over the same latent cache (DenseForward, multi-query). The
+// indexer reads a bf16 key cache (IndexerCache); DSA = indexer + top-k (DsaSelect) + attention
+// over the selected rows (GatherForward). Defaults: DeepSeek V3.2 (128 heads, indexer 64 × 128,
+// top-k 2048).
+struct MlaDsaDecodeConfig {
+  std::vector<int64_t> contexts = {8192, 32768, 131072};
+  int64_t num_heads = 128;
+  int64_t kv_lora_rank = 512;
+  int64_t rope_dim = 64;
+  int64_t index_heads = 64;
+  int64_t index_dim = 128;
+  int64_t top_k = 2048;
+  bool bf16_latent = true;  // the latent cache in bf16 (both paths read the same cache)
+  int threads = 0;          // 0 → GetNumThreads()
+  int repeats = 5;          // timed steps per path and context (median, min, max), after a warm-up
+  uint64_t seed = 1;
+  std::function<void(const std::string&)> on_case;
+};
+
+struct MlaDsaDecodeRow {
+  int64_t context = 0;
+  double dense_ms = 0, dense_min_ms = 0, dense_max_ms = 0;  // dense absorbed MLA
+  double indexer_ms = 0, attention_ms = 0;                  // DSA parts (medians)
+  double dsa_ms = 0, dsa_min_ms = 0, dsa_max_ms = 0;        // indexer + top-k + attention
+  double speedup = 0;                                       // dense_ms / dsa_ms
+  double dense_flops = 0, dsa_flops = 0;                    // multiply-adds × 2 of each path
+};
+
+std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& config);
+
 // ----------------------------------------------------------------------------- retrieval probe
 // One query at the last position t = seqlen − 1; one key at t − D is planted to match it (same
 // random direction, scaled so its logit beats every other by a wide margin) and carries a random

@@ -11,12 +11,22 @@ namespace attnkit::guide {
 
 // Least-squares fit of log(y) = slope · log(x) + intercept over the points with x >= min_x and
 // positive x, y. points == number used; slope is NaN with fewer than two points.
+// slope_se is the slope's standard error: the scatter of the points about the line (needs three
+// points; NaN with fewer) combined with the spread of each point's repeats when given
+// (FitLogLogSpread: y_lo, y_hi per point, each point's log half-range taken as its own error).
 struct LogLogFit {
   double slope = 0;
   double intercept = 0;
   int points = 0;
+  double slope_se = 0;
+  double min_x = 0, max_x = 0;  // the x range fitted
 };
 LogLogFit FitLogLog(const std::vector<double>& x, const std::vector<double>& y, double min_x = 0);
+LogLogFit FitLogLogSpread(const std::vector<double>& x, const std::vector<double>& y,
+                          const std::vector<double>& y_lo, const std::vector<double>& y_hi,
+                          double min_x = 0);
+// Fewest points a slope is printed from (two points always fit a line exactly).
+constexpr int kMinFitPoints = 3;
 
 // The smallest x to fit from: `preferred_min_x` (small sizes are dominated by per-call overhead)
 // unless that leaves fewer than min_points points, then the x of the min_points-th largest point.
@@ -25,9 +35,14 @@ double FitStart(const std::vector<double>& x, double preferred_min_x, int min_po
 struct Series {
   std::string name;
   std::vector<double> x, y;
-  bool show_fit = false;  // append "slope s" to the legend and draw the fitted line dashed
+  bool show_fit = false;  // append "slope s ± 2 s.e." to the legend and draw the fit dashed
   double fit_min_x = 0;   // fit only points with x >= fit_min_x (small sizes are overhead-bound)
+  // Optional spread of each point (e.g. fastest and slowest repeat), drawn as error bars and
+  // used in the slope's uncertainty; empty or the same length as y.
+  std::vector<double> y_lo, y_hi;
 };
+// The fit a chart draws for `s` (FitLogLogSpread from s.fit_min_x).
+LogLogFit FitSeries(const Series& s);
 
 struct LineChartSpec {
   std::string title;
@@ -40,7 +55,8 @@ struct LineChartSpec {
   int log_x = -1, log_y = -1;  // 1 log, 0 linear, -1 automatic (log when data span ≥ 1.5 decades)
   std::vector<Series> series;
 };
-// Returns the Vega-Lite spec; fits (when asked) are written into the legend labels.
+// Returns the Vega-Lite spec; fits (when asked and from at least kMinFitPoints points) are
+// written into the legend labels as "slope s ± 2 s.e."; spreads are drawn as error bars.
 std::string LineChart(const LineChartSpec& spec);
 
 struct Bar {

@@ -10,9 +10,19 @@
 
 namespace attnkit::guide {
 
-// Median wall time in seconds of fn() over at least min_reps runs, repeating until
-// min_total_seconds have passed or max_reps runs were made (one warm-up run first when
-// warmup is true).
+// Wall time of repeated runs: the median and the spread (fastest and slowest run).
+struct Timing {
+  double median = 0;
+  double min = 0;
+  double max = 0;
+  int reps = 0;
+};
+
+// Times fn() over at least min_reps runs, repeating until min_total_seconds have passed or
+// max_reps runs were made (one untimed warm-up run first when warmup is true).
+Timing TimeRepeats(const std::function<void()>& fn, int min_reps = 3, int max_reps = 15,
+                   double min_total_seconds = 0.2, bool warmup = true);
+// TimeRepeats(...).median.
 double MedianSeconds(const std::function<void()>& fn, int min_reps = 3, int max_reps = 15,
                      double min_total_seconds = 0.2, bool warmup = true);
 
@@ -38,6 +48,9 @@ int64_t TotalMemoryBytes();
 struct SweepPoint {
   int64_t seqlen = 0;
   double seconds = 0;       // median wall time
+  double seconds_min = 0;   // fastest repeat (the spread drawn as an error bar)
+  double seconds_max = 0;   // slowest repeat
+  int reps = 0;             // timed repeats (0: not timed)
   int64_t peak_bytes = -1;  // peak resident memory of the run (-1: not measured)
   double value = 0;         // a secondary measured value (e.g. error), section specific
 };
@@ -53,6 +66,9 @@ struct SweepOptions {
   double min_slope = 1;
   double max_slope = 2.5;  // caps the extrapolation when noise makes two points look steeper
 };
+// Copies a Timing into a point's seconds / seconds_min / seconds_max / reps.
+void SetTiming(SweepPoint& p, const Timing& t);
+
 std::vector<SweepPoint> SeqlenSweep(const SweepOptions& options,
                                     const std::function<SweepPoint(int64_t seqlen)>& measure,
                                     const std::function<void(const SweepPoint&)>& on_point,

@@ -21,6 +21,23 @@ enum class Provenance {
 };
 const char* ProvenanceName(Provenance p);  // "measured", "drawn", "config"
 
+// One statement about this run's numbers. Either a plain measurement ("the indexer took 65 % of
+// DSA's time at 16k") or an expectation checked against the measurement, with the verdict shown
+// on the page: it holds, the measurement contradicts it ("expected …; measured … here"), or the
+// spread of the repeats leaves it open ("not resolved in this run").
+struct Finding {
+  enum class Status {
+    kMeasured,      // a measurement stated in words, no expectation attached
+    kHolds,         // the expectation holds beyond the measured spread
+    kContradicted,  // the measurement contradicts the expectation beyond its spread
+    kNotResolved,   // the spread (or too few points) leaves the expectation open
+  };
+  std::string id;  // stable key, e.g. "heads.prefill-slope.GQA", for tests and guide.json
+  Status status = Status::kMeasured;
+  std::string text;  // the sentence shown, generated from the numbers
+};
+const char* FindingStatusName(Finding::Status s);  // "measured", "holds", "contradicted", …
+
 struct Figure {
   enum class Kind { kDiagram, kChart };
   Kind kind = Kind::kDiagram;
@@ -31,6 +48,7 @@ struct Figure {
   std::string source;     // how it was made, e.g. "CausalWindowMask(8).Allowed(q, k), 32×32"
   std::string svg;        // kDiagram: a complete standalone SVG document
   std::string vega_lite;  // kChart: a complete Vega-Lite spec (JSON text) with its data inlined
+  std::vector<Finding> findings;  // what this figure's numbers show, generated from them
 };
 
 struct Table {
@@ -48,11 +66,13 @@ struct VariantSummary {
   std::string variant;          // e.g. "GQA (8 q / 2 kv heads)"
   std::string section;          // the section name that measured it
   double time_slope = -1;       // fitted log-log slope of prefill time vs seqlen (< 0: none)
+  double time_slope_2se = -1;   // its uncertainty, two standard errors (< 0: none)
   std::string slope_range;      // e.g. "1k–8k tokens"
   double bytes_per_token = -1;  // cache bytes per token per layer (< 0: none)
   std::string bytes_note;       // e.g. "ring buffer: bounded by the window"
   int64_t longest_seqlen = 0;   // longest sequence handled in this run (0: none)
   double error_vs_exact = -1;   // relative error vs exact attention (0: exact; < 0: not measured)
+  std::string error_note;       // shown instead of error_vs_exact when set (another metric)
 };
 
 struct Section {
@@ -67,7 +87,8 @@ struct Section {
   std::vector<Figure> figures;
   std::vector<Table> tables;
   std::vector<VariantSummary> variants;  // rows for the comparison table
-  std::vector<std::string> notes;        // short findings from the measurements (plain text)
+  std::vector<std::string> notes;        // plain remarks (no measured relation in them)
+  std::vector<Finding> findings;         // section-level findings, generated from the numbers
 };
 
 struct MachineFacts {

@@ -50,6 +50,8 @@ struct DenseOptions {
   DenseStats* stats = nullptr;  // optional counters (filled by the fast kernel)
 };
 
+// KV, the storage type of k and v: float or bf16, const or not (the same for k and v); the library
+// instantiates all four.
 // q   [batch, num_heads_q,  seqlen_q,  head_dim_qk]
 // k   [batch, num_heads_kv, seqlen_kv, head_dim_qk]   f32 or bf16
 // v   [batch, num_heads_kv, seqlen_kv, head_dim_v]    same dtype as k
@@ -57,10 +59,8 @@ struct DenseOptions {
 // lse [batch, num_heads_q,  seqlen_q,  1] optional: natural-log sum of exp of the final logits
 //     (sink included). A row whose keys are all masked gets out = 0 and lse = −inf (or the sink).
 // Throws attnkit::Error on bad input.
-void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                  TensorView<float> out, const DenseOptions& options = {},
-                  TensorView<float> lse = {});
-void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
+template <typename KV>
+void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options = {},
                   TensorView<float> lse = {});
 
@@ -78,10 +78,8 @@ double DenseFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, int64_t 
 
 namespace ref {
 // The plain twin: obvious loops, double accumulation, same signature and semantics.
-void DenseForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                  TensorView<float> out, const DenseOptions& options = {},
-                  TensorView<float> lse = {});
-void DenseForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
+template <typename KV>
+void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options = {},
                   TensorView<float> lse = {});
 }  // namespace ref

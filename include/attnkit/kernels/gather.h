@@ -28,6 +28,8 @@ struct GatherOptions {
   Backend backend = Backend::kAuto;
 };
 
+// KV (KI below): the storage type of k and v (of k_index): float or bf16, const or not; the
+// library instantiates all four.
 // q       [batch, num_heads_q,  seqlen_q,  head_dim_qk]
 // k       [batch, num_heads_kv, seqlen_kv, head_dim_qk]   f32 or bf16
 // v       [batch, num_heads_kv, seqlen_kv, head_dim_v]    same dtype as k (may alias k's memory)
@@ -36,10 +38,8 @@ struct GatherOptions {
 //         kv head.
 // out     [batch, num_heads_q,  seqlen_q,  head_dim_v]    must not overlap the inputs
 // lse     [batch, num_heads_q,  seqlen_q,  1] optional; a row with no key gets out = 0, lse = −inf.
-void GatherForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                   TensorView<const int32_t> indices, TensorView<float> out,
-                   const GatherOptions& options = {}, TensorView<float> lse = {});
-void GatherForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
+template <typename KV>
+void GatherForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                    TensorView<const int32_t> indices, TensorView<float> out,
                    const GatherOptions& options = {}, TensorView<float> lse = {});
 
@@ -56,21 +56,17 @@ struct IndexerOptions {
 // weights [batch, 1, seqlen_q, index_heads]             w(t, j)
 // k_index [batch, 1, seqlen_kv, index_dim]              f32 or bf16 (e.g. an IndexerCache)
 // scores  [batch, 1, seqlen_q, seqlen_kv]               out: I(t, s), −inf where s > t
+template <typename KI>
 void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const float> k_index, TensorView<float> scores,
-                      const IndexerOptions& options = {});
-void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const bf16> k_index, TensorView<float> scores,
+                      TensorView<KI> k_index, TensorView<float> scores,
                       const IndexerOptions& options = {});
 
 // Indexer and top-k fused (no seqlen_q × seqlen_kv buffer): indices [batch, 1, seqlen_q, top_k]
 // receives, per query, the selected key rows in increasing order, then −1 for unused slots.
 // top_k >= 1. Same operands as LightningIndexer.
+template <typename KI>
 void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const float> k_index, int64_t top_k, TensorView<int32_t> indices,
-               const IndexerOptions& options = {});
-void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const bf16> k_index, int64_t top_k, TensorView<int32_t> indices,
+               TensorView<KI> k_index, int64_t top_k, TensorView<int32_t> indices,
                const IndexerOptions& options = {});
 
 // Top-k of one row of scores: writes min(top_k, n) row numbers into out[0, top_k) in increasing
@@ -98,23 +94,17 @@ class IndexerCache {
 namespace ref {
 // Plain twins: obvious loops, double accumulation (the indexer rounds q_I, k_I to bf16 first when
 // reduced_precision is set, exactly as the fast path does), full sort for top-k.
-void GatherForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+template <typename KV>
+void GatherForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                    TensorView<const int32_t> indices, TensorView<float> out,
                    const GatherOptions& options = {}, TensorView<float> lse = {});
-void GatherForward(TensorView<const float> q, TensorView<const bf16> k, TensorView<const bf16> v,
-                   TensorView<const int32_t> indices, TensorView<float> out,
-                   const GatherOptions& options = {}, TensorView<float> lse = {});
+template <typename KI>
 void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const float> k_index, TensorView<float> scores,
+                      TensorView<KI> k_index, TensorView<float> scores,
                       const IndexerOptions& options = {});
-void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
-                      TensorView<const bf16> k_index, TensorView<float> scores,
-                      const IndexerOptions& options = {});
+template <typename KI>
 void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const float> k_index, int64_t top_k, TensorView<int32_t> indices,
-               const IndexerOptions& options = {});
-void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
-               TensorView<const bf16> k_index, int64_t top_k, TensorView<int32_t> indices,
+               TensorView<KI> k_index, int64_t top_k, TensorView<int32_t> indices,
                const IndexerOptions& options = {});
 void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out);
 }  // namespace ref

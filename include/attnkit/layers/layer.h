@@ -1,5 +1,5 @@
-// The layer interface every attention block implements (layer 4 of docs/ARCHITECTURE.md), and the stack
-// runner that chains layers into a model body (residual stream + RMSNorm, no MLP).
+// The layer interface every attention block implements (layer 4 of docs/ARCHITECTURE.md), and the
+// stack runner that chains layers into a model body (residual stream + RMSNorm, no MLP).
 //
 // CONTRACT FOR IMPLEMENTERS (GQA-family, MLA, and the linear/recurrent layers: Gated DeltaNet,
 // KDA, ... — a hybrid stack is just a list of Layer objects):
