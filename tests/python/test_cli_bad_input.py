@@ -8,7 +8,17 @@ from pathlib import Path
 import attnkit
 import pytest
 
-CLI = Path(attnkit.__file__).resolve().parents[1] / "attnkit"
+
+def find_cli():
+    """The attnkit executable of the build tree this module was loaded from."""
+    for parent in Path(attnkit.__file__).resolve().parents:
+        candidate = parent / "attnkit"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise RuntimeError("no attnkit executable above " + attnkit.__file__)
+
+
+CLI = find_cli()
 
 # (arguments, text the one error line must contain)
 REFUSED = [
