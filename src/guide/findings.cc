@@ -67,9 +67,12 @@ Finding FollowsPairs(const std::string& id, const Series& time, const Series& pa
 }  // namespace
 
 void AttachFindings(Section& section, FindingsByFigure findings) {
-  for (auto& [id, list] : findings) {
+  for (auto& entry : findings) {
+    const auto& id = entry.first;
+    auto& list = entry.second;
+    // (No structured binding: clang 14, which builds the ThreadSanitizer tree, cannot capture one.)
     auto it = std::find_if(section.figures.begin(), section.figures.end(),
-                           [&](const Figure& f) { return f.id == id; });
+                           [&id](const Figure& f) { return f.id == id; });
     auto& target = (id.empty() || it == section.figures.end()) ? section.findings : it->findings;
     target.insert(target.end(), list.begin(), list.end());
   }

@@ -174,7 +174,6 @@ Section Build(Context& ctx) {
     go.num_threads = c.threads;
     // Indexer and attention alternate within each repeat, so load that comes and goes hits
     // both; the total's spread is that of the per-repeat sums.
-    Timing ti, tg, tt;
     std::vector<double> a, b, sum;
     for (int rep = 0; rep < 3; ++rep) {
       a.push_back(
