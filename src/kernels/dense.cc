@@ -193,7 +193,7 @@ struct DirectV {
     if (j + kPrefetchRows < rows) PrefetchRow(base + (j + kPrefetchRows) * stride, bytes);
   }
   int64_t bytes;  // of one row
-  int64_t rows;   // rows readable from base (the keys of this call)
+  int64_t rows;   // rows readable from base (to the end of the call's keys, not just the tile)
 };
 // V rows read in place by the prefill path: the tile's rows are reused by every panel, and the
 // next tile of a sparse pattern is not 64 rows on, so no prefetching.
@@ -249,10 +249,12 @@ HWY_INLINE void Sum4(DF df, VF a, VF b, VF c, VF e, float* out) {
 #endif
 }
 
-// Direct S for R ≤ 4 rows: keys read straight from the tensor, 4 keys at a time.
+// Direct S for R ≤ 4 rows: keys read straight from the tensor, 4 keys at a time. `avail` is the
+// number of key rows readable from kbase in this call (to the end of the tensor, beyond the tile's
+// nk): rows up to kPrefetchRows ahead are prefetched within it.
 template <int R, typename KV>
 HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kstride, int64_t nk,
-                         int64_t dk, float* s) {
+                         int64_t avail, int64_t dk, float* s) {
   const DF df;
   const int64_t N = static_cast<int64_t>(hn::Lanes(df));
   int64_t j = 0;
@@ -262,7 +264,7 @@ HWY_INLINE void QkDirect(const float* const* qrows, const KV* kbase, int64_t kst
       for (int t = 0; t < 4; ++t) acc[r][t] = hn::Zero(df);
     }
     const KV* k0 = kbase + j * kstride;
-    for (int t = 0; t < 4 && j + t + kPrefetchRows < nk; ++t) {
+    for (int t = 0; t < 4 && j + t + kPrefetchRows < avail; ++t) {
       PrefetchRow(k0 + (t + kPrefetchRows) * kstride, dk * static_cast<int64_t>(sizeof(KV)));
     }
     for (int64_t d = 0; d < dk; d += N) {
@@ -510,24 +512,27 @@ class Kernel {
     const KV* vbase = job_.v.row(b, hk, j0);
     const int64_t kstride = job_.k.stride[2], vstride = job_.v.stride[2];
     if (direct_) {
+      // Key rows readable from kbase in this call: the prefetches reach past the tile (the next
+      // tile's rows) but never past the tensor.
+      const int64_t avail = job_.k.shape[2] - j0;
       float* const* accrows = w.accrows.data();
       const float* const* qrows = w.qrows.data();
       switch (rows) {
         case 1:
-          QkDirect<1>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          QkDirect<1>(qrows, kbase, kstride, nk, avail, g_.dk, w.s.get());
           break;
         case 2:
-          QkDirect<2>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          QkDirect<2>(qrows, kbase, kstride, nk, avail, g_.dk, w.s.get());
           break;
         case 3:
-          QkDirect<3>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          QkDirect<3>(qrows, kbase, kstride, nk, avail, g_.dk, w.s.get());
           break;
         default:
-          QkDirect<4>(qrows, kbase, kstride, nk, g_.dk, w.s.get());
+          QkDirect<4>(qrows, kbase, kstride, nk, avail, g_.dk, w.s.get());
           break;
       }
       for (int64_t r = 0; r < rows; ++r) Softmax(w, r, r, i0, nq, j0, nk, partial);
-      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV)), nk};
+      const DirectV<KV> vr{vbase, vstride, g_.dv * static_cast<int64_t>(sizeof(KV)), avail};
       switch (rows) {
         case 1:
           PvPanel<1>(w.s.get(), vr, nk, accrows, g_.dv);
