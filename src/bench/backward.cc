@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "attnkit/bench/dense.h"
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/core/tensor.h"
@@ -58,17 +59,6 @@ int64_t Resident() {
   int64_t size = 0, resident = -1;
   if (!(in >> size >> resident)) return -1;
   return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
-
-// MemAvailable from /proc/meminfo in bytes, or 0.
-double MemAvailable() {
-  std::ifstream in("/proc/meminfo");
-  std::string key, unit;
-  double kb = 0;
-  while (in >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024.0;
-  }
-  return 0;
 }
 
 struct DenseCaseSpec {
@@ -174,7 +164,7 @@ bool RunTorchAttentionPeer(const BackwardBenchConfig& config, const std::string&
   // autograd of the naive form keeps S, the masked S, P and (during backward) dP and dS: about
   // five N × N f32 tensors per head at once, plus the bool mask.
   const double per_head = 5.0 * 4.0 * static_cast<double>(seqlen) * static_cast<double>(seqlen);
-  const double budget = config.peer_memory_fraction * MemAvailable() -
+  const double budget = config.peer_memory_fraction * static_cast<double>(MemAvailableBytes()) -
                         1.0 * static_cast<double>(seqlen) * static_cast<double>(seqlen);
   const int64_t chunk = std::min<int64_t>(num_heads_q, static_cast<int64_t>(budget / per_head));
   if (chunk < 1) {

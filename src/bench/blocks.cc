@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "attnkit/bench/dense.h"
+#include "attnkit/core/checked.h"
 #include "attnkit/core/runtime.h"
 
 namespace attnkit::bench {
@@ -27,15 +28,10 @@ double Median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-double MemAvailableBytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string key;
-  double kb = 0;
-  std::string unit;
-  while (f >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024.0;
-  }
-  return 8.0 * (1ull << 30);  // unknown: assume 8 GiB
+// MemAvailable in bytes (core/checked.h reads it); unknown: assume 8 GiB.
+double AvailableOrDefault() {
+  const int64_t bytes = MemAvailableBytes();
+  return bytes > 0 ? static_cast<double>(bytes) : 8.0 * (1ull << 30);
 }
 
 void Say(const ProgressFn& progress, const std::string& line) {
@@ -166,7 +162,7 @@ BlocksBenchResult RunBlocksBench(const BlocksBenchOptions& o, const ProgressFn& 
   Say(progress, "measuring ceilings (sgemm, memory read bandwidth)");
   result.ceilings = MeasureCeilings(threads);
   const double limit =
-      o.memory_limit_gib > 0 ? o.memory_limit_gib * double(1ull << 30) : 0.8 * MemAvailableBytes();
+      o.memory_limit_gib > 0 ? o.memory_limit_gib * double(1ull << 30) : 0.8 * AvailableOrDefault();
   const int64_t max_ctx = *std::max_element(o.contexts.begin(), o.contexts.end());
   const int64_t capacity = std::max(max_ctx, o.prefill_tokens) + o.decode_steps + 2;
 
