@@ -13,6 +13,41 @@ void Layer::Decode(TensorView<const float> x, int64_t position, TensorView<float
   Forward(x, position, out);
 }
 
+std::unique_ptr<TrainTape> Layer::TrainForward(TensorView<const float>, TensorView<float>) {
+  throw Error(Kind() + " layers cannot be trained yet (Layer::TrainForward)");
+}
+
+void Layer::TrainBackward(TrainTape&, TensorView<const float>, TensorView<float>) {
+  throw Error(Kind() + " layers cannot be trained yet (Layer::TrainBackward)");
+}
+
+std::vector<Param> Layer::Params() {
+  throw Error(Kind() + " layers cannot be trained yet (Layer::Params)");
+}
+
+void Layer::ZeroGrad() {
+  for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
+}
+
+void TrainTape::Check(const char* fn, const void* layer, TensorView<const float> dout,
+                      TensorView<float> dx) const {
+  Require(owner == layer, fn, ": tape was written by another layer's TrainForward");
+  Require(!consumed, fn, ": tape was already used by a backward (a tape is used once)");
+  Require(dout.shape == shape, fn, ": dout ", dout.ShapeString(),
+          " must have the shape of the forward's x [", shape[0], ", ", shape[1], ", ", shape[2],
+          ", ", shape[3], "]");
+  CheckView(dout, fn, "dout");
+  Require(dout.stride[3] == 1 && dout.stride[2] == shape[3] &&
+              dout.stride[0] == shape[2] * shape[3],
+          fn, ": dout rows must be contiguous ([batch, tokens, hidden] row-major)");
+  if (dx.data != nullptr) {
+    Require(dx.shape == shape, fn, ": dx ", dx.ShapeString(), " must have x's shape");
+    CheckView(dx, fn, "dx");
+    Require(dx.stride[3] == 1 && dx.stride[2] == shape[3] && dx.stride[0] == shape[2] * shape[3],
+            fn, ": dx rows must be contiguous ([batch, tokens, hidden] row-major)");
+  }
+}
+
 void CheckHidden(const char* fn, int64_t hidden, TensorView<const float> x, TensorView<float> out) {
   CheckView(x, fn, "x");
   CheckView(out, fn, "out");

@@ -22,8 +22,24 @@
 //  * Reset() forgets all past tokens (tokens_seen() back to 0) and keeps the weights.
 //  * Layers are not thread-safe; they may use OpenMP and BLAS internally (never BLAS inside an
 //    OpenMP region).
+//
+// TRAINING (docs/training.md). A trainable layer also implements
+//  * TrainForward(x, out): the same function as Forward over whole sequences that start at
+//    position 0 (causal), WITHOUT the cache: tokens_seen() and the cache are untouched. It
+//    returns a TrainTape holding what the backward needs (activations, LSEs; the layer's own
+//    copies, so the caller may free or reuse x and out).
+//  * TrainBackward(tape, dout, dx): overwrites dx (x's shape; a view with data == nullptr skips
+//    it) with ∂loss/∂x given dout = ∂loss/∂out, and ACCUMULATES ∂loss/∂w into the gradient buffer
+//    of every parameter (so micro-batches add up; ZeroGrad() clears them). A tape is used once:
+//    a second backward on it, a tape from another layer, or a dout of another shape throws
+//    attnkit::Error naming the argument, before anything is written.
+//  * Params(): every parameter by name, shape, value pointer and gradient pointer (the gradient
+//    buffers are allocated, zeroed, on the first call). An optimiser updates the values in
+//    place; a cache filled before such an update is stale (call Reset()).
+// Exact attention layers never hold a tokens × tokens matrix in the tape or the backward.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -33,6 +49,36 @@
 #include "attnkit/core/tensor.h"
 
 namespace attnkit {
+
+// One parameter of a trainable layer: `value` and `grad` each point at size() floats laid out
+// row-major in `shape` (a Matrix [rows, cols], a vector [n]). Both stay valid while the layer
+// lives and its configuration is unchanged.
+struct Param {
+  std::string name;  // unique in its layer, e.g. "w_q", "q_norm"; a Stack prefixes "layers.3."
+  std::vector<int64_t> shape;
+  float* value = nullptr;
+  float* grad = nullptr;
+  int64_t size() const {
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    return n;
+  }
+};
+
+// What a training forward saved for its backward. Layer-specific contents; the base records the
+// owner, the input's shape and whether a backward has consumed it.
+class TrainTape {
+ public:
+  virtual ~TrainTape() = default;
+  const void* owner = nullptr;         // the layer that wrote it
+  std::array<int64_t, 4> shape{};      // x's (and out's) shape
+  bool consumed = false;               // set by the backward that used it
+  // Throws attnkit::Error (naming `fn`) unless this tape came from `layer`, is unused, and dout
+  // and dx have its shape (dx may have data == nullptr). Marks nothing: the caller sets consumed
+  // once its own checks have passed.
+  void Check(const char* fn, const void* layer, TensorView<const float> dout,
+             TensorView<float> dx) const;
+};
 
 class Layer {
  public:
@@ -51,6 +97,16 @@ class Layer {
   virtual void Reset() = 0;
   virtual size_t CacheBytes() const = 0;
   virtual size_t WeightBytes() const = 0;
+
+  // Training (see the contract above). The defaults throw attnkit::Error ("<kind> cannot be
+  // trained yet"); trainable() says whether a layer overrides them.
+  virtual bool trainable() const { return false; }
+  virtual std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x,
+                                                  TensorView<float> out);
+  virtual void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx);
+  virtual std::vector<Param> Params();
+  // Sets every parameter's gradient to zero.
+  void ZeroGrad();
 
   // Conveniences over Forward().
   // Prefill (or a chunk of it): the tokens follow everything seen so far.
