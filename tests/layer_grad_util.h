@@ -17,9 +17,9 @@ namespace attnkit::testing {
 
 struct LayerGradCheck {
   int64_t batch = 1, tokens = 5;
-  float h = 1e-2f;           // finite-difference step
-  double tol = 2e-2;         // max |fd − analytic| < tol · max(1, max |fd|), per tensor
-  int64_t samples = 12;      // elements checked per parameter (and for x); all if fewer
+  float h = 1e-2f;       // finite-difference step
+  double tol = 2e-2;     // max |fd − analytic| < tol · max(1, max |fd|), per tensor
+  int64_t samples = 12;  // elements checked per parameter (and for x); all if fewer
   uint64_t seed = 1;
 };
 

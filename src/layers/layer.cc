@@ -37,9 +37,9 @@ void TrainTape::Check(const char* fn, const void* layer, TensorView<const float>
           " must have the shape of the forward's x [", shape[0], ", ", shape[1], ", ", shape[2],
           ", ", shape[3], "]");
   CheckView(dout, fn, "dout");
-  Require(dout.stride[3] == 1 && dout.stride[2] == shape[3] &&
-              dout.stride[0] == shape[2] * shape[3],
-          fn, ": dout rows must be contiguous ([batch, tokens, hidden] row-major)");
+  Require(
+      dout.stride[3] == 1 && dout.stride[2] == shape[3] && dout.stride[0] == shape[2] * shape[3],
+      fn, ": dout rows must be contiguous ([batch, tokens, hidden] row-major)");
   if (dx.data != nullptr) {
     Require(dx.shape == shape, fn, ": dx ", dx.ShapeString(), " must have x's shape");
     CheckView(dx, fn, "dx");

@@ -59,6 +59,24 @@ void Linear(const float* x, int64_t rows, const Matrix& w, float* y, int64_t ldx
               0.0f, y, static_cast<int>(ldy > 0 ? ldy : w.cols));
 }
 
+void LinearBackward(const float* x, int64_t rows, const Matrix& w, const float* dy, float* dx,
+                    float* dw, bool accumulate_dx, int64_t ldx, int64_t ldy) {
+  Require(!w.empty(), "LinearBackward: weight is empty");
+  if (rows == 0) return;
+  const int lx = static_cast<int>(ldx > 0 ? ldx : w.rows);
+  const int ly = static_cast<int>(ldy > 0 ? ldy : w.cols);
+  if (dx != nullptr) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
+                static_cast<int>(w.rows), static_cast<int>(w.cols), 1.0f, dy, ly, w.data.data(),
+                static_cast<int>(w.cols), accumulate_dx ? 1.0f : 0.0f, dx, lx);
+  }
+  if (dw != nullptr) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(w.rows),
+                static_cast<int>(w.cols), static_cast<int>(rows), 1.0f, x, lx, dy, ly, 1.0f, dw,
+                static_cast<int>(w.cols));
+  }
+}
+
 void RmsNorm(float* x, int64_t rows, int64_t dim, int64_t stride, const std::vector<float>& weight,
              float eps, bool zero_centred) {
   Require(weight.empty() || weight.size() == static_cast<size_t>(dim), "RmsNorm: weight has ",
@@ -78,8 +96,46 @@ void RmsNorm(float* x, int64_t rows, int64_t dim, int64_t stride, const std::vec
   }
 }
 
+void RmsNormBackward(const float* x, int64_t rows, int64_t dim, int64_t stride,
+                     const std::vector<float>& weight, float eps, bool zero_centred,
+                     const float* dy, float* dx, float* dweight) {
+  Require(weight.empty() || weight.size() == static_cast<size_t>(dim),
+          "RmsNormBackward: weight has ", weight.size(), " values, expected ", dim);
+  // y_d = x_d · inv · g_d, inv = (mean x² + eps)^(−1/2):
+  // dx_d = inv · (g_d dy_d − x_d · inv² · Σ_e g_e dy_e x_e / dim),  dg_d += dy_d x_d inv.
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* p = x + r * stride;
+    const float* gy = dy + r * stride;
+    float* gx = dx + r * stride;
+    double ss = 0, dot = 0;
+    for (int64_t d = 0; d < dim; ++d) ss += static_cast<double>(p[d]) * p[d];
+    const double inv = 1.0 / std::sqrt(ss / static_cast<double>(dim) + eps);
+    auto gain = [&](int64_t d) -> double {
+      if (weight.empty()) return 1.0;
+      return zero_centred ? 1.0 + weight[d] : weight[d];
+    };
+    for (int64_t d = 0; d < dim; ++d) dot += gain(d) * gy[d] * p[d];
+    const double c = inv * inv * inv * dot / static_cast<double>(dim);
+    for (int64_t d = 0; d < dim; ++d) {
+      const double gyd = gy[d];
+      if (dweight != nullptr) dweight[d] += static_cast<float>(gyd * p[d] * inv);
+      gx[d] = static_cast<float>(inv * gain(d) * gyd - p[d] * c);
+    }
+  }
+}
+
 void SigmoidGate(float* x, const float* g, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= 1.0f / (1.0f + std::exp(-g[i]));
+}
+
+void SigmoidGateBackward(const float* x, const float* g, const float* dy, float* dx, float* dg,
+                         int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float s = 1.0f / (1.0f + std::exp(-g[i]));
+    const float gy = dy[i];
+    dg[i] = gy * x[i] * s * (1.0f - s);
+    dx[i] = gy * s;
+  }
 }
 
 const char* RopeLayoutName(RopeLayout layout) {
@@ -119,9 +175,12 @@ inline void PairIndex(RopeLayout layout, int64_t rd, int64_t i, int64_t* a, int6
 }
 }  // namespace
 
-void ApplyRope(TensorView<float> x, int64_t start_position, const RopeConfig& rope) {
-  CheckView(x, "ApplyRope", "x");
-  Require(start_position >= 0, "ApplyRope: start_position must be >= 0, got ", start_position);
+namespace {
+// Rotates every row by +angle (direction 1: the forward) or −angle (−1: its transpose).
+void Rotate(TensorView<float> x, int64_t start_position, const RopeConfig& rope, double direction,
+            const char* fn) {
+  CheckView(x, fn, "x");
+  Require(start_position >= 0, fn, ": start_position must be >= 0, got ", start_position);
   const int64_t rd = RotaryDim(rope, x.dim());
   const int64_t half = rd / 2;
   std::vector<double> inv_freq(static_cast<size_t>(half));
@@ -135,7 +194,7 @@ void ApplyRope(TensorView<float> x, int64_t start_position, const RopeConfig& ro
     for (int64_t i = 0; i < half; ++i) {
       const double ang = pos * inv_freq[i];
       cs[i] = static_cast<float>(std::cos(ang));
-      sn[i] = static_cast<float>(std::sin(ang));
+      sn[i] = static_cast<float>(direction * std::sin(ang));
     }
     for (int64_t b = 0; b < x.batch(); ++b) {
       for (int64_t h = 0; h < x.heads(); ++h) {
@@ -156,6 +215,16 @@ void ApplyRope(TensorView<float> x, int64_t start_position, const RopeConfig& ro
       }
     }
   }
+}
+
+}  // namespace
+
+void ApplyRope(TensorView<float> x, int64_t start_position, const RopeConfig& rope) {
+  Rotate(x, start_position, rope, 1.0, "ApplyRope");
+}
+
+void ApplyRopeBackward(TensorView<float> dx, int64_t start_position, const RopeConfig& rope) {
+  Rotate(dx, start_position, rope, -1.0, "ApplyRopeBackward");
 }
 
 namespace ref {

@@ -70,9 +70,9 @@ struct Param {
 class TrainTape {
  public:
   virtual ~TrainTape() = default;
-  const void* owner = nullptr;         // the layer that wrote it
-  std::array<int64_t, 4> shape{};      // x's (and out's) shape
-  bool consumed = false;               // set by the backward that used it
+  const void* owner = nullptr;     // the layer that wrote it
+  std::array<int64_t, 4> shape{};  // x's (and out's) shape
+  bool consumed = false;           // set by the backward that used it
   // Throws attnkit::Error (naming `fn`) unless this tape came from `layer`, is unused, and dout
   // and dx have its shape (dx may have data == nullptr). Marks nothing: the caller sets consumed
   // once its own checks have passed.
@@ -101,8 +101,7 @@ class Layer {
   // Training (see the contract above). The defaults throw attnkit::Error ("<kind> cannot be
   // trained yet"); trainable() says whether a layer overrides them.
   virtual bool trainable() const { return false; }
-  virtual std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x,
-                                                  TensorView<float> out);
+  virtual std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x, TensorView<float> out);
   virtual void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx);
   virtual std::vector<Param> Params();
   // Sets every parameter's gradient to zero.

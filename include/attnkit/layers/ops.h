@@ -53,14 +53,31 @@ std::vector<float> RandomNormWeight(int64_t n, uint64_t seed, bool zero_centred 
 void Linear(const float* x, int64_t rows, const Matrix& w, float* y, int64_t ldx = 0,
             int64_t ldy = 0);
 
+// Backward of Linear: dx [rows, w.rows] = dy [rows, w.cols] · wᵀ (added to dx when accumulate_dx,
+// else overwritten; skipped when dx is null) and dw += xᵀ · dy (dw [w.rows, w.cols] row-major,
+// skipped when null). Row strides as in Linear (0 → dense). OpenBLAS; not inside OpenMP.
+void LinearBackward(const float* x, int64_t rows, const Matrix& w, const float* dy, float* dx,
+                    float* dw, bool accumulate_dx = false, int64_t ldx = 0, int64_t ldy = 0);
+
 // In place over `rows` vectors of `dim` values, consecutive vectors `stride` apart:
 // x ← x / sqrt(mean(x²) + eps) ⊙ g, with g = weight, or g = 1 + weight when zero_centred
 // (Gemma, Qwen3-Next store w and apply 1 + w). weight [dim]; empty weight → g = 1.
 void RmsNorm(float* x, int64_t rows, int64_t dim, int64_t stride, const std::vector<float>& weight,
              float eps, bool zero_centred = false);
 
+// Backward of RmsNorm: x holds the INPUT of the forward (rows of dim, `stride` apart), dy the
+// gradient of its output (same layout). Writes dx (same layout; may alias dy) and, unless
+// dweight is null, ADDS the weight's gradient into dweight [dim] (for 1 + w as for w).
+void RmsNormBackward(const float* x, int64_t rows, int64_t dim, int64_t stride,
+                     const std::vector<float>& weight, float eps, bool zero_centred,
+                     const float* dy, float* dx, float* dweight);
+
 // x ← x ⊙ sigmoid(g) elementwise over n values.
 void SigmoidGate(float* x, const float* g, int64_t n);
+// Backward of SigmoidGate given the UNGATED x, g and dy: dx = dy ⊙ σ(g) (may alias dy),
+// dg = dy ⊙ x ⊙ σ(g)(1 − σ(g)) (overwritten).
+void SigmoidGateBackward(const float* x, const float* g, const float* dy, float* dx, float* dg,
+                         int64_t n);
 
 // Rotary position embedding.
 //  kHalf ("rotate half", Llama / GPT-NeoX / Qwen): dims i and i + rotary_dim/2 form a pair.
@@ -85,6 +102,8 @@ int64_t RotaryDim(const RopeConfig& rope, int64_t head_dim);
 // Rotates every row of x [batch, heads, tokens, head_dim] in place; token t of the view sits at
 // absolute position start_position + t. Angles are computed in double.
 void ApplyRope(TensorView<float> x, int64_t start_position, const RopeConfig& rope);
+// Backward of ApplyRope (a rotation, so its transpose rotates back): dx ← Rᵀ dx in place.
+void ApplyRopeBackward(TensorView<float> dx, int64_t start_position, const RopeConfig& rope);
 
 namespace ref {
 // The plain twin: per element, double arithmetic, pairs found by the layout's formula.
