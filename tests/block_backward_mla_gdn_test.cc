@@ -328,5 +328,155 @@ TEST(MlaTrain, NullDxGivesTheSameWeightGradients) {
   for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(BitEqual(grads[i], with_dx.grads[i]));
 }
 
+// ---- Gated DeltaNet and KDA ----
+
+GatedDeltaNetConfig Gdn(bool kda, int64_t hidden, int64_t hqk, int64_t hv, int64_t dk, int64_t dv,
+                        int64_t chunk, Backend backend) {
+  GatedDeltaNetConfig c;
+  c.hidden = hidden;
+  c.num_heads_qk = hqk;
+  c.num_heads_v = hv;
+  c.head_dim_qk = dk;
+  c.head_dim_v = dv;
+  c.per_channel_decay = kda;
+  c.kernel.chunk_size = chunk;
+  c.kernel.backend = backend;
+  return c;
+}
+
+// Tiny configurations with num_heads_v > num_heads_qk and a chunk of 4 (sequences of 6 to 9
+// tokens cross chunk boundaries), for both decay kinds.
+std::vector<GatedDeltaNetConfig> GdnCases(Backend backend) {
+  return {Gdn(false, 12, 1, 2, 8, 3, 4, backend), Gdn(true, 12, 1, 2, 8, 3, 4, backend),
+          Gdn(false, 10, 2, 4, 6, 2, 3, backend), Gdn(true, 10, 2, 4, 6, 2, 3, backend)};
+}
+
+TEST(GdnTrain, GradientsMatchFiniteDifferences) {
+  const uint64_t seed = testing::TestSeed();
+  for (GatedDeltaNetConfig c : GdnCases(Backend::kReference)) {
+    c.norm_eps = 0.05f;
+    GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed));
+    testing::LayerGradCheck check;
+    check.batch = 2;
+    check.tokens = 9;
+    check.seed = seed;
+    // A smaller step than the default: the L2 norms of 3- and 4-wide q/k rows curve enough that
+    // the central difference's O(h²) error shows at h = 1e-2.
+    check.h = 3e-3f;
+    check.tol = 3e-3;
+    testing::CheckLayerGradients(block, check);
+  }
+}
+
+TEST(GdnTrain, ParamsNameEveryWeight) {
+  const uint64_t seed = testing::TestSeed();
+  for (const GatedDeltaNetConfig& c : GdnCases(Backend::kAuto)) {
+    GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed));
+    std::vector<std::string> names;
+    int64_t floats = 0;
+    for (const Param& p : block.Params()) {
+      names.push_back(p.name);
+      floats += p.size();
+      for (int64_t i = 0; i < p.size(); ++i) ASSERT_EQ(p.grad[i], 0.0f) << p.name;
+    }
+    EXPECT_EQ(static_cast<size_t>(floats) * sizeof(float), block.WeightBytes());
+    EXPECT_EQ(names, (std::vector<std::string>{"w_qkv", "w_a", "w_b", "w_g", "w_o", "conv", "a_log",
+                                               "dt_bias", "norm"}));
+  }
+}
+
+TEST(GdnTrain, TrainForwardEqualsForwardAndLeavesTheState) {
+  const uint64_t seed = testing::TestSeed();
+  const int64_t tokens = 11, more = 5;
+  for (GatedDeltaNetConfig c : GdnCases(Backend::kAuto)) {
+    c.batch = 2;
+    SCOPED_TRACE(c.Describe());
+    const GatedDeltaNetWeights w = GatedDeltaNetWeights::Random(c, seed);
+    const Tensor<float> x = RandomHidden(c.batch, tokens + more, c.hidden, seed + 3);
+    const Tensor<float> head = SliceTokens(x, 0, tokens);
+    const Tensor<float> tail = SliceTokens(x, tokens, more);
+    GatedDeltaNetBlock block(c, w), twin(c, w);
+    Tensor<float> ref(c.batch, 1, tokens, c.hidden), out(c.batch, 1, tokens, c.hidden);
+    block.Forward(head.view(), 0, ref.view());
+    twin.Forward(head.view(), 0, ref.view());
+    block.TrainForward(head.view(), out.view());
+    EXPECT_LT(RelMaxError(out.view(), ref.view()), 5e-5);
+    // The state (and the convolution history) are untouched: the next tokens continue as in the
+    // twin that never trained.
+    EXPECT_EQ(block.tokens_seen(), tokens);
+    Tensor<float> a(c.batch, 1, more, c.hidden), b(c.batch, 1, more, c.hidden);
+    block.Forward(tail.view(), tokens, a.view());
+    twin.Forward(tail.view(), tokens, b.view());
+    EXPECT_TRUE(BitEqual(a, b));
+  }
+}
+
+TEST(GdnTrain, PerTokenPiecesSumToTheWhole) {
+  const uint64_t seed = testing::TestSeed();
+  for (const GatedDeltaNetConfig& c : GdnCases(Backend::kAuto)) {
+    SCOPED_TRACE(c.Describe());
+    GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed));
+    ExpectPerTokenPiecesSumToWhole(block, 2, 10, seed + 5, 1e-4);
+  }
+}
+
+TEST(GdnTrain, ThreadCountInvariant) {
+  const uint64_t seed = testing::TestSeed();
+  // batch · num_heads_v · tokens · dk · dv above the engine's 2^20 threading threshold.
+  for (bool kda : {false, true}) {
+    const GatedDeltaNetConfig c = Gdn(kda, 32, 2, 4, 32, 32, 16, Backend::kAuto);
+    SCOPED_TRACE(c.Describe());
+    GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed));
+    ExpectThreadCountInvariant(block, 2, 130, seed + 6);
+  }
+}
+
+TEST(GdnTrain, FastMatchesReferenceAtAwkwardLengths) {
+  const uint64_t seed = testing::TestSeed();
+  for (const int64_t tokens : {1, 63, 64, 65}) {
+    for (bool kda : {false, true}) {
+      // The default chunk of 64: lengths around one chunk.
+      const GatedDeltaNetConfig c = Gdn(kda, 24, 1, 2, 16, 8, 64, Backend::kAuto);
+      SCOPED_TRACE(::testing::Message() << c.Describe() << " tokens " << tokens);
+      const GatedDeltaNetWeights w = GatedDeltaNetWeights::Random(c, seed);
+      GatedDeltaNetConfig rc = c;
+      rc.kernel.backend = Backend::kReference;
+      GatedDeltaNetBlock fast(c, w), slow(rc, w);
+      const Tensor<float> x = RandomHidden(1, tokens, c.hidden, seed + 7);
+      const Tensor<float> dout = RandomHidden(1, tokens, c.hidden, seed + 8);
+      const Step a = TrainStep(fast, x, dout);
+      const Step b = TrainStep(slow, x, dout);
+      ExpectStepsClose(fast, a, b, 1e-4);
+    }
+  }
+}
+
+TEST(GdnTrain, BadBackwardInputsAreRefused) {
+  const uint64_t seed = testing::TestSeed();
+  for (const GatedDeltaNetConfig& c : GdnCases(Backend::kAuto)) {
+    SCOPED_TRACE(c.Describe());
+    GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed)),
+        other(c, GatedDeltaNetWeights::Random(c, seed + 1));
+    ExpectBadBackwardInputsRefused(block, other, 6, seed);
+  }
+}
+
+TEST(BlockTrain, TapeOfAnotherKindIsRefused) {
+  const uint64_t seed = testing::TestSeed();
+  const MlaConfig mc = MlaCases(Backend::kAuto)[0];
+  GatedDeltaNetConfig gc = GdnCases(Backend::kAuto)[0];
+  gc.hidden = mc.hidden;
+  MlaBlock mla(mc, MlaWeights::Random(mc, seed));
+  GatedDeltaNetBlock gdn(gc, GatedDeltaNetWeights::Random(gc, seed));
+  const Tensor<float> x = RandomHidden(1, 4, mc.hidden, seed);
+  Tensor<float> out(1, 1, 4, mc.hidden), dx(1, 1, 4, mc.hidden);
+  auto mla_tape = mla.TrainForward(x.view(), out.view());
+  auto gdn_tape = gdn.TrainForward(x.view(), out.view());
+  ExpectThrowsUnchanged(
+      gdn, [&] { gdn.TrainBackward(*mla_tape, x.view(), dx.view()); }, "mla");
+  ExpectThrowsUnchanged(
+      mla, [&] { mla.TrainBackward(*gdn_tape, x.view(), dx.view()); }, "gdn");
+}
+
 }  // namespace
 }  // namespace attnkit
