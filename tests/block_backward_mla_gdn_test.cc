@@ -191,6 +191,29 @@ void ExpectBadBackwardInputsRefused(Layer& layer, Layer& other, int64_t tokens, 
   EXPECT_TRUE(BitEqual(dx, dx_before));
 }
 
+// The same step through `fast` and `slow` (the same weights on another backend) at `tokens`.
+void ExpectBackendsAgree(Layer& fast, Layer& slow, int64_t tokens, uint64_t seed, double tol) {
+  const Tensor<float> x = RandomHidden(1, tokens, fast.hidden(), seed);
+  const Tensor<float> dout = RandomHidden(1, tokens, fast.hidden(), seed + 1);
+  const Step a = TrainStep(fast, x, dout);
+  const Step b = TrainStep(slow, x, dout);
+  ExpectStepsClose(fast, a, b, tol);
+}
+
+// Params' names in order; checks that the gradients start at zero and that the parameters are
+// every weight (their floats add up to WeightBytes()).
+std::vector<std::string> ParamNames(Layer& layer) {
+  std::vector<std::string> names;
+  int64_t floats = 0;
+  for (const Param& p : layer.Params()) {
+    names.push_back(p.name);
+    floats += p.size();
+    for (int64_t i = 0; i < p.size(); ++i) EXPECT_EQ(p.grad[i], 0.0f) << p.name;
+  }
+  EXPECT_EQ(static_cast<size_t>(floats) * sizeof(float), layer.WeightBytes());
+  return names;
+}
+
 // ---- MLA ----
 
 MlaConfig Mla(int64_t hidden, int64_t heads, int64_t q_lora, int64_t kv_lora, int64_t nope,
@@ -231,21 +254,13 @@ TEST(MlaTrain, GradientsMatchFiniteDifferences) {
 
 TEST(MlaTrain, ParamsNameEveryWeight) {
   const uint64_t seed = testing::TestSeed();
-  std::vector<std::string> names;
+  const std::vector<std::string> tail = {"w_uq", "w_dkv", "kv_norm", "w_kr", "w_uk", "w_uv", "w_o"};
   for (const MlaConfig& c : MlaCases(Backend::kAuto)) {
     MlaBlock block(c, MlaWeights::Random(c, seed));
-    int64_t floats = 0;
-    names.clear();
-    for (const Param& p : block.Params()) {
-      names.push_back(p.name);
-      floats += p.size();
-      for (int64_t i = 0; i < p.size(); ++i) ASSERT_EQ(p.grad[i], 0.0f) << p.name;
-    }
-    EXPECT_EQ(static_cast<size_t>(floats) * sizeof(float), block.WeightBytes());
-    EXPECT_EQ(names.front(), c.q_lora_rank > 0 ? "w_dq" : "w_uq");
+    std::vector<std::string> want = tail;
+    if (c.q_lora_rank > 0) want.insert(want.begin(), {"w_dq", "q_norm"});
+    EXPECT_EQ(ParamNames(block), want);
   }
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"w_uq", "w_dkv", "kv_norm", "w_kr", "w_uk", "w_uv", "w_o"}));
 }
 
 TEST(MlaTrain, TrainForwardEqualsForwardAndLeavesTheCache) {
@@ -297,11 +312,7 @@ TEST(MlaTrain, FastMatchesReferenceAtAwkwardLengths) {
       MlaConfig rc = c;
       rc.backend = Backend::kReference;
       MlaBlock fast(c, w), slow(rc, w);
-      const Tensor<float> x = RandomHidden(1, tokens, c.hidden, seed + 7);
-      const Tensor<float> dout = RandomHidden(1, tokens, c.hidden, seed + 8);
-      const Step a = TrainStep(fast, x, dout);
-      const Step b = TrainStep(slow, x, dout);
-      ExpectStepsClose(fast, a, b, 1e-4);
+      ExpectBackendsAgree(fast, slow, tokens, seed + 7, 1e-4);
     }
   }
 }
@@ -372,16 +383,8 @@ TEST(GdnTrain, ParamsNameEveryWeight) {
   const uint64_t seed = testing::TestSeed();
   for (const GatedDeltaNetConfig& c : GdnCases(Backend::kAuto)) {
     GatedDeltaNetBlock block(c, GatedDeltaNetWeights::Random(c, seed));
-    std::vector<std::string> names;
-    int64_t floats = 0;
-    for (const Param& p : block.Params()) {
-      names.push_back(p.name);
-      floats += p.size();
-      for (int64_t i = 0; i < p.size(); ++i) ASSERT_EQ(p.grad[i], 0.0f) << p.name;
-    }
-    EXPECT_EQ(static_cast<size_t>(floats) * sizeof(float), block.WeightBytes());
-    EXPECT_EQ(names, (std::vector<std::string>{"w_qkv", "w_a", "w_b", "w_g", "w_o", "conv", "a_log",
-                                               "dt_bias", "norm"}));
+    EXPECT_EQ(ParamNames(block), (std::vector<std::string>{"w_qkv", "w_a", "w_b", "w_g", "w_o",
+                                                           "conv", "a_log", "dt_bias", "norm"}));
   }
 }
 
@@ -442,11 +445,7 @@ TEST(GdnTrain, FastMatchesReferenceAtAwkwardLengths) {
       GatedDeltaNetConfig rc = c;
       rc.kernel.backend = Backend::kReference;
       GatedDeltaNetBlock fast(c, w), slow(rc, w);
-      const Tensor<float> x = RandomHidden(1, tokens, c.hidden, seed + 7);
-      const Tensor<float> dout = RandomHidden(1, tokens, c.hidden, seed + 8);
-      const Step a = TrainStep(fast, x, dout);
-      const Step b = TrainStep(slow, x, dout);
-      ExpectStepsClose(fast, a, b, 1e-4);
+      ExpectBackendsAgree(fast, slow, tokens, seed + 7, 1e-4);
     }
   }
 }

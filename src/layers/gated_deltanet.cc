@@ -231,23 +231,15 @@ void GatedDeltaNetBlock::EnsureGrads() {
 std::vector<Param> GatedDeltaNetBlock::Params() {
   EnsureGrads();
   std::vector<Param> ps;
-  auto mat = [&](const char* name, Matrix& w, Matrix& g) {
-    ps.push_back({name, {w.rows, w.cols}, w.data.data(), g.data.data()});
-  };
-  auto vec = [&](const char* name, std::vector<float>& w, std::vector<float>& g) {
-    ps.push_back({name, {static_cast<int64_t>(w.size())}, w.data(), g.data()});
-  };
-  GatedDeltaNetWeights& w = weights_;
-  GatedDeltaNetWeights& g = grads_;
-  mat("w_qkv", w.w_qkv, g.w_qkv);
-  mat("w_a", w.w_a, g.w_a);
-  mat("w_b", w.w_b, g.w_b);
-  mat("w_g", w.w_g, g.w_g);
-  mat("w_o", w.w_o, g.w_o);
-  mat("conv", w.conv, g.conv);
-  vec("a_log", w.a_log, g.a_log);
-  vec("dt_bias", w.dt_bias, g.dt_bias);
-  vec("norm", w.norm, g.norm);
+  AppendParam(ps, "w_qkv", weights_.w_qkv, grads_.w_qkv);
+  AppendParam(ps, "w_a", weights_.w_a, grads_.w_a);
+  AppendParam(ps, "w_b", weights_.w_b, grads_.w_b);
+  AppendParam(ps, "w_g", weights_.w_g, grads_.w_g);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
+  AppendParam(ps, "conv", weights_.conv, grads_.conv);
+  AppendParam(ps, "a_log", weights_.a_log, grads_.a_log);
+  AppendParam(ps, "dt_bias", weights_.dt_bias, grads_.dt_bias);
+  AppendParam(ps, "norm", weights_.norm, grads_.norm);
   return ps;
 }
 

@@ -356,25 +356,15 @@ void MlaBlock::EnsureGrads() {
 std::vector<Param> MlaBlock::Params() {
   EnsureGrads();
   std::vector<Param> ps;
-  auto mat = [&](const char* name, Matrix& w, Matrix& g) {
-    if (!w.empty()) ps.push_back({name, {w.rows, w.cols}, w.data.data(), g.data.data()});
-  };
-  auto vec = [&](const char* name, std::vector<float>& w, std::vector<float>& g) {
-    if (!w.empty()) {
-      ps.push_back({name, {static_cast<int64_t>(w.size())}, w.data(), g.data()});
-    }
-  };
-  MlaWeights& w = weights_;
-  MlaWeights& g = grads_;
-  mat("w_dq", w.w_dq, g.w_dq);
-  vec("q_norm", w.q_norm, g.q_norm);
-  mat("w_uq", w.w_uq, g.w_uq);
-  mat("w_dkv", w.w_dkv, g.w_dkv);
-  vec("kv_norm", w.kv_norm, g.kv_norm);
-  mat("w_kr", w.w_kr, g.w_kr);
-  mat("w_uk", w.w_uk, g.w_uk);
-  mat("w_uv", w.w_uv, g.w_uv);
-  mat("w_o", w.w_o, g.w_o);
+  AppendParam(ps, "w_dq", weights_.w_dq, grads_.w_dq);
+  AppendParam(ps, "q_norm", weights_.q_norm, grads_.q_norm);
+  AppendParam(ps, "w_uq", weights_.w_uq, grads_.w_uq);
+  AppendParam(ps, "w_dkv", weights_.w_dkv, grads_.w_dkv);
+  AppendParam(ps, "kv_norm", weights_.kv_norm, grads_.kv_norm);
+  AppendParam(ps, "w_kr", weights_.w_kr, grads_.w_kr);
+  AppendParam(ps, "w_uk", weights_.w_uk, grads_.w_uk);
+  AppendParam(ps, "w_uv", weights_.w_uv, grads_.w_uv);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
   return ps;
 }
 
