@@ -11,6 +11,7 @@
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/linear_attention.h"
 #include "attnkit/layers/mla.h"
+#include "attnkit/layers/sparse_attention.h"
 
 namespace attnkit {
 
@@ -78,6 +79,17 @@ std::unique_ptr<Layer> LinearAttn(const LayerShape& s, FeatureMap map, uint64_t 
   return std::make_unique<LinearAttentionBlock>(c, LinearAttentionWeights::Random(c, seed));
 }
 
+// Static sparse attention (GQA heads, RoPE) under a pattern of masks/sparse.h built for
+// max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its chunk
+// from `window`.
+std::unique_ptr<Layer> Sparse(const LayerShape& s, const char* pattern, uint64_t seed) {
+  SparseAttentionConfig c;
+  c.attention = GqaFrom(s, s.num_heads_kv);
+  c.pattern.name = pattern;
+  if (c.pattern.name == "chunked") c.pattern.window = s.window;
+  return std::make_unique<SparseAttentionBlock>(c, GqaWeights::Random(c.attention, seed));
+}
+
 using Factory = LayerFactory;
 
 std::map<std::string, Factory> BuiltinTable() {
@@ -127,6 +139,12 @@ std::map<std::string, Factory> BuiltinTable() {
                         uint64_t seed) { return LinearAttn(s, FeatureMap::kEluPlusOne, seed); }},
       {"linear_relu",
        [](const LayerShape& s, uint64_t seed) { return LinearAttn(s, FeatureMap::kRelu, seed); }},
+      {"strided", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "strided", seed); }},
+      {"fixed", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "fixed", seed); }},
+      {"bigbird", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "bigbird", seed); }},
+      {"longformer",
+       [](const LayerShape& s, uint64_t seed) { return Sparse(s, "longformer", seed); }},
+      {"chunked", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "chunked", seed); }},
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };
