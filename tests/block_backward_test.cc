@@ -14,6 +14,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/layer.h"
+#include "attnkit/layers/ops.h"
 #include "layer_grad_util.h"
 #include "layer_test_util.h"
 #include "test_util.h"
@@ -309,6 +310,107 @@ TEST(GqaBackward, NullDxStillAccumulatesWeights) {
       EXPECT_NEAR(twice[j][e], 2 * g[j + 1][e], 1e-5 * (1 + std::abs(g[j + 1][e])));
     }
   }
+}
+
+// A stack of two GQA layers with different options; its norm weights moved off 1.
+Stack TwoLayerStack(uint64_t seed) {
+  const auto cs = TinyConfigs();
+  Stack stack(8);
+  stack.Add(std::make_unique<GqaBlock>(MakeBlock(cs[1], seed)));
+  stack.Add(std::make_unique<GqaBlock>(MakeBlock(cs[4], seed + 1)));
+  uint64_t k = seed;
+  for (const Param& p : stack.Params()) {
+    if (p.name == "final_norm" || p.name.ends_with(".norm")) {
+      std::vector<float> w = RandomNormWeight(p.size(), ++k);
+      std::copy(w.begin(), w.end(), p.value);
+    }
+  }
+  return stack;
+}
+
+// A layer without a backward (test-only): out = x.
+class Frozen final : public Layer {
+ public:
+  std::string Kind() const override { return "frozen"; }
+  std::string Describe() const override { return "frozen(hidden=8)"; }
+  int64_t hidden() const override { return 8; }
+  void Forward(TensorView<const float> x, int64_t, TensorView<float> out) override {
+    std::copy(x.data, x.data + x.numel(), out.data);
+  }
+  int64_t tokens_seen() const override { return 0; }
+  void Reset() override {}
+  size_t CacheBytes() const override { return 0; }
+  size_t WeightBytes() const override { return 0; }
+};
+
+TEST(StackBackward, FiniteDifferences) {
+  Stack stack = TwoLayerStack(testing::TestSeed());
+  LayerGradCheck check;
+  check.batch = 2;
+  check.tokens = 5;
+  check.seed = testing::TestSeed() + 3;
+  CheckLayerGradients(stack, check);
+  EXPECT_EQ(stack.tokens_seen(), 0);
+}
+
+TEST(StackBackward, ParamNamesAndTrainForwardEqualsForward) {
+  Stack stack = TwoLayerStack(testing::TestSeed());
+  std::vector<std::string> names;
+  for (const Param& p : stack.Params()) names.push_back(p.name);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{
+                "layers.0.w_q", "layers.0.w_k", "layers.0.w_v", "layers.0.w_o", "layers.0.q_norm",
+                "layers.0.k_norm", "layers.0.norm", "layers.1.w_q", "layers.1.w_k", "layers.1.w_v",
+                "layers.1.w_o", "layers.1.w_gate", "layers.1.q_norm", "layers.1.k_norm",
+                "layers.1.sinks", "layers.1.norm", "final_norm"}));
+  // Forward needs layers built for the batch it runs (TrainForward takes any batch).
+  const auto cs = TinyConfigs();
+  Stack s2(8);
+  s2.Add(std::make_unique<GqaBlock>(MakeBlock(cs[0], 1)));
+  s2.Add(std::make_unique<GqaBlock>(MakeBlock(cs[4], 2)));
+  Tensor<float> x = RandomHidden(2, 6, 8, testing::TestSeed());
+  Tensor<float> a(2, 1, 6, 8), b(2, 1, 6, 8);
+  s2.TrainForward(x.view(), a.view());
+  EXPECT_EQ(s2.tokens_seen(), 0);
+  s2.Forward(x.view(), 0, b.view());
+  EXPECT_LT(RelMaxError(a.view(), b.view()), 1e-5);
+}
+
+TEST(StackBackward, NonTrainableLayerIsRefusedByName) {
+  Stack stack(8);
+  stack.Add(std::make_unique<GqaBlock>(MakeBlock(TinyConfigs()[0], 1)));
+  stack.Add(std::make_unique<Frozen>());
+  EXPECT_FALSE(stack.trainable());
+  Tensor<float> x = RandomHidden(1, 3, 8, 1), out(1, 1, 3, 8);
+  try {
+    stack.TrainForward(x.view(), out.view());
+    ADD_FAILURE() << "expected attnkit::Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("layer 1 (frozen(hidden=8))"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(stack.Params(), Error);
+  EXPECT_THROW(stack.ZeroGrad(), Error);
+}
+
+TEST(StackBackward, BadInputThrowsAndWritesNothing) {
+  Stack stack = TwoLayerStack(5), other = TwoLayerStack(5);
+  Tensor<float> x = RandomHidden(2, 4, 8, 1), r = RandomHidden(2, 4, 8, 2);
+  Tensor<float> out(2, 1, 4, 8), dx(2, 1, 4, 8);
+  auto tape = stack.TrainForward(x.view(), out.view());
+  stack.TrainBackward(*tape, r.view(), dx.view());
+  const auto before = GradSnapshot(stack.Params());
+  std::fill(dx.data(), dx.data() + dx.numel(), 3.0f);
+  EXPECT_THROW(stack.TrainBackward(*tape, r.view(), dx.view()), Error);  // used twice
+  auto other_tape = other.TrainForward(x.view(), out.view());
+  EXPECT_THROW(stack.TrainBackward(*other_tape, r.view(), dx.view()), Error);
+  // A layer's own tape is not the stack's, and the stack's tape is not a layer's.
+  auto fresh = stack.TrainForward(x.view(), out.view());
+  EXPECT_THROW(stack.layer(0).TrainBackward(*fresh, r.view(), dx.view()), Error);
+  Tensor<float> short_r = RandomHidden(2, 3, 8, 3);
+  EXPECT_THROW(stack.TrainBackward(*fresh, short_r.view(), dx.view()), Error);
+  EXPECT_EQ(GradSnapshot(stack.Params()), before);
+  EXPECT_TRUE(std::all_of(dx.data(), dx.data() + dx.numel(), [](float v) { return v == 3.0f; }));
 }
 
 }  // namespace
