@@ -295,6 +295,28 @@ TEST(GqaBackward, BadInputThrowsAndWritesNothing) {
   EXPECT_THROW(block.TrainForward(wide.view(), wide_out.view()), Error);
 }
 
+// The tape holds exactly GqaTrainBytesPerToken per token (the figure docs/training.md gives).
+TEST(GqaBackward, TapeHoldsGqaTrainBytesPerToken) {
+  for (const GqaConfig& c : TinyConfigs()) {
+    GqaBlock block = MakeBlock(c, 3);
+    SCOPED_TRACE(block.Describe());
+    const int64_t n = 5;
+    Tensor<float> x = RandomHidden(c.batch, n, c.hidden, 1), out(c.batch, 1, n, c.hidden);
+    auto tape = block.TrainForward(x.view(), out.view());
+    const auto* t = dynamic_cast<const GqaTape*>(tape.get());
+    ASSERT_NE(t, nullptr);
+    const size_t floats = t->x.size() + t->q_pre.size() + t->k_pre.size() + t->q.size() +
+                          t->k.size() + t->v.size() + t->o.size() + t->g.size() + t->lse.size();
+    EXPECT_EQ(static_cast<int64_t>(floats * sizeof(float)), GqaTrainBytesPerToken(c) * c.batch * n);
+  }
+  GqaConfig llama;  // hidden 4096, 32/8 heads, d 128: 14368 floats per token
+  llama.hidden = 4096;
+  llama.num_heads_q = 32;
+  llama.num_heads_kv = 8;
+  llama.head_dim = 128;
+  EXPECT_EQ(GqaTrainBytesPerToken(llama), 57472);
+}
+
 // dx == nullptr skips the input gradient but still accumulates the weight gradients.
 TEST(GqaBackward, NullDxStillAccumulatesWeights) {
   GqaConfig c = TinyConfigs()[2];
