@@ -231,7 +231,7 @@ std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& c) {
         DenseForward(q.view(), k, v, out.view(), dopt);
       }
     };
-    auto select = [&] { DsaSelect(qi.view(), w.view(), icache.view(), k_sel, idx.view(), io); };
+    auto select = [&] { DsaSelect(qi.view(), w.view(), icache, k_sel, idx.view(), io); };
     auto attend = [&] {
       if (c.bf16_latent) {
         TensorView<const bf16> k = latent_b.view(), v = k;
