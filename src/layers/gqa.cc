@@ -100,6 +100,7 @@ GqaBlock::GqaBlock(GqaConfig config, GqaWeights weights)
     : config_(config), weights_(std::move(weights)), cache_(MakeCache(config_)) {
   weights_.Check(config_);
   if (config_.window > 0) window_mask_ = CausalWindowMask(config_.window);
+  train_mask_ = config_.window > 0 ? window_mask_ : CausalMask();
 }
 
 void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
@@ -198,6 +199,14 @@ DenseOptions GqaBlock::AttentionOptions() const {
   return opt;
 }
 
+DenseOptions GqaBlock::TrainOptions() const {
+  DenseOptions opt = AttentionOptions();
+  opt.mask = train_mask_.get();  // causal or causal window, queries and keys from position 0
+  opt.k_start = 0;
+  opt.q_start = 0;
+  return opt;
+}
+
 std::unique_ptr<TrainTape> GqaBlock::TrainForward(TensorView<const float> x,
                                                   TensorView<float> out) {
   constexpr const char* fn = "GqaBlock::TrainForward";
@@ -245,11 +254,7 @@ std::unique_ptr<TrainTape> GqaBlock::TrainForward(TensorView<const float> x,
     ApplyRope(qv, 0, c.rope);
     ApplyRope(kv, 0, c.rope);
   }
-  DenseOptions opt = AttentionOptions();
-  const MaskPtr causal = c.window > 0 ? window_mask_ : CausalMask();
-  opt.mask = causal.get();
-  opt.k_start = 0;
-  opt.q_start = 0;
+  const DenseOptions opt = TrainOptions();
   DenseForward(TensorView<const float>(qv), TensorView<const float>(kv),
                TensorView<const float>(MakeBshd(tape->v.data(), batch, n, hkv, dv)),
                MakeBshd(tape->o.data(), batch, n, hq, dv), opt,
@@ -341,11 +346,7 @@ void GqaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
                         static_cast<int64_t>(d_o.size()));
   }
   // Attention (probabilities recomputed from the saved LSE).
-  DenseOptions opt = AttentionOptions();
-  const MaskPtr causal = c.window > 0 ? window_mask_ : CausalMask();
-  opt.mask = causal.get();
-  opt.k_start = 0;
-  opt.q_start = 0;
+  const DenseOptions opt = TrainOptions();
   auto cv = [&](const std::vector<float>& b, int64_t heads, int64_t dim) {
     return MakeBshd<const float>(b.data(), batch, n, heads, dim);
   };

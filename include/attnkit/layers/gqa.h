@@ -130,6 +130,7 @@ class GqaBlock final : public Layer {
  private:
   void EnsureGrads();
   DenseOptions AttentionOptions() const;  // scale, softcap, sinks, backend (no mask)
+  DenseOptions TrainOptions() const;      // + the causal / window mask from position 0
 
   GqaConfig config_;
   GqaWeights weights_;
@@ -137,6 +138,7 @@ class GqaBlock final : public Layer {
   bool grads_ready_ = false;
   KvCache<float> cache_;
   MaskPtr window_mask_;
+  MaskPtr train_mask_;                    // window_mask_, or causal for a full layer
   std::vector<float> q_, k_, v_, o_, g_;  // scratch, [batch·tokens, heads·dim]
   KvCache<float>::UndoRecord undo_;       // the cache before the current call's append
 };
