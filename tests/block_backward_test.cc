@@ -205,6 +205,25 @@ TEST(GqaBackward, FastBackendMatchesReference) {
   }
 }
 
+// The same for every option of the tiny grid (the finite-difference configurations).
+TEST(GqaBackward, FastBackendMatchesReferenceEveryOption) {
+  int i = 0;
+  for (GqaConfig c : TinyConfigs()) {
+    for (const int64_t n : {1, 63, 64, 65}) {
+      c.backend = Backend::kAuto;
+      GqaBlock fast = MakeBlock(c, testing::TestSeed() + i);
+      c.backend = Backend::kReference;
+      GqaBlock ref = MakeBlock(c, testing::TestSeed() + i);
+      SCOPED_TRACE(fast.Describe() + " tokens " + std::to_string(n));
+      Tensor<float> x = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 30 + i);
+      Tensor<float> r = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 40 + i);
+      const auto gf = Gradients(fast, x, r), gr = Gradients(ref, x, r);
+      for (size_t j = 0; j < gf.size(); ++j) EXPECT_LT(MaxRelDiff(gf[j], gr[j]), 1e-4) << j;
+      ++i;
+    }
+  }
+}
+
 // dout is linear in the loss: the gradients of dout over all tokens equal the sum of those of
 // dout restricted to each single token (accumulated by the block into its buffers; dx summed).
 TEST(GqaBackward, PrefillGradientsEqualSumOfPerTokenPieces) {
