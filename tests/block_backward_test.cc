@@ -17,13 +17,22 @@
 #include "attnkit/layers/ops.h"
 #include "layer_grad_util.h"
 #include "layer_test_util.h"
+#include "layer_train_util.h"
 #include "test_util.h"
 
 namespace attnkit {
 namespace {
 
 using testing::CheckLayerGradients;
+using testing::ExpectBackendsAgree;
+using testing::ExpectBadBackwardInputsRefused;
+using testing::ExpectNullDxSameWeightGradients;
+using testing::ExpectPerTokenPiecesSumToWhole;
+using testing::ExpectThreadCountInvariant;
+using testing::ExpectThrowsUnchanged;
+using testing::Grads;
 using testing::LayerGradCheck;
+using testing::ParamNames;
 using testing::RandomHidden;
 using testing::RelMaxError;
 
@@ -87,39 +96,6 @@ GqaBlock MakeBlock(const GqaConfig& c, uint64_t seed) {
   return GqaBlock(c, GqaWeights::Random(c, seed));
 }
 
-// Copies of every gradient (dx first, then each parameter in Params() order).
-std::vector<std::vector<float>> GradSnapshot(std::vector<Param> params) {
-  std::vector<std::vector<float>> s;
-  for (const Param& p : params) s.emplace_back(p.grad, p.grad + p.size());
-  return s;
-}
-
-double MaxRelDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, ref = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
-    ref = std::max(ref, std::abs(static_cast<double>(b[i])));
-  }
-  return diff / std::max(ref, 1e-30);
-}
-
-std::vector<float> Values(const Tensor<float>& t) {
-  return std::vector<float>(t.data(), t.data() + t.numel());
-}
-
-// Runs one forward + backward with dout = r; returns {dx, grads...} (grads zeroed first).
-std::vector<std::vector<float>> Gradients(Layer& layer, const Tensor<float>& x,
-                                          const Tensor<float>& r) {
-  const auto& s = x.shape();
-  Tensor<float> out(s[0], 1, s[2], s[3]), dx(s[0], 1, s[2], s[3]);
-  layer.ZeroGrad();
-  auto tape = layer.TrainForward(x.view(), out.view());
-  layer.TrainBackward(*tape, r.view(), dx.view());
-  std::vector<std::vector<float>> g{Values(dx)};
-  for (auto& p : GradSnapshot(layer.Params())) g.push_back(std::move(p));
-  return g;
-}
-
 TEST(GqaBackward, FiniteDifferencesEveryOption) {
   int i = 0;
   for (const GqaConfig& c : TinyConfigs()) {
@@ -137,23 +113,17 @@ TEST(GqaBackward, FiniteDifferencesEveryOption) {
 TEST(GqaBackward, ParamsNameEveryPresentWeight) {
   const auto cs = TinyConfigs();
   GqaBlock plain = MakeBlock(cs[0], 1);
-  std::vector<std::string> names;
-  for (const Param& p : plain.Params()) names.push_back(p.name);
-  EXPECT_EQ(names, (std::vector<std::string>{"w_q", "w_k", "w_v", "w_o"}));
+  EXPECT_EQ(ParamNames(plain), (std::vector<std::string>{"w_q", "w_k", "w_v", "w_o"}));
   GqaBlock all = MakeBlock(cs[4], 1);
-  names.clear();
-  for (const Param& p : all.Params()) {
-    names.push_back(p.name);
-    for (int64_t j = 0; j < p.size(); ++j) EXPECT_EQ(p.grad[j], 0.0f) << p.name;
-  }
-  EXPECT_EQ(names, (std::vector<std::string>{"w_q", "w_k", "w_v", "w_o", "w_gate", "q_norm",
-                                             "k_norm", "sinks"}));
+  EXPECT_EQ(ParamNames(all), (std::vector<std::string>{"w_q", "w_k", "w_v", "w_o", "w_gate",
+                                                       "q_norm", "k_norm", "sinks"}));
   const auto ps = all.Params();
   EXPECT_EQ(ps[0].shape, (std::vector<int64_t>{8, 4 * 6}));
   EXPECT_EQ(ps[3].shape, (std::vector<int64_t>{4 * 3, 8}));
   EXPECT_EQ(ps[5].shape, (std::vector<int64_t>{6}));
   EXPECT_EQ(ps[7].shape, (std::vector<int64_t>{4}));
   EXPECT_EQ(ps[0].value, all.weights().w_q.data.data());
+  EXPECT_EQ(ps[0].grad, all.grads().w_q.data.data());
 }
 
 TEST(GqaBackward, TrainForwardEqualsPrefillForward) {
@@ -195,11 +165,7 @@ TEST(GqaBackward, FastBackendMatchesReference) {
       c.backend = Backend::kReference;
       GqaBlock ref = MakeBlock(c, testing::TestSeed() + i);
       SCOPED_TRACE(fast.Describe() + " tokens " + std::to_string(n));
-      Tensor<float> x = RandomHidden(2, n, c.hidden, testing::TestSeed() + 10 + i);
-      Tensor<float> r = RandomHidden(2, n, c.hidden, testing::TestSeed() + 20 + i);
-      const auto gf = Gradients(fast, x, r), gr = Gradients(ref, x, r);
-      ASSERT_EQ(gf.size(), gr.size());
-      for (size_t j = 0; j < gf.size(); ++j) EXPECT_LT(MaxRelDiff(gf[j], gr[j]), 1e-4) << j;
+      ExpectBackendsAgree(fast, ref, n, testing::TestSeed() + 10 + i, 1e-4, /*batch=*/2);
       ++i;
     }
   }
@@ -215,10 +181,7 @@ TEST(GqaBackward, FastBackendMatchesReferenceEveryOption) {
       c.backend = Backend::kReference;
       GqaBlock ref = MakeBlock(c, testing::TestSeed() + i);
       SCOPED_TRACE(fast.Describe() + " tokens " + std::to_string(n));
-      Tensor<float> x = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 30 + i);
-      Tensor<float> r = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 40 + i);
-      const auto gf = Gradients(fast, x, r), gr = Gradients(ref, x, r);
-      for (size_t j = 0; j < gf.size(); ++j) EXPECT_LT(MaxRelDiff(gf[j], gr[j]), 1e-4) << j;
+      ExpectBackendsAgree(fast, ref, n, testing::TestSeed() + 30 + i, 1e-4, c.batch);
       ++i;
     }
   }
@@ -233,28 +196,7 @@ TEST(GqaBackward, PrefillGradientsEqualSumOfPerTokenPieces) {
     c.backend = Backend::kAuto;
     GqaBlock block = MakeBlock(c, testing::TestSeed() + ci);
     SCOPED_TRACE(block.Describe());
-    const int64_t n = 6;
-    Tensor<float> x = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 7);
-    Tensor<float> r = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 8);
-    const auto whole = Gradients(block, x, r);
-    block.ZeroGrad();
-    std::vector<float> dx_sum(static_cast<size_t>(x.numel()), 0.0f);
-    for (int64_t t = 0; t < n; ++t) {
-      Tensor<float> rt(c.batch, 1, n, c.hidden), out(c.batch, 1, n, c.hidden);
-      Tensor<float> dx(c.batch, 1, n, c.hidden);
-      for (int64_t b = 0; b < c.batch; ++b) {
-        std::memcpy(rt.view().row(b, 0, t), r.view().row(b, 0, t), sizeof(float) * c.hidden);
-      }
-      auto tape = block.TrainForward(x.view(), out.view());
-      block.TrainBackward(*tape, rt.view(), dx.view());
-      for (int64_t j = 0; j < dx.numel(); ++j) dx_sum[static_cast<size_t>(j)] += dx.data()[j];
-    }
-    EXPECT_LT(MaxRelDiff(dx_sum, whole[0]), 1e-5) << "dx";
-    const auto params = block.Params();
-    for (size_t j = 0; j < params.size(); ++j) {
-      const std::vector<float> g(params[j].grad, params[j].grad + params[j].size());
-      EXPECT_LT(MaxRelDiff(g, whole[j + 1]), 1e-5) << params[j].name;
-    }
+    ExpectPerTokenPiecesSumToWhole(block, c.batch, 6, testing::TestSeed() + 7, 1e-5);
   }
 }
 
@@ -264,52 +206,23 @@ TEST(GqaBackward, GradientsDoNotDependOnThreadCount) {
   c.hidden = 16;
   c.window = 40;
   GqaBlock block = MakeBlock(c, testing::TestSeed());
-  const int64_t n = testing::Sanitized() ? 70 : 150;
-  Tensor<float> x = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 1);
-  Tensor<float> r = RandomHidden(c.batch, n, c.hidden, testing::TestSeed() + 2);
-  const int saved = GetNumThreads();
-  SetNumThreads(1);
-  const auto one = Gradients(block, x, r);
-  for (const int threads : {2, 3}) {
-    SetNumThreads(threads);
-    const auto many = Gradients(block, x, r);
-    for (size_t j = 0; j < one.size(); ++j) {
-      EXPECT_EQ(one[j], many[j]) << threads << " threads, gradient " << j;
-    }
-  }
-  SetNumThreads(saved);
+  ExpectThreadCountInvariant(block, c.batch, testing::Sanitized() ? 70 : 150,
+                             testing::TestSeed() + 1);
 }
 
 TEST(GqaBackward, BadInputThrowsAndWritesNothing) {
   const GqaConfig c = TinyConfigs()[4];
   GqaBlock block = MakeBlock(c, 1), other = MakeBlock(c, 2);
+  ExpectBadBackwardInputsRefused(block, other, 4, testing::TestSeed());
+  // dx of another shape; x with another hidden size.
   const int64_t n = 4;
   Tensor<float> x = RandomHidden(c.batch, n, c.hidden, 3),
                 r = RandomHidden(c.batch, n, c.hidden, 4);
-  Tensor<float> out(c.batch, 1, n, c.hidden), dx(c.batch, 1, n, c.hidden);
-  // Non-zero gradients, so "unchanged" is not "still zero".
+  Tensor<float> out(c.batch, 1, n, c.hidden), short_dx(c.batch, 1, n - 1, c.hidden);
   auto tape = block.TrainForward(x.view(), out.view());
-  block.TrainBackward(*tape, r.view(), dx.view());
-  const auto before = GradSnapshot(block.Params());
-  const auto other_before = GradSnapshot(other.Params());
-  std::fill(dx.data(), dx.data() + dx.numel(), 7.0f);
-  const std::vector<float> dx_before = Values(dx);
-  // A consumed tape.
-  EXPECT_THROW(block.TrainBackward(*tape, r.view(), dx.view()), Error);
-  // A tape from another block (same configuration).
-  auto other_tape = other.TrainForward(x.view(), out.view());
-  EXPECT_THROW(block.TrainBackward(*other_tape, r.view(), dx.view()), Error);
-  // dout of another shape (one token fewer), and a dx of another shape.
-  auto fresh = block.TrainForward(x.view(), out.view());
-  Tensor<float> short_r = RandomHidden(c.batch, n - 1, c.hidden, 5);
-  EXPECT_THROW(block.TrainBackward(*fresh, short_r.view(), dx.view()), Error);
-  Tensor<float> short_dx(c.batch, 1, n - 1, c.hidden);
-  EXPECT_THROW(block.TrainBackward(*fresh, r.view(), short_dx.view()), Error);
-  EXPECT_EQ(GradSnapshot(block.Params()), before);
-  EXPECT_EQ(GradSnapshot(other.Params()), other_before);
-  EXPECT_EQ(Values(dx), dx_before);
-  // The failed calls did not consume the fresh tape; x with another hidden size is refused.
-  EXPECT_NO_THROW(block.TrainBackward(*fresh, r.view(), TensorView<float>{}));
+  ExpectThrowsUnchanged(
+      block, [&] { block.TrainBackward(*tape, r.view(), short_dx.view()); }, "dx too short");
+  EXPECT_FALSE(tape->consumed);
   Tensor<float> wide(c.batch, 1, n, c.hidden + 1), wide_out(c.batch, 1, n, c.hidden + 1);
   EXPECT_THROW(block.TrainForward(wide.view(), wide_out.view()), Error);
 }
@@ -336,21 +249,10 @@ TEST(GqaBackward, TapeHoldsGqaTrainBytesPerToken) {
   EXPECT_EQ(GqaTrainBytesPerToken(llama), 57472);
 }
 
-// dx == nullptr skips the input gradient but still accumulates the weight gradients.
-TEST(GqaBackward, NullDxStillAccumulatesWeights) {
-  GqaConfig c = TinyConfigs()[2];
-  GqaBlock block = MakeBlock(c, 9);
-  Tensor<float> x = RandomHidden(1, 5, c.hidden, 1), r = RandomHidden(1, 5, c.hidden, 2);
-  const auto g = Gradients(block, x, r);
-  Tensor<float> out(1, 1, 5, c.hidden);
-  auto tape = block.TrainForward(x.view(), out.view());
-  block.TrainBackward(*tape, r.view(), TensorView<float>{});  // adds a second copy
-  const auto twice = GradSnapshot(block.Params());
-  for (size_t j = 0; j < twice.size(); ++j) {
-    for (size_t e = 0; e < twice[j].size(); ++e) {
-      EXPECT_NEAR(twice[j][e], 2 * g[j + 1][e], 1e-5 * (1 + std::abs(g[j + 1][e])));
-    }
-  }
+// dx == nullptr skips the input gradient; the weight gradients are the same.
+TEST(GqaBackward, NullDxGivesTheSameWeightGradients) {
+  GqaBlock block = MakeBlock(TinyConfigs()[4], 9);
+  ExpectNullDxSameWeightGradients(block, 2, 5, testing::TestSeed());
 }
 
 // A stack of two GQA layers with different options; its norm weights moved off 1.
@@ -396,9 +298,7 @@ TEST(StackBackward, FiniteDifferences) {
 
 TEST(StackBackward, ParamNamesAndTrainForwardEqualsForward) {
   Stack stack = TwoLayerStack(testing::TestSeed());
-  std::vector<std::string> names;
-  for (const Param& p : stack.Params()) names.push_back(p.name);
-  EXPECT_EQ(names,
+  EXPECT_EQ(ParamNames(stack),
             (std::vector<std::string>{
                 "layers.0.w_q", "layers.0.w_k", "layers.0.w_v", "layers.0.w_o", "layers.0.q_norm",
                 "layers.0.k_norm", "layers.0.norm", "layers.1.w_q", "layers.1.w_k", "layers.1.w_v",
@@ -436,22 +336,24 @@ TEST(StackBackward, NonTrainableLayerIsRefusedByName) {
 
 TEST(StackBackward, BadInputThrowsAndWritesNothing) {
   Stack stack = TwoLayerStack(5), other = TwoLayerStack(5);
+  ExpectBadBackwardInputsRefused(stack, other, 4, testing::TestSeed());
+  // A layer's tape is not the stack's, and the stack's tape is not a layer's.
   Tensor<float> x = RandomHidden(2, 4, 8, 1), r = RandomHidden(2, 4, 8, 2);
   Tensor<float> out(2, 1, 4, 8), dx(2, 1, 4, 8);
   auto tape = stack.TrainForward(x.view(), out.view());
-  stack.TrainBackward(*tape, r.view(), dx.view());
-  const auto before = GradSnapshot(stack.Params());
-  std::fill(dx.data(), dx.data() + dx.numel(), 3.0f);
-  EXPECT_THROW(stack.TrainBackward(*tape, r.view(), dx.view()), Error);  // used twice
-  auto other_tape = other.TrainForward(x.view(), out.view());
-  EXPECT_THROW(stack.TrainBackward(*other_tape, r.view(), dx.view()), Error);
-  // A layer's own tape is not the stack's, and the stack's tape is not a layer's.
-  auto fresh = stack.TrainForward(x.view(), out.view());
-  EXPECT_THROW(stack.layer(0).TrainBackward(*fresh, r.view(), dx.view()), Error);
-  Tensor<float> short_r = RandomHidden(2, 3, 8, 3);
-  EXPECT_THROW(stack.TrainBackward(*fresh, short_r.view(), dx.view()), Error);
-  EXPECT_EQ(GradSnapshot(stack.Params()), before);
-  EXPECT_TRUE(std::all_of(dx.data(), dx.data() + dx.numel(), [](float v) { return v == 3.0f; }));
+  Layer& first = stack.layer(0);
+  auto layer_tape = first.TrainForward(x.view(), out.view());
+  ExpectThrowsUnchanged(
+      stack, [&] { first.TrainBackward(*tape, r.view(), dx.view()); }, "stack tape to a layer");
+  ExpectThrowsUnchanged(
+      stack, [&] { stack.TrainBackward(*layer_tape, r.view(), dx.view()); },
+      "layer tape to the stack");
+}
+
+TEST(StackBackward, PerTokenPiecesAndThreadCounts) {
+  Stack stack = TwoLayerStack(testing::TestSeed());
+  ExpectPerTokenPiecesSumToWhole(stack, 2, 6, testing::TestSeed() + 1, 1e-5);
+  ExpectThreadCountInvariant(stack, 2, 70, testing::TestSeed() + 2);
 }
 
 }  // namespace

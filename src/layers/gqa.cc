@@ -292,20 +292,14 @@ void GqaBlock::EnsureGrads() {
 std::vector<Param> GqaBlock::Params() {
   EnsureGrads();
   std::vector<Param> ps;
-  auto matrix = [&](const char* name, Matrix& w, Matrix& g) {
-    if (!w.empty()) ps.push_back({name, {w.rows, w.cols}, w.data.data(), g.data.data()});
-  };
-  auto vec = [&](const char* name, std::vector<float>& w, std::vector<float>& g) {
-    if (!w.empty()) ps.push_back({name, {static_cast<int64_t>(w.size())}, w.data(), g.data()});
-  };
-  matrix("w_q", weights_.w_q, grads_.w_q);
-  matrix("w_k", weights_.w_k, grads_.w_k);
-  matrix("w_v", weights_.w_v, grads_.w_v);
-  matrix("w_o", weights_.w_o, grads_.w_o);
-  matrix("w_gate", weights_.w_gate, grads_.w_gate);
-  vec("q_norm", weights_.q_norm, grads_.q_norm);
-  vec("k_norm", weights_.k_norm, grads_.k_norm);
-  vec("sinks", weights_.sinks, grads_.sinks);
+  AppendParam(ps, "w_q", weights_.w_q, grads_.w_q);
+  AppendParam(ps, "w_k", weights_.w_k, grads_.w_k);
+  AppendParam(ps, "w_v", weights_.w_v, grads_.w_v);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
+  AppendParam(ps, "w_gate", weights_.w_gate, grads_.w_gate);
+  AppendParam(ps, "q_norm", weights_.q_norm, grads_.q_norm);
+  AppendParam(ps, "k_norm", weights_.k_norm, grads_.k_norm);
+  AppendParam(ps, "sinks", weights_.sinks, grads_.sinks);
   return ps;
 }
 
