@@ -312,7 +312,8 @@ void GqaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
   Require(tape != nullptr, fn, ": tape is not a GqaTape");
   const int64_t batch = tape->shape[0], n = tape->shape[2], rows = batch * n;
   const int64_t hq = c.num_heads_q, hkv = c.num_heads_kv, dk = c.head_dim, dv = c.dv();
-  // Every buffer first; nothing is written until they all exist.
+  // Every buffer first; no gradient, dx or the tape is written until attention's backward has
+  // succeeded (a failure leaves the block, dx and the tape as they were).
   EnsureGrads();
   auto buffer = [&](int64_t count, const char* what) {
     return CheckedVector(count, 0.0f, fn, what);
@@ -324,16 +325,14 @@ void GqaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
   std::vector<float> dq = buffer(rows * hq * dk, "dq"), dkk = buffer(rows * hkv * dk, "dk");
   std::vector<float> dvv = buffer(rows * hkv * dv, "dv");
   std::vector<float> dsinks = buffer(c.sinks ? hq : 0, "dsinks");
-  tape->consumed = true;
-
-  // y = o_g W_o: dW_o += o_gᵀ dy, d o_g = dy W_oᵀ.
+  // y = o_g W_o: d o_g = dy W_oᵀ now, dW_o += o_gᵀ dy once attention's backward has succeeded.
   const float* og = tape->o.data();
   if (c.output_gate) {
     std::copy(tape->o.begin(), tape->o.end(), o_in.begin());
     SigmoidGate(o_in.data(), tape->g.data(), static_cast<int64_t>(o_in.size()));
     og = o_in.data();
   }
-  LinearBackward(og, rows, weights_.w_o, dout.data, d_o.data(), grads_.w_o.data.data());
+  LinearBackward(og, rows, weights_.w_o, dout.data, d_o.data(), nullptr);
   // o_g = o ⊙ σ(g): d o = d o_g ⊙ σ(g), dg = d o_g ⊙ o ⊙ σ'(g).
   if (c.output_gate) {
     SigmoidGateBackward(tape->o.data(), tape->g.data(), d_o.data(), d_o.data(), dg.data(),
@@ -349,6 +348,9 @@ void GqaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
   DenseBackward(cv(tape->q, hq, dk), cv(tape->k, hkv, dk), cv(tape->v, hkv, dv),
                 cv(tape->o, hq, dv), MakeBhsd<const float>(tape->lse.data(), batch, hq, n, 1),
                 cv(d_o, hq, dv), grads, opt);
+  // Everything below writes the gradients and dx and cannot fail: only now is the tape used.
+  tape->consumed = true;
+  LinearBackward(og, rows, weights_.w_o, dout.data, nullptr, grads_.w_o.data.data());
   for (size_t h = 0; h < dsinks.size(); ++h) grads_.sinks[h] += dsinks[h];
   // RoPE is a rotation: its backward rotates back. Then QK-norm (from the saved pre-norm rows).
   if (c.use_rope) {

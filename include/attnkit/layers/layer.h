@@ -166,6 +166,9 @@ class Stack {
   // before each layer and before the final norm. Params() lists every layer's parameters as
   // "layers.<i>.<name>", the norm weights as "layers.<i>.norm" and "final_norm". A layer that is
   // not trainable makes these calls throw attnkit::Error naming it.
+  // TrainBackward checks the tape, dout, dx and every layer's tape before writing anything; an
+  // out-of-memory failure inside a layer's backward, after the layers above it have run, leaves
+  // their gradients accumulated (ZeroGrad and repeat the step).
   bool trainable() const;
   std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x, TensorView<float> out);
   void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx);
