@@ -26,7 +26,14 @@ namespace {
 using testing::RandomHidden;
 using testing::RelMaxError;
 
-using namespace attnkit::testing;  // NOLINT: the training-test helpers
+using testing::BitEqual;
+using testing::ExpectBackendsAgree;
+using testing::ExpectBadBackwardInputsRefused;
+using testing::ExpectNullDxSameWeightGradients;
+using testing::ExpectPerTokenPiecesSumToWhole;
+using testing::ExpectThreadCountInvariant;
+using testing::ExpectThrowsUnchanged;
+using testing::ParamNames;
 
 // ---- MLA ----
 
@@ -139,18 +146,9 @@ TEST(MlaTrain, BadBackwardInputsAreRefused) {
 }
 
 TEST(MlaTrain, NullDxGivesTheSameWeightGradients) {
-  const uint64_t seed = testing::TestSeed();
   const MlaConfig c = MlaCases(Backend::kAuto)[0];
-  MlaBlock block(c, MlaWeights::Random(c, seed));
-  const Tensor<float> x = RandomHidden(1, 9, c.hidden, seed);
-  const Tensor<float> dout = RandomHidden(1, 9, c.hidden, seed + 1);
-  const Step with_dx = TrainStep(block, x, dout);
-  Tensor<float> out(1, 1, 9, c.hidden);
-  block.ZeroGrad();
-  auto tape = block.TrainForward(x.view(), out.view());
-  block.TrainBackward(*tape, dout.view(), TensorView<float>{});
-  const auto grads = Grads(block);
-  for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(BitEqual(grads[i], with_dx.grads[i]));
+  MlaBlock block(c, MlaWeights::Random(c, testing::TestSeed()));
+  ExpectNullDxSameWeightGradients(block, 1, 9, testing::TestSeed());
 }
 
 // ---- Gated DeltaNet and KDA ----

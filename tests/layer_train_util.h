@@ -1,7 +1,8 @@
-// Helpers for the training tests of layers (Layer::TrainForward / TrainBackward / Params): one
-// training step's tensors, comparisons, linearity in dout, thread-count invariance, backend
-// agreement and the refusal of bad backward inputs (nothing written). Finite differences are in
-// layer_grad_util.h.
+// Shared checks of the training calls (TrainForward / TrainBackward / Params / ZeroGrad) for any
+// object that has them: a Layer, or a Stack. One training step's results (Step), gradients
+// linear in dout (per-token pieces sum to the whole), thread-count invariance, fast vs reference
+// backends, bad backward input refused with nothing written, Params names. The finite-difference
+// check itself is in layer_grad_util.h.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -27,14 +28,16 @@ struct Step {
   std::vector<std::vector<float>> grads;
 };
 
-inline std::vector<std::vector<float>> Grads(Layer& layer) {
+template <typename L>
+std::vector<std::vector<float>> Grads(L& layer) {
   std::vector<std::vector<float>> g;
   for (const Param& p : layer.Params()) g.emplace_back(p.grad, p.grad + p.size());
   return g;
 }
 
 // ZeroGrad, TrainForward, TrainBackward(dout).
-inline Step TrainStep(Layer& layer, const Tensor<float>& x, const Tensor<float>& dout) {
+template <typename L>
+Step TrainStep(L& layer, const Tensor<float>& x, const Tensor<float>& dout) {
   const auto& s = x.shape();
   Step r{Tensor<float>(s[0], 1, s[2], s[3]), Tensor<float>(s[0], 1, s[2], s[3]), {}};
   layer.ZeroGrad();
@@ -50,22 +53,22 @@ inline double MaxAbs(const std::vector<float>& v) {
   return m;
 }
 
-// max |a − b| / max(max |b|, floor) over one gradient buffer. The floor keeps a gradient that is
-// zero analytically (e.g. linear attention's queries at one token, or ReLU features that vanish)
-// from comparing rounding with rounding.
+// max |a − b| / max(max |b|, floor) over one gradient buffer (0 when a == b). A floor keeps a
+// gradient that is zero analytically (e.g. linear attention's queries at one token) from
+// comparing rounding with rounding.
 inline double RelDiff(const std::vector<float>& a, const std::vector<float>& b,
                       double floor = 1e-30) {
   double diff = 0;
   for (size_t i = 0; i < a.size(); ++i) {
     diff = std::max(diff, std::abs(static_cast<double>(a[i]) - b[i]));
   }
-  return diff == 0 ? 0.0 : diff / std::max(MaxAbs(b), floor);  // both zero: equal
+  return diff == 0 ? 0.0 : diff / std::max(MaxAbs(b), floor);
 }
 
 // Every tensor of a against b: out, dx, each parameter gradient (named in the failure), each
 // relative to its own scale but no finer than `floor` times the step's largest gradient.
-inline void ExpectStepsClose(Layer& layer, const Step& a, const Step& b, double tol,
-                             double floor = 1e-3) {
+template <typename L>
+void ExpectStepsClose(L& layer, const Step& a, const Step& b, double tol, double floor = 0) {
   EXPECT_LT(RelMaxError(a.out.view(), b.out.view()), tol) << "out";
   EXPECT_LT(RelMaxError(a.dx.view(), b.dx.view()), tol) << "dx";
   const std::vector<Param> ps = layer.Params();
@@ -74,7 +77,7 @@ inline void ExpectStepsClose(Layer& layer, const Step& a, const Step& b, double 
   double largest = 0;
   for (const auto& g : b.grads) largest = std::max(largest, MaxAbs(g));
   for (size_t i = 0; i < ps.size(); ++i) {
-    EXPECT_LT(RelDiff(a.grads[i], b.grads[i], floor * largest), tol) << ps[i].name;
+    EXPECT_LT(RelDiff(a.grads[i], b.grads[i], std::max(1e-30, floor * largest)), tol) << ps[i].name;
   }
 }
 
@@ -101,8 +104,9 @@ inline Tensor<float> TokenPiece(const Tensor<float>& dout, int64_t t) {
 // Gradients are linear in dout: one backward with dout equals the per-token pieces' backwards
 // (each its own forward and tape) with the weight gradients ACCUMULATED in the layer's buffers
 // and dx summed.
-inline void ExpectPerTokenPiecesSumToWhole(Layer& layer, int64_t batch, int64_t tokens,
-                                           uint64_t seed, double tol) {
+template <typename L>
+void ExpectPerTokenPiecesSumToWhole(L& layer, int64_t batch, int64_t tokens, uint64_t seed,
+                                    double tol) {
   const Tensor<float> x = RandomHidden(batch, tokens, layer.hidden(), seed);
   const Tensor<float> dout = RandomHidden(batch, tokens, layer.hidden(), seed + 1);
   const Step whole = TrainStep(layer, x, dout);
@@ -123,7 +127,8 @@ inline void ExpectPerTokenPiecesSumToWhole(Layer& layer, int64_t batch, int64_t 
 }
 
 // Same step with 1 and 3 kernel threads: bit-identical.
-inline void ExpectThreadCountInvariant(Layer& layer, int64_t batch, int64_t tokens, uint64_t seed) {
+template <typename L>
+void ExpectThreadCountInvariant(L& layer, int64_t batch, int64_t tokens, uint64_t seed) {
   const Tensor<float> x = RandomHidden(batch, tokens, layer.hidden(), seed);
   const Tensor<float> dout = RandomHidden(batch, tokens, layer.hidden(), seed + 1);
   const int previous = GetNumThreads();
@@ -141,8 +146,8 @@ inline void ExpectThreadCountInvariant(Layer& layer, int64_t batch, int64_t toke
 }
 
 // A failing backward changes no gradient and leaves dx alone.
-inline void ExpectThrowsUnchanged(Layer& layer, const std::function<void()>& call,
-                                  const char* what) {
+template <typename L>
+void ExpectThrowsUnchanged(L& layer, const std::function<void()>& call, const char* what) {
   SCOPED_TRACE(what);
   const std::vector<std::vector<float>> before = Grads(layer);
   EXPECT_THROW(call(), Error);
@@ -153,8 +158,8 @@ inline void ExpectThrowsUnchanged(Layer& layer, const std::function<void()>& cal
 
 // Second backward on one tape, a tape from another block of the same kind, dout of another
 // shape: each throws attnkit::Error before writing a gradient or dx.
-inline void ExpectBadBackwardInputsRefused(Layer& layer, Layer& other, int64_t tokens,
-                                           uint64_t seed) {
+template <typename L>
+void ExpectBadBackwardInputsRefused(L& layer, L& other, int64_t tokens, uint64_t seed) {
   const int64_t hidden = layer.hidden();
   const Tensor<float> x = RandomHidden(1, tokens, hidden, seed);
   const Tensor<float> dout = RandomHidden(1, tokens, hidden, seed + 1);
@@ -201,10 +206,11 @@ inline void ExpectBadBackwardInputsRefused(Layer& layer, Layer& other, int64_t t
 
 // The same step through `fast` and `slow` (the same weights on another backend) at `tokens`
 // (floor: see ExpectStepsClose).
-inline void ExpectBackendsAgree(Layer& fast, Layer& slow, int64_t tokens, uint64_t seed, double tol,
-                                double floor = 1e-3) {
-  const Tensor<float> x = RandomHidden(1, tokens, fast.hidden(), seed);
-  const Tensor<float> dout = RandomHidden(1, tokens, fast.hidden(), seed + 1);
+template <typename L>
+void ExpectBackendsAgree(L& fast, L& slow, int64_t tokens, uint64_t seed, double tol,
+                         int64_t batch = 1, double floor = 0) {
+  const Tensor<float> x = RandomHidden(batch, tokens, fast.hidden(), seed);
+  const Tensor<float> dout = RandomHidden(batch, tokens, fast.hidden(), seed + 1);
   const Step a = TrainStep(fast, x, dout);
   const Step b = TrainStep(slow, x, dout);
   ExpectStepsClose(fast, a, b, tol, floor);
@@ -212,7 +218,8 @@ inline void ExpectBackendsAgree(Layer& fast, Layer& slow, int64_t tokens, uint64
 
 // Params' names in order; checks that the gradients start at zero and that the parameters are
 // every weight (their floats add up to WeightBytes()).
-inline std::vector<std::string> ParamNames(Layer& layer) {
+template <typename L>
+std::vector<std::string> ParamNames(L& layer) {
   std::vector<std::string> names;
   int64_t floats = 0;
   for (const Param& p : layer.Params()) {
@@ -222,6 +229,21 @@ inline std::vector<std::string> ParamNames(Layer& layer) {
   }
   EXPECT_EQ(static_cast<size_t>(floats) * sizeof(float), layer.WeightBytes());
   return names;
+}
+
+// dx with data == nullptr: the weight gradients are those of a backward that writes dx.
+template <typename L>
+void ExpectNullDxSameWeightGradients(L& layer, int64_t batch, int64_t tokens, uint64_t seed) {
+  const Tensor<float> x = RandomHidden(batch, tokens, layer.hidden(), seed);
+  const Tensor<float> dout = RandomHidden(batch, tokens, layer.hidden(), seed + 1);
+  const Step with_dx = TrainStep(layer, x, dout);
+  Tensor<float> out(batch, 1, tokens, layer.hidden());
+  layer.ZeroGrad();
+  auto tape = layer.TrainForward(x.view(), out.view());
+  layer.TrainBackward(*tape, dout.view(), TensorView<float>{});
+  const auto grads = Grads(layer);
+  ASSERT_EQ(grads.size(), with_dx.grads.size());
+  for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(BitEqual(grads[i], with_dx.grads[i])) << i;
 }
 
 }  // namespace attnkit::testing
