@@ -307,6 +307,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   TrainOptions o = options;
   o.Check();
   o.optim.total_steps = o.steps;
+  const TaskData data = LoadTask(o);  // corpus and task checks first: they name the input
   std::unique_ptr<Model> model;
   AdamW optimizer(o.optim);
   int64_t start = 0;
@@ -327,7 +328,6 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   } else {
     model = std::make_unique<Model>(TaskModel(o), o.seed);
   }
-  const TaskData data = LoadTask(o);
   {
     // Up-front memory estimate: weights, gradients and two moments; activations of one batch.
     const ModelConfig& m = model->config();
