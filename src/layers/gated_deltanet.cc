@@ -6,8 +6,18 @@
 #include <sstream>
 
 #include "attnkit/core/checked.h"
+#include "attnkit/kernels/recurrent_backward.h"
 
 namespace attnkit {
+
+namespace {
+// Rows of `row_stride` floats ([batch, tokens, row_stride] memory) viewed as
+// [batch, heads, tokens, dim] without a copy, starting at base.
+TensorView<float> HeadsView(float* base, int64_t batch, int64_t n, int64_t heads, int64_t dim,
+                            int64_t row_stride) {
+  return {base, {batch, heads, n, dim}, {n * row_stride, dim, row_stride, 1}};
+}
+}  // namespace
 
 void GatedDeltaNetConfig::Validate() const {
   const char* fn = "GatedDeltaNetConfig";
@@ -133,7 +143,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
 
   // [batch, tokens, channels] rows viewed per head without copies.
   auto heads_view = [&](float* base, int64_t heads, int64_t dim, int64_t row_stride) {
-    return TensorView<float>{base, {batch, heads, n, dim}, {n * row_stride, dim, row_stride, 1}};
+    return HeadsView(base, batch, n, heads, dim, row_stride);
   };
   const TensorView<float> q = heads_view(conv_.data(), hqk, dk, ch);
   const TensorView<float> k = heads_view(conv_.data() + hqk * dk, hqk, dk, ch);
@@ -159,6 +169,186 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   GatedRmsNorm(ov, gv, weights_.norm, c.norm_eps, ov);
   Linear(o_.data(), rows, weights_.w_o, out.data);
   seen_ += n;
+}
+
+// ---- Training ----
+
+namespace {
+// What the backward needs, per row (batch · tokens rows): x, the projections and the recurrent
+// output before the gated norm. The convolution, the gates and the norm's output are recomputed.
+struct GdnTape final : TrainTape {
+  std::vector<float> x;     // [rows, hidden]
+  std::vector<float> proj;  // [rows, conv_channels]: x W_qkv, the convolution's input
+  std::vector<float> a;     // [rows, num_heads_v · decay_width]: x W_a
+  std::vector<float> b;     // [rows, num_heads_v]: x W_b
+  std::vector<float> g;     // [rows, num_heads_v · head_dim_v]: x W_g
+  std::vector<float> o;     // [rows, num_heads_v · head_dim_v]: the recurrence's output
+};
+
+// The training path's views of one sequence batch: q, k, v inside the convolution output, the gate
+// inputs and outputs, the recurrent output and the output gate, each [batch, heads, tokens, dim].
+struct GdnViews {
+  TensorView<float> q, k, v, a, la, b, beta, o, g;
+};
+
+GdnViews MakeGdnViews(const GatedDeltaNetConfig& c, int64_t batch, int64_t n, float* conv, float* a,
+                      float* la, float* b, float* beta, float* o, float* g) {
+  const int64_t hqk = c.num_heads_qk, hv = c.num_heads_v, dk = c.head_dim_qk, dv = c.head_dim_v;
+  const int64_t ch = c.conv_channels(), width = c.decay_width();
+  return {HeadsView(conv, batch, n, hqk, dk, ch),
+          HeadsView(conv + hqk * dk, batch, n, hqk, dk, ch),
+          HeadsView(conv + 2 * hqk * dk, batch, n, hv, dv, ch),
+          HeadsView(a, batch, n, hv, width, hv * width),
+          HeadsView(la, batch, n, hv, width, hv * width),
+          HeadsView(b, batch, n, hv, 1, hv),
+          HeadsView(beta, batch, n, hv, 1, hv),
+          HeadsView(o, batch, n, hv, dv, hv * dv),
+          HeadsView(g, batch, n, hv, dv, hv * dv)};
+}
+
+// The convolution (from a zero history) and the gates, from the tape's projections.
+void ConvAndGates(const GatedDeltaNetConfig& c, const GatedDeltaNetWeights& w, int64_t batch,
+                  int64_t n, const float* proj, float* conv, const GdnViews& v) {
+  const int64_t ch = c.conv_channels();
+  ShortConvForward(MakeBhsd<const float>(proj, batch, 1, n, ch), w.conv.data, c.conv_kernel,
+                   MakeBhsd(conv, batch, 1, n, ch), TensorView<float>{});
+  ComputeDecayGate(v.a, w.a_log, w.dt_bias, v.la);
+  ComputeWriteGate(v.b, v.beta);
+}
+
+void AddInto(std::vector<float>& acc, const std::vector<float>& g) {
+  for (size_t i = 0; i < acc.size(); ++i) acc[i] += g[i];
+}
+}  // namespace
+
+void GatedDeltaNetBlock::EnsureGrads() {
+  if (has_grads_) return;
+  grads_ = weights_;
+  has_grads_ = true;
+  for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
+}
+
+std::vector<Param> GatedDeltaNetBlock::Params() {
+  EnsureGrads();
+  std::vector<Param> ps;
+  AppendParam(ps, "w_qkv", weights_.w_qkv, grads_.w_qkv);
+  AppendParam(ps, "w_a", weights_.w_a, grads_.w_a);
+  AppendParam(ps, "w_b", weights_.w_b, grads_.w_b);
+  AppendParam(ps, "w_g", weights_.w_g, grads_.w_g);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
+  AppendParam(ps, "conv", weights_.conv, grads_.conv);
+  AppendParam(ps, "a_log", weights_.a_log, grads_.a_log);
+  AppendParam(ps, "dt_bias", weights_.dt_bias, grads_.dt_bias);
+  AppendParam(ps, "norm", weights_.norm, grads_.norm);
+  return ps;
+}
+
+std::unique_ptr<TrainTape> GatedDeltaNetBlock::TrainForward(TensorView<const float> x,
+                                                            TensorView<float> out) {
+  constexpr const char* fn = "GatedDeltaNetBlock::TrainForward";
+  const GatedDeltaNetConfig& c = config_;
+  CheckHidden(fn, c.hidden, x, out);
+  const int64_t batch = x.batch(), n = x.tokens();
+  Require(n > 0, fn, ": x must hold at least one token");
+  const int64_t rows = CheckedMul(batch, n, fn, "batch*tokens");
+  const int64_t hv = c.num_heads_v, ch = c.conv_channels();
+  const int64_t np = CheckedMul(rows, ch, fn, "rows*conv_channels");
+  const int64_t na = CheckedProduct({rows, hv, c.decay_width()}, fn, "rows*heads*decay_width");
+  const int64_t no = CheckedProduct({rows, hv, c.head_dim_v}, fn, "rows*heads*head_dim_v");
+  auto buf = [&](int64_t count, const char* what) { return CheckedVector(count, 0.0f, fn, what); };
+  auto tape = std::make_unique<GdnTape>();
+  tape->owner = this;
+  tape->shape = x.shape;
+  tape->x = buf(CheckedMul(rows, c.hidden, fn, "rows*hidden"), "x");
+  tape->proj = buf(np, "the projections");
+  tape->a = buf(na, "the decay inputs");
+  tape->b = buf(rows * hv, "the write inputs");
+  tape->g = buf(no, "the output gate");
+  tape->o = buf(no, "the output");
+  std::vector<float> conv = buf(np, "the convolution output"), la = buf(na, "the decay gates"),
+                     beta = buf(rows * hv, "the write gates"), y = buf(no, "the normed output");
+
+  std::copy(x.data, x.data + rows * c.hidden, tape->x.begin());
+  Linear(x.data, rows, weights_.w_qkv, tape->proj.data());
+  Linear(x.data, rows, weights_.w_a, tape->a.data());
+  Linear(x.data, rows, weights_.w_b, tape->b.data());
+  Linear(x.data, rows, weights_.w_g, tape->g.data());
+  const GdnViews v = MakeGdnViews(c, batch, n, conv.data(), tape->a.data(), la.data(),
+                                  tape->b.data(), beta.data(), tape->o.data(), tape->g.data());
+  ConvAndGates(c, weights_, batch, n, tape->proj.data(), conv.data(), v);
+  GatedDeltaForward(v.q, v.k, v.v, v.la, v.beta, v.o, TensorView<float>{}, c.kernel);
+  const TensorView<float> yv = HeadsView(y.data(), batch, n, hv, c.head_dim_v, hv * c.head_dim_v);
+  GatedRmsNorm(v.o, v.g, weights_.norm, c.norm_eps, yv);
+  Linear(y.data(), rows, weights_.w_o, out.data);
+  return tape;
+}
+
+void GatedDeltaNetBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
+                                       TensorView<float> dx) {
+  constexpr const char* fn = "GatedDeltaNetBlock::TrainBackward";
+  tape_base.Check(fn, this, dout, dx);
+  auto& t = dynamic_cast<GdnTape&>(tape_base);
+  const GatedDeltaNetConfig& c = config_;
+  const int64_t batch = t.shape[0], n = t.shape[2], rows = batch * n;
+  const int64_t hv = c.num_heads_v, dv = c.head_dim_v, ch = c.conv_channels(),
+                width = c.decay_width();
+  const int64_t np = rows * ch, na = rows * hv * width, no = rows * hv * dv;
+  // Every buffer before anything is written: a failed allocation changes nothing.
+  EnsureGrads();
+  auto buf = [&](int64_t count, const char* what) { return CheckedVector(count, 0.0f, fn, what); };
+  std::vector<float> conv = buf(np, "the convolution output"), dconv = buf(np, "dconv"),
+                     dproj = buf(np, "dproj");
+  std::vector<float> la = buf(na, "the decay gates"), dla = buf(na, "dlog_alpha"),
+                     da = buf(na, "da");
+  std::vector<float> beta = buf(rows * hv, "the write gates"), dbeta = buf(rows * hv, "dbeta"),
+                     db = buf(rows * hv, "db");
+  std::vector<float> y = buf(no, "the normed output"), dy = buf(no, "dy"), d_o = buf(no, "do"),
+                     dg = buf(no, "dg");
+  std::vector<float> dnorm = buf(dv, "dnorm"), da_log = buf(hv, "da_log"),
+                     ddt = buf(hv * width, "ddt_bias"),
+                     dconv_w = buf(ch * c.conv_kernel, "dconv_w");
+  t.consumed = true;
+
+  const GdnViews v = MakeGdnViews(c, batch, n, conv.data(), t.a.data(), la.data(), t.b.data(),
+                                  beta.data(), t.o.data(), t.g.data());
+  const GdnViews d = MakeGdnViews(c, batch, n, dconv.data(), da.data(), dla.data(), db.data(),
+                                  dbeta.data(), d_o.data(), dg.data());
+  // out = y W_o, y = GatedRmsNorm(o, g).
+  const TensorView<float> yv = HeadsView(y.data(), batch, n, hv, dv, hv * dv);
+  GatedRmsNorm(v.o, v.g, weights_.norm, c.norm_eps, yv);
+  LinearBackward(y.data(), rows, weights_.w_o, dout.data, dy.data(), grads_.w_o.data.data());
+  GatedRmsNormBackward(v.o, v.g, weights_.norm, c.norm_eps,
+                       HeadsView(dy.data(), batch, n, hv, dv, hv * dv), d.o, d.g, dnorm);
+  AddInto(grads_.norm, dnorm);
+
+  // The recurrence from its recomputed inputs, then the gates and the convolution.
+  ConvAndGates(c, weights_, batch, n, t.proj.data(), conv.data(), v);
+  GatedDeltaBackward(v.q, v.k, v.v, v.la, v.beta, TensorView<const float>{}, d.o,
+                     TensorView<const float>{},
+                     GatedDeltaGrads{.dq = d.q,
+                                     .dk = d.k,
+                                     .dv = d.v,
+                                     .dlog_alpha = d.la,
+                                     .dbeta = d.beta,
+                                     .dstate = TensorView<float>{}},
+                     c.kernel);
+  ComputeDecayGateBackward(v.a, weights_.a_log, weights_.dt_bias, d.la, d.a, da_log, ddt);
+  AddInto(grads_.a_log, da_log);
+  AddInto(grads_.dt_bias, ddt);
+  ComputeWriteGateBackward(v.b, d.beta, d.b);
+  ShortConvBackward(MakeBhsd<const float>(t.proj.data(), batch, 1, n, ch), weights_.conv.data,
+                    c.conv_kernel, TensorView<const float>{},
+                    MakeBhsd<const float>(dconv.data(), batch, 1, n, ch),
+                    MakeBhsd(dproj.data(), batch, 1, n, ch), dconv_w);
+  AddInto(grads_.conv.data, dconv_w);
+
+  // The four input projections.
+  float* dxp = dx.data;  // null → only the weight gradients
+  const float* xs = t.x.data();
+  LinearBackward(xs, rows, weights_.w_qkv, dproj.data(), dxp, grads_.w_qkv.data.data());
+  LinearBackward(xs, rows, weights_.w_a, da.data(), dxp, grads_.w_a.data.data(), true);
+  LinearBackward(xs, rows, weights_.w_b, db.data(), dxp, grads_.w_b.data.data(), true);
+  LinearBackward(xs, rows, weights_.w_g, dg.data(), dxp, grads_.w_g.data.data(), true);
 }
 
 }  // namespace attnkit

@@ -29,6 +29,19 @@ void Layer::ZeroGrad() {
   for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
 }
 
+void AppendParam(std::vector<Param>& params, const char* name, Matrix& value, Matrix& grad) {
+  if (!value.empty()) {
+    params.push_back({name, {value.rows, value.cols}, value.data.data(), grad.data.data()});
+  }
+}
+
+void AppendParam(std::vector<Param>& params, const char* name, std::vector<float>& value,
+                 std::vector<float>& grad) {
+  if (!value.empty()) {
+    params.push_back({name, {static_cast<int64_t>(value.size())}, value.data(), grad.data()});
+  }
+}
+
 void TrainTape::Check(const char* fn, const void* layer, TensorView<const float> dout,
                       TensorView<float> dx) const {
   Require(owner == layer, fn, ": tape was written by another layer's TrainForward");

@@ -12,6 +12,12 @@
 // 128). The layer's cache is its fixed state: batch · (num_heads_v · dk · dv + (kernel − 1) ·
 // conv channels) floats, independent of how many tokens it has seen. Simplifications: KDA's
 // low-rank gate projections are full-rank here, and both kinds use the SiLU output gate.
+//
+// Training (layer.h's contract; docs/training.md): TrainForward runs the same pieces from a zero
+// state and zero convolution history, without touching the block's state; its tape keeps x, the
+// projections (x W_qkv, the decay and write inputs, the output gate) and the recurrent output
+// before the norm. The backward recomputes the convolution and the gates and runs the chunk-wise
+// GatedDeltaBackward (no per-token state).
 #pragma once
 
 #include <cstdint>
@@ -77,9 +83,20 @@ class GatedDeltaNetBlock final : public Layer {
   }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
+  // Training: any batch and any number of tokens (the block's state is not used).
+  bool trainable() const override { return true; }
+  std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x,
+                                          TensorView<float> out) override;
+  void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx) override;
+  // Names are GatedDeltaNetWeights' fields.
+  std::vector<Param> Params() override;
+
   const GatedDeltaNetConfig& config() const { return config_; }
+  const GatedDeltaNetWeights& weights() const { return weights_; }
 
  private:
+  void EnsureGrads();
+
   GatedDeltaNetConfig config_;
   GatedDeltaNetWeights weights_;
   int64_t seen_ = 0;
@@ -87,6 +104,8 @@ class GatedDeltaNetBlock final : public Layer {
   std::vector<float> conv_state_;  // [batch, conv_kernel − 1, conv_channels]
   std::vector<float> conv_saved_;  // conv_state_ before the current call (restored on failure)
   std::vector<float> proj_, conv_, a_, la_, b_, beta_, o_, g_;  // scratch
+  GatedDeltaNetWeights grads_;  // gradients (training), same shapes as the weights
+  bool has_grads_ = false;
 };
 
 }  // namespace attnkit

@@ -65,6 +65,14 @@ struct Param {
   }
 };
 
+struct Matrix;  // attnkit/layers/ops.h
+
+// For a layer's Params(): appends a weight and its gradient buffer (same shape) by name, as
+// [rows, cols] or [n]; an absent (empty) weight is skipped.
+void AppendParam(std::vector<Param>& params, const char* name, Matrix& value, Matrix& grad);
+void AppendParam(std::vector<Param>& params, const char* name, std::vector<float>& value,
+                 std::vector<float>& grad);
+
 // What a training forward saved for its backward. Layer-specific contents; the base records the
 // owner, the input's shape and whether a backward has consumed it.
 class TrainTape {
