@@ -13,6 +13,7 @@
 #include <set>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
 #include "attnkit/layers/factory.h"
 #include "attnkit/train/data.h"
 #include "attnkit/train/model.h"
@@ -29,6 +30,14 @@ namespace {
 namespace fs = std::filesystem;
 using testing::TestSeed;
 
+// The models here are tiny: on a busy machine the threads' start-up and waiting would cost far
+// more than the arithmetic, so the trainer tests run one thread (the kernels' own tests cover
+// thread counts).
+const bool kOneThread = [] {
+  SetNumThreads(1);
+  return true;
+}();
+
 ModelConfig TinyConfig(bool tied) {
   ModelConfig c;
   c.vocab = 11;
@@ -39,6 +48,20 @@ ModelConfig TinyConfig(bool tied) {
   c.tied = tied;
   c.max_seqlen = 16;
   c.variant = "test_causal_mean";
+  return c;
+}
+
+// A tiny model of `kind` that every kind can build (head_dim 8: "gated" rotates 2 dims).
+ModelConfig VariantConfig(const std::string& kind) {
+  ModelConfig c = TinyConfig(true);
+  c.variant = kind;
+  c.hidden = 16;
+  c.heads = 2;
+  c.kv_heads = 1;
+  c.ffn = 16;
+  c.window = 3;
+  c.kv_lora_rank = 8;
+  c.rope_head_dim = 4;
   return c;
 }
 
@@ -67,33 +90,70 @@ TEST(TrainLayer, TestLayerGradients) {
 
 // The whole model's gradient (embedding, norms, attention layer, SwiGLU, head) against central
 // differences of its own loss, tied and untied.
+// Central differences of the model's mean loss for `samples` elements of every parameter.
+void CheckModelGradient(Model& model, const Batch& batch, int samples) {
+  model.ZeroGrad();
+  model.ForwardBackward(batch);
+  std::mt19937_64 rng(TestSeed() + 2);
+  const double h = 3e-3;
+  for (const Param& p : model.Params()) {
+    std::vector<float> grad(p.grad, p.grad + p.size());
+    double max_err = 0, max_fd = 0;
+    for (int k = 0; k < samples; ++k) {
+      const int64_t i = static_cast<int64_t>(rng() % static_cast<uint64_t>(p.size()));
+      const float v0 = p.value[i];
+      p.value[i] = static_cast<float>(v0 + h);
+      const double up = model.Evaluate(batch).mean();
+      p.value[i] = static_cast<float>(v0 - h);
+      const double down = model.Evaluate(batch).mean();
+      p.value[i] = v0;
+      const double fd = (up - down) / (2 * h);
+      max_err = std::max(max_err, std::abs(fd - grad[static_cast<size_t>(i)]));
+      max_fd = std::max(max_fd, std::abs(fd));
+    }
+    EXPECT_LT(max_err, 1e-4 + 1e-2 * max_fd)
+        << p.name << " max |fd| " << max_fd << " err " << max_err;
+  }
+}
+
+// The whole model's gradient (embedding, norms, attention layer, SwiGLU, head) against central
+// differences of its own loss, tied and untied.
 TEST(TrainModel, GradientMatchesFiniteDifferences) {
   for (bool tied : {true, false}) {
     SCOPED_TRACE(tied ? "tied" : "untied");
     Model model(TinyConfig(tied), TestSeed());
-    const Batch batch = RandomBatch(2, 6, 11, TestSeed() + 1);
-    model.ZeroGrad();
-    model.ForwardBackward(batch);
-    std::mt19937_64 rng(TestSeed() + 2);
-    const double h = 1e-2;
-    for (const Param& p : model.Params()) {
-      std::vector<float> grad(p.grad, p.grad + p.size());
-      double max_err = 0, max_fd = 0;
-      for (int k = 0; k < 6; ++k) {
-        const int64_t i = static_cast<int64_t>(rng() % static_cast<uint64_t>(p.size()));
-        const float v0 = p.value[i];
-        p.value[i] = static_cast<float>(v0 + h);
-        const double up = model.Evaluate(batch).mean();
-        p.value[i] = static_cast<float>(v0 - h);
-        const double down = model.Evaluate(batch).mean();
-        p.value[i] = v0;
-        const double fd = (up - down) / (2 * h);
-        max_err = std::max(max_err, std::abs(fd - grad[static_cast<size_t>(i)]));
-        max_fd = std::max(max_fd, std::abs(fd));
-      }
-      EXPECT_LT(max_err, 1e-4 + 1e-2 * max_fd)
-          << p.name << " max |fd| " << max_fd << " err " << max_err;
+    CheckModelGradient(model, RandomBatch(2, 6, 11, TestSeed() + 1), 6);
+  }
+}
+
+// Every layer kind the factory can train (the test-only one included), at a tiny shape.
+std::vector<std::string> TrainableKinds() {
+  std::vector<std::string> kinds;
+  for (const std::string& kind : LayerKinds()) {
+    ModelConfig c = VariantConfig(kind);
+    try {
+      Model m(c, 1);
+      kinds.push_back(kind);
+    } catch (const Error&) {
     }
+  }
+  return kinds;
+}
+
+// The whole model's gradient with each trainable attention kind (attention layers' own
+// gradients are checked in their tests; this checks how the model chains them).
+TEST(TrainModel, GradientMatchesFiniteDifferencesForEveryTrainableKind) {
+  const std::vector<std::string> kinds = TrainableKinds();
+  EXPECT_GE(kinds.size(), 2u);
+  std::string names;
+  for (const auto& k : kinds) names += " " + k;
+  std::printf("trainable kinds:%s\n", names.c_str());
+  for (const std::string& kind : kinds) {
+    SCOPED_TRACE(kind);
+    ModelConfig c = VariantConfig(kind);
+    c.layers = 1;
+    Model model(c, TestSeed());
+    CheckModelGradient(model, RandomBatch(2, 5, c.vocab, TestSeed() + 1), 3);
   }
 }
 
@@ -167,36 +227,49 @@ TEST(TrainModel, ConfigJsonRoundTrip) {
   EXPECT_THROW(ModelConfig::FromJson(bad), Error);
 }
 
-// A tiny model drives the loss of one fixed batch to near zero.
-TEST(TrainModel, OverfitsOneBatch) {
-  ModelConfig c = TinyConfig(true);
-  c.hidden = 16;
-  c.ffn = 32;
-  Model model(c, TestSeed());
+// One fixed batch of two sequences of 8 distinct tokens with distinct first tokens (with
+// repeats, "a b a b", the test-only causal mean gives positions 1 and 3 the same context).
+Batch OverfitBatch() {
   Batch batch = RandomBatch(2, 8, 11, TestSeed() + 3);
-  // Distinct tokens within a sequence and distinct first tokens: the causal mean then tells
-  // every position apart (with repeats, "a b a b" gives positions 1 and 3 the same context).
   for (int64_t b = 0; b < 2; ++b) {
-    for (int64_t t = 0; t < 8; ++t)
+    for (int64_t t = 0; t < 8; ++t) {
       batch.inputs[static_cast<size_t>(b * 8 + t)] = static_cast<int32_t>((t + 3 * b) % 11);
+    }
   }
+  return batch;
+}
+
+// Trains `model` on `batch` alone; returns the first and the final loss.
+std::pair<double, double> Overfit(Model& model, const Batch& batch, int steps) {
   AdamWConfig oc;
   oc.lr = 2e-2;
   oc.weight_decay = 0;
   oc.warmup = 20;
-  oc.total_steps = 400;
+  oc.total_steps = steps;
   oc.min_lr_ratio = 0.05;
   AdamW opt(oc);
   const std::vector<Param> params = model.Params();
-  double first = 0, last = 0;
-  for (int step = 0; step < 400; ++step) {
+  double first = 0;
+  for (int step = 0; step < steps; ++step) {
     model.ZeroGrad();
-    last = model.ForwardBackward(batch).mean();
-    if (step == 0) first = last;
+    const double loss = model.ForwardBackward(batch).mean();
+    if (step == 0) first = loss;
     opt.Step(params);
   }
-  EXPECT_GT(first, 1.5);
-  EXPECT_LT(model.Evaluate(batch).mean(), 0.05) << "first loss " << first;
+  return {first, model.Evaluate(batch).mean()};
+}
+
+// A tiny model drives the loss of one fixed batch to near zero, with every trainable kind.
+TEST(TrainModel, OverfitsOneBatchWithEveryTrainableKind) {
+  const Batch batch = OverfitBatch();
+  for (const std::string& kind : TrainableKinds()) {
+    ModelConfig c = VariantConfig(kind);
+    c.ffn = 32;
+    Model model(c, TestSeed());
+    const auto [first, last] = Overfit(model, batch, 300);
+    EXPECT_GT(first, 1.5) << kind;
+    EXPECT_LT(last, 0.05) << kind << ": first loss " << first;
+  }
 }
 
 // ------------------------------------------------------------------------------------- AdamW

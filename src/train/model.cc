@@ -11,6 +11,7 @@
 
 #include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
 #include "attnkit/layers/factory.h"
 #include "nlohmann/json.hpp"
 
@@ -63,6 +64,9 @@ ModelConfig ModelConfig::Resolved() const {
   range(c.head_dim, 0, int64_t{1} << 14, "head_dim");
   range(c.window, 0, int64_t{1} << 40, "window");
   range(c.ffn, 0, int64_t{1} << 20, "ffn");
+  range(c.q_lora_rank, 0, int64_t{1} << 16, "q_lora_rank");
+  range(c.kv_lora_rank, 0, int64_t{1} << 16, "kv_lora_rank");
+  range(c.rope_head_dim, 0, int64_t{1} << 14, "rope_head_dim");
   range(c.max_seqlen, 1, int64_t{1} << 30, "max_seqlen");
   Require(std::isfinite(c.norm_eps) && c.norm_eps > 0, "model config: norm_eps must be > 0");
   if (c.kv_heads == 0) c.kv_heads = c.heads;
@@ -74,6 +78,8 @@ ModelConfig ModelConfig::Resolved() const {
     c.head_dim = c.hidden / c.heads;
   }
   if (c.ffn == 0) c.ffn = ((8 * c.hidden / 3) + 7) / 8 * 8;
+  if (c.kv_lora_rank == 0) c.kv_lora_rank = 4 * c.head_dim;
+  if (c.rope_head_dim == 0) c.rope_head_dim = std::max<int64_t>(2, c.head_dim / 2 / 2 * 2);
   (void)c.LayerKindList();  // checks the variant
   return c;
 }
@@ -103,6 +109,9 @@ std::string ModelConfig::ToJson() const {
                       {"kv_heads", kv_heads},
                       {"head_dim", head_dim},
                       {"window", window},
+                      {"q_lora_rank", q_lora_rank},
+                      {"kv_lora_rank", kv_lora_rank},
+                      {"rope_head_dim", rope_head_dim},
                       {"ffn", ffn},
                       {"tied", tied},
                       {"max_seqlen", max_seqlen},
@@ -133,6 +142,9 @@ ModelConfig ModelConfig::FromJson(const std::string& text) {
   integer("kv_heads", c.kv_heads);
   integer("head_dim", c.head_dim);
   integer("window", c.window);
+  integer("q_lora_rank", c.q_lora_rank);
+  integer("kv_lora_rank", c.kv_lora_rank);
+  integer("rope_head_dim", c.rope_head_dim);
   integer("ffn", c.ffn);
   integer("max_seqlen", c.max_seqlen);
   Require(j.contains("variant") && j["variant"].is_string(),
@@ -187,6 +199,9 @@ Model::Model(const ModelConfig& config, uint64_t seed) : config_(config.Resolved
   shape.num_heads_kv = c.kv_heads;
   shape.head_dim = c.head_dim;
   if (c.window > 0) shape.window = c.window;
+  shape.q_lora_rank = c.q_lora_rank;
+  shape.kv_lora_rank = c.kv_lora_rank;
+  shape.rope_head_dim = c.rope_head_dim;
   shape.batch = 1;
   shape.max_tokens = c.max_seqlen;
   embed_ = Matrix(c.vocab, c.hidden);
@@ -294,7 +309,7 @@ void Model::Forward(const Batch& batch, Activations& act, bool keep_tapes) {
     RmsNorm(xm.data(), rows, h, h, b.mlp_norm, c.norm_eps);
     Linear(xm.data(), rows, b.w_gate, gate.data());
     Linear(xm.data(), rows, b.w_up, up.data());
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nf > 32768) num_threads(GetNumThreads())
     for (int64_t i = 0; i < static_cast<int64_t>(nf); ++i) {
       s[i] = gate[i] * Sigmoid(gate[i]) * up[i];
     }
@@ -330,7 +345,7 @@ LossStats Model::Loss(const Batch& batch, Activations& act, bool want_grad) {
   std::vector<double> row_loss(static_cast<size_t>(rows), 0.0);
   std::vector<char> row_correct(static_cast<size_t>(rows), 0);
   const double inv = count > 0 ? 1.0 / static_cast<double>(count) : 0.0;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * v > 32768) num_threads(GetNumThreads())
   for (int64_t r = 0; r < rows; ++r) {
     float* z = act.logits.data() + r * v;
     const int32_t target = batch.targets[static_cast<size_t>(r)];
@@ -396,7 +411,7 @@ void Model::Backward(const Batch& batch, Activations& act) {
     LinearBackward(act.act[l].data(), rows, b.w_down, dh.data(), ds.data(), b.g_down.data());
     const float* g = act.gate[l].data();
     const float* u = act.up[l].data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (nf > 32768) num_threads(GetNumThreads())
     for (int64_t i = 0; i < static_cast<int64_t>(nf); ++i) {
       const float sg = Sigmoid(g[i]);
       dup[i] = ds[i] * g[i] * sg;

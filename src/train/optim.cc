@@ -5,6 +5,7 @@
 #include <numbers>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
 #include "attnkit/train/model.h"
 
 namespace attnkit::train {
@@ -79,7 +80,7 @@ double AdamW::Step(const std::vector<Param>& params) {
     float* m = m_[k].data();
     float* v = v_[k].data();
     const int64_t n = p.size();
-#pragma omp parallel for schedule(static) if (n > 65536)
+#pragma omp parallel for schedule(static) if (n > 65536) num_threads(GetNumThreads())
     for (int64_t i = 0; i < n; ++i) {
       const float g = p.grad[i] * scale;
       p.grad[i] = g;

@@ -88,6 +88,9 @@ int RunTrainCmd(const std::vector<std::string>& args) {
   p.AddOption("head-dim", "0", "head dim (0 = hidden / heads)");
   p.AddOption("window", "0", "sliding window of swa / sinks layers (0 = the factory's 128)");
   p.AddOption("ffn", "0", "SwiGLU inner size (0 = 8·hidden/3 rounded up to 8)");
+  p.AddOption("q-lora", "0", "mla q_lora_rank (0 = direct query projection)");
+  p.AddOption("kv-lora", "0", "mla kv_lora_rank (0 = 4·head dim)");
+  p.AddOption("rope-dim", "0", "mla qk_rope_head_dim (0 = head dim / 2)");
   p.AddFlag("untied", "a separate output head instead of the embedding's transpose");
   p.AddOption("seqlen", "64", "tokens per training sequence");
   p.AddOption("batch", "16", "sequences per step");
@@ -153,11 +156,15 @@ int RunTrainCmd(const std::vector<std::string>& args) {
   o.model.head_dim = p.GetInt("head-dim");
   o.model.window = p.GetInt("window");
   o.model.ffn = p.GetInt("ffn");
+  o.model.q_lora_rank = p.GetInt("q-lora");
+  o.model.kv_lora_rank = p.GetInt("kv-lora");
+  o.model.rope_head_dim = p.GetInt("rope-dim");
   o.model.tied = !p.Flag("untied");
   for (const char* flag : {"layers", "hidden", "heads", "seqlen", "batch"}) {
     Require(p.GetInt(flag) >= 1, "--", flag, " must be >= 1, got ", p.Get(flag));
   }
-  for (const char* flag : {"kv-heads", "head-dim", "window", "ffn", "steps", "eval-every"}) {
+  for (const char* flag : {"kv-heads", "head-dim", "window", "ffn", "q-lora", "kv-lora", "rope-dim",
+                           "steps", "eval-every"}) {
     Require(p.GetInt(flag) >= 0, "--", flag, " must be >= 0, got ", p.Get(flag));
   }
   o.seqlen = p.GetInt("seqlen");

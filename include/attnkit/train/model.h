@@ -29,16 +29,19 @@ struct ModelConfig {
   // repeating pattern ("3*gated_deltanet,gated"); the pattern's length must divide `layers`.
   std::string variant = "mha";
   int64_t heads = 4;
-  int64_t kv_heads = 0;      // 0: = heads
-  int64_t head_dim = 0;      // 0: hidden / heads
-  int64_t window = 0;        // sliding window of swa / sinks kinds (0: factory default 128)
-  int64_t ffn = 0;           // SwiGLU inner size; 0: 8·hidden/3 rounded up to a multiple of 8
-  bool tied = true;          // output head = embeddingᵀ
-  int64_t max_seqlen = 256;  // longest training sequence (cache capacity of attention layers)
+  int64_t kv_heads = 0;       // 0: = heads
+  int64_t head_dim = 0;       // 0: hidden / heads
+  int64_t window = 0;         // sliding window of swa / sinks kinds (0: factory default 128)
+  int64_t q_lora_rank = 0;    // mla: 0 = direct query projection
+  int64_t kv_lora_rank = 0;   // mla: 0 = 4·head_dim (DeepSeek-V2-Lite's ratio: 512 for 128)
+  int64_t rope_head_dim = 0;  // mla: 0 = head_dim / 2 rounded down to even (>= 2)
+  int64_t ffn = 0;            // SwiGLU inner size; 0: 8·hidden/3 rounded up to a multiple of 8
+  bool tied = true;           // output head = embeddingᵀ
+  int64_t max_seqlen = 256;   // longest training sequence (cache capacity of attention layers)
   float norm_eps = 1e-5f;
 
-  // The fields with 0 resolved (kv_heads, head_dim, ffn); throws attnkit::Error naming a field
-  // that is out of range, or an unknown variant.
+  // The fields with 0 resolved (kv_heads, head_dim, ffn, kv_lora_rank, rope_head_dim); throws
+  // attnkit::Error naming a field that is out of range, or an unknown variant.
   ModelConfig Resolved() const;
   // The attention kind of each of the `layers` blocks.
   std::vector<std::string> LayerKindList() const;
