@@ -188,9 +188,12 @@ struct Model::Activations {
   std::vector<std::vector<float>> attn_in, mlp_in, mlp_x, gate, up, act;  // per block
   std::vector<std::unique_ptr<TrainTape>> tapes;
   std::vector<float> final_in, final_out, logits;
+  std::vector<float> normed, delta;                    // forward workspace
+  std::vector<float> dx, dh, ds, dgate, dup, dxm, da;  // backward workspace
 };
 
-Model::Model(const ModelConfig& config, uint64_t seed) : config_(config.Resolved()) {
+Model::Model(const ModelConfig& config, uint64_t seed)
+    : config_(config.Resolved()), act_(std::make_unique<Activations>()) {
   const ModelConfig& c = config_;
   const auto kinds = c.LayerKindList();
   LayerShape shape;
@@ -278,56 +281,59 @@ void Model::Forward(const Batch& batch, Activations& act, bool keep_tapes) {
   const int64_t h = c.hidden, f = c.ffn, rows = batch.batch * batch.seqlen;
   const size_t nh = static_cast<size_t>(CheckedMul(rows, h, "Model", "batch*seqlen*hidden"));
   const size_t nf = static_cast<size_t>(CheckedMul(rows, f, "Model", "batch*seqlen*ffn"));
+  const size_t nv = static_cast<size_t>(CheckedMul(rows, c.vocab, "Model", "batch*seqlen*vocab"));
   act.rows = rows;
   const size_t nb = blocks_.size();
-  act.attn_in.assign(nb, {});
-  act.mlp_in.assign(nb, {});
-  act.mlp_x.assign(nb, {});
-  act.gate.assign(nb, {});
-  act.up.assign(nb, {});
-  act.act.assign(nb, {});
+  // Buffers keep their capacity from step to step (resize, never reallocate at the same size).
+  for (auto* v : {&act.attn_in, &act.mlp_in, &act.mlp_x}) {
+    v->resize(nb);
+    for (auto& e : *v) e.resize(nh);
+  }
+  for (auto* v : {&act.gate, &act.up, &act.act}) {
+    v->resize(nb);
+    for (auto& e : *v) e.resize(nf);
+  }
   act.tapes.clear();
   act.tapes.resize(nb);
-  std::vector<float> x(nh);
+  act.normed.resize(nh);
+  act.delta.resize(nh);
+  act.final_in.resize(nh);
+  std::vector<float>& x = act.final_in;  // the residual stream, in place
   for (int64_t r = 0; r < rows; ++r) {
     std::memcpy(x.data() + r * h, embed_.row(batch.inputs[static_cast<size_t>(r)]),
                 sizeof(float) * static_cast<size_t>(h));
   }
-  std::vector<float> normed(nh), delta(nh);
+  std::vector<float>& normed = act.normed;
+  std::vector<float>& delta = act.delta;
   for (size_t l = 0; l < nb; ++l) {
     Block& b = *blocks_[l];
-    normed = x;
+    std::copy(x.begin(), x.end(), act.attn_in[l].begin());
+    std::copy(x.begin(), x.end(), normed.begin());
     RmsNorm(normed.data(), rows, h, h, b.attn_norm, c.norm_eps);
     auto tape = b.attn->TrainForward(HiddenView(normed.data(), batch.batch, batch.seqlen, h),
                                      HiddenView(delta.data(), batch.batch, batch.seqlen, h));
-    if (keep_tapes) {
-      act.tapes[l] = std::move(tape);
-      act.attn_in[l] = x;
-    }
+    if (keep_tapes) act.tapes[l] = std::move(tape);
     for (size_t i = 0; i < nh; ++i) x[i] += delta[i];
-    std::vector<float> xm = x, gate(nf), up(nf), s(nf);
+    std::vector<float>& xm = act.mlp_x[l];
+    float* gate = act.gate[l].data();
+    float* up = act.up[l].data();
+    float* s = act.act[l].data();
+    std::copy(x.begin(), x.end(), act.mlp_in[l].begin());
+    std::copy(x.begin(), x.end(), xm.begin());
     RmsNorm(xm.data(), rows, h, h, b.mlp_norm, c.norm_eps);
-    Linear(xm.data(), rows, b.w_gate, gate.data());
-    Linear(xm.data(), rows, b.w_up, up.data());
+    Linear(xm.data(), rows, b.w_gate, gate);
+    Linear(xm.data(), rows, b.w_up, up);
 #pragma omp parallel for schedule(static) if (nf > 32768) num_threads(GetNumThreads())
     for (int64_t i = 0; i < static_cast<int64_t>(nf); ++i) {
       s[i] = gate[i] * Sigmoid(gate[i]) * up[i];
     }
-    Linear(s.data(), rows, b.w_down, delta.data());
-    if (keep_tapes) {
-      act.mlp_in[l] = x;
-      act.mlp_x[l] = std::move(xm);
-      act.gate[l] = std::move(gate);
-      act.up[l] = std::move(up);
-      act.act[l] = std::move(s);
-    }
+    Linear(s, rows, b.w_down, delta.data());
     for (size_t i = 0; i < nh; ++i) x[i] += delta[i];
   }
-  act.final_in = x;
-  RmsNorm(x.data(), rows, h, h, final_norm_, c.norm_eps);
-  act.final_out = std::move(x);
-  act.logits.assign(static_cast<size_t>(CheckedMul(rows, c.vocab, "Model", "batch*seqlen*vocab")),
-                    0.0f);
+  act.final_out.resize(nh);
+  std::copy(x.begin(), x.end(), act.final_out.begin());
+  RmsNorm(act.final_out.data(), rows, h, h, final_norm_, c.norm_eps);
+  act.logits.resize(nv);
   if (c.tied) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
                 static_cast<int>(c.vocab), static_cast<int>(h), 1.0f, act.final_out.data(),
@@ -387,7 +393,10 @@ void Model::Backward(const Batch& batch, Activations& act) {
   const ModelConfig& c = config_;
   const int64_t h = c.hidden, f = c.ffn, rows = act.rows;
   const size_t nh = static_cast<size_t>(rows * h), nf = static_cast<size_t>(rows * f);
-  std::vector<float> dx(nh, 0.0f), dh(nh);
+  for (auto* v : {&act.dx, &act.dh, &act.dxm, &act.da}) v->resize(nh);
+  for (auto* v : {&act.ds, &act.dgate, &act.dup}) v->resize(nf);
+  std::vector<float>&dx = act.dx, &dh = act.dh, &ds = act.ds, &dgate = act.dgate, &dup = act.dup,
+  &dxm = act.dxm, &da = act.da;
   // Output head: logits = out · Eᵀ (tied) or out · W_head.
   if (c.tied) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
@@ -404,7 +413,6 @@ void Model::Backward(const Batch& batch, Activations& act) {
   }
   RmsNormBackward(act.final_in.data(), rows, h, h, final_norm_, c.norm_eps, false, dx.data(),
                   dh.data(), final_norm_grad_.data());
-  std::vector<float> ds(nf), dgate(nf), dup(nf), dxm(nh), da(nh);
   for (size_t l = blocks_.size(); l-- > 0;) {
     Block& b = *blocks_[l];
     // MLP: y = s · W_down, s = silu(g) ⊙ u.
@@ -439,25 +447,23 @@ void Model::Backward(const Batch& batch, Activations& act) {
 
 LossStats Model::ForwardBackward(const Batch& batch) {
   CheckBatch(batch, config_, "Model::ForwardBackward");
-  Activations act;
-  Forward(batch, act, true);
-  LossStats st = Loss(batch, act, true);
-  if (st.count > 0) Backward(batch, act);
+  Forward(batch, *act_, true);
+  LossStats st = Loss(batch, *act_, true);
+  if (st.count > 0) Backward(batch, *act_);
+  act_->tapes.clear();
   return st;
 }
 
 LossStats Model::Evaluate(const Batch& batch) {
   CheckBatch(batch, config_, "Model::Evaluate");
-  Activations act;
-  Forward(batch, act, false);
-  return Loss(batch, act, false);
+  Forward(batch, *act_, false);
+  return Loss(batch, *act_, false);
 }
 
 std::vector<float> Model::Logits(const Batch& batch) {
   CheckBatch(batch, config_, "Model::Logits");
-  Activations act;
-  Forward(batch, act, false);
-  return std::move(act.logits);
+  Forward(batch, *act_, false);
+  return act_->logits;
 }
 
 }  // namespace attnkit::train

@@ -1,6 +1,8 @@
 // The training loop, evaluation and checkpoints of include/attnkit/train/trainer.h.
 #include "attnkit/train/trainer.h"
 
+#include <cblas.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -12,6 +14,7 @@
 
 #include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
+#include "attnkit/core/runtime.h"
 #include "attnkit/train/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -211,6 +214,7 @@ std::string EvalResult::ToJson() const {
 EvalResult Evaluate(Model& model, const TrainOptions& options, int64_t step) {
   TrainOptions o = options;
   o.Check();
+  openblas_set_num_threads(GetNumThreads());
   return EvaluateOn(model, o, LoadTask(o), step);
 }
 
@@ -306,6 +310,9 @@ Checkpoint LoadCheckpoint(const std::string& path) {
 TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   TrainOptions o = options;
   o.Check();
+  // BLAS with the same thread count as the kernels: sgemm's results depend on its threads, and
+  // tiny matrices run faster on one.
+  openblas_set_num_threads(GetNumThreads());
   o.optim.total_steps = o.steps;
   const TaskData data = LoadTask(o);  // corpus and task checks first: they name the input
   std::unique_ptr<Model> model;

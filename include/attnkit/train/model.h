@@ -114,6 +114,7 @@ class Model {
   struct Block;
   std::vector<std::unique_ptr<Block>> blocks_;
   std::vector<float> final_norm_, final_norm_grad_;
+  std::unique_ptr<Activations> act_;  // reused from step to step
 };
 
 // Checks a batch against a model's vocabulary and sequence limit (attnkit::Error naming it).

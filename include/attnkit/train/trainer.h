@@ -74,10 +74,11 @@ struct TrainResult {
   std::string checkpoint;  // the last checkpoint written ("" if none)
 };
 
-// Trains as the options say. Bad options, a corpus that is too small, an unknown or untrainable
-// variant, or a checkpoint that does not match: attnkit::Error before the first step. A loss or
-// gradient that is not finite stops the run with attnkit::Error naming the step and the last
-// good checkpoint (which is left as it was).
+// Trains as the options say, with GetNumThreads() threads (OpenBLAS's thread count is set to it
+// too: a run is deterministic for a seed and a thread count). Bad options, a corpus that is too
+// small, an unknown or untrainable variant, or a checkpoint that does not match: attnkit::Error
+// before the first step. A loss or gradient that is not finite stops the run with attnkit::Error
+// naming the step and the last good checkpoint (which is left as it was).
 TrainResult Train(const TrainOptions& options, const TrainCallbacks& callbacks = {});
 
 // A model and the training state read back from a checkpoint directory (a step-… folder, or a
