@@ -10,6 +10,7 @@
 
 #include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
+#include "attnkit/train/safetensors.h"
 
 namespace attnkit::train {
 
@@ -48,22 +49,6 @@ std::vector<int32_t> Distinct(SplitMix& rng, int64_t lo, int64_t hi, int64_t k) 
   }
   all.resize(static_cast<size_t>(k));
   return all;
-}
-
-std::string ReadWholeFile(const std::string& path, uint64_t max_bytes) {
-  std::error_code ec;
-  const bool regular = fs::is_regular_file(path, ec);
-  Require(!ec && regular, path, ": cannot read (not a readable regular file)");
-  const auto size = fs::file_size(path, ec);
-  Require(!ec, path, ": cannot read (", ec.message(), ")");
-  Require(size <= max_bytes, path, ": ", size, " bytes is larger than the ", max_bytes,
-          " bytes accepted");
-  std::ifstream in(path, std::ios::binary);
-  Require(in.good(), path, ": cannot open for reading");
-  std::string s(static_cast<size_t>(size), '\0');
-  in.read(s.data(), static_cast<std::streamsize>(size));
-  Require(in.gcount() == static_cast<std::streamsize>(size), path, ": short read");
-  return s;
 }
 
 }  // namespace
@@ -172,7 +157,7 @@ TextCorpus LoadBrownCorpus(const std::string& dir) {
       "Brown corpus documents sorted by name; document i (0-based) is validation when i % 10 == 9";
   for (size_t i = 0; i < names.size(); ++i) {
     const std::string text =
-        StripBrownTags(ReadWholeFile((fs::path(dir) / names[i]).string(), uint64_t{64} << 20));
+        StripBrownTags(ReadFileLimited((fs::path(dir) / names[i]).string(), uint64_t{64} << 20));
     std::string& part = i % 10 == 9 ? c.validation : c.train;
     if (!part.empty()) part.push_back('\n');
     part += text;
@@ -199,7 +184,7 @@ std::string FindBrownCorpus() {
 }
 
 TextCorpus LoadTextFile(const std::string& path) {
-  const std::string text = ReadWholeFile(path, uint64_t{4} << 30);
+  const std::string text = ReadFileLimited(path, uint64_t{4} << 30);
   Require(!text.empty(), path, ": the file is empty");
   const size_t val = std::max<size_t>(1, text.size() / 10);
   TextCorpus c;

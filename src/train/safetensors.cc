@@ -74,7 +74,7 @@ std::vector<float> SafeTensor::ToFloat(const std::string& name) const {
   return out;
 }
 
-SafetensorsFile ParseSafetensors(const std::vector<uint8_t>& file, const std::string& what) {
+SafetensorsFile ParseSafetensors(std::span<const uint8_t> file, const std::string& what) {
   auto fail = [&](auto&&... args) -> Error {
     return Error(detail::StrCat(what, ": not a valid safetensors file: ", args...));
   };
@@ -191,19 +191,32 @@ SafetensorsFile ParseSafetensors(const std::vector<uint8_t>& file, const std::st
   return out;
 }
 
-SafetensorsFile ReadSafetensors(const std::string& path) {
+std::string ReadFileLimited(const std::string& path, uint64_t max_bytes) {
   std::error_code ec;
+  const bool regular = fs::is_regular_file(path, ec);
+  Require(!ec && regular, path, ": cannot read (not a readable regular file)");
   const auto size = fs::file_size(path, ec);
   Require(!ec, path, ": cannot read (", ec.message(), ")");
-  Require(size <= kMaxFileBytes, path, ": ", size, " bytes is larger than the ", kMaxFileBytes,
+  Require(size <= max_bytes, path, ": ", size, " bytes is larger than the ", max_bytes,
           " bytes accepted");
   std::ifstream in(path, std::ios::binary);
   Require(in.good(), path, ": cannot open for reading");
-  std::vector<uint8_t> bytes;
-  CheckedResize(bytes, static_cast<int64_t>(size), "ReadSafetensors", "the file");
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  std::string s;
+  detail::CheckAllocation(static_cast<double>(size), "ReadFileLimited", "the file");
+  try {
+    s.resize(static_cast<size_t>(size));
+  } catch (const std::bad_alloc&) {
+    detail::ThrowAllocationFailed(static_cast<double>(size), "ReadFileLimited", "the file");
+  }
+  in.read(s.data(), static_cast<std::streamsize>(size));
   Require(in.gcount() == static_cast<std::streamsize>(size), path, ": short read");
-  return ParseSafetensors(bytes, path);
+  return s;
+}
+
+SafetensorsFile ReadSafetensors(const std::string& path) {
+  const std::string bytes = ReadFileLimited(path, kMaxFileBytes);
+  return ParseSafetensors(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()), path);
 }
 
 std::vector<uint8_t> SerializeSafetensors(const std::vector<F32Tensor>& tensors,

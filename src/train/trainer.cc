@@ -53,13 +53,6 @@ TaskData LoadTask(const TrainOptions& o) {
   return d;
 }
 
-ModelConfig TaskModel(const TrainOptions& o) {
-  ModelConfig m = o.model;
-  m.vocab = o.task == "mqar" ? o.mqar_vocab : 256;
-  m.max_seqlen = o.seqlen;
-  return m;
-}
-
 EvalResult EvaluateOn(Model& model, const TrainOptions& o, const TaskData& d, int64_t step) {
   LossStats st;
   if (o.task == "mqar") {
@@ -142,18 +135,6 @@ TrainOptions OptionsFromJson(const nlohmann::json& j, const ModelConfig& model,
   return o;
 }
 
-std::string ReadSmallFile(const fs::path& p) {
-  std::error_code ec;
-  const auto size = fs::file_size(p, ec);
-  Require(!ec, p.string(), ": cannot read (", ec.message(), ")");
-  Require(size <= (16u << 20), p.string(), ": larger than 16 MiB");
-  std::ifstream in(p, std::ios::binary);
-  std::string s(static_cast<size_t>(size), '\0');
-  in.read(s.data(), static_cast<std::streamsize>(size));
-  Require(in.gcount() == static_cast<std::streamsize>(size), p.string(), ": short read");
-  return s;
-}
-
 std::string ShapeString(const std::vector<int64_t>& s) {
   std::string r = "[";
   for (size_t i = 0; i < s.size(); ++i) r += (i ? ", " : "") + std::to_string(s[i]);
@@ -189,6 +170,13 @@ void LoadInto(const SafetensorsFile& file, const std::vector<Param>& params,
 }
 
 }  // namespace
+
+ModelConfig TaskModelConfig(const TrainOptions& o) {
+  ModelConfig m = o.model;
+  m.vocab = o.task == "mqar" ? o.mqar_vocab : 256;
+  m.max_seqlen = o.seqlen;
+  return m;
+}
 
 void TrainOptions::Check() const {
   Require(task == "mqar" || task == "text", "--task must be mqar or text, got '", task, "'");
@@ -268,7 +256,7 @@ Checkpoint LoadCheckpoint(const std::string& path) {
   fs::path dir(path);
   std::error_code ec;
   if (!fs::exists(dir / "config.json", ec) && fs::exists(dir / "latest", ec)) {
-    std::string name = ReadSmallFile(dir / "latest");
+    std::string name = ReadFileLimited((dir / "latest").string(), 4096);
     while (!name.empty() && (name.back() == '\n' || name.back() == ' ')) name.pop_back();
     Require(!name.empty() && name.find('/') == std::string::npos, path,
             "/latest does not name a checkpoint folder");
@@ -277,7 +265,7 @@ Checkpoint LoadCheckpoint(const std::string& path) {
   Require(fs::exists(dir / "config.json", ec), path,
           ": not a checkpoint (no config.json, and no latest naming one)");
   const std::string what = dir.string();
-  const std::string text = ReadSmallFile(dir / "config.json");
+  const std::string text = ReadFileLimited((dir / "config.json").string(), 16u << 20);
   ModelConfig mc = ModelConfig::FromJson(text);
   const nlohmann::json j = nlohmann::json::parse(text);  // valid: FromJson parsed it
   Require(j.contains("train") && j.contains("step") && j["step"].is_number_integer() &&
@@ -321,7 +309,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   std::string last_checkpoint;
   if (o.resume) {
     Checkpoint c = LoadCheckpoint(o.out_dir);
-    const ModelConfig want = TaskModel(o).Resolved();
+    const ModelConfig want = TaskModelConfig(o).Resolved();
     Require(c.model->config().ToJson() == want.ToJson(), o.out_dir,
             ": the checkpoint's model config differs from the options given");
     Require(c.options.task == o.task && c.options.seed == o.seed && c.options.batch == o.batch,
@@ -333,7 +321,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     }
     last_checkpoint = c.dir;
   } else {
-    model = std::make_unique<Model>(TaskModel(o), o.seed);
+    model = std::make_unique<Model>(TaskModelConfig(o), o.seed);
   }
   {
     // Up-front memory estimate: weights, gradients and two moments; activations of one batch.

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,7 +37,7 @@ struct SafetensorsFile {
 int64_t DtypeSize(const std::string& dtype);
 
 // Parses a whole file held in memory (`what` names it in errors).
-SafetensorsFile ParseSafetensors(const std::vector<uint8_t>& file, const std::string& what);
+SafetensorsFile ParseSafetensors(std::span<const uint8_t> file, const std::string& what);
 // Reads and parses `path` (files over 16 GiB are refused).
 SafetensorsFile ReadSafetensors(const std::string& path);
 
@@ -50,6 +51,9 @@ struct F32Tensor {
 // of 8 bytes. Throws attnkit::Error for an empty or repeated name.
 std::vector<uint8_t> SerializeSafetensors(const std::vector<F32Tensor>& tensors,
                                           const std::map<std::string, std::string>& metadata);
+// The bytes of a regular file of at most max_bytes; attnkit::Error naming `path` when it is not a
+// readable regular file, is larger, or a read falls short.
+std::string ReadFileLimited(const std::string& path, uint64_t max_bytes);
 // Writes `path` atomically: to a temporary name in the same folder, flushed, then renamed.
 void WriteFileAtomic(const std::string& path, const std::vector<uint8_t>& bytes);
 void WriteSafetensors(const std::string& path, const std::vector<F32Tensor>& tensors,

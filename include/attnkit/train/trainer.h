@@ -42,6 +42,10 @@ struct TrainOptions {
   void Check() const;
 };
 
+// The model a run trains: options.model with vocab (MQAR: mqar_vocab; text: 256) and
+// max_seqlen (= seqlen) set from the task.
+ModelConfig TaskModelConfig(const TrainOptions& options);
+
 struct EvalResult {
   int64_t step = 0;
   std::string task;
