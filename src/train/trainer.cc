@@ -178,6 +178,24 @@ ModelConfig TaskModelConfig(const TrainOptions& o) {
   return m;
 }
 
+double EstimateTrainBytes(const ModelConfig& m, int64_t batch, int64_t seqlen) {
+  const double h = static_cast<double>(m.hidden), f = static_cast<double>(m.ffn);
+  const double attn = static_cast<double>(m.heads * m.head_dim);
+  const double layers = static_cast<double>(m.layers), vocab = static_cast<double>(m.vocab);
+  // Parameters: embedding (+ head), per block the MLP, two norms and about four hidden × heads ·
+  // head_dim projections of attention.
+  const double params =
+      vocab * h * (m.tied ? 1.0 : 2.0) + layers * (3.0 * h * f + 2.0 * h + 4.0 * h * attn);
+  // Activations of one batch: per block the residual stream saved twice, the MLP input, gate, up
+  // and product, and the attention layer's tape (about its input and four heads · head_dim
+  // vectors); the logits and the backward's workspace.
+  const double rows = static_cast<double>(batch) * static_cast<double>(seqlen);
+  const double per_block = rows * (4.0 * h + 3.0 * f + 4.0 * attn);
+  const double floats =
+      4.0 * params + layers * per_block + rows * (2.0 * vocab + 8.0 * h + 3.0 * f);
+  return 4.0 * floats;
+}
+
 void TrainOptions::Check() const {
   Require(task == "mqar" || task == "text", "--task must be mqar or text, got '", task, "'");
   Require(seqlen >= 1 && seqlen <= (int64_t{1} << 20), "--seqlen must be in [1, 1048576], got ",
@@ -303,6 +321,8 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   openblas_set_num_threads(GetNumThreads());
   o.optim.total_steps = o.steps;
   const TaskData data = LoadTask(o);  // corpus and task checks first: they name the input
+  RequireFitsInMemory(EstimateTrainBytes(TaskModelConfig(o).Resolved(), o.batch, o.seqlen),
+                      "training this model");
   std::unique_ptr<Model> model;
   AdamW optimizer(o.optim);
   int64_t start = 0;
@@ -322,18 +342,6 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     last_checkpoint = c.dir;
   } else {
     model = std::make_unique<Model>(TaskModelConfig(o), o.seed);
-  }
-  {
-    // Up-front memory estimate: weights, gradients and two moments; activations of one batch.
-    const ModelConfig& m = model->config();
-    const double rows = static_cast<double>(o.batch) * static_cast<double>(o.seqlen);
-    const double params = static_cast<double>(model->NumParams());
-    const double per_layer =
-        rows * (8.0 * static_cast<double>(m.hidden) + 4.0 * static_cast<double>(m.ffn) +
-                4.0 * static_cast<double>(m.heads * m.head_dim));
-    const double bytes = 4.0 * (4.0 * params + per_layer * static_cast<double>(m.layers) +
-                                2.0 * rows * static_cast<double>(m.vocab));
-    RequireFitsInMemory(bytes, "training this model");
   }
   TrainResult result;
   result.num_params = model->NumParams();

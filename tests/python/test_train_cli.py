@@ -23,6 +23,7 @@ REFUSED = [
     ("train --task text --text /nonexistent/corpus.txt --out o", "cannot read"),
     ("train --task text --text /dev/null --out o", "cannot read"),
     ("train --out /nonexistent/run --evaluate", "not a checkpoint"),
+    ("train --variant gated_deltanet --hidden 65536 --layers 1000 --out o", "needs about"),
 ]
 
 

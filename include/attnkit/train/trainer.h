@@ -46,6 +46,11 @@ struct TrainOptions {
 // max_seqlen (= seqlen) set from the task.
 ModelConfig TaskModelConfig(const TrainOptions& options);
 
+// Estimated bytes of a training run (weights, gradients and two moments; one batch's
+// activations, tapes, logits and workspace), checked against MemAvailable before anything is
+// allocated.
+double EstimateTrainBytes(const ModelConfig& model, int64_t batch, int64_t seqlen);
+
 struct EvalResult {
   int64_t step = 0;
   std::string task;
