@@ -593,6 +593,11 @@ TEST(TrainLoop, DeterministicCheckpointedAndResumable) {
   o.out_dir = "";
   const TrainResult b = Train(o);
   EXPECT_EQ(a.losses, b.losses);
+  // Also with two threads (the kernels' and BLAS's), run twice.
+  SetNumThreads(2);
+  const TrainResult c2 = Train(o), d2 = Train(o);
+  SetNumThreads(1);
+  EXPECT_EQ(c2.losses, d2.losses);
   // Only the last checkpoint is kept, and `latest` names it.
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir / "a")) names.push_back(e.path().filename());
@@ -642,6 +647,10 @@ TEST(TrainLoop, RefusesCheckpointsThatDoNotMatch) {
   }
   std::ofstream(ck / "config.json") << text;
   EXPECT_NO_THROW(LoadCheckpoint((dir / "a").string()));
+  // A checkpoint interrupted while being written (a step-N.tmp folder) does not disturb `latest`.
+  fs::create_directories(dir / "a" / "step-00000009.tmp");
+  std::ofstream(dir / "a" / "step-00000009.tmp" / "model.safetensors") << "partial";
+  EXPECT_EQ(LoadCheckpoint((dir / "a").string()).step, 1);
   // A corrupted weights file.
   {
     std::fstream f(ck / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
