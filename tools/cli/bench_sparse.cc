@@ -59,17 +59,56 @@ int RunBenchSparse(const std::vector<std::string>& args) {
   if (!p.Parse(args)) return 0;
   if (p.Flag("quiet")) SetProgressQuiet(true);
   const bool as_json = p.Flag("json");
-  if (p.Get("mla-decode") != "none") {
-    bench::MlaDsaDecodeConfig m;
-    m.contexts = ParseSizeList(p.Get("mla-decode"), "--mla-decode");
-    Require(!m.contexts.empty(), "--mla-decode: no context given");
-    for (const int64_t n : m.contexts) Require(n >= 1, "--mla-decode must be >= 1, got ", n);
-    m.num_heads = p.GetInt("mla-heads");
-    Require(m.num_heads >= 1, "--mla-heads must be >= 1, got ", m.num_heads);
-    m.threads = ResolveThreads(p.GetThreads());
-    m.repeats = static_cast<int>(p.GetInt("repeats"));
-    Require(m.repeats >= 1, "--repeats must be >= 1, got ", m.repeats);
-    m.seed = static_cast<uint64_t>(p.GetInt("seed"));
+  // Every option is read and checked before anything runs (a bad one is refused at once).
+  bench::SparseBenchConfig c;
+  c.seqlens = ParseSizeList(p.Get("seqlen"), "--seqlen");
+  Require(!c.seqlens.empty(), "--seqlen: no sequence length given");
+  for (const int64_t n : c.seqlens) Require(n >= 1, "--seqlen must be >= 1, got ", n);
+  c.num_heads = p.GetInt("heads");
+  Require(c.num_heads >= 1, "--heads must be >= 1, got ", c.num_heads);
+  c.head_dim = p.GetInt("head-dim");
+  Require(c.head_dim >= 1, "--head-dim must be >= 1, got ", c.head_dim);
+  c.patterns = SplitList(p.Get("patterns"), "--patterns");
+  c.dsa = !p.Flag("no-dsa");
+  c.top_k = p.GetInt("top-k");
+  Require(c.top_k >= 1, "--top-k must be >= 1, got ", c.top_k);
+  c.index_heads = p.GetInt("index-heads");
+  Require(c.index_heads >= 1, "--index-heads must be >= 1, got ", c.index_heads);
+  c.index_dim = p.GetInt("index-dim");
+  Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
+  c.threads = ResolveThreads(p.GetThreads());
+  c.repeats = static_cast<int>(p.GetInt("repeats"));
+  c.long_repeats = static_cast<int>(p.GetInt("long-repeats"));
+  Require(c.repeats >= 1, "--repeats must be >= 1, got ", c.repeats);
+  Require(c.long_repeats >= 1, "--long-repeats must be >= 1, got ", c.long_repeats);
+  c.seed = p.GetSeed();
+  const bool run_decode = p.Get("mla-decode") != "none";
+  bench::MlaDsaDecodeConfig dec;
+  if (run_decode) {
+    dec.contexts = ParseSizeList(p.Get("mla-decode"), "--mla-decode");
+    Require(!dec.contexts.empty(), "--mla-decode: no context given");
+    for (const int64_t n : dec.contexts) Require(n >= 1, "--mla-decode must be >= 1, got ", n);
+  }
+  dec.num_heads = p.GetInt("mla-heads");
+  Require(dec.num_heads >= 1, "--mla-heads must be >= 1, got ", dec.num_heads);
+  dec.threads = c.threads;
+  dec.repeats = c.repeats;
+  dec.seed = c.seed;
+  const bool run_prefill = p.Get("mla-prefill") != "none";
+  bench::MlaDsaPrefillConfig pre;
+  if (run_prefill) {
+    pre.contexts = ParseSizeList(p.Get("mla-prefill"), "--mla-prefill");
+    Require(!pre.contexts.empty(), "--mla-prefill: no context given");
+    for (const int64_t n : pre.contexts) Require(n >= 1, "--mla-prefill must be >= 1, got ", n);
+  }
+  pre.head_divisor = p.GetInt("mla-head-divisor");
+  Require(pre.head_divisor >= 1 && pre.head_divisor <= 64,
+          "--mla-head-divisor must be in [1, 64], got ", pre.head_divisor);
+  pre.threads = c.threads;
+  pre.repeats = c.repeats;
+  pre.seed = c.seed;
+  if (run_decode) {
+    bench::MlaDsaDecodeConfig& m = dec;
     Progress bar("bench sparse --mla-decode", static_cast<int64_t>(m.contexts.size()));
     m.on_case = [&](const std::string& what) { bar.SetNote(what); };
     const auto rows = bench::BenchMlaDsaDecode(m);
@@ -117,18 +156,8 @@ int RunBenchSparse(const std::vector<std::string>& args) {
     if (!as_json) std::printf("\n");
     std::fflush(stdout);
   }
-  if (p.Get("mla-prefill") != "none") {
-    bench::MlaDsaPrefillConfig m;
-    m.contexts = ParseSizeList(p.Get("mla-prefill"), "--mla-prefill");
-    Require(!m.contexts.empty(), "--mla-prefill: no context given");
-    for (const int64_t n : m.contexts) Require(n >= 1, "--mla-prefill must be >= 1, got ", n);
-    m.head_divisor = p.GetInt("mla-head-divisor");
-    Require(m.head_divisor >= 1 && m.head_divisor <= 64,
-            "--mla-head-divisor must be in [1, 64], got ", m.head_divisor);
-    m.threads = ResolveThreads(p.GetThreads());
-    m.repeats = static_cast<int>(p.GetInt("repeats"));
-    Require(m.repeats >= 1, "--repeats must be >= 1, got ", m.repeats);
-    m.seed = static_cast<uint64_t>(p.GetInt("seed"));
+  if (run_prefill) {
+    bench::MlaDsaPrefillConfig& m = pre;
     Progress bar("bench sparse --mla-prefill", static_cast<int64_t>(m.contexts.size()));
     m.on_case = [&](const std::string& what) { bar.SetNote(what); };
     const auto rows = bench::BenchMlaDsaPrefill(m);
@@ -179,28 +208,6 @@ int RunBenchSparse(const std::vector<std::string>& args) {
     std::fflush(stdout);
   }
   if (p.Flag("no-patterns")) return 0;
-  bench::SparseBenchConfig c;
-  c.seqlens = ParseSizeList(p.Get("seqlen"), "--seqlen");
-  Require(!c.seqlens.empty(), "--seqlen: no sequence length given");
-  for (const int64_t n : c.seqlens) Require(n >= 1, "--seqlen must be >= 1, got ", n);
-  c.num_heads = p.GetInt("heads");
-  Require(c.num_heads >= 1, "--heads must be >= 1, got ", c.num_heads);
-  c.head_dim = p.GetInt("head-dim");
-  Require(c.head_dim >= 1, "--head-dim must be >= 1, got ", c.head_dim);
-  c.patterns = SplitList(p.Get("patterns"), "--patterns");
-  c.dsa = !p.Flag("no-dsa");
-  c.top_k = p.GetInt("top-k");
-  Require(c.top_k >= 1, "--top-k must be >= 1, got ", c.top_k);
-  c.index_heads = p.GetInt("index-heads");
-  Require(c.index_heads >= 1, "--index-heads must be >= 1, got ", c.index_heads);
-  c.index_dim = p.GetInt("index-dim");
-  Require(c.index_dim >= 1, "--index-dim must be >= 1, got ", c.index_dim);
-  c.threads = ResolveThreads(p.GetThreads());
-  c.repeats = static_cast<int>(p.GetInt("repeats"));
-  c.long_repeats = static_cast<int>(p.GetInt("long-repeats"));
-  Require(c.repeats >= 1, "--repeats must be >= 1, got ", c.repeats);
-  Require(c.long_repeats >= 1, "--long-repeats must be >= 1, got ", c.long_repeats);
-  c.seed = p.GetSeed();
   const bool json = as_json;
   const int64_t cases_per_len = 1 + (c.dsa ? 1 : 0);  // static patterns together, then DSA
   Progress bar("bench sparse", cases_per_len * static_cast<int64_t>(c.seqlens.size()));
