@@ -192,10 +192,8 @@ struct Model::Activations {
   std::vector<float> dx, dh, ds, dgate, dup, dxm, da;  // backward workspace
 };
 
-Model::Model(const ModelConfig& config, uint64_t seed)
-    : config_(config.Resolved()), act_(std::make_unique<Activations>()) {
-  const ModelConfig& c = config_;
-  const auto kinds = c.LayerKindList();
+LayerShape ModelLayerShape(const ModelConfig& config) {
+  const ModelConfig c = config.Resolved();
   LayerShape shape;
   shape.hidden = c.hidden;
   shape.num_heads = c.heads;
@@ -207,6 +205,14 @@ Model::Model(const ModelConfig& config, uint64_t seed)
   shape.rope_head_dim = c.rope_head_dim;
   shape.batch = 1;
   shape.max_tokens = c.max_seqlen;
+  return shape;
+}
+
+Model::Model(const ModelConfig& config, uint64_t seed)
+    : config_(config.Resolved()), act_(std::make_unique<Activations>()) {
+  const ModelConfig& c = config_;
+  const auto kinds = c.LayerKindList();
+  const LayerShape shape = ModelLayerShape(c);
   embed_ = Matrix(c.vocab, c.hidden);
   FillUniform(embed_.data.data(), embed_.data.size(), InitScale(c.hidden), MixSeed(seed, 1));
   embed_grad_.assign(embed_.data.size(), 0.0f);

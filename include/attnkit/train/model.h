@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/layers/factory.h"
 #include "attnkit/layers/layer.h"
 #include "attnkit/layers/ops.h"
 
@@ -116,6 +117,10 @@ class Model {
   std::vector<float> final_norm_, final_norm_grad_;
   std::unique_ptr<Activations> act_;  // reused from step to step
 };
+
+// The shape every attention layer of a model with this config is built from (MakeLayer; batch 1,
+// cache capacity max_seqlen). The quality grid builds layers from it to measure cache bytes.
+LayerShape ModelLayerShape(const ModelConfig& config);
 
 // Checks a batch against a model's vocabulary and sequence limit (attnkit::Error naming it).
 void CheckBatch(const Batch& batch, const ModelConfig& config, const char* fn);
