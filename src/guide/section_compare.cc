@@ -129,7 +129,8 @@ Section Build(Context& ctx) {
       "what one layer keeps per token; the error column (relative error ‖o − o<sub>exact</sub>‖ / "
       "‖o<sub>exact</sub>‖) compares the fast kernel with exact "
       "attention computed by the double-precision reference on the same input (for exact "
-      "variants it is rounding only).</p>";
+      "variants it is rounding only); the trained-quality column holds the Quality section's "
+      "MQAR accuracy at its longest length and bits per byte, for the variants it trained.</p>";
   Table t;
   t.id = "compare-variants";
   t.title = "Variants measured in this run";
@@ -143,7 +144,8 @@ Section Build(Context& ctx) {
               "cache bytes / token / layer",
               "cache note",
               "longest seqlen run",
-              "rel. error vs exact"};
+              "rel. error vs exact",
+              "trained quality"};
   BarChartSpec bars;
   bars.title = "Measured prefill complexity: fitted log-log slope of time against sequence length";
   bars.subtitle = "2 = quadratic (exact attention), 1 = linear in sequence length";
@@ -162,7 +164,8 @@ Section Build(Context& ctx) {
                       v.longest_seqlen > 0 ? FormatTokens(v.longest_seqlen) : "—",
                       !v.error_note.empty()   ? v.error_note
                       : v.error_vs_exact >= 0 ? Fmt("%.2e", v.error_vs_exact)
-                                              : "—"});
+                                              : "—",
+                      v.quality.empty() ? "—" : v.quality});
     if (v.time_slope >= 0) bars.bars.push_back({v.variant, v.section, v.time_slope});
   }
   if (!t.rows.empty()) sec.tables.push_back(t);

@@ -84,9 +84,9 @@ void Context::Step(const std::string& what) {
 
 const std::vector<SectionSpec>& Sections() {
   static const std::vector<SectionSpec> sections = {
-      HeadsSection(),  MlaSection(),     WindowSection(), SparseSection(),
-      DsaSection(),    GatedSection(),   LinearSection(), DeltaSection(),
-      HybridSection(), CompareSection(), ClaimsSection()};
+      HeadsSection(),  MlaSection(),     WindowSection(),  SparseSection(),
+      DsaSection(),    GatedSection(),   LinearSection(),  DeltaSection(),
+      HybridSection(), QualitySection(), CompareSection(), ClaimsSection()};
   return sections;
 }
 

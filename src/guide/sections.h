@@ -88,6 +88,7 @@ SectionSpec GatedSection();
 SectionSpec LinearSection();
 SectionSpec DeltaSection();
 SectionSpec HybridSection();
+SectionSpec QualitySection();
 SectionSpec CompareSection();
 SectionSpec ClaimsSection();
 

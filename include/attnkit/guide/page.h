@@ -73,6 +73,7 @@ struct VariantSummary {
   int64_t longest_seqlen = 0;   // longest sequence handled in this run (0: none)
   double error_vs_exact = -1;   // relative error vs exact attention (0: exact; < 0: not measured)
   std::string error_note;       // shown instead of error_vs_exact when set (another metric)
+  std::string quality;          // trained quality (section "quality"), e.g. "MQAR 100 % @64"
 };
 
 struct Section {
