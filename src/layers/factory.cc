@@ -11,7 +11,6 @@
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/linear_attention.h"
 #include "attnkit/layers/mla.h"
-#include "attnkit/layers/sparse_attention.h"
 
 namespace attnkit {
 
@@ -79,15 +78,14 @@ std::unique_ptr<Layer> LinearAttn(const LayerShape& s, FeatureMap map, uint64_t 
   return std::make_unique<LinearAttentionBlock>(c, LinearAttentionWeights::Random(c, seed));
 }
 
-// Static sparse attention (GQA heads, RoPE) under a pattern of masks/sparse.h built for
-// max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its chunk
-// from `window`.
+// Static sparse attention: a GQA block (num_heads_kv) under a pattern of masks/sparse.h built
+// for max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its
+// chunk from `window`.
 std::unique_ptr<Layer> Sparse(const LayerShape& s, const char* pattern, uint64_t seed) {
-  SparseAttentionConfig c;
-  c.attention = GqaFrom(s, s.num_heads_kv);
+  GqaConfig c = GqaFrom(s, s.num_heads_kv);
   c.pattern.name = pattern;
   if (c.pattern.name == "chunked") c.pattern.window = s.window;
-  return std::make_unique<SparseAttentionBlock>(c, GqaWeights::Random(c.attention, seed));
+  return Gqa(c, seed);
 }
 
 using Factory = LayerFactory;
