@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "attnkit/core/parse.h"
+#include "attnkit/layers/dsa.h"
 #include "attnkit/layers/gated_deltanet.h"
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/linear_attention.h"
@@ -88,6 +89,17 @@ std::unique_ptr<Layer> Sparse(const LayerShape& s, const char* pattern, uint64_t
   return Gqa(c, seed);
 }
 
+// DeepSeek Sparse Attention on GQA heads: 4 indexer heads of head_dim, top_k = window keys per
+// query (the key budget of a sliding window of the same shape).
+std::unique_ptr<Layer> Dsa(const LayerShape& s, uint64_t seed) {
+  DsaConfig c;
+  c.attention = GqaFrom(s, s.num_heads_kv);
+  c.index_heads = 4;
+  c.index_dim = s.head_dim;
+  c.top_k = s.window;
+  return std::make_unique<DsaBlock>(c, DsaWeights::Random(c, seed));
+}
+
 using Factory = LayerFactory;
 
 std::map<std::string, Factory> BuiltinTable() {
@@ -143,6 +155,7 @@ std::map<std::string, Factory> BuiltinTable() {
       {"longformer",
        [](const LayerShape& s, uint64_t seed) { return Sparse(s, "longformer", seed); }},
       {"chunked", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "chunked", seed); }},
+      {"dsa", [](const LayerShape& s, uint64_t seed) { return Dsa(s, seed); }},
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };
