@@ -689,6 +689,36 @@ TEST(TrainLoop, StopsOnDivergenceKeepingTheLastGoodCheckpoint) {
   fs::remove_all(dir);
 }
 
+// The text task end to end: a file of a repeated sentence is learnt (validation bits per byte
+// fall far below the 8 of a uniform guess), and the evaluation covers the validation part.
+TEST(TrainLoop, LearnsATextFile) {
+  const fs::path dir = testing::TestScratchDir("traintext");
+  std::string text;
+  for (int i = 0; i < 60; ++i) text += "the quick brown fox jumps over the lazy dog. ";
+  std::ofstream(dir / "fox.txt") << text;
+  TrainOptions o = TinyRun("");
+  o.task = "text";
+  o.text_path = (dir / "fox.txt").string();
+  o.seqlen = 32;
+  o.batch = 8;
+  o.steps = 120;
+  o.eval_every = 0;
+  o.optim.lr = 1e-2;
+  o.optim.warmup = 10;
+  o.model.variant = "test_causal_mean";
+  const TrainResult r = Train(o);
+  ASSERT_EQ(r.evals.size(), 1u);
+  const EvalResult& e = r.evals.back();
+  EXPECT_EQ(e.tokens,
+            static_cast<int64_t>(text.size() / 10) - 1);  // every validation byte but the first
+  EXPECT_NEAR(e.bits_per_byte, e.loss / std::log(2.0), 1e-12);
+  EXPECT_LT(e.bits_per_byte, 2.0) << "first training loss " << r.losses.front();
+  EXPECT_GT(r.losses.front() / std::log(2.0), 6.0);
+  EXPECT_EQ(e.loss_by_position.size(), 32u);
+  EXPECT_NE(e.ToJson().find("\"bits_per_byte\""), std::string::npos);
+  fs::remove_all(dir);
+}
+
 TEST(TrainLoop, RefusesBadOptions) {
   TrainOptions o = TinyRun("");
   o.task = "nope";
