@@ -177,6 +177,8 @@ TEST(TrainModel, ParamsNamesAndDecay) {
     if (p.name == "head") head = p;
   }
   EXPECT_TRUE(Model::DecaysWeight(head));
+  EXPECT_EQ(model.attention(1).Kind(), "test_causal_mean");
+  EXPECT_THROW(model.attention(2), Error);
 }
 
 TEST(TrainModel, BadConfigAndBatch) {
