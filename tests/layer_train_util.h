@@ -66,9 +66,11 @@ inline double RelDiff(const std::vector<float>& a, const std::vector<float>& b,
 }
 
 // Every tensor of a against b: out, dx, each parameter gradient (named in the failure), each
-// relative to its own scale but no finer than `floor` times the step's largest gradient.
+// relative to its own scale but no finer than `floor` times the step's largest gradient (the
+// default 1e-2: a gradient that is zero analytically, e.g. dq at one token, holds f32 rounding
+// of the other gradients' size, which differs between backends and optimisation levels).
 template <typename L>
-void ExpectStepsClose(L& layer, const Step& a, const Step& b, double tol, double floor = 0) {
+void ExpectStepsClose(L& layer, const Step& a, const Step& b, double tol, double floor = 1e-2) {
   EXPECT_LT(RelMaxError(a.out.view(), b.out.view()), tol) << "out";
   EXPECT_LT(RelMaxError(a.dx.view(), b.dx.view()), tol) << "dx";
   const std::vector<Param> ps = layer.Params();
@@ -208,7 +210,7 @@ void ExpectBadBackwardInputsRefused(L& layer, L& other, int64_t tokens, uint64_t
 // (floor: see ExpectStepsClose).
 template <typename L>
 void ExpectBackendsAgree(L& fast, L& slow, int64_t tokens, uint64_t seed, double tol,
-                         int64_t batch = 1, double floor = 0) {
+                         int64_t batch = 1, double floor = 1e-2) {
   const Tensor<float> x = RandomHidden(batch, tokens, fast.hidden(), seed);
   const Tensor<float> dout = RandomHidden(batch, tokens, fast.hidden(), seed + 1);
   const Step a = TrainStep(fast, x, dout);
