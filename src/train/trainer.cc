@@ -361,8 +361,20 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     side_seconds += since(t);
     if (cb.on_eval) cb.on_eval(r);
   };
+  auto diverged = [&](const std::string& what, int64_t step) {
+    return Error(detail::StrCat("training diverged: ", what, " is not finite at step ", step, "; ",
+                                result.checkpoint.empty()
+                                    ? std::string("no checkpoint was written")
+                                    : "the last good checkpoint is " + result.checkpoint));
+  };
   auto checkpoint = [&](int64_t step) {
     if (o.out_dir.empty()) return;
+    // Never replace a good checkpoint with weights that are not finite.
+    for (const Param& p : params) {
+      for (int64_t i = 0; i < p.size(); ++i) {
+        if (!std::isfinite(p.value[i])) throw diverged("weight " + p.name, step);
+      }
+    }
     const auto t = Clock::now();
     result.checkpoint = SaveCheckpoint(o.out_dir, *model, o, step, &optimizer);
     side_seconds += since(t);
@@ -378,11 +390,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     const double loss = st.mean();
     const double norm = GradNorm(params);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      throw Error(detail::StrCat(
-          "training diverged: the ", std::isfinite(loss) ? "gradient norm" : "loss",
-          " is not finite at step ", step, "; ",
-          result.checkpoint.empty() ? std::string("no checkpoint was written")
-                                    : "the last good checkpoint is " + result.checkpoint));
+      throw diverged(std::isfinite(loss) ? "the gradient norm" : "the loss", step);
     }
     const double lr = LearningRate(o.optim, step);
     optimizer.Step(params);
