@@ -205,6 +205,7 @@ int RunTrainCmd(const std::vector<std::string>& args) {
                             {"params", r.num_params},
                             {"threads", GetNumThreads()},
                             {"seconds", r.seconds},
+                            {"train_seconds", r.train_seconds},
                             {"tokens_per_s", r.tokens_per_s},
                             {"final_train_loss", r.losses.empty() ? 0.0 : r.losses.back()},
                             {"checkpoint", r.checkpoint}};

@@ -97,6 +97,10 @@ class Model {
   // The logits [batch·seqlen, vocab] of a forward (tests, the quality grid).
   std::vector<float> Logits(const Batch& batch);
 
+  // The attention layer of block i (for cache / state bytes, Describe(), attention maps of the
+  // trained weights); i < config().layers.
+  Layer& attention(size_t i);
+
   // Whether AdamW decays a parameter: the 2-D weight matrices (projections, MLP, untied head),
   // not the embedding (tied or not), norm gains or other vectors.
   static bool DecaysWeight(const Param& p);
