@@ -270,6 +270,11 @@ std::vector<Param> Model::Params() {
   return ps;
 }
 
+Layer& Model::attention(size_t i) {
+  Require(i < blocks_.size(), "Model::attention: block ", i, " of ", blocks_.size());
+  return *blocks_[i]->attn;
+}
+
 int64_t Model::NumParams() {
   int64_t n = 0;
   for (const Param& p : Params()) n += p.size();

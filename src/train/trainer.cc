@@ -347,16 +347,37 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
   result.num_params = model->NumParams();
   result.checkpoint = last_checkpoint;
   const std::vector<Param> params = model->Params();
-  const auto t0 = std::chrono::steady_clock::now();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  double side_seconds = 0;  // evaluations and checkpoints: not training time
   int64_t tokens = 0;
+  auto since = [](Clock::time_point t) {
+    return std::chrono::duration<double>(Clock::now() - t).count();
+  };
   auto evaluate = [&](int64_t step) {
+    const auto t = Clock::now();
     EvalResult r = EvaluateOn(*model, o, data, step);
     result.evals.push_back(r);
+    side_seconds += since(t);
     if (cb.on_eval) cb.on_eval(r);
+  };
+  auto diverged = [&](const std::string& what, int64_t step) {
+    return Error(detail::StrCat("training diverged: ", what, " is not finite at step ", step, "; ",
+                                result.checkpoint.empty()
+                                    ? std::string("no checkpoint was written")
+                                    : "the last good checkpoint is " + result.checkpoint));
   };
   auto checkpoint = [&](int64_t step) {
     if (o.out_dir.empty()) return;
+    // Never replace a good checkpoint with weights that are not finite.
+    for (const Param& p : params) {
+      for (int64_t i = 0; i < p.size(); ++i) {
+        if (!std::isfinite(p.value[i])) throw diverged("weight " + p.name, step);
+      }
+    }
+    const auto t = Clock::now();
     result.checkpoint = SaveCheckpoint(o.out_dir, *model, o, step, &optimizer);
+    side_seconds += since(t);
     if (cb.on_checkpoint) cb.on_checkpoint(result.checkpoint);
   };
   for (int64_t step = start; step < o.steps; ++step) {
@@ -369,19 +390,15 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     const double loss = st.mean();
     const double norm = GradNorm(params);
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
-      throw Error(detail::StrCat(
-          "training diverged: the ", std::isfinite(loss) ? "gradient norm" : "loss",
-          " is not finite at step ", step, "; ",
-          result.checkpoint.empty() ? std::string("no checkpoint was written")
-                                    : "the last good checkpoint is " + result.checkpoint));
+      throw diverged(std::isfinite(loss) ? "the gradient norm" : "the loss", step);
     }
     const double lr = LearningRate(o.optim, step);
     optimizer.Step(params);
     tokens += o.batch * o.seqlen;
     result.losses.push_back(loss);
     result.steps_done = step + 1;
-    const double elapsed =
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double elapsed = since(t0);
+    const double training = elapsed - side_seconds;
     if (cb.on_step) {
       StepInfo info;
       info.step = step + 1;
@@ -390,7 +407,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
       info.grad_norm = norm;
       info.lr = lr;
       info.elapsed_s = elapsed;
-      info.tokens_per_s = elapsed > 0 ? static_cast<double>(tokens) / elapsed : 0.0;
+      info.tokens_per_s = training > 0 ? static_cast<double>(tokens) / training : 0.0;
       const double per_step = elapsed / static_cast<double>(step + 1 - start);
       info.seconds_left = per_step * static_cast<double>(o.steps - step - 1);
       cb.on_step(info);
@@ -401,9 +418,14 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
       checkpoint(step + 1);
     }
   }
-  if (start >= o.steps) evaluate(start);  // nothing to train: evaluate what was loaded
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  result.tokens_per_s = result.seconds > 0 ? static_cast<double>(tokens) / result.seconds : 0.0;
+  if (start >= o.steps) {  // nothing to train: evaluate what was built or loaded
+    evaluate(start);
+    if (!o.resume) checkpoint(start);  // --steps 0 writes the initial weights
+  }
+  result.seconds = since(t0);
+  result.train_seconds = result.seconds - side_seconds;
+  result.tokens_per_s =
+      result.train_seconds > 0 ? static_cast<double>(tokens) / result.train_seconds : 0.0;
   return result;
 }
 

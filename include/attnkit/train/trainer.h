@@ -76,7 +76,9 @@ struct TrainCallbacks {
 
 struct TrainResult {
   int64_t steps_done = 0;
-  double tokens_per_s = 0, seconds = 0;
+  double seconds = 0;        // the whole run, evaluations and checkpoints included
+  double train_seconds = 0;  // the steps alone (data, forward, backward, optimiser)
+  double tokens_per_s = 0;   // training tokens / train_seconds
   int64_t num_params = 0;
   std::vector<double> losses;  // training loss per step
   std::vector<EvalResult> evals;
