@@ -10,6 +10,10 @@
 #include <sstream>
 #include <utility>
 
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
+
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/core/tensor.h"
@@ -313,6 +317,11 @@ QualityResult RunQuality(const QualityGrid& grid, const QualityCallbacks& cb) {
     // One run: its peak resident memory above the resident size before it.
     auto run = [&](const TrainOptions& o, const std::string& what) -> TrainResult {
       if (cb.on_run) cb.on_run(done, total, what);
+        // Freed heap pages of earlier runs go back to the system first, so that this run's
+        // buffers are faulted in afresh and counted, not reused unseen.
+#ifdef __GLIBC__
+      malloc_trim(0);
+#endif
       const int64_t base = peak_ok && ResetPeak() ? StatusBytes("VmRSS") : -1;
       TrainResult r = Train(o, tcb);
       if (base >= 0) {
