@@ -74,7 +74,7 @@ FindingsByFigure QualityFindings(const QualityMeasured& m) {
     }
     out["quality-mqar-length"].push_back(RangeFinding(
         "quality.mqar-solved." + r.variant,
-        "Exact attention (" + r.variant + ") solves MQAR at every length it holds (Zoology)",
+        "exact attention (" + r.variant + ") solves MQAR at every length it holds (Zoology)",
         "its lowest accuracy, at " + std::to_string(m.lengths[worst]) + " tokens, is",
         AccuracySpread(r.accuracy[worst], r.answers[worst]), 0.9, 1.0, "%.3f",
         "the budget may be too small for this model to learn the task at that length"));
@@ -87,7 +87,7 @@ FindingsByFigure QualityFindings(const QualityMeasured& m) {
       m.lengths[last] >= 4 * m.window) {
     out["quality-mqar-length"].push_back(
         LessFinding("quality.window-fails",
-                    "A sliding window of " + std::to_string(m.window) +
+                    "a sliding window of " + std::to_string(m.window) +
                         " recalls less than exact attention at " + longest +
                         " tokens, where most keys lie beyond the window",
                     "swa", AccuracySpread(swa->accuracy[last], swa->answers[last]), "mha",
@@ -117,7 +117,7 @@ FindingsByFigure QualityFindings(const QualityMeasured& m) {
              "Lowest validation bits per byte: " + text.front()->variant + " (" +
                  Fmt("%.3f", text.front()->bits_per_byte) + "); highest: " + text.back()->variant +
                  " (" + Fmt("%.3f", text.back()->bits_per_byte) +
-                 "); one run each, so differences of a few hundredths are within seed noise"));
+                 "); one run each (one seed), so no spread was measured for these"));
   }
   // Loss against position: with exact attention, later bytes (more context) are predicted better.
   for (const auto* r : text) {
@@ -128,7 +128,7 @@ FindingsByFigure QualityFindings(const QualityMeasured& m) {
     if (IsExactAttention(r->variant)) {
       out["quality-position"].push_back(LessFinding(
           "quality.position." + r->variant,
-          "With exact attention (" + r->variant +
+          "with exact attention (" + r->variant +
               ") the last quarter of the window, which sees more context, has lower loss than "
               "the first",
           "last quarter", late, "first quarter", early, "%.3f nats"));
