@@ -109,6 +109,10 @@ TEST(QualityGrid, RefusesBadInputBeforeAnyRun) {
   EXPECT_THROW(train::RunQuality(g, cb), Error);
   g.lengths = {};
   EXPECT_THROW(train::RunQuality(g, cb), Error);
+  g.lengths = {16};
+  g.text = true;
+  g.text_path = (testing::TestScratchDir("quality-bad") / "missing.txt").string();
+  EXPECT_THROW(train::RunQuality(g, cb), Error);
   EXPECT_EQ(runs, 0);
 }
 

@@ -294,6 +294,10 @@ QualityResult RunQuality(const QualityGrid& grid, const QualityCallbacks& cb) {
   const std::string source = TextSource(grid, &why);
   result.text_run = !source.empty();
   result.text_source = result.text_run ? source : why;
+  if (result.text_run && !grid.text_path.empty()) {
+    // A text file that is unreadable, empty or too small is refused before any training.
+    CheckCorpus(LoadTextFile(grid.text_path), grid.text_seqlen);
+  }
   // Every variant is built once up front so that an unknown or untrainable kind is refused
   // before any training.
   for (const std::string& v : grid.variants) {

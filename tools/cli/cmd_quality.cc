@@ -36,7 +36,9 @@ int RunQualityCmd(const std::vector<std::string>& args) {
               "Train small models with each attention variant on the same data and budget (MQAR "
               "at each length, byte-level text) and print one table: MQAR accuracy, validation "
               "bits per byte, training tokens/s, peak memory and cache/state bytes per token.");
-  p.AddFlag("full", "the full grid (21 variants, lengths 32-256, bigger model; about an hour)");
+  p.AddFlag("full",
+            "the full grid (21 variants, lengths 32-256, hidden 64; not timed yet: estimated 2-3 "
+            "hours on one core, docs/quality.md)");
   p.AddFlag("smoke", "a tiny grid (seconds; for tests)");
   p.AddOption("variants", "",
               "variants to train, separated by ',' (or by ';' when a hybrid list such as "
@@ -126,6 +128,9 @@ int RunQualityCmd(const std::vector<std::string>& args) {
     std::cout << r.Table();
   }
   std::cout.flush();
+  int failed = 0;
+  for (const auto& row : r.rows) failed += !row.error.empty();
+  Require(failed == 0, failed, " of ", r.rows.size(), " variants failed (see above)");
   return 0;
 }
 
