@@ -190,6 +190,68 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
   EXPECT_THROW(LineChart(spec), Error);
 }
 
+// Token axes read 1k, 1.5k, 32k: the tick values are powers of two (log scale) or multiples of
+// one (linear), inside a domain that covers the data; never 1.17188k.
+TEST(GuideCharts, TokenAxesTickAtPowersOfTwo) {
+  std::mt19937_64 rng(TestSeed());
+  SCOPED_TRACE(TestSeed());
+  std::uniform_int_distribution<int64_t> lo_dist(16, 5000), span(2, 4000);
+  for (int trial = 0; trial < 40; ++trial) {
+    const double lo = static_cast<double>(lo_dist(rng)), hi = lo * static_cast<double>(span(rng));
+    LineChartSpec spec;
+    spec.title = "t";
+    Series s;
+    s.name = "s";
+    s.x = {lo, std::sqrt(lo * hi), hi};
+    s.y = {1, 2, 3};
+    spec.series = {s};
+    const auto j = nlohmann::json::parse(LineChart(spec));
+    const auto& x = j["layer"][0]["encoding"]["x"];
+    const bool log = x["scale"].value("type", "") == "log";
+    const auto domain = x["scale"]["domain"].get<std::vector<double>>();
+    const auto values = x["axis"]["values"].get<std::vector<double>>();
+    ASSERT_EQ(domain.size(), 2u);
+    EXPECT_LE(domain[0], lo);
+    EXPECT_GE(domain[1], hi);
+    EXPECT_GE(values.size(), 2u) << lo << ".." << hi;
+    EXPECT_LE(values.size(), 10u) << lo << ".." << hi;
+    for (double v : values) {
+      EXPECT_TRUE(v >= domain[0] && v <= domain[1]) << v;
+      if (log) {
+        EXPECT_EQ(std::exp2(std::round(std::log2(v))), v) << "not a power of two: " << v;
+      } else {
+        // Linear: equal steps of a power of two.
+        const double step = values[1] - values[0];
+        EXPECT_EQ(std::exp2(std::round(std::log2(step))), step);
+        EXPECT_EQ(std::fmod(v, step), 0.0) << v;
+      }
+    }
+  }
+}
+
+// A bar chart on a log scale draws its bars: they sit side by side (a stack would start at zero,
+// which a log scale cannot place), and long titles are wrapped into lines.
+TEST(GuideCharts, LogBarsAreNotStackedAndTitlesWrap) {
+  BarChartSpec b;
+  b.title = "A title long enough that it cannot sit on one line of a chart card at desktop width";
+  b.subtitle = std::string(300, 'x') + " and a few more words to wrap onto lines of their own";
+  b.x_title = "model";
+  b.y_title = "bytes";
+  b.group_title = "context";
+  b.log_y = 1;
+  b.bars = {{"a", "8k", 1e6}, {"a", "32k", 4e6}, {"b", "8k", 2e9}, {"b", "32k", 8e9}};
+  const auto j = nlohmann::json::parse(GroupedBarChart(b));
+  EXPECT_TRUE(j["encoding"]["x"].contains("stack"));
+  EXPECT_TRUE(j["encoding"]["x"]["stack"].is_null());
+  EXPECT_EQ(j["encoding"]["x"]["scale"]["type"], "log");
+  EXPECT_EQ(j["encoding"]["y"]["field"], "category");
+  ASSERT_TRUE(j["title"]["text"].is_array());
+  for (const auto& line : j["title"]["text"]) EXPECT_LE(line.get<std::string>().size(), 80u);
+  ASSERT_TRUE(j["title"]["subtitle"].is_array());
+  EXPECT_EQ(j["title"]["subtitle"][0], std::string(300, 'x'));  // a word is never split
+  EXPECT_EQ(j["autosize"]["type"], "fit-x");
+}
+
 TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {
   if (!ChartLibraryEmbedded()) GTEST_SKIP() << "chart library not embedded in this build";
   const fs::path scratch = attnkit::testing::TestScratchDir("guide-plan");
