@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -62,8 +63,38 @@ TEST(GuideFit, TooFewPointsGiveNaNAndFitStartKeepsThreePoints) {
   EXPECT_EQ(FitStart({256, 512}, 1024), 256);
 }
 
-// Every allowed cell of a mask diagram is one rect with the allowed fill; their number must equal
-// a brute-force count of Mask::Allowed over the same (bottom-right aligned) rectangle.
+// The cells a diagram paints with `fill`: its path of run-length rectangles in cell units
+// ("M col row h run v1 h-run z" per run), decoded into a rows × cols grid. Fails the test on a
+// run outside the grid or painted twice.
+std::vector<uint8_t> PaintedCells(const std::string& svg, const std::string& fill, int64_t rows,
+                                  int64_t cols) {
+  std::vector<uint8_t> cells(static_cast<size_t>(rows * cols), 0);
+  const std::string tag = "<path fill=\"" + fill + "\" d=\"";
+  const size_t at = svg.find(tag);
+  if (at == std::string::npos) return cells;
+  EXPECT_EQ(svg.find(tag, at + 1), std::string::npos) << "one path per fill";
+  const size_t start = at + tag.size();
+  const std::string d = svg.substr(start, svg.find('"', start) - start);
+  static const std::regex run(R"(M(\d+) (\d+)h(\d+)v1h-(\d+)z)");
+  size_t covered = 0;
+  for (std::sregex_iterator it(d.begin(), d.end(), run), end; it != end; ++it) {
+    const int64_t c = std::stoll((*it)[1]), r = std::stoll((*it)[2]), n = std::stoll((*it)[3]);
+    EXPECT_EQ(n, std::stoll((*it)[4]));
+    covered += it->length();
+    EXPECT_TRUE(r < rows && c + n <= cols && n >= 1) << it->str();
+    for (int64_t j = c; j < std::min(cols, c + n) && r < rows; ++j) {
+      uint8_t& cell = cells[static_cast<size_t>(r * cols + j)];
+      EXPECT_EQ(cell, 0) << "cell (" << r << ", " << j << ") painted twice";
+      cell = 1;
+    }
+  }
+  EXPECT_EQ(covered, d.size()) << "the path holds only runs: " << d;
+  return cells;
+}
+
+// The cells a mask diagram paints with the allowed fill are exactly the pairs Mask::Allowed
+// admits over the same (bottom-right aligned) rectangle, and those its background mask adds are
+// painted with the background fill; checked cell by cell.
 TEST(GuideDiagrams, MaskDiagramDrawsExactlyTheAllowedPairs) {
   std::mt19937_64 rng(TestSeed());
   SCOPED_TRACE(TestSeed());
@@ -71,16 +102,26 @@ TEST(GuideDiagrams, MaskDiagramDrawsExactlyTheAllowedPairs) {
   for (int trial = 0; trial < 12; ++trial) {
     const int64_t sq = len(rng), skv = sq + len(rng) - 1;
     const MaskPtr masks[] = {CausalMask(), CausalWindowMask(win(rng)), ChunkedLocalMask(win(rng))};
+    const MaskPtr behind = CausalMask();
     for (const auto& mask : masks) {
-      int64_t expected = 0;
-      for (int64_t i = 0; i < sq; ++i) {
-        for (int64_t j = 0; j < skv; ++j) expected += mask->Allowed(i + skv - sq, j);
-      }
       MaskDiagramOptions o;
       o.title = mask->Describe();
       o.fill = "#123456";
+      o.background = behind.get();
+      o.background_fill = "#abcdef";
       const std::string svg = MaskDiagram(*mask, sq, skv, o);
-      EXPECT_EQ(CountOccurrences(svg, "fill=\"#123456\""), expected) << mask->Describe();
+      const auto painted = PaintedCells(svg, "#123456", sq, skv);
+      const auto extra = PaintedCells(svg, "#abcdef", sq, skv);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < sq; ++i) {
+        for (int64_t j = 0; j < skv; ++j) {
+          const bool a = mask->Allowed(i + skv - sq, j);
+          const bool b = !a && behind->Allowed(i + skv - sq, j);
+          const auto at = static_cast<size_t>(i * skv + j);
+          wrong += (painted[at] != 0) != a || (extra[at] != 0) != b;
+        }
+      }
+      EXPECT_EQ(wrong, 0) << mask->Describe() << " over " << sq << " x " << skv;
       EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
     }
   }
@@ -97,9 +138,14 @@ TEST(GuideDiagrams, TileMapCountsMatchClassify) {
     const int64_t seqlen = n(rng), block = 32;
     const MaskPtr mask = CausalWindowMask(w(rng));
     TileCounts c;
-    TileMapDiagram(*mask, seqlen, block, "t", &c);
+    const std::string svg = TileMapDiagram(*mask, seqlen, block, "t", &c);
     const int64_t tiles = (seqlen + block - 1) / block;
     EXPECT_EQ(c.full + c.partial + c.empty, tiles * tiles);
+    // The picture paints the tiles it counts (full dark blue, partial light blue).
+    const auto full = PaintedCells(svg, "#3b6fb6", tiles, tiles);
+    const auto partial = PaintedCells(svg, "#9cc0ea", tiles, tiles);
+    EXPECT_EQ(std::count(full.begin(), full.end(), 1), c.full);
+    EXPECT_EQ(std::count(partial.begin(), partial.end(), 1), c.partial);
     int64_t empty = 0;
     for (int64_t qb = 0; qb < tiles; ++qb) {
       for (int64_t kb = 0; kb < tiles; ++kb) {
