@@ -30,13 +30,14 @@ void GatedDeltaNetConfig::Validate() const {
   Require(conv_kernel >= 1, fn, ": conv_kernel must be >= 1, got ", conv_kernel);
   Require(norm_eps > 0, fn, ": norm_eps must be > 0, got ", norm_eps);
   Require(batch > 0, fn, ": batch must be > 0, got ", batch);
+  Require(decay_gate || !per_channel_decay, fn,
+          ": per_channel_decay (KDA) needs decay_gate (DeltaNet has no decay)");
 }
 
 std::string GatedDeltaNetConfig::Describe() const {
   std::ostringstream os;
-  os << (per_channel_decay ? "kda" : "gated_deltanet") << "(hqk=" << num_heads_qk
-     << ",hv=" << num_heads_v << ",dk=" << head_dim_qk << ",dv=" << head_dim_v
-     << ",conv=" << conv_kernel << ",chunk=" << kernel.chunk_size << ")";
+  os << kind() << "(hqk=" << num_heads_qk << ",hv=" << num_heads_v << ",dk=" << head_dim_qk
+     << ",dv=" << head_dim_v << ",conv=" << conv_kernel << ",chunk=" << kernel.chunk_size << ")";
   return os.str();
 }
 
@@ -44,13 +45,14 @@ void GatedDeltaNetWeights::Check(const GatedDeltaNetConfig& c) const {
   const char* fn = "GatedDeltaNetWeights";
   const int64_t hv = c.num_heads_v;
   CheckMatrix(fn, "w_qkv", w_qkv, c.hidden, c.conv_channels());
-  CheckMatrix(fn, "w_a", w_a, c.hidden, hv * c.decay_width());
+  const int64_t gate = c.decay_gate ? 1 : 0;  // the decay gate's weights are empty without it
+  CheckMatrix(fn, "w_a", w_a, gate * c.hidden, gate * hv * c.decay_width());
   CheckMatrix(fn, "w_b", w_b, c.hidden, hv);
   CheckMatrix(fn, "w_g", w_g, c.hidden, hv * c.head_dim_v);
   CheckMatrix(fn, "w_o", w_o, hv * c.head_dim_v, c.hidden);
   CheckMatrix(fn, "conv", conv, c.conv_channels(), c.conv_kernel);
-  CheckVector(fn, "a_log", a_log, hv);
-  CheckVector(fn, "dt_bias", dt_bias, hv * c.decay_width());
+  CheckVector(fn, "a_log", a_log, gate * hv);
+  CheckVector(fn, "dt_bias", dt_bias, gate * hv * c.decay_width());
   CheckVector(fn, "norm", norm, c.head_dim_v);
 }
 
@@ -83,6 +85,11 @@ GatedDeltaNetWeights GatedDeltaNetWeights::Random(const GatedDeltaNetConfig& c, 
   FillUniform(w.dt_bias.data(), w.dt_bias.size(), 1.0f, seed * 131 + 8);
   for (auto& x : w.dt_bias) x = -4.0f + 1.5f * x;
   w.norm.assign(static_cast<size_t>(c.head_dim_v), 1.0f);
+  if (!c.decay_gate) {  // DeltaNet: drawn as above (same other weights), then dropped
+    w.w_a = Matrix();
+    w.a_log.clear();
+    w.dt_bias.clear();
+  }
   return w;
 }
 
@@ -113,7 +120,8 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   const int64_t ch = c.conv_channels(), width = c.decay_width();
   // Buffers first: a failed allocation leaves the block unchanged.
   const int64_t np = CheckedMul(rows, ch, fn, "rows*conv_channels");
-  const int64_t na = CheckedProduct({rows, hv, width}, fn, "rows*heads*decay_width");
+  const int64_t na =
+      c.decay_gate ? CheckedProduct({rows, hv, width}, fn, "rows*heads*decay_width") : 0;
   const int64_t no = CheckedProduct({rows, hv, dv}, fn, "rows*heads*head_dim_v");
   CheckedResize(proj_, np, fn, "the projections");
   CheckedResize(conv_, np, fn, "the convolution output");
@@ -127,7 +135,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
 
   // Projections (BLAS) and the short convolution over [q | k | v] channels.
   Linear(x.data, rows, weights_.w_qkv, proj_.data());
-  Linear(x.data, rows, weights_.w_a, a_.data());
+  if (c.decay_gate) Linear(x.data, rows, weights_.w_a, a_.data());
   Linear(x.data, rows, weights_.w_b, b_.data());
   Linear(x.data, rows, weights_.w_g, g_.data());
   TensorView<const float> pv = MakeBhsd<const float>(proj_.data(), batch, 1, n, ch);
@@ -148,11 +156,14 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   const TensorView<float> q = heads_view(conv_.data(), hqk, dk, ch);
   const TensorView<float> k = heads_view(conv_.data() + hqk * dk, hqk, dk, ch);
   const TensorView<float> v = heads_view(conv_.data() + 2 * hqk * dk, hv, dv, ch);
-  const TensorView<float> av = heads_view(a_.data(), hv, width, hv * width);
-  const TensorView<float> lav = heads_view(la_.data(), hv, width, hv * width);
   const TensorView<float> bv = heads_view(b_.data(), hv, 1, hv);
   const TensorView<float> betav = heads_view(beta_.data(), hv, 1, hv);
-  ComputeDecayGate(av, weights_.a_log, weights_.dt_bias, lav);
+  TensorView<float> lav;  // empty → α ≡ 1 (DeltaNet)
+  if (c.decay_gate) {
+    lav = heads_view(la_.data(), hv, width, hv * width);
+    ComputeDecayGate(heads_view(a_.data(), hv, width, hv * width), weights_.a_log, weights_.dt_bias,
+                     lav);
+  }
   ComputeWriteGate(bv, betav);
 
   const TensorView<float> ov = heads_view(o_.data(), hv, dv, hv * dv);
@@ -195,11 +206,15 @@ GdnViews MakeGdnViews(const GatedDeltaNetConfig& c, int64_t batch, int64_t n, fl
                       float* la, float* b, float* beta, float* o, float* g) {
   const int64_t hqk = c.num_heads_qk, hv = c.num_heads_v, dk = c.head_dim_qk, dv = c.head_dim_v;
   const int64_t ch = c.conv_channels(), width = c.decay_width();
+  // Without the decay gate (DeltaNet) the gate views are empty: α ≡ 1.
+  const auto gate = [&](float* base) {
+    return c.decay_gate ? HeadsView(base, batch, n, hv, width, hv * width) : TensorView<float>{};
+  };
   return {HeadsView(conv, batch, n, hqk, dk, ch),
           HeadsView(conv + hqk * dk, batch, n, hqk, dk, ch),
           HeadsView(conv + 2 * hqk * dk, batch, n, hv, dv, ch),
-          HeadsView(a, batch, n, hv, width, hv * width),
-          HeadsView(la, batch, n, hv, width, hv * width),
+          gate(a),
+          gate(la),
           HeadsView(b, batch, n, hv, 1, hv),
           HeadsView(beta, batch, n, hv, 1, hv),
           HeadsView(o, batch, n, hv, dv, hv * dv),
@@ -212,7 +227,7 @@ void ConvAndGates(const GatedDeltaNetConfig& c, const GatedDeltaNetWeights& w, i
   const int64_t ch = c.conv_channels();
   ShortConvForward(MakeBhsd<const float>(proj, batch, 1, n, ch), w.conv.data, c.conv_kernel,
                    MakeBhsd(conv, batch, 1, n, ch), TensorView<float>{});
-  ComputeDecayGate(v.a, w.a_log, w.dt_bias, v.la);
+  if (c.decay_gate) ComputeDecayGate(v.a, w.a_log, w.dt_bias, v.la);
   ComputeWriteGate(v.b, v.beta);
 }
 
@@ -253,7 +268,8 @@ std::unique_ptr<TrainTape> GatedDeltaNetBlock::TrainForward(TensorView<const flo
   const int64_t rows = CheckedMul(batch, n, fn, "batch*tokens");
   const int64_t hv = c.num_heads_v, ch = c.conv_channels();
   const int64_t np = CheckedMul(rows, ch, fn, "rows*conv_channels");
-  const int64_t na = CheckedProduct({rows, hv, c.decay_width()}, fn, "rows*heads*decay_width");
+  const int64_t na =
+      c.decay_gate ? CheckedProduct({rows, hv, c.decay_width()}, fn, "rows*heads*decay_width") : 0;
   const int64_t no = CheckedProduct({rows, hv, c.head_dim_v}, fn, "rows*heads*head_dim_v");
   auto buf = [&](int64_t count, const char* what) { return CheckedVector(count, 0.0f, fn, what); };
   auto tape = std::make_unique<GdnTape>();
@@ -270,7 +286,7 @@ std::unique_ptr<TrainTape> GatedDeltaNetBlock::TrainForward(TensorView<const flo
 
   std::copy(x.data, x.data + rows * c.hidden, tape->x.begin());
   Linear(x.data, rows, weights_.w_qkv, tape->proj.data());
-  Linear(x.data, rows, weights_.w_a, tape->a.data());
+  if (c.decay_gate) Linear(x.data, rows, weights_.w_a, tape->a.data());
   Linear(x.data, rows, weights_.w_b, tape->b.data());
   Linear(x.data, rows, weights_.w_g, tape->g.data());
   const GdnViews v = MakeGdnViews(c, batch, n, conv.data(), tape->a.data(), la.data(),
@@ -292,7 +308,7 @@ void GatedDeltaNetBlock::TrainBackward(TrainTape& tape_base, TensorView<const fl
   const int64_t batch = t.shape[0], n = t.shape[2], rows = batch * n;
   const int64_t hv = c.num_heads_v, dv = c.head_dim_v, ch = c.conv_channels(),
                 width = c.decay_width();
-  const int64_t np = rows * ch, na = rows * hv * width, no = rows * hv * dv;
+  const int64_t np = rows * ch, na = c.decay_gate ? rows * hv * width : 0, no = rows * hv * dv;
   // Every buffer before anything is written: a failed allocation changes nothing.
   EnsureGrads();
   auto buf = [&](int64_t count, const char* what) { return CheckedVector(count, 0.0f, fn, what); };
@@ -304,8 +320,8 @@ void GatedDeltaNetBlock::TrainBackward(TrainTape& tape_base, TensorView<const fl
                      db = buf(rows * hv, "db");
   std::vector<float> y = buf(no, "the normed output"), dy = buf(no, "dy"), d_o = buf(no, "do"),
                      dg = buf(no, "dg");
-  std::vector<float> dnorm = buf(dv, "dnorm"), da_log = buf(hv, "da_log"),
-                     ddt = buf(hv * width, "ddt_bias"),
+  std::vector<float> dnorm = buf(dv, "dnorm"), da_log = buf(c.decay_gate ? hv : 0, "da_log"),
+                     ddt = buf(na > 0 ? hv * width : 0, "ddt_bias"),
                      dconv_w = buf(ch * c.conv_kernel, "dconv_w");
   t.consumed = true;
 
@@ -332,9 +348,11 @@ void GatedDeltaNetBlock::TrainBackward(TrainTape& tape_base, TensorView<const fl
                                      .dbeta = d.beta,
                                      .dstate = TensorView<float>{}},
                      c.kernel);
-  ComputeDecayGateBackward(v.a, weights_.a_log, weights_.dt_bias, d.la, d.a, da_log, ddt);
-  AddInto(grads_.a_log, da_log);
-  AddInto(grads_.dt_bias, ddt);
+  if (c.decay_gate) {
+    ComputeDecayGateBackward(v.a, weights_.a_log, weights_.dt_bias, d.la, d.a, da_log, ddt);
+    AddInto(grads_.a_log, da_log);
+    AddInto(grads_.dt_bias, ddt);
+  }
   ComputeWriteGateBackward(v.b, d.beta, d.b);
   ShortConvBackward(MakeBhsd<const float>(t.proj.data(), batch, 1, n, ch), weights_.conv.data,
                     c.conv_kernel, TensorView<const float>{},
@@ -346,7 +364,9 @@ void GatedDeltaNetBlock::TrainBackward(TrainTape& tape_base, TensorView<const fl
   float* dxp = dx.data;  // null → only the weight gradients
   const float* xs = t.x.data();
   LinearBackward(xs, rows, weights_.w_qkv, dproj.data(), dxp, grads_.w_qkv.data.data());
-  LinearBackward(xs, rows, weights_.w_a, da.data(), dxp, grads_.w_a.data.data(), true);
+  if (c.decay_gate) {
+    LinearBackward(xs, rows, weights_.w_a, da.data(), dxp, grads_.w_a.data.data(), true);
+  }
   LinearBackward(xs, rows, weights_.w_b, db.data(), dxp, grads_.w_b.data.data(), true);
   LinearBackward(xs, rows, weights_.w_g, dg.data(), dxp, grads_.w_g.data.data(), true);
 }
