@@ -141,6 +141,7 @@ function inspectCharts() {
     if (svg) {  // text the chart's own frame cuts off (a long title, a legend label)
       const frame = svg.getBoundingClientRect();
       for (const t of svg.querySelectorAll('text')) {
+        if (t.closest('[opacity="0"]')) continue;  // a label Vega hid (overlap, out of range)
         const r = t.getBoundingClientRect();
         if (r.width > 0 && (r.right > frame.right + 1 || r.left < frame.left - 1)) {
           rec.problems.push(`text cut off by the chart's edge: '${t.textContent.slice(0, 60)}'`);

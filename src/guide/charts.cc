@@ -71,8 +71,9 @@ json Base(const std::string& title, const std::string& subtitle, int width = 560
                    {"titleFontSize", 12},
                    {"labelOverlap", "greedy"},
                    {"labelSeparation", 4}}},
-                 // The first and last labels of a continuous x axis sit inside the plot's width.
-                 {"axisX", {{"labelFlush", true}}}}}};
+                 // The first and last labels of a continuous x axis sit inside the plot's width
+                 // and a label that would stick out beyond it is hidden.
+                 {"axisX", {{"labelFlush", true}, {"labelBound", true}}}}}};
   // About 7.5 px per character of the 14 px bold title, 5.8 px per character of the subtitle.
   const auto chars = [&](double px) { return static_cast<size_t>((width - 10) / px); };
   spec["title"] = {{"text", WrapLines(title, chars(7.5))},
