@@ -149,9 +149,10 @@ TEST(TrainModel, GradientMatchesFiniteDifferencesForEveryTrainableKind) {
   for (const auto& k : kinds) names += " " + k;
   std::printf("trainable kinds:%s\n", names.c_str());
   for (const std::string& kind : kinds) {
-    // ReLU features have a kink that central differences straddle; the block's own test checks
-    // its gradient away from it.
-    if (kind == "linear_relu") continue;
+    // ReLU features have a kink that central differences straddle, and DSA's top-k selection is
+    // discrete (its indexer learns from its own KL loss, not from this loss); the blocks' own
+    // tests check those gradients away from the kinks and with a fixed selection.
+    if (kind == "linear_relu" || kind == "dsa") continue;
     SCOPED_TRACE(kind);
     ModelConfig c = VariantConfig(kind);
     c.layers = 1;

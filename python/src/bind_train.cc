@@ -1,5 +1,6 @@
 // attnkit.train / attnkit.evaluate_checkpoint: the trainer of `attnkit train` (docs/training.md)
 // from Python, returning plain dicts (evaluations, losses, throughput). Runs without the GIL.
+#include <pybind11/numpy.h>
 #include <pybind11/stl.h>
 
 #include <optional>
@@ -92,6 +93,23 @@ void BindTrain(py::module_& m) {
       "else the Brown corpus), as `attnkit train` does; returns a dict with 'evals' (loss, "
       "accuracy, bits_per_byte, loss_by_position per evaluation), 'losses' per step, "
       "'tokens_per_s', 'params', 'checkpoint' (with `out`). Bad arguments raise ValueError.");
+  m.def(
+      "mqar_batch",
+      [](int64_t seqlen, int64_t pairs, int64_t vocab, uint64_t seed, uint64_t first,
+         int64_t batch) {
+        train::MqarConfig c;
+        c.seqlen = seqlen;
+        c.pairs = pairs;
+        c.vocab = vocab;
+        const train::Batch b = train::MqarBatch(c, seed, first, batch);
+        return py::make_tuple(py::array_t<int32_t>({b.batch, b.seqlen}, b.inputs.data()),
+                              py::array_t<int32_t>({b.batch, b.seqlen}, b.targets.data()));
+      },
+      py::kw_only(), py::arg("seqlen"), py::arg("pairs"), py::arg("vocab"), py::arg("seed"),
+      py::arg("first"), py::arg("batch"),
+      "MQAR sequences first … first + batch − 1 of stream `seed` (docs/quality.md): (inputs, "
+      "targets) int32 [batch, seqlen], targets −1 where nothing is scored. Training step n of a "
+      "run uses first = n·batch.");
   m.def(
       "evaluate_checkpoint",
       [](const std::string& path) {

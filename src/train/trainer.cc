@@ -418,7 +418,10 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
       checkpoint(step + 1);
     }
   }
-  if (start >= o.steps) evaluate(start);  // nothing to train: evaluate what was loaded
+  if (start >= o.steps) {  // nothing to train: evaluate what was built or loaded
+    evaluate(start);
+    if (!o.resume) checkpoint(start);  // --steps 0 writes the initial weights
+  }
   result.seconds = since(t0);
   result.train_seconds = result.seconds - side_seconds;
   result.tokens_per_s =

@@ -86,7 +86,8 @@ int RunTrainCmd(const std::vector<std::string>& args) {
   p.AddOption("heads", "4", "query heads");
   p.AddOption("kv-heads", "0", "KV heads (0 = heads)");
   p.AddOption("head-dim", "0", "head dim (0 = hidden / heads)");
-  p.AddOption("window", "0", "sliding window of swa / sinks layers (0 = the factory's 128)");
+  p.AddOption("window", "0",
+              "sliding window of swa / sinks layers, chunk of chunked (0 = the factory's 128)");
   p.AddOption("ffn", "0", "SwiGLU inner size (0 = 8·hidden/3 rounded up to 8)");
   p.AddOption("q-lora", "0", "mla q_lora_rank (0 = direct query projection)");
   p.AddOption("kv-lora", "0", "mla kv_lora_rank (0 = 4·head dim)");

@@ -31,7 +31,7 @@ struct ModelConfig {
   int64_t heads = 4;
   int64_t kv_heads = 0;       // 0: = heads
   int64_t head_dim = 0;       // 0: hidden / heads
-  int64_t window = 0;         // sliding window of swa / sinks kinds (0: factory default 128)
+  int64_t window = 0;         // swa / sinks window, chunked chunk (0: factory default 128)
   int64_t q_lora_rank = 0;    // mla: 0 = direct query projection
   int64_t kv_lora_rank = 0;   // mla: 0 = 4·head_dim (DeepSeek-V2-Lite's ratio: 512 for 128)
   int64_t rope_head_dim = 0;  // mla: 0 = head_dim / 2 rounded down to even (>= 2)
