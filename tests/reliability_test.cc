@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -318,6 +319,144 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
     }
   }
   SetNumThreads(previous_threads);
+}
+
+LayerShape SmallShape() {
+  LayerShape shape;
+  shape.hidden = 32;
+  shape.num_heads = 4;
+  shape.num_heads_kv = 2;
+  shape.head_dim = 8;
+  shape.window = 3;  // swa / sinks: a ring buffer that wraps during the test
+  shape.q_lora_rank = 16;
+  shape.kv_lora_rank = 16;
+  shape.rope_head_dim = 4;
+  shape.max_tokens = 128;
+  return shape;
+}
+
+// Every layer kind in one stack, the recurrent kinds last (so that a failure there comes after
+// every cache has advanced), plus `last` if given.
+Stack EveryKindStack(const LayerShape& shape, std::unique_ptr<Layer> last = nullptr) {
+  Stack s(shape.hidden);
+  std::vector<std::string> kinds = LayerKinds();
+  std::stable_partition(kinds.begin(), kinds.end(),
+                        [](const std::string& k) { return k != "gated_deltanet" && k != "kda"; });
+  uint64_t seed = 11;
+  for (const std::string& kind : kinds) s.Add(MakeLayer(kind, shape, seed++));
+  if (last != nullptr) s.Add(std::move(last));
+  return s;
+}
+
+void ExpectSameSteps(Stack& a, Stack& b, int64_t from, int64_t steps, int64_t step_tokens,
+                     uint64_t seed, const std::string& what) {
+  const int64_t hidden = a.hidden();
+  Tensor<float> ya(1, 1, step_tokens, hidden), yb(1, 1, step_tokens, hidden);
+  for (int64_t t = from; t < from + steps * step_tokens; t += step_tokens) {
+    Tensor<float> xt = testing::RandomHidden(1, step_tokens, hidden, seed + t);
+    a.Forward(xt.view(), t, ya.view());
+    b.Forward(xt.view(), t, yb.view());
+    for (int64_t i = 0; i < step_tokens * hidden; ++i) {
+      ASSERT_EQ(ya.data()[i], yb.data()[i]) << what << "; token " << t << " element " << i;
+    }
+  }
+}
+
+// A Stack call that fails in layer i leaves layers 0 … i − 1 as they were (they had advanced
+// before the fix: the stack's tokens_seen() was P + 3 after the failure). Allocation failures are
+// injected at each checked allocation of a 3-token step (every layer in turn, the last one
+// included), then the stack must match a twin that never failed, bit for bit. The prompt is
+// shorter than the step, so every layer grows its scratch (a checked allocation) in the step.
+TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t P = 2;
+  const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+  bool failed_in_last_layer = false;
+  int failures = 0;
+  for (int64_t nth = 1; nth <= 200; ++nth) {
+    Stack a = EveryKindStack(shape), b = EveryKindStack(shape);
+    Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
+    a.Forward(prompt.view(), 0, oa.view());
+    b.Forward(prompt.view(), 0, ob.view());
+    detail::FailNthAllocation(nth);
+    std::string message;
+    try {
+      a.Forward(x.view(), P, y.view());
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    detail::FailNthAllocation(0);
+    if (message.empty()) break;  // the step makes fewer than nth checked allocations
+    ++failures;
+    EXPECT_NE(message.find("out of memory"), std::string::npos) << message;
+    if (message.find("GatedDeltaNetBlock") != std::string::npos) failed_in_last_layer = true;
+    for (size_t i = 0; i < a.num_layers(); ++i) {
+      ASSERT_EQ(a.layer(i).tokens_seen(), P) << "layer " << i << " after: " << message;
+    }
+    EXPECT_EQ(a.CacheBytes(), b.CacheBytes());
+    ExpectSameSteps(a, b, P, 3, 3, seed, "allocation " + std::to_string(nth) + " failed");
+  }
+  EXPECT_GT(failures, 10);
+  EXPECT_TRUE(failed_in_last_layer) << "no failure reached the recurrent layers at the end";
+}
+
+// A later layer refuses the call (its KV cache is full) after every other layer has run: the
+// stack is rolled back and goes on as a twin that never saw the call.
+TEST(FailedCallsChangeNothing, StackRollsBackWhenALaterLayerRefuses) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t P = 20;
+  LayerShape small = shape;
+  small.max_tokens = P + 2;  // room for two more tokens, not three
+  Stack a = EveryKindStack(shape, MakeLayer("gqa", small, 99));
+  Stack b = EveryKindStack(shape, MakeLayer("gqa", small, 99));
+  const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
+  a.Forward(prompt.view(), 0, oa.view());
+  b.Forward(prompt.view(), 0, ob.view());
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+  ExpectError([&] { a.Forward(x.view(), P, y.view()); }, "exceed the KV cache capacity");
+  for (size_t i = 0; i < a.num_layers(); ++i) ASSERT_EQ(a.layer(i).tokens_seen(), P) << i;
+  ExpectSameSteps(a, b, P, 2, 1, seed, "after the refused call");
+}
+
+// UndoForward itself: each kind put back after a successful call (ring wrap included) continues
+// exactly as a twin; only the last call can be undone, and not after a failed call or Reset().
+TEST(FailedCallsChangeNothing, UndoForwardOfEveryKind) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  const Tensor<float> prompt = testing::RandomHidden(1, 7, shape.hidden, seed);
+  for (const std::string& kind : LayerKinds()) {
+    SCOPED_TRACE(kind);
+    auto a = MakeLayer(kind, shape, 5), b = MakeLayer(kind, shape, 5);
+    EXPECT_FALSE(a->UndoForward());  // nothing yet
+    Tensor<float> o(1, 1, 7, shape.hidden), y(1, 1, 2, shape.hidden), yb(1, 1, 2, shape.hidden);
+    a->Forward(prompt.view(), 0, o.view());
+    b->Forward(prompt.view(), 0, o.view());
+    // A 5-token call (longer than the window: the ring is overwritten whole), undone.
+    const Tensor<float> x5 = testing::RandomHidden(1, 5, shape.hidden, seed + 2);
+    Tensor<float> o5(1, 1, 5, shape.hidden);
+    a->Forward(x5.view(), 7, o5.view());
+    EXPECT_TRUE(a->UndoForward());
+    EXPECT_FALSE(a->UndoForward());  // once
+    EXPECT_EQ(a->tokens_seen(), 7);
+    // A failed call leaves nothing to undo (the earlier successful call stays done).
+    const Tensor<float> x2 = testing::RandomHidden(1, 2, shape.hidden, seed + 3);
+    a->Forward(x2.view(), 7, y.view());
+    b->Forward(x2.view(), 7, yb.view());
+    EXPECT_THROW(a->Forward(x2.view(), 7, y.view()), Error);  // repeats a position
+    EXPECT_FALSE(a->UndoForward());
+    for (int64_t t = 9; t < 15; t += 2) {
+      const Tensor<float> xt = testing::RandomHidden(1, 2, shape.hidden, seed + t);
+      a->Forward(xt.view(), t, y.view());
+      b->Forward(xt.view(), t, yb.view());
+      for (int64_t i = 0; i < 2 * shape.hidden; ++i) ASSERT_EQ(y.data()[i], yb.data()[i]) << t;
+    }
+    a->Reset();
+    EXPECT_FALSE(a->UndoForward());
+  }
 }
 
 // The ring buffer's undo record puts overwritten slots back byte for byte.

@@ -104,6 +104,7 @@ GqaBlock::GqaBlock(GqaConfig config, GqaWeights weights)
 void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
   constexpr const char* fn = "GqaBlock::Forward";
   const GqaConfig& c = config_;
+  undo_.length = -1;  // nothing to undo until this call succeeds
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -153,6 +154,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
       DenseDecode(TensorView<const float>(qv), cache_, ov, opt);
     } catch (...) {
       cache_.Undo(undo_);
+      undo_.length = -1;
       throw;
     }
   } else {
@@ -181,6 +183,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     opt.k_start = position - held;
     opt.q_start = position;
     DenseForward(qv, kt.view(), vt.view(), ov, opt);
+    cache_.SaveUndo(n, &undo_);  // for UndoForward (the whole ring is overwritten)
     cache_.Append(kv, vv);
   }
 
@@ -191,6 +194,13 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   Linear(o_.data(), rows, weights_.w_o, out.data);
 }
 
+bool GqaBlock::UndoForward() noexcept {
+  if (undo_.length < 0) return false;
+  cache_.Undo(undo_);
+  undo_.length = -1;
+  return true;
+}
+
 void GqaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
   Require(tokens >= 0, "GqaBlock::FillCacheRandom: tokens must be >= 0, got ", tokens);
   const GqaConfig& c = config_;
@@ -199,6 +209,7 @@ void GqaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
             " tokens exceed max_tokens = ", c.max_tokens);
   }
   cache_.Clear();
+  undo_.length = -1;
   const int64_t chunk = 1024;
   for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
     const int64_t n = std::min(chunk, tokens - t0);
