@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <random>
@@ -17,6 +18,8 @@
 #include "attnkit/core/tensor.h"
 #include "attnkit/kernels/gather.h"
 #include "attnkit/kernels/kv_cache.h"
+#include "attnkit/kernels/linear.h"
+#include "attnkit/kernels/recurrent.h"
 #include "attnkit/layers/factory.h"
 #include "attnkit/layers/ops.h"
 #include "attnkit/masks/mask.h"
@@ -252,12 +255,9 @@ TEST(Checked, BigBirdSamplerUnchangedAndHugeCountsClamped) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
 }
 
-// A call that fails leaves the block as it was: for every layer kind, an allocation failure
-// injected at each checked allocation of a decode step (and a bad shape) must leave tokens_seen
-// unchanged, and the next calls must give bit-identical outputs to a twin that never failed.
-// Before the fix GqaBlock appended to its KV cache before attention (so a failure advanced
-// tokens_seen), and GatedDeltaNetBlock had already advanced its convolution state.
-TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
+// Injects an allocation failure at each checked allocation (1st, 2nd, ...) of a 3-token step
+// after a prompt of P tokens, for every layer kind; returns nothing, fails the test on any change.
+void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
   LayerShape shape;
   shape.hidden = 32;
   shape.num_heads = 4;
@@ -269,9 +269,6 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
   shape.rope_head_dim = 4;
   shape.max_tokens = 512;
   const uint64_t seed = testing::TestSeed();
-  // 300 cached tokens and 2 threads: decode splits the keys into pieces (and allocates their
-  // partial results), the step where a failure used to leave the KV cache appended.
-  constexpr int64_t P = 300;
   const int previous_threads = GetNumThreads();
   SetNumThreads(2);
   const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
@@ -312,13 +309,29 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
         }
       }
     }
-    // MLA makes no checked allocation in this step once its prefill has grown its scratch
-    // (by 1.25x); every other kind must have been failed at least once.
-    if (kind.rfind("mla", 0) != 0) {
-      EXPECT_GT(failures_seen, 0) << "no checked allocation in a decode step of " << kind;
+    if (every_kind_must_fail || kind.rfind("mla", 0) != 0) {
+      EXPECT_GT(failures_seen, 0) << "no checked allocation in a step of " << kind;
     }
   }
   SetNumThreads(previous_threads);
+}
+
+// A call that fails leaves the block as it was: for every layer kind, an allocation failure
+// injected at each checked allocation of a decode step (and a bad shape) must leave tokens_seen
+// unchanged, and the next calls must give bit-identical outputs to a twin that never failed.
+// Before the fix GqaBlock appended to its KV cache before attention (so a failure advanced
+// tokens_seen), and GatedDeltaNetBlock had already advanced its convolution state.
+// 300 cached tokens and 2 threads: decode splits the keys into pieces (and allocates their
+// partial results), the step where a failure used to leave the KV cache appended. MLA makes no
+// checked allocation in this step once its prefill has grown its scratch (by 1.25x).
+TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
+  InjectFailuresInEveryKind(300, /*every_kind_must_fail=*/false);
+}
+
+// The same after a 2-token prompt: the 3-token step grows every block's scratch, so every kind
+// (MLA's latent-length restore included) fails at least once.
+TEST(FailedCallsChangeNothing, EveryLayerKindAfterAShortPrompt) {
+  InjectFailuresInEveryKind(2, /*every_kind_must_fail=*/true);
 }
 
 LayerShape SmallShape() {
@@ -370,16 +383,27 @@ void ExpectSameSteps(Stack& a, Stack& b, int64_t from, int64_t steps, int64_t st
 TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
   const LayerShape shape = SmallShape();
   const uint64_t seed = testing::TestSeed();
-  constexpr int64_t P = 2;
+  constexpr int64_t P = 2, kSteps = 3;
   const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
   const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+  Tensor<float> o(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
+  // What a stack that never failed gives for kSteps steps of 3 tokens after the prompt.
+  std::vector<float> expected;
+  {
+    Stack b = EveryKindStack(shape);
+    b.Forward(prompt.view(), 0, o.view());
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + 100 + s);
+      b.Forward(xt.view(), P + 3 * s, y.view());
+      expected.insert(expected.end(), y.data(), y.data() + y.numel());
+    }
+  }
   bool failed_in_last_layer = false;
   int failures = 0;
   for (int64_t nth = 1; nth <= 200; ++nth) {
-    Stack a = EveryKindStack(shape), b = EveryKindStack(shape);
-    Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
-    a.Forward(prompt.view(), 0, oa.view());
-    b.Forward(prompt.view(), 0, ob.view());
+    Stack a = EveryKindStack(shape);
+    a.Forward(prompt.view(), 0, o.view());
+    const size_t cache_bytes = a.CacheBytes();
     detail::FailNthAllocation(nth);
     std::string message;
     try {
@@ -395,8 +419,14 @@ TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
     for (size_t i = 0; i < a.num_layers(); ++i) {
       ASSERT_EQ(a.layer(i).tokens_seen(), P) << "layer " << i << " after: " << message;
     }
-    EXPECT_EQ(a.CacheBytes(), b.CacheBytes());
-    ExpectSameSteps(a, b, P, 3, 3, seed, "allocation " + std::to_string(nth) + " failed");
+    EXPECT_EQ(a.CacheBytes(), cache_bytes);
+    std::vector<float> got;
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + 100 + s);
+      a.Forward(xt.view(), P + 3 * s, y.view());
+      got.insert(got.end(), y.data(), y.data() + y.numel());
+    }
+    ASSERT_EQ(got, expected) << "allocation " << nth << " failed: " << message;
   }
   EXPECT_GT(failures, 10);
   EXPECT_TRUE(failed_in_last_layer) << "no failure reached the recurrent layers at the end";
@@ -457,6 +487,153 @@ TEST(FailedCallsChangeNothing, UndoForwardOfEveryKind) {
     a->Reset();
     EXPECT_FALSE(a->UndoForward());
   }
+}
+
+// Tokens [t0, t0 + n) of a [batch, heads, tokens, dim] tensor, as a view.
+template <typename T>
+TensorView<T> TokenRange(TensorView<T> x, int64_t t0, int64_t n) {
+  return TensorView<T>{x.data + t0 * x.stride[2], {x.batch(), x.heads(), n, x.dim()}, x.stride};
+}
+
+// Runs `call(t0, n, state, out)` (a kernel with a caller-held state) with an allocation failure
+// injected at each checked allocation in turn, and a bad shape, after a prefill: the state must
+// be unchanged bit for bit (`same`), and the next calls must match a twin's. Returns the number
+// of injected failures that made the call throw.
+template <typename State, typename Call, typename Same>
+int InjectIntoStatefulCall(const std::function<State()>& fresh, Call call, Same same, int64_t dv) {
+  constexpr int64_t P = 10, step = 5;
+  int failures = 0;
+  for (int64_t nth = 1; nth <= 32; ++nth) {
+    State a = fresh(), b = fresh();
+    Tensor<float> out(1, 2, P + 3 * step, dv), out_b(1, 2, P + 3 * step, dv);
+    call(0, P, a, TokenRange(out.view(), 0, P));
+    call(0, P, b, TokenRange(out_b.view(), 0, P));
+    const State before = a;
+    Tensor<float> wrong(1, 2, step + 1, dv);
+    EXPECT_THROW(call(P, step, a, wrong.view()), Error);  // out has one token too many
+    EXPECT_TRUE(same(a, before)) << "a bad shape changed the state";
+    detail::FailNthAllocation(nth);
+    bool failed = false;
+    try {
+      call(P, step, a, TokenRange(out.view(), P, step));
+    } catch (const Error& e) {
+      failed = true;
+      EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+    }
+    detail::FailNthAllocation(0);
+    if (!failed) break;
+    ++failures;
+    EXPECT_TRUE(same(a, before)) << "allocation " << nth << " failed and changed the state";
+    for (int64_t t = P; t < P + 3 * step; t += step) {
+      call(t, step, a, TokenRange(out.view(), t, step));
+      call(t, step, b, TokenRange(out_b.view(), t, step));
+    }
+    EXPECT_TRUE(same(a, b)) << "after allocation " << nth << " failed";
+    EXPECT_TRUE(std::equal(out.data(), out.data() + out.numel(), out_b.data()))
+        << "outputs differ after allocation " << nth << " failed";
+  }
+  return failures;
+}
+
+// LinearState (both backends, every feature map): a failed call leaves it as it was. Before the
+// fix the reference allocated each head's state inside its loop (an allocation failure there came
+// after earlier heads' states were written) and neither backend's scratch was checked.
+TEST(FailedCallsChangeNothing, LinearStateUnderInjectedFailures) {
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t T = 25, dk = 8, dv = 6;
+  std::mt19937_64 rng(seed);
+  Tensor<float> q(1, 2, T, dk), k(1, 2, T, dk), v(1, 2, T, dv);
+  testing::FillNormal(q, rng);
+  testing::FillNormal(k, rng);
+  testing::FillNormal(v, rng);
+  const PerformerFeatures feats(16, dk, RandomFeatureKind::kOrthogonal, seed);
+  for (const Backend backend : {Backend::kAuto, Backend::kReference}) {
+    for (const FeatureMap f :
+         {FeatureMap::kFavorPositive, FeatureMap::kEluPlusOne, FeatureMap::kRelu}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "backend " << static_cast<int>(backend) << " map " << static_cast<int>(f));
+      LinearOptions o;
+      o.feature_map = f;
+      o.features = &feats;
+      o.backend = backend;
+      o.chunk_size = 4;
+      const int64_t m = LinearNumFeatures(o, dk);
+      auto call = [&](int64_t t0, int64_t n, LinearState& st, TensorView<float> out) {
+        LinearForward(TokenRange(q.view(), t0, n), TokenRange(k.view(), t0, n),
+                      TokenRange(v.view(), t0, n), out, o, &st);
+      };
+      auto same = [](const LinearState& x, const LinearState& y) {
+        return x.tokens == y.tokens && x.s == y.s && x.z == y.z && x.max_shift == y.max_shift;
+      };
+      const int failures = InjectIntoStatefulCall<LinearState>(
+          [&] { return LinearState(1, 2, m, dv); }, call, same, dv);
+      EXPECT_GT(failures, 0) << "no checked allocation in a call";
+    }
+  }
+}
+
+// The recurrent state in/out of GatedDeltaForward (both backends, chunked and token by token).
+TEST(FailedCallsChangeNothing, RecurrentStateUnderInjectedFailures) {
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t T = 25, dk = 8, dv = 6;
+  std::mt19937_64 rng(seed);
+  Tensor<float> q(1, 2, T, dk), k(1, 2, T, dk), v(1, 2, T, dv), la(1, 2, T, 1), beta(1, 2, T, 1);
+  testing::FillNormal(q, rng);
+  testing::FillNormal(k, rng);
+  testing::FillNormal(v, rng);
+  std::uniform_real_distribution<float> u01(0.0f, 1.0f);
+  for (int64_t i = 0; i < la.numel(); ++i) la.data()[i] = -u01(rng);
+  for (int64_t i = 0; i < beta.numel(); ++i) beta.data()[i] = u01(rng);
+  for (const Backend backend : {Backend::kAuto, Backend::kReference}) {
+    for (const DeltaAlgorithm alg : {DeltaAlgorithm::kChunked, DeltaAlgorithm::kRecurrent}) {
+      SCOPED_TRACE(::testing::Message() << "backend " << static_cast<int>(backend) << " algorithm "
+                                        << static_cast<int>(alg));
+      GatedDeltaOptions o;
+      o.backend = backend;
+      o.algorithm = alg;
+      o.chunk_size = 4;
+      // The state [1, 2, dk, dv] in a vector (copyable, compared bit for bit).
+      auto call = [&](int64_t t0, int64_t n, std::vector<float>& st, TensorView<float> out) {
+        GatedDeltaForward(TokenRange(q.view(), t0, n), TokenRange(k.view(), t0, n),
+                          TokenRange(v.view(), t0, n), TokenRange(la.view(), t0, n),
+                          TokenRange(beta.view(), t0, n), out, MakeBhsd(st.data(), 1, 2, dk, dv),
+                          o);
+      };
+      auto same = [](const std::vector<float>& x, const std::vector<float>& y) { return x == y; };
+      const int failures = InjectIntoStatefulCall<std::vector<float>>(
+          [] { return std::vector<float>(2 * dk * dv, 0.0f); }, call, same, dv);
+      EXPECT_GT(failures, 0) << "no checked allocation in a call";
+    }
+  }
+}
+
+// IndexerCache: a refused Append (wrong shape, past the capacity) keeps its length and rows, and
+// the next Append gives the same cache as on a fresh one.
+TEST(FailedCallsChangeNothing, IndexerCacheRefusedAppends) {
+  std::mt19937_64 rng(testing::TestSeed());
+  IndexerCache a(2, 8, 10), b(2, 8, 10);
+  Tensor<float> k1(2, 1, 6, 8), k2(2, 1, 3, 8), big(2, 1, 5, 8), bad(2, 1, 2, 7);
+  for (Tensor<float>* t : {&k1, &k2, &big, &bad}) testing::FillNormal(*t, rng);
+  a.Append(k1.view());
+  b.Append(k1.view());
+  auto rows = [](const IndexerCache& c) {
+    const TensorView<const bf16> v = c.view();
+    std::vector<uint16_t> r;
+    for (int64_t bi = 0; bi < v.batch(); ++bi) {
+      for (int64_t t = 0; t < v.tokens(); ++t) {
+        for (int64_t d = 0; d < v.dim(); ++d) r.push_back(v.at(bi, 0, t, d).bits);
+      }
+    }
+    return r;
+  };
+  const auto before = rows(a);
+  ExpectError([&] { a.Append(big.view()); }, "exceed the capacity");
+  ExpectError([&] { a.Append(bad.view()); }, "k_index must be");
+  EXPECT_EQ(a.length(), 6);
+  EXPECT_EQ(rows(a), before);
+  a.Append(k2.view());
+  b.Append(k2.view());
+  EXPECT_EQ(rows(a), rows(b));
 }
 
 // The ring buffer's undo record puts overwritten slots back byte for byte.
