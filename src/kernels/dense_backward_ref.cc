@@ -5,7 +5,6 @@
 // holds a seqlen_q × seqlen_kv matrix either (one row of logits at a time).
 #include <algorithm>
 #include <cmath>
-#include <cstdlib>
 #include <limits>
 #include <vector>
 
@@ -13,6 +12,7 @@
 #include "kernels/backward_common.h"
 #include "kernels/dense_common.h"
 #include "kernels/problem.h"
+#include "kernels/score_mods.h"
 
 namespace attnkit {
 
@@ -74,12 +74,13 @@ double DenseBackwardFlops(int64_t batch, int64_t num_heads_q, int64_t seqlen_q, 
 namespace ref {
 namespace {
 
-template <typename KV>
-void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
-                 TensorView<const float> out, TensorView<const float> lse,
-                 TensorView<const float> dout, const DenseGrads& grads, const DenseOptions& o) {
-  const detail::DenseGeometry g =
-      detail::CheckDenseBackwardArgs("ref::DenseBackward", q, k, v, out, lse, dout, grads, o);
+// The score modifiers (soft-cap, ALiBi, sinks) come from score_mods.h, the definitions the
+// forward kernel and its reference use, with their derivatives.
+template <typename KV, typename Mods>
+void RefBackwardImpl(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+                     TensorView<const float> out, TensorView<const float> lse,
+                     TensorView<const float> dout, const DenseGrads& grads, const DenseOptions& o,
+                     const detail::DenseGeometry& g, const Mods& mods) {
   constexpr double kInf = std::numeric_limits<double>::infinity();
   // dK, dV in double: [batch, heads_kv, seqlen_kv, dim] contiguous.
   std::vector<double> dk(static_cast<size_t>(g.batch * g.heads_kv * g.seqlen_kv * g.dk), 0.0);
@@ -89,7 +90,6 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t h = 0; h < g.heads_q; ++h) {
       const int64_t hk = h / g.group;
-      const double slope = o.alibi_slopes.empty() ? 0.0 : double{o.alibi_slopes[h]};
       for (int64_t i = 0; i < g.seqlen_q; ++i) {
         const int64_t qp = g.q_start + i;
         const float* qr = q.row(b, h, i);
@@ -104,9 +104,7 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
           std::fill(dqr, dqr + g.dk, 0.0f);
           continue;
         }
-        if (!o.sinks.empty() && o.sinks[h] != -std::numeric_limits<float>::infinity()) {
-          dsink[h] -= std::exp(double{o.sinks[h]} - l) * D;
-        }
+        if constexpr (Mods::kHasSinks) dsink[h] += mods.sinks.Gradient(h, l, D);
         for (int64_t j = 0; j < g.seqlen_kv; ++j) {
           const int64_t kp = g.k_start + j;
           if (o.mask && !o.mask->Allowed(qp, kp)) {
@@ -116,15 +114,9 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
           const KV* kr = k.row(b, hk, j);
           double dot = 0;
           for (int64_t d = 0; d < g.dk; ++d) dot += double{qr[d]} * double{ToFloat(kr[d])};
-          double s = dot * g.scale;
-          deriv[j] = g.scale;  // ∂s/∂(q·k)
-          if (o.softcap > 0) {
-            const double t = std::tanh(s / o.softcap);
-            s = o.softcap * t;
-            deriv[j] *= 1.0 - t * t;
-          }
-          if (slope != 0) s -= slope * static_cast<double>(std::llabs(qp - kp));
-          p[j] = std::exp(s - l);
+          const double s = dot * g.scale;
+          deriv[j] = g.scale * mods.LogitDerivative(s);  // ∂logit/∂(q·k)
+          p[j] = std::exp(mods.Logit(s, h, qp, kp) - l);
         }
         for (int64_t j = 0; j < g.seqlen_kv; ++j) {
           if (p[j] == 0) continue;
@@ -161,6 +153,16 @@ void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<c
   if (grads.dsinks) {
     for (int64_t h = 0; h < g.heads_q; ++h) grads.dsinks[h] = static_cast<float>(dsink[h]);
   }
+}
+
+template <typename KV>
+void RefBackward(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+                 TensorView<const float> out, TensorView<const float> lse,
+                 TensorView<const float> dout, const DenseGrads& grads, const DenseOptions& o) {
+  const detail::DenseGeometry g =
+      detail::CheckDenseBackwardArgs("ref::DenseBackward", q, k, v, out, lse, dout, grads, o);
+  detail::DispatchScoreMods(
+      o, [&](const auto& mods) { RefBackwardImpl(q, k, v, out, lse, dout, grads, o, g, mods); });
 }
 
 }  // namespace

@@ -8,8 +8,11 @@
 // for a modifier that is off (FlashAttention's static switches).
 //
 // Adding a modifier: its option in DenseOptions (checked in CheckDenseArgs), one struct here
-// with its math, a flag in ScoreMods and a BoolSwitch in DispatchScoreMods; the kernel and the
-// reference then both apply it (docs/ARCHITECTURE.md, "Adding a variant").
+// with its math and its derivative, a flag in ScoreMods and a BoolSwitch in DispatchScoreMods;
+// the forward kernel, the forward reference and the backward reference then all apply it. The
+// fast backward (dense_backward.cc) evaluates soft-cap and ALiBi with Highway vectors and must be
+// extended by hand; its tests compare it with the reference for every combination
+// (docs/ARCHITECTURE.md, "Adding a variant").
 #pragma once
 
 #include <algorithm>
@@ -31,6 +34,12 @@ struct SoftCap {
   T operator()(T s) const {
     const T c = static_cast<T>(cap);
     return c * std::tanh(s / c);
+  }
+  // ∂(cap · tanh(s / cap))/∂s = 1 − tanh²(s / cap).
+  template <typename T>
+  T Derivative(T s) const {
+    const T t = std::tanh(s / static_cast<T>(cap));
+    return T{1} - t * t;
   }
 };
 
@@ -61,6 +70,14 @@ struct Sinks {
     m = m_new;
     return corr;
   }
+  // A row's contribution to ∂loss/∂sink_head given its log-sum-exp and D = Σ dO ∘ O:
+  // −exp(sink − lse) · D (the sink's probability times −D). Zero for a sink of −inf.
+  template <typename T>
+  T Gradient(int64_t head, T lse, T D) const {
+    const T sink = static_cast<T>(logits[static_cast<size_t>(head)]);
+    if (sink == -std::numeric_limits<T>::infinity()) return T{0};
+    return -std::exp(sink - lse) * D;
+  }
 };
 
 // The active set of modifiers, as compile-time flags.
@@ -81,6 +98,12 @@ struct ScoreMods {
     if constexpr (kSoftCap) s = softcap(s);
     if constexpr (kAlibi) s = alibi(s, head, q_pos, k_pos);
     return s;
+  }
+  // ∂Logit/∂s at the scaled score s (ALiBi's shift does not depend on s).
+  template <typename T>
+  T LogitDerivative(T s) const {
+    if constexpr (kSoftCap) return softcap.Derivative(s);
+    return T{1};
   }
   // Folds the normaliser-only modifiers into a finished row (see Sinks::Fold).
   template <typename T>
