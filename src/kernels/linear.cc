@@ -235,15 +235,9 @@ void BidirectionalUnit(const LinearGeometry& g, const LinearOptions& o, TensorVi
   }
 }
 
-}  // namespace
-
-void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
-  if (o.backend == Backend::kReference) {
-    ref::LinearForward(q, k, v, out, o, state);
-    return;
-  }
-  const LinearGeometry g = detail::CheckLinearArgs("LinearForward", q, k, v, out, o, state);
+void FastLinear(const LinearGeometry& g, TensorView<const float> q, TensorView<const float> k,
+                TensorView<const float> v, TensorView<float> out, const LinearOptions& o,
+                LinearState* state) {
   const int threads = ResolveThreads(o.num_threads);
   const int64_t units = g.batch * g.heads_kv;
   const int64_t chunk = std::min(o.chunk_size, std::max(g.seqlen_q, g.seqlen_kv));
@@ -279,6 +273,22 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
     }
   }
   if (state) state->tokens += g.seqlen_kv;
+}
+
+}  // namespace
+
+void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
+  if (o.backend == Backend::kReference) {
+    ref::LinearForward(q, k, v, out, o, state);
+    return;
+  }
+  const LinearGeometry g = detail::CheckLinearArgs("LinearForward", q, k, v, out, o, state);
+  detail::LinearNonFiniteRule(
+      g, q, k, v, out, o.causal, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        FastLinear(g, q2, k2, v2, out, o, state);
+      });
 }
 
 }  // namespace attnkit

@@ -80,12 +80,9 @@ void Read(const detail::LinearGeometry& g, const std::vector<double>& fq, const 
   }
 }
 
-}  // namespace
-
-void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
-  const detail::LinearGeometry g =
-      detail::CheckLinearArgs("ref::LinearForward", q, k, v, out, o, state);
+void RefLinear(const detail::LinearGeometry& g, TensorView<const float> q,
+               TensorView<const float> k, TensorView<const float> v, TensorView<float> out,
+               const LinearOptions& o, LinearState* state) {
   // Every buffer before the first write of `state` (a failure leaves it unchanged).
   constexpr const char* fn = "ref::LinearForward";
   std::vector<double> fk, fq;
@@ -137,6 +134,19 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
     }
   }
   if (state) state->tokens += g.seqlen_kv;
+}
+
+}  // namespace
+
+void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
+  const detail::LinearGeometry g =
+      detail::CheckLinearArgs("ref::LinearForward", q, k, v, out, o, state);
+  detail::LinearNonFiniteRule(
+      g, q, k, v, out, o.causal, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        RefLinear(g, q2, k2, v2, out, o, state);
+      });
 }
 
 }  // namespace attnkit::ref

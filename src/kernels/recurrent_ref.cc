@@ -79,12 +79,11 @@ DeltaGeometry CheckDeltaArgs(const char* fn, TensorView<const float> q, TensorVi
 
 namespace ref {
 
-void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
-                       TensorView<const float> v, TensorView<const float> log_alpha,
-                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
-                       const GatedDeltaOptions& o) {
-  const detail::DeltaGeometry g =
-      detail::CheckDeltaArgs("ref::GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+namespace {
+void RefDelta(const detail::DeltaGeometry& g, TensorView<const float> q, TensorView<const float> k,
+              TensorView<const float> v, TensorView<const float> log_alpha,
+              TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+              const GatedDeltaOptions& o) {
   const int64_t dk = g.dk, dv = g.dv;
   constexpr const char* fn = "ref::GatedDeltaForward";
   std::vector<double> s, qn, kn, alpha, sk, u;  // all allocated before `state` is written
@@ -143,6 +142,20 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
       }
     }
   }
+}
+}  // namespace
+
+void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
+                       TensorView<const float> v, TensorView<const float> log_alpha,
+                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+                       const GatedDeltaOptions& o) {
+  const detail::DeltaGeometry g =
+      detail::CheckDeltaArgs("ref::GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+  detail::DeltaNonFiniteRule(
+      g, q, k, v, out, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        RefDelta(g, q2, k2, v2, log_alpha, beta, out, state, o);
+      });
 }
 
 }  // namespace ref
