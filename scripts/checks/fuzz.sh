@@ -12,7 +12,7 @@ if ! command -v clang++ >/dev/null 2>&1; then
 fi
 cmake -S . -B build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DATTNKIT_BUILD_FUZZ=ON -DATTNKIT_BUILD_TESTS=OFF -DATTNKIT_BUILD_CLI=OFF >/dev/null
-cmake --build build-fuzz -j 2 --target config_reader_fuzz pattern_spec_fuzz
+cmake --build build-fuzz -j 2 --target config_reader_fuzz pattern_spec_fuzz cli_args_fuzz
 
 # Seeds: the real configs in tests/data/configs and each catalogue entry's config, in a writable corpus folder.
 corpus=build-fuzz/corpus
@@ -60,3 +60,23 @@ if [ "$status" -ne 0 ]; then
   exit 1
 fi
 echo "fuzz: pattern_spec_fuzz, no crash in ${spec_seconds}s"
+
+# The CLI's argument parser, its typed getters, the layer list and the benchmarks' --mask.
+cli_seconds=${ATTNKIT_FUZZ_CLI_SECONDS:-20}
+cli_corpus=build-fuzz/corpus-cli-args
+mkdir -p "$cli_corpus"
+cp -f fuzz/cli_args_seeds/* "$cli_corpus"/
+echo "fuzz: running cli_args_fuzz for ${cli_seconds}s"
+set +e
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ./build-fuzz/fuzz/cli_args_fuzz -max_total_time="$cli_seconds" -timeout=10 \
+  -rss_limit_mb=2048 -max_len=512 -artifact_prefix=build-fuzz/cli- -print_final_stats=1 \
+  "$cli_corpus" >build-fuzz/fuzz-cli-args.log 2>&1
+status=$?
+set -e
+grep -E "^(==|SUMMARY|stat::|Done)|ERROR|exception" build-fuzz/fuzz-cli-args.log | tail -30
+if [ "$status" -ne 0 ]; then
+  echo "fuzz: cli_args_fuzz FAILED (exit $status); log in build-fuzz/fuzz-cli-args.log" >&2
+  exit 1
+fi
+echo "fuzz: cli_args_fuzz, no crash in ${cli_seconds}s"
