@@ -123,7 +123,10 @@ TEST(NonFinite, DenseForwardBothBackends) {
           // Key / query row 33: inside the fast kernel's first 64-key tile, where rows 0..34
           // have it masked (a NaN must not leak to them through the masked zero weights).
           const int64_t row = 33;
-          if (which == 'q') q.view().row(1, 3, row)[5] = bad;
+          if (which == 'q') {
+            q.view().row(1, 3, row)[5] = bad;
+            q.view().row(0, 0, 0)[1] = bad;  // a row that sees no key when masked
+          }
           if (which == 'k') k.view().row(1, 0, row)[2] = bad;
           if (which == 'v') v.view().row(1, 0, row)[7] = bad;
           Tensor<float> out(B, Hq, Tq, D), lse(B, Hq, Tq, 1), clean(B, Hq, Tq, D),
@@ -135,15 +138,20 @@ TEST(NonFinite, DenseForwardBothBackends) {
           ExpectRule(
               out, lse, clean, clean_lse,
               [&](int64_t b, int64_t h, int64_t t) {
-                if (which == 'q') return b == 1 && h == 3 && t == row;
+                if (which == 'q') {
+                  return (b == 1 && h == 3 && t == row) || (b == 0 && h == 0 && t == 0 && !masked);
+                }
                 // Key `row` (kv head 0: q heads 0, 1) is seen by rows t - 2 >= row (causal).
                 return b == 1 && h < 2 && (!masked || t - 2 >= row);
               },
               what);
           if (masked) {  // rows 0, 1 see nothing: zeros, LSE −inf, whatever the inputs hold
-            for (int64_t h = 0; h < Hq; ++h) {
-              EXPECT_EQ(out.view().row(1, h, 0)[0], 0.0f) << what;
-              EXPECT_EQ(lse.view().at(1, h, 1, 0), -kInf) << what;
+            for (int64_t b = 0; b < B; ++b) {
+              for (int64_t h = 0; h < Hq; ++h) {
+                EXPECT_EQ(out.view().row(b, h, 0)[0], 0.0f) << what;
+                EXPECT_EQ(lse.view().at(b, h, 0, 0), -kInf) << what;
+                EXPECT_EQ(lse.view().at(b, h, 1, 0), -kInf) << what;
+              }
             }
           }
         }

@@ -1,8 +1,9 @@
 // The non-finite rule (docs/reliability.md), shared by every engine and both backends:
 //
-//   An output row is NaN (every element, and its LSE) when its query row, or the key or value
-//   row of any key it is allowed to see, holds a NaN or ±Inf. Keys it may not see never affect
-//   it; a row that sees no key is zeros with LSE −inf, whatever the inputs hold. Every other row
+//   An output row is NaN (every element, and its LSE) when it sees at least one key and its query
+//   row, or the key or value row of any key it sees, holds a NaN or ±Inf. Keys it may not see
+//   never affect it; a row that sees no key is zeros with LSE −inf (or the sink's), whatever the
+//   inputs hold, its own query row included. Every other row
 //   is exactly what it would be without the non-finite values. No kernel throws, crashes or hangs
 //   because of a value.
 //
@@ -122,9 +123,14 @@ void DenseNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView<
       }
       for (int64_t h = hk * g.group; h < (hk + 1) * g.group; ++h) {
         for (int64_t i = 0; i < g.seqlen_q; ++i) {
-          bool poisoned = bad_q[static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i)] != 0;
-          for (size_t n = 0; n < bad_keys.size() && !poisoned; ++n) {
-            poisoned = o.mask == nullptr || o.mask->Allowed(g.q_start + i, g.k_start + bad_keys[n]);
+          auto allowed = [&](int64_t j) {
+            return o.mask == nullptr || o.mask->Allowed(g.q_start + i, g.k_start + j);
+          };
+          bool poisoned = false;
+          for (size_t n = 0; n < bad_keys.size() && !poisoned; ++n) poisoned = allowed(bad_keys[n]);
+          // A bad query row poisons its row only if the row sees a key (else: zeros, −inf).
+          if (!poisoned && bad_q[static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i)]) {
+            for (int64_t j = 0; j < g.seqlen_kv && !poisoned; ++j) poisoned = allowed(j);
           }
           if (!poisoned) continue;
           float* orow = out.row(b, h, i);
@@ -181,12 +187,16 @@ void GatherNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView
     for (int64_t h = 0; h < g.heads_q; ++h) {
       const int64_t hk = h / g.group, l = lists == 1 ? 0 : hk;
       for (int64_t i = 0; i < g.seqlen_q; ++i) {
-        bool poisoned = bad_q[static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i)] != 0;
         const int32_t* row = idx.row(b, l, i);
+        bool poisoned = false, sees = false;
         for (int64_t n = 0; n < top_k && !poisoned; ++n) {
+          sees = sees || row[n] >= 0;
           poisoned = row[n] >= 0 &&
                      key[static_cast<size_t>((b * g.heads_kv + hk) * g.seqlen_kv + row[n])] != 0;
         }
+        // A bad query row poisons its row only if the row sees a key (else: zeros, −inf).
+        const size_t qr = static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i);
+        poisoned = poisoned || (sees && bad_q[qr] != 0);
         if (!poisoned) continue;
         float* orow = out.row(b, h, i);
         for (int64_t d = 0; d < g.dv; ++d) orow[d] = kNaN;
