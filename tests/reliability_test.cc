@@ -255,9 +255,7 @@ TEST(Checked, BigBirdSamplerUnchangedAndHugeCountsClamped) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
 }
 
-// Injects an allocation failure at each checked allocation (1st, 2nd, ...) of a 3-token step
-// after a prompt of P tokens, for every layer kind; returns nothing, fails the test on any change.
-void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
+LayerShape SmallShape() {
   LayerShape shape;
   shape.hidden = 32;
   shape.num_heads = 4;
@@ -267,6 +265,14 @@ void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
   shape.q_lora_rank = 16;
   shape.kv_lora_rank = 16;
   shape.rope_head_dim = 4;
+  shape.max_tokens = 128;
+  return shape;
+}
+
+// Injects an allocation failure at each checked allocation (1st, 2nd, ...) of a 3-token step
+// after a prompt of P tokens, for every layer kind; returns nothing, fails the test on any change.
+void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
+  LayerShape shape = SmallShape();
   shape.max_tokens = 512;
   const uint64_t seed = testing::TestSeed();
   const int previous_threads = GetNumThreads();
@@ -332,20 +338,6 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
 // (MLA's latent-length restore included) fails at least once.
 TEST(FailedCallsChangeNothing, EveryLayerKindAfterAShortPrompt) {
   InjectFailuresInEveryKind(2, /*every_kind_must_fail=*/true);
-}
-
-LayerShape SmallShape() {
-  LayerShape shape;
-  shape.hidden = 32;
-  shape.num_heads = 4;
-  shape.num_heads_kv = 2;
-  shape.head_dim = 8;
-  shape.window = 3;  // swa / sinks: a ring buffer that wraps during the test
-  shape.q_lora_rank = 16;
-  shape.kv_lora_rank = 16;
-  shape.rope_head_dim = 4;
-  shape.max_tokens = 128;
-  return shape;
 }
 
 // Every layer kind in one stack, the recurrent kinds last (so that a failure there comes after

@@ -29,14 +29,9 @@ template <typename Run>
 void LinearNonFiniteRule(const LinearGeometry& g, TensorView<const float> q,
                          TensorView<const float> k, TensorView<const float> v,
                          TensorView<float> out, bool causal, LinearState* state, Run run) {
-  constexpr const char* fn = "LinearForward";
-  std::vector<uint8_t> bad_q =
-      CheckedVector<uint8_t>(g.batch * g.heads_q * g.seqlen_q, 0, fn, "the non-finite row flags");
-  std::vector<uint8_t> bad_kv =
-      CheckedVector<uint8_t>(g.batch * g.heads_kv * g.seqlen_kv, 0, fn, "the non-finite row flags");
-  bool any = MarkNonFiniteRows(q, bad_q);
-  any = MarkNonFiniteRows(k, bad_kv) || any;
-  any = MarkNonFiniteRows(v, bad_kv) || any;
+  const NonFiniteRows rows = ScanRows("LinearForward", q, k, v, /*kv_together=*/true);
+  const std::vector<uint8_t>&bad_q = rows.q, &bad_kv = rows.k;
+  bool any = rows.any;
   const int64_t sn = g.m * g.dv;
   auto state_bad = [&](int64_t u) {
     return state != nullptr && !(SpanFinite(state->s.data() + u * sn, sn) &&
@@ -49,16 +44,8 @@ void LinearNonFiniteRule(const LinearGeometry& g, TensorView<const float> q,
   }
   std::vector<uint8_t> came_bad(static_cast<size_t>(g.batch * g.heads_kv));
   for (int64_t u = 0; u < g.batch * g.heads_kv; ++u) came_bad[u] = state_bad(u);
-  const Tensor<float> q2 = CopyZeroingRows(q, bad_q), k2 = CopyZeroingRows(k, bad_kv),
-                      v2 = CopyZeroingRows(v, bad_kv);
-  run(q2.view(), k2.view(), v2.view());
-  SequenceRule r;
-  r.batch = g.batch;
-  r.state_heads = g.heads_kv;
-  r.out_heads = g.heads_q;
-  r.seqlen = g.seqlen_q;
-  r.kv_seqlen = g.seqlen_kv;
-  r.causal = causal;
+  RunOnZeroedCopies(rows, q, k, v, run);
+  const SequenceRule r{g.batch, g.heads_kv, g.heads_q, g.seqlen_q, g.seqlen_kv, causal};
   PoisonSequenceRows(
       r, out,
       [&](int64_t b, int64_t h, int64_t t) {

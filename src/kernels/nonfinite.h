@@ -92,27 +92,63 @@ Tensor<T> CopyZeroingRows(TensorView<const T> x, const std::vector<uint8_t>& fla
   return y;
 }
 
+// Fills row (b, h, t) of out, and its LSE if lse is given, with NaN.
+inline void PoisonRow(TensorView<float> out, TensorView<float> lse, int64_t b, int64_t h,
+                      int64_t t) {
+  float* row = out.row(b, h, t);
+  for (int64_t d = 0; d < out.dim(); ++d) row[d] = kNaN;
+  if (!lse.empty()) lse.at(b, h, t, 0) = kNaN;
+}
+
+// Zeroed flags, one per row of x [batch, heads, tokens, ·].
+template <typename T>
+std::vector<uint8_t> RowFlags(TensorView<const T> x, const char* fn) {
+  return CheckedVector<uint8_t>(CheckedProduct({x.batch(), x.heads(), x.tokens()}, fn, "rows"), 0,
+                                fn, "the non-finite row flags");
+}
+
+// Which rows of q, k and v hold a non-finite value: one flag per row. With kv_together (k and v
+// have the same heads and tokens) a key row is flagged when its k or its v row is, in k; else k
+// and v have flags of their own.
+struct NonFiniteRows {
+  std::vector<uint8_t> q, k, v;
+  bool any = false;
+};
+template <typename T>
+NonFiniteRows ScanRows(const char* fn, TensorView<const float> q, TensorView<const T> k,
+                       TensorView<const T> v, bool kv_together) {
+  NonFiniteRows r;
+  r.q = RowFlags(q, fn);
+  r.k = RowFlags(k, fn);
+  if (!kv_together) r.v = RowFlags(v, fn);
+  r.any = MarkNonFiniteRows(q, r.q);
+  r.any = MarkNonFiniteRows(k, r.k) || r.any;
+  r.any = MarkNonFiniteRows(v, kv_together ? r.k : r.v) || r.any;
+  return r;
+}
+
+// Runs `run(q, k, v)` on copies whose flagged rows are zero (finite inputs for the kernel).
+template <typename T, typename Run>
+void RunOnZeroedCopies(const NonFiniteRows& r, TensorView<const float> q, TensorView<const T> k,
+                       TensorView<const T> v, Run run) {
+  const Tensor<float> q2 = CopyZeroingRows(q, r.q);
+  const Tensor<T> k2 = CopyZeroingRows(k, r.k), v2 = CopyZeroingRows(v, r.v.empty() ? r.k : r.v);
+  run(q2.view(), k2.view(), v2.view());
+}
+
 // Applies the rule to a softmax engine over every key a mask allows (dense). `run(q, k, v)` runs
 // the kernel on finite inputs, writing out and lse. Call after the arguments have been checked.
 template <typename T, typename Run>
 void DenseNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView<const T> k,
                         TensorView<const T> v, TensorView<float> out, const DenseOptions& o,
                         TensorView<float> lse, Run run) {
-  constexpr const char* fn = "DenseForward";
-  std::vector<uint8_t> bad_q =
-      CheckedVector<uint8_t>(g.batch * g.heads_q * g.seqlen_q, 0, fn, "the non-finite row flags");
-  std::vector<uint8_t> bad_kv =
-      CheckedVector<uint8_t>(g.batch * g.heads_kv * g.seqlen_kv, 0, fn, "the non-finite row flags");
-  bool any = MarkNonFiniteRows(q, bad_q);
-  any = MarkNonFiniteRows(k, bad_kv) || any;
-  any = MarkNonFiniteRows(v, bad_kv) || any;
-  if (!any) {
+  const NonFiniteRows rows = ScanRows("DenseForward", q, k, v, /*kv_together=*/true);
+  if (!rows.any) {
     run(q, k, v);
     return;
   }
-  const Tensor<float> q2 = CopyZeroingRows(q, bad_q);
-  const Tensor<T> k2 = CopyZeroingRows(k, bad_kv), v2 = CopyZeroingRows(v, bad_kv);
-  run(q2.view(), k2.view(), v2.view());
+  RunOnZeroedCopies(rows, q, k, v, run);
+  const std::vector<uint8_t>&bad_q = rows.q, &bad_kv = rows.k;
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t hk = 0; hk < g.heads_kv; ++hk) {
       std::vector<int64_t> bad_keys;
@@ -132,10 +168,7 @@ void DenseNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView<
           if (!poisoned && bad_q[static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i)]) {
             for (int64_t j = 0; j < g.seqlen_kv && !poisoned; ++j) poisoned = allowed(j);
           }
-          if (!poisoned) continue;
-          float* orow = out.row(b, h, i);
-          for (int64_t d = 0; d < g.dv; ++d) orow[d] = kNaN;
-          if (!lse.empty()) lse.at(b, h, i, 0) = kNaN;
+          if (poisoned) PoisonRow(out, lse, b, h, i);
         }
       }
     }
@@ -150,12 +183,13 @@ void GatherNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView
                          TensorView<const T> v, TensorView<const int32_t> idx,
                          TensorView<float> out, TensorView<float> lse, Run run) {
   constexpr const char* fn = "GatherForward";
-  std::vector<uint8_t> bad_q =
-      CheckedVector<uint8_t>(g.batch * g.heads_q * g.seqlen_q, 0, fn, "the non-finite row flags");
+  NonFiniteRows rows;
+  rows.q = RowFlags(q, fn);
   // Per key row: 0 not scanned yet, 1 finite, 2 non-finite.
-  std::vector<uint8_t> key =
-      CheckedVector<uint8_t>(g.batch * g.heads_kv * g.seqlen_kv, 0, fn, "the non-finite row flags");
-  bool any = MarkNonFiniteRows(q, bad_q);
+  std::vector<uint8_t>& key = rows.k;
+  key = RowFlags(k, fn);
+  const std::vector<uint8_t>& bad_q = rows.q;
+  bool any = MarkNonFiniteRows(q, rows.q);
   const int64_t lists = idx.heads(), top_k = idx.dim();
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t hk = 0; hk < g.heads_kv; ++hk) {
@@ -180,9 +214,7 @@ void GatherNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView
     return;
   }
   for (uint8_t& state : key) state = state == 2 ? 1 : 0;  // the flags CopyZeroingRows reads
-  const Tensor<float> q2 = CopyZeroingRows(q, bad_q);
-  const Tensor<T> k2 = CopyZeroingRows(k, key), v2 = CopyZeroingRows(v, key);
-  run(q2.view(), k2.view(), v2.view());
+  RunOnZeroedCopies(rows, q, k, v, run);
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t h = 0; h < g.heads_q; ++h) {
       const int64_t hk = h / g.group, l = lists == 1 ? 0 : hk;
@@ -197,19 +229,10 @@ void GatherNonFiniteRule(const Problem& g, TensorView<const float> q, TensorView
         // A bad query row poisons its row only if the row sees a key (else: zeros, −inf).
         const size_t qr = static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + i);
         poisoned = poisoned || (sees && bad_q[qr] != 0);
-        if (!poisoned) continue;
-        float* orow = out.row(b, h, i);
-        for (int64_t d = 0; d < g.dv; ++d) orow[d] = kNaN;
-        if (!lse.empty()) lse.at(b, h, i, 0) = kNaN;
+        if (poisoned) PoisonRow(out, lse, b, h, i);
       }
     }
   }
-}
-
-// Fills row (b, h, t) of out with NaN.
-inline void PoisonRow(TensorView<float> out, int64_t b, int64_t h, int64_t t) {
-  float* row = out.row(b, h, t);
-  for (int64_t d = 0; d < out.dim(); ++d) row[d] = kNaN;
 }
 
 // The rule for the engines that carry a state through a causal sequence (linear attention's
@@ -241,7 +264,7 @@ void PoisonSequenceRows(const SequenceRule& r, TensorView<float> out, QBad q_bad
       if (!r.causal && bad) first = 0;
       for (int64_t h = s * per; h < (s + 1) * per; ++h) {
         for (int64_t t = 0; t < r.seqlen; ++t) {
-          if (t >= first || q_bad(b, h, t)) PoisonRow(out, b, h, t);
+          if (t >= first || q_bad(b, h, t)) PoisonRow(out, {}, b, h, t);
         }
       }
     }

@@ -31,14 +31,10 @@ template <typename Run>
 void DeltaNonFiniteRule(const DeltaGeometry& g, TensorView<const float> q,
                         TensorView<const float> k, TensorView<const float> v, TensorView<float> out,
                         TensorView<float> state, Run run) {
-  constexpr const char* fn = "GatedDeltaForward";
   const int64_t T = g.seqlen_q;
-  std::vector<uint8_t> bad_q = CheckedVector<uint8_t>(g.batch * g.heads_q * T, 0, fn, "flags");
-  std::vector<uint8_t> bad_k = CheckedVector<uint8_t>(g.batch * g.heads_q * T, 0, fn, "flags");
-  std::vector<uint8_t> bad_v = CheckedVector<uint8_t>(g.batch * g.heads * T, 0, fn, "flags");
-  bool any = MarkNonFiniteRows(q, bad_q);
-  any = MarkNonFiniteRows(k, bad_k) || any;
-  any = MarkNonFiniteRows(v, bad_v) || any;
+  const NonFiniteRows rows = ScanRows("GatedDeltaForward", q, k, v, /*kv_together=*/false);
+  const std::vector<uint8_t>&bad_q = rows.q, &bad_k = rows.k, &bad_v = rows.v;
+  bool any = rows.any;
   auto state_bad = [&](int64_t u) {
     if (state.empty()) return false;
     const int64_t b = u / g.heads, h = u % g.heads;
@@ -54,15 +50,8 @@ void DeltaNonFiniteRule(const DeltaGeometry& g, TensorView<const float> q,
   }
   std::vector<uint8_t> came_bad(static_cast<size_t>(g.batch * g.heads));
   for (int64_t u = 0; u < g.batch * g.heads; ++u) came_bad[u] = state_bad(u);
-  const Tensor<float> q2 = CopyZeroingRows(q, bad_q), k2 = CopyZeroingRows(k, bad_k),
-                      v2 = CopyZeroingRows(v, bad_v);
-  run(q2.view(), k2.view(), v2.view());
-  SequenceRule r;
-  r.batch = g.batch;
-  r.state_heads = g.heads;
-  r.out_heads = g.heads;
-  r.seqlen = T;
-  r.kv_seqlen = T;
+  RunOnZeroedCopies(rows, q, k, v, run);
+  const SequenceRule r{g.batch, g.heads, g.heads, T, T, /*causal=*/true};
   auto at = [&](const std::vector<uint8_t>& f, int64_t heads, int64_t b, int64_t h, int64_t t) {
     return f[static_cast<size_t>((b * heads + h) * T + t)] != 0;
   };
