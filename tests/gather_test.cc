@@ -165,6 +165,88 @@ TEST(Gather, IndexerMatchesReference) {
   detail::SetIndexerBf16Allowed(true);
 }
 
+// Decode-sized calls (fewer query blocks than threads) split the key tiles over the threads: the
+// scores and the selection are the same as with one thread, bit for bit, and match the reference.
+TEST(Gather, IndexerSplitsKeysForFewQueries) {
+  std::mt19937_64 rng(testing::TestSeed() + 9);
+  for (const bool allow_bf16 : {true, false}) {
+    detail::SetIndexerBf16Allowed(allow_bf16);
+    for (const int64_t sq : {1, 3, 17}) {
+      const int64_t heads = 5, dim = 40, skv = 1000 + static_cast<int64_t>(rng() % 37);
+      Tensor<float> qi(2, heads, sq, dim), w(2, 1, sq, heads), ki(2, 1, skv, dim);
+      FillNormal(qi, rng);
+      FillNormal(w, rng);
+      FillNormal(ki, rng);
+      IndexerOptions opt;
+      opt.q_start = skv - sq;
+      opt.num_threads = 1;
+      Tensor<float> one(2, 1, sq, skv), ref_s(2, 1, sq, skv);
+      LightningIndexer(qi.view(), w.view(), ki.view(), one.view(), opt);
+      ref::LightningIndexer(qi.view(), w.view(), ki.view(), ref_s.view(), opt);
+      const int64_t top_k = 64;
+      Tensor<int32_t> sel_one(2, 1, sq, top_k);
+      DsaSelect(qi.view(), w.view(), ki.view(), top_k, sel_one.view(), opt);
+      for (const int threads : {2, 3}) {
+        SCOPED_TRACE(::testing::Message()
+                     << "bf16 " << allow_bf16 << " sq " << sq << " threads " << threads);
+        opt.num_threads = threads;
+        Tensor<float> s(2, 1, sq, skv);
+        LightningIndexer(qi.view(), w.view(), ki.view(), s.view(), opt);
+        for (int64_t x = 0; x < s.numel(); ++x) ASSERT_EQ(s.data()[x], one.data()[x]) << x;
+        Tensor<int32_t> sel(2, 1, sq, top_k);
+        DsaSelect(qi.view(), w.view(), ki.view(), top_k, sel.view(), opt);
+        for (int64_t x = 0; x < sel.numel(); ++x) ASSERT_EQ(sel.data()[x], sel_one.data()[x]) << x;
+      }
+      double worst = 0;
+      for (int64_t x = 0; x < one.numel(); ++x) {
+        const float a = one.data()[x], b = ref_s.data()[x];
+        if (std::isinf(b)) continue;
+        worst = std::max(worst, std::abs(double{a} - b) / (std::abs(double{b}) + 1.0));
+      }
+      EXPECT_LT(worst, 1e-5 * (1 + dim * heads / 16.0));
+    }
+  }
+  detail::SetIndexerBf16Allowed(true);
+}
+
+// Passing the IndexerCache itself (its packed tiles, filled at Append in pieces that cross tile
+// boundaries; odd index_dim pads the last pair) gives the same scores and selection as its view.
+TEST(Gather, IndexerCacheTilesEqualItsView) {
+  std::mt19937_64 rng(testing::TestSeed() + 10);
+  for (const bool allow_bf16 : {true, false}) {
+    detail::SetIndexerBf16Allowed(allow_bf16);
+    const int64_t heads = 3, dim = 37, n = 301, batch = 2;
+    Tensor<float> ki(batch, 1, n, dim);
+    FillNormal(ki, rng);
+    IndexerCache cache(batch, dim, n + 40);
+    for (int64_t t0 = 0; t0 < n;) {
+      const int64_t len = std::min<int64_t>(n - t0, 1 + static_cast<int64_t>(rng() % 45));
+      TensorView<const float> part = ki.view();
+      part.data += t0 * part.stride[2];
+      part.shape[2] = len;
+      cache.Append(part);
+      t0 += len;
+    }
+    for (const int64_t sq : {1, 2, 20}) {
+      SCOPED_TRACE(::testing::Message() << "bf16 " << allow_bf16 << " sq " << sq);
+      Tensor<float> qi(batch, heads, sq, dim), w(batch, 1, sq, heads);
+      FillNormal(qi, rng);
+      FillNormal(w, rng);
+      IndexerOptions opt;
+      opt.q_start = n - sq;
+      Tensor<float> a(batch, 1, sq, n), b(batch, 1, sq, n);
+      LightningIndexer(qi.view(), w.view(), cache, a.view(), opt);
+      LightningIndexer(qi.view(), w.view(), cache.view(), b.view(), opt);
+      for (int64_t x = 0; x < a.numel(); ++x) ASSERT_EQ(a.data()[x], b.data()[x]) << x;
+      Tensor<int32_t> sa(batch, 1, sq, 50), sb(batch, 1, sq, 50);
+      DsaSelect(qi.view(), w.view(), cache, 50, sa.view(), opt);
+      DsaSelect(qi.view(), w.view(), cache.view(), 50, sb.view(), opt);
+      for (int64_t x = 0; x < sa.numel(); ++x) ASSERT_EQ(sa.data()[x], sb.data()[x]) << x;
+    }
+  }
+  detail::SetIndexerBf16Allowed(true);
+}
+
 TEST(Gather, TopKIsDeterministicWithLowerPositionWinningTies) {
   std::mt19937_64 rng(testing::TestSeed() + 3);
   for (int rep = 0; rep < 200; ++rep) {
@@ -316,8 +398,7 @@ TEST(Gather, PrefillThenDecodeEqualsFullPass) {
     IndexerOptions iopt;
     iopt.q_start = t;
     DsaSelect(rows(TensorView<const float>(qi.view()), t, 1),
-              rows(TensorView<const float>(w.view()), t, 1), icache.view(), top_k, sel.view(),
-              iopt);
+              rows(TensorView<const float>(w.view()), t, 1), icache, top_k, sel.view(), iopt);
     for (int64_t j = 0; j < top_k; ++j) {
       ASSERT_EQ(sel.data()[j], idx.view().at(0, 0, t, j)) << "token " << t << " slot " << j;
     }

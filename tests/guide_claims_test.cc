@@ -124,6 +124,9 @@ std::vector<Finding> AllFindings(Kind kind) {
   dsa.mass_random = g.Power("random", Lengths(16, 512), g.Pick(0.2, 0.5), 0.1);
   dsa.mass_aligned.y_lo = dsa.mass_aligned.y_hi = {};  // exact, not timed …
   dsa.mass_random.y_lo = dsa.mass_random.y_hi = {};
+  dsa.v32_dense = g.Power("dense absorbed MLA", dec, 10, 1);
+  dsa.v32_total = g.Power("DSA total", dec, 20, 0.4);
+  for (double x : dec) dsa.v32_work_ratio.push_back({x, x / 2048});
   if (kind == Kind::kNoisy) {  // … except in the noisy case, which gives them a wide spread
     for (Series* s : {&dsa.mass_aligned, &dsa.mass_random}) {
       for (double y : s->y) {

@@ -23,8 +23,10 @@ struct LayerGradCheck {
   uint64_t seed = 1;
 };
 
-// Σ out ⊙ r of one TrainForward, in double.
-inline double LayerLoss(Layer& layer, const Tensor<float>& x, const Tensor<float>& r) {
+// Σ out ⊙ r of one TrainForward, in double. L: a Layer, or anything with the same training calls
+// (TrainForward, TrainBackward, Params, ZeroGrad, hidden, Describe), e.g. a Stack.
+template <typename L>
+double LayerLoss(L& layer, const Tensor<float>& x, const Tensor<float>& r) {
   Tensor<float> out(x.shape()[0], 1, x.shape()[2], x.shape()[3]);
   layer.TrainForward(x.view(), out.view());
   double s = 0;
@@ -33,7 +35,8 @@ inline double LayerLoss(Layer& layer, const Tensor<float>& x, const Tensor<float
 }
 
 // Checks dx and every parameter gradient of `layer` (whose grads are zeroed first).
-inline void CheckLayerGradients(Layer& layer, const LayerGradCheck& c) {
+template <typename L>
+void CheckLayerGradients(L& layer, const LayerGradCheck& c) {
   const int64_t hidden = layer.hidden();
   Tensor<float> x = RandomHidden(c.batch, c.tokens, hidden, c.seed);
   Tensor<float> r = RandomHidden(c.batch, c.tokens, hidden, c.seed + 1);

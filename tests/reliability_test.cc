@@ -271,27 +271,38 @@ LayerShape SmallShape() {
 
 // Injects an allocation failure at each checked allocation (1st, 2nd, ...) of a 3-token step
 // after a prompt of P tokens, for every layer kind; returns nothing, fails the test on any change.
-void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
+void InjectFailuresInEveryKind(int64_t P, int threads, bool every_kind_must_fail) {
   LayerShape shape = SmallShape();
   shape.max_tokens = 512;
   const uint64_t seed = testing::TestSeed();
   const int previous_threads = GetNumThreads();
-  SetNumThreads(2);
+  SetNumThreads(threads);
   const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
   for (const std::string& kind : LayerKinds()) {
     SCOPED_TRACE(kind);
+    // What a twin that never failed gives for three 3-token steps after the prompt.
+    std::vector<float> expected;
+    size_t cache_bytes = 0;
+    {
+      auto b = MakeLayer(kind, shape, 7);
+      Tensor<float> ob(1, 1, P, shape.hidden), yb(1, 1, 3, shape.hidden);
+      b->Forward(prompt.view(), 0, ob.view());
+      cache_bytes = b->CacheBytes();
+      for (int64_t t = P; t < P + 9; t += 3) {
+        b->Forward(testing::RandomHidden(1, 3, shape.hidden, seed + t).view(), t, yb.view());
+        expected.insert(expected.end(), yb.data(), yb.data() + yb.numel());
+      }
+    }
     int failures_seen = 0;
     for (int64_t nth = 1; nth <= 16; ++nth) {
-      auto a = MakeLayer(kind, shape, 7), b = MakeLayer(kind, shape, 7);
-      Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden);
+      auto a = MakeLayer(kind, shape, 7);
+      Tensor<float> oa(1, 1, P, shape.hidden), ya(1, 1, 3, shape.hidden);
       a->Forward(prompt.view(), 0, oa.view());
-      b->Forward(prompt.view(), 0, ob.view());
-      // A step of 3 tokens (a chunk: attention allocates its partial results) after the prompt.
-      Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
-      Tensor<float> ya(1, 1, 3, shape.hidden), yb(1, 1, 3, shape.hidden);
       // A bad shape first (one token too many for the output).
       Tensor<float> wrong(1, 1, 2, shape.hidden);  // x has 3 tokens
       EXPECT_THROW(a->Forward(x.view(), P, wrong.view()), Error);
+      // A step of 3 tokens (a chunk: attention allocates its partial results) after the prompt.
       detail::FailNthAllocation(nth);
       bool failed = false;
       try {
@@ -304,16 +315,13 @@ void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
       if (!failed) break;  // this step makes fewer than nth checked allocations
       ++failures_seen;
       ASSERT_EQ(a->tokens_seen(), P) << "failed at allocation " << nth;
-      EXPECT_EQ(a->CacheBytes(), b->CacheBytes());
+      EXPECT_EQ(a->CacheBytes(), cache_bytes);
+      std::vector<float> got;
       for (int64_t t = P; t < P + 9; t += 3) {
-        Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + t);
-        a->Forward(xt.view(), t, ya.view());
-        b->Forward(xt.view(), t, yb.view());
-        for (int64_t i = 0; i < 3 * shape.hidden; ++i) {
-          ASSERT_EQ(ya.data()[i], yb.data()[i])
-              << "allocation " << nth << " failed; token " << t << " element " << i;
-        }
+        a->Forward(testing::RandomHidden(1, 3, shape.hidden, seed + t).view(), t, ya.view());
+        got.insert(got.end(), ya.data(), ya.data() + ya.numel());
       }
+      ASSERT_EQ(got, expected) << "allocation " << nth << " failed";
     }
     if (every_kind_must_fail || kind.rfind("mla", 0) != 0) {
       EXPECT_GT(failures_seen, 0) << "no checked allocation in a step of " << kind;
@@ -331,13 +339,13 @@ void InjectFailuresInEveryKind(int64_t P, bool every_kind_must_fail) {
 // partial results), the step where a failure used to leave the KV cache appended. MLA makes no
 // checked allocation in this step once its prefill has grown its scratch (by 1.25x).
 TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
-  InjectFailuresInEveryKind(300, /*every_kind_must_fail=*/false);
+  InjectFailuresInEveryKind(300, /*threads=*/2, /*every_kind_must_fail=*/false);
 }
 
 // The same after a 2-token prompt: the 3-token step grows every block's scratch, so every kind
 // (MLA's latent-length restore included) fails at least once.
 TEST(FailedCallsChangeNothing, EveryLayerKindAfterAShortPrompt) {
-  InjectFailuresInEveryKind(2, /*every_kind_must_fail=*/true);
+  InjectFailuresInEveryKind(2, /*threads=*/1, /*every_kind_must_fail=*/true);
 }
 
 // Every layer kind in one stack, the recurrent kinds last (so that a failure there comes after
@@ -392,7 +400,11 @@ TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
   }
   bool failed_in_last_layer = false;
   int failures = 0;
-  for (int64_t nth = 1; nth <= 200; ++nth) {
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);  // no fork/join per layer call: the test is about state, not threads
+  // Every fourth checked allocation of the step (about 160 with every kind stacked; the stride
+  // keeps the test fast under ASan and still fails every layer).
+  for (int64_t nth = 1; nth <= 4000; nth += 4) {
     Stack a = EveryKindStack(shape);
     a.Forward(prompt.view(), 0, o.view());
     const size_t cache_bytes = a.CacheBytes();
@@ -420,6 +432,7 @@ TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
     }
     ASSERT_EQ(got, expected) << "allocation " << nth << " failed: " << message;
   }
+  SetNumThreads(previous_threads);
   EXPECT_GT(failures, 10);
   EXPECT_TRUE(failed_in_last_layer) << "no failure reached the recurrent layers at the end";
 }
@@ -432,6 +445,8 @@ TEST(FailedCallsChangeNothing, StackRollsBackWhenALaterLayerRefuses) {
   constexpr int64_t P = 20;
   LayerShape small = shape;
   small.max_tokens = P + 2;  // room for two more tokens, not three
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);
   Stack a = EveryKindStack(shape, MakeLayer("gqa", small, 99));
   Stack b = EveryKindStack(shape, MakeLayer("gqa", small, 99));
   const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
@@ -442,6 +457,7 @@ TEST(FailedCallsChangeNothing, StackRollsBackWhenALaterLayerRefuses) {
   ExpectError([&] { a.Forward(x.view(), P, y.view()); }, "exceed the KV cache capacity");
   for (size_t i = 0; i < a.num_layers(); ++i) ASSERT_EQ(a.layer(i).tokens_seen(), P) << i;
   ExpectSameSteps(a, b, P, 2, 1, seed, "after the refused call");
+  SetNumThreads(previous_threads);
 }
 
 // UndoForward itself: each kind put back after a successful call (ring wrap included) continues
@@ -450,6 +466,8 @@ TEST(FailedCallsChangeNothing, UndoForwardOfEveryKind) {
   const LayerShape shape = SmallShape();
   const uint64_t seed = testing::TestSeed();
   const Tensor<float> prompt = testing::RandomHidden(1, 7, shape.hidden, seed);
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);
   for (const std::string& kind : LayerKinds()) {
     SCOPED_TRACE(kind);
     auto a = MakeLayer(kind, shape, 5), b = MakeLayer(kind, shape, 5);
@@ -479,6 +497,7 @@ TEST(FailedCallsChangeNothing, UndoForwardOfEveryKind) {
     a->Reset();
     EXPECT_FALSE(a->UndoForward());
   }
+  SetNumThreads(previous_threads);
 }
 
 // Tokens [t0, t0 + n) of a [batch, heads, tokens, dim] tensor, as a view.

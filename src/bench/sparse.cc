@@ -10,6 +10,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "attnkit/kernels/gather.h"
+#include "attnkit/masks/mask.h"
 
 namespace attnkit::bench {
 namespace {
@@ -231,7 +232,7 @@ std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& c) {
         DenseForward(q.view(), k, v, out.view(), dopt);
       }
     };
-    auto select = [&] { DsaSelect(qi.view(), w.view(), icache.view(), k_sel, idx.view(), io); };
+    auto select = [&] { DsaSelect(qi.view(), w.view(), icache, k_sel, idx.view(), io); };
     auto attend = [&] {
       if (c.bf16_latent) {
         TensorView<const bf16> k = latent_b.view(), v = k;
@@ -277,6 +278,92 @@ std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& c) {
     row.dsa_flops =
         2.0 * static_cast<double>(c.index_heads) * nn * static_cast<double>(c.index_dim) +
         2.0 * static_cast<double>(h) * ks * static_cast<double>(dk + dv);
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::vector<MlaDsaPrefillRow> BenchMlaDsaPrefill(const MlaDsaPrefillConfig& c) {
+  constexpr const char* fn = "BenchMlaDsaPrefill";
+  Require(c.head_divisor >= 1, fn, ": head_divisor must be >= 1, got ", c.head_divisor);
+  const int64_t h = std::max<int64_t>(1, c.num_heads / c.head_divisor);
+  const int64_t hi = std::max<int64_t>(1, c.index_heads / c.head_divisor);
+  Require(
+      c.kv_lora_rank >= 1 && c.rope_dim >= 0 && c.index_dim >= 1 && c.top_k >= 1 && c.repeats >= 1,
+      fn, ": ranks, indexer sizes, top_k and repeats must be positive");
+  const int threads = c.threads > 0 ? c.threads : GetNumThreads();
+  const int64_t dk = c.kv_lora_rank + c.rope_dim, dv = c.kv_lora_rank;
+  std::vector<MlaDsaPrefillRow> rows;
+  Normal rng(c.seed);
+  const MaskPtr causal = CausalMask();
+  for (const int64_t n : c.contexts) {
+    Require(n >= 1, fn, ": contexts must be >= 1, got ", n);
+    if (c.on_case) c.on_case("prefill " + std::to_string(n));
+    const int64_t k_sel = std::min(c.top_k, n);
+    // Scale the random data so logits are O(1): q·k over dk dims of N(0, 1/dk).
+    const float sd = 1.0f / std::sqrt(static_cast<float>(dk));
+    Tensor<bf16> latent(1, 1, n, dk);
+    for (int64_t i = 0; i < latent.numel(); ++i) latent.data()[i] = ToBf16(rng());
+    Tensor<float> q(1, h, n, dk), out(1, h, n, dv);
+    rng.Fill(q.data(), q.numel(), sd);
+    Tensor<float> qi(1, hi, n, c.index_dim), w(1, 1, n, hi), ki(1, 1, n, c.index_dim);
+    rng.Fill(qi.data(), qi.numel());
+    rng.Fill(w.data(), w.numel());
+    rng.Fill(ki.data(), ki.numel());
+    IndexerCache icache(1, c.index_dim, n);
+    icache.Append(ki.view());
+    Tensor<int32_t> idx(1, 1, n, k_sel);
+    TensorView<const bf16> kview = latent.view(), vview = kview;
+    vview.shape[3] = dv;
+    DenseOptions dopt;
+    dopt.num_threads = threads;
+    dopt.mask = causal.get();
+    IndexerOptions io;
+    io.num_threads = threads;
+    GatherOptions go;
+    go.num_threads = threads;
+    auto dense = [&] { DenseForward(q.view(), kview, vview, out.view(), dopt); };
+    auto select = [&] { DsaSelect(qi.view(), w.view(), icache, k_sel, idx.view(), io); };
+    auto attend = [&] { GatherForward(q.view(), kview, vview, idx.view(), out.view(), go); };
+    dense();
+    select();
+    attend();
+    std::vector<double> td, ts, ta, tt;
+    for (int r = 0; r < c.repeats; ++r) {
+      double t0 = NowSeconds();
+      dense();
+      td.push_back(1e3 * (NowSeconds() - t0));
+      t0 = NowSeconds();
+      select();
+      const double t1 = NowSeconds();
+      attend();
+      const double t2 = NowSeconds();
+      ts.push_back(1e3 * (t1 - t0));
+      ta.push_back(1e3 * (t2 - t1));
+      tt.push_back(1e3 * (t2 - t0));
+    }
+    MlaDsaPrefillRow row;
+    row.context = n;
+    row.num_heads = h;
+    row.index_heads = hi;
+    row.dense_ms = Median(td);
+    row.dense_min_ms = *std::min_element(td.begin(), td.end());
+    row.dense_max_ms = *std::max_element(td.begin(), td.end());
+    row.indexer_ms = Median(ts);
+    row.attention_ms = Median(ta);
+    row.dsa_ms = Median(tt);
+    row.dsa_min_ms = *std::min_element(tt.begin(), tt.end());
+    row.dsa_max_ms = *std::max_element(tt.begin(), tt.end());
+    row.speedup = row.dense_ms / row.dsa_ms;
+    const double nn = static_cast<double>(n);
+    // Causal pairs n(n+1)/2; DSA: every query scores its visible keys, then attends to
+    // min(top_k, visible) rows.
+    const double pairs = nn * (nn + 1) / 2;
+    double sel_pairs = 0;
+    for (int64_t t = 0; t < n; ++t) sel_pairs += static_cast<double>(std::min(t + 1, k_sel));
+    row.dense_flops = 2.0 * static_cast<double>(h) * pairs * static_cast<double>(dk + dv);
+    row.dsa_flops = 2.0 * static_cast<double>(hi) * pairs * static_cast<double>(c.index_dim) +
+                    2.0 * static_cast<double>(h) * sel_pairs * static_cast<double>(dk + dv);
     rows.push_back(row);
   }
   return rows;

@@ -210,6 +210,23 @@ FindingsByFigure DsaFindings(const DsaMeasured& m) {
   f.push_back(SlopeFinding("dsa.indexer-quadratic", "the indexer + top-k from 2k",
                            FitFrom(m.indexer, 2048), 1.7, 2.2,
                            "quadratic growth: it scores every earlier key (slope 1.7–2.2)"));
+  auto& v = out["dsa-v32-decode"];
+  v.push_back(CrossoverFinding("dsa.v32-crossover", m.v32_total, m.v32_dense));
+  for (const auto& [ctx_len, work] : m.v32_work_ratio) {
+    Spread d, t;
+    if (!FindAt(m.v32_dense, ctx_len, &d) || !FindAt(m.v32_total, ctx_len, &t)) continue;
+    const Spread speedup = Ratio(d, t);
+    v.push_back(Fact("dsa.v32-speedup." + Tok(ctx_len),
+                     "At " + Tok(ctx_len) +
+                         " cached tokens: dense absorbed MLA time / DSA time = " +
+                         FormatSpread("%.2f", speedup) +
+                         ", against an arithmetic ratio dense / DSA of " + Fmt("%.1f", work) +
+                         (speedup.lo > 1   ? " (DSA faster"
+                          : speedup.hi < 1 ? " (DSA slower"
+                                           : " (not resolved") +
+                         "; " + Fmt("%.0f", 100 * speedup.value / work) +
+                         " % of the arithmetic saving became speed)"));
+  }
   auto& e = out["dsa-error"];
   const double k = LongestCommon({&m.mass_aligned, &m.mass_random});
   Spread al, ra;

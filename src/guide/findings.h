@@ -53,6 +53,8 @@ struct DsaMeasured {
   int64_t top_k = 256;
   Series dense, total, indexer, attention;  // prefill time
   Series mass_aligned, mass_random;         // exact attention mass captured by the top-k, vs k
+  Series v32_dense, v32_total;              // decode ms per token in V3.2's shape, vs context
+  std::vector<std::pair<double, double>> v32_work_ratio;  // context → dense FLOPs / DSA FLOPs
 };
 FindingsByFigure DsaFindings(const DsaMeasured& m);
 

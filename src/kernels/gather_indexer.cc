@@ -218,10 +218,11 @@ struct IndexerWorkspace {
 };
 
 // Scores (top_k == 0: into `scores`) or selects (top_k >= 1: into `indices`).
+// cache: where the keys came from an IndexerCache, whose packed tiles the bf16 path reads as is.
 template <typename KI>
 void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
                  int64_t top_k, TensorView<float> scores, TensorView<int32_t> indices,
-                 const IndexerOptions& o, int64_t q_start) {
+                 const IndexerOptions& o, int64_t q_start, const IndexerCache* cache = nullptr) {
   const int64_t batch = qi.batch(), heads = qi.heads(), sq = qi.tokens(), dim = qi.dim();
   const int64_t skv = ki.tokens();
   const bool bf16 = o.reduced_precision && IndexerUsesAvx512Bf16();
@@ -236,20 +237,107 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
   };
   // Per-thread scratch, allocated before the parallel regions (nothing may throw inside them).
   const int64_t ld = max_tiles * kTile;
-  const int team = static_cast<int>(std::min<int64_t>(threads, num_qb));
+  // Few query blocks (decode): split each block's key tiles over the threads instead.
+  const bool split_keys = num_qb < threads && max_tiles >= 2 * threads;
+  const int team = static_cast<int>(split_keys ? threads : std::min<int64_t>(threads, num_qb));
   std::vector<IndexerWorkspace> ws;
   ws.reserve(static_cast<size_t>(team));
   for (int t = 0; t < team; ++t) ws.emplace_back(ld, heads, depth, bf16, top_k, skv);
   for (int64_t b = 0; b < batch; ++b) {
-    PackKeys(ki, b, bf16, o.reduced_precision, kpairs, kf32, threads);
+    const uint32_t* packed = nullptr;
+    if (bf16 && cache != nullptr) {
+      packed = cache->packed_tiles(b);
+    } else {
+      PackKeys(ki, b, bf16, o.reduced_precision, kpairs, kf32, threads);
+      packed = kpairs.data();
+    }
+    // One query block: its query rows (bf16 pairs or rounded f32) into the workspace, then the
+    // scores of its rows over tiles [t0, t1) (rows whose query sees none of a tile skip it).
+    auto load_queries = [&](IndexerWorkspace& wk, int64_t i0, int64_t nq) {
+      for (int64_t i = 0; i < nq; ++i) {
+        for (int64_t h = 0; h < heads; ++h) {
+          const float* src = qi.row(b, h, i0 + i);
+          const int64_t r = i * heads + h;
+          for (int64_t x = 0; x < depth; ++x) {
+            if (bf16) {
+              const uint32_t lo = ToBf16(src[2 * x]).bits;
+              const uint32_t hi = 2 * x + 1 < dim ? ToBf16(src[2 * x + 1]).bits : 0u;
+              wk.qpairs[r * depth + x] = lo | (hi << 16);
+            } else {
+              wk.qf[r * depth + x] = o.reduced_precision ? ToFloat(ToBf16(src[x])) : src[x];
+            }
+          }
+        }
+      }
+    };
+    auto score_tiles = [&](IndexerWorkspace& wk, const IndexerWorkspace& qsrc, float* srows,
+                           int64_t i0, int64_t nq, int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        int rows = 0;
+        for (int64_t i = 0; i < nq; ++i) {
+          if (visible(i0 + i) <= t * kTile) continue;
+          for (int64_t h = 0; h < heads; ++h) {
+            const int64_t r = i * heads + h;
+            wk.qp[rows] = bf16 ? static_cast<const void*>(qsrc.qpairs.data() + r * depth)
+                               : static_cast<const void*>(qsrc.qf.data() + r * depth);
+            wk.wr[rows] = w.at(b, 0, i0 + i, h);
+            wk.dst[rows] = srows + i * ld + t * kTile;
+            ++rows;
+          }
+        }
+        for (int r0 = 0; r0 < rows; r0 += detail::kIndexRowsBf16) {
+          const int nr = std::min(rows - r0, detail::kIndexRowsBf16);
+          if (bf16) {
+            detail::IndexTileBf16(reinterpret_cast<const uint32_t* const*>(wk.qp.data() + r0),
+                                  wk.wr.data() + r0, wk.dst.data() + r0, nr,
+                                  packed + t * depth * kTile, depth);
+          } else {
+            HWY_DYNAMIC_DISPATCH(IndexTileF32)
+            (reinterpret_cast<const float* const*>(wk.qp.data() + r0), wk.wr.data() + r0,
+             wk.dst.data() + r0, nr, kf32.data() + t * depth * kTile, depth);
+          }
+        }
+      }
+    };
+    auto finish_rows = [&](IndexerWorkspace& wk, const float* srows, int64_t i0, int64_t nq) {
+      for (int64_t i = 0; i < nq; ++i) {
+        const float* s = srows + i * ld;
+        const int64_t vis = visible(i0 + i);
+        if (top_k == 0) {
+          float* out = scores.row(b, 0, i0 + i);
+          std::copy(s, s + vis, out);
+          std::fill(out + vis, out + skv, -std::numeric_limits<float>::infinity());
+        } else {
+          TopKScratch(s, vis, top_k, indices.row(b, 0, i0 + i), wk.scratch);
+        }
+      }
+    };
+    if (split_keys) {
+      // Fewer query blocks than threads (decode): the threads share each block's key tiles in
+      // contiguous ranges (disjoint score columns), then select the block's rows' top-k.
+      IndexerWorkspace& w0 = ws[0];
+      float* const srows = w0.srows.get();
+      for (int64_t qb = 0; qb < num_qb; ++qb) {
+        const int64_t i0 = qb * kQueryBlock, i1 = std::min(sq, i0 + kQueryBlock), nq = i1 - i0;
+        const int64_t tiles = (visible(i1 - 1) + kTile - 1) / kTile;
+        for (int64_t i = 0; i < nq; ++i) {
+          std::fill(srows + i * ld, srows + i * ld + tiles * kTile, 0.0f);
+        }
+        load_queries(w0, i0, nq);
+#pragma omp parallel num_threads(team)
+        {
+          const int64_t tid = omp_get_thread_num();
+          const int64_t t0 = tiles * tid / team, t1 = tiles * (tid + 1) / team;
+          score_tiles(ws[static_cast<size_t>(tid)], w0, srows, i0, nq, t0, t1);
+        }
+        finish_rows(w0, srows, i0, nq);
+      }
+      continue;
+    }
 #pragma omp parallel num_threads(team)
     {
       IndexerWorkspace& wk = ws[static_cast<size_t>(omp_get_thread_num())];
       float* const srows = wk.srows.get();
-      std::vector<uint32_t>&qpairs = wk.qpairs, &scratch = wk.scratch;
-      std::vector<float>&qf = wk.qf, &wr = wk.wr;
-      std::vector<const void*>& qp = wk.qp;
-      std::vector<float*>& dst = wk.dst;
 #pragma omp for schedule(dynamic, 1)
       for (int64_t qb = num_qb - 1; qb >= 0; --qb) {  // longest rows first
         const int64_t i0 = qb * kQueryBlock, i1 = std::min(sq, i0 + kQueryBlock), nq = i1 - i0;
@@ -257,59 +345,9 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
         for (int64_t i = 0; i < nq; ++i) {
           std::fill(srows + i * ld, srows + i * ld + tiles * kTile, 0.0f);
         }
-        for (int64_t i = 0; i < nq; ++i) {
-          for (int64_t h = 0; h < heads; ++h) {
-            const float* src = qi.row(b, h, i0 + i);
-            const int64_t r = i * heads + h;
-            for (int64_t x = 0; x < depth; ++x) {
-              if (bf16) {
-                const uint32_t lo = ToBf16(src[2 * x]).bits;
-                const uint32_t hi = 2 * x + 1 < dim ? ToBf16(src[2 * x + 1]).bits : 0u;
-                qpairs[r * depth + x] = lo | (hi << 16);
-              } else {
-                qf[r * depth + x] = o.reduced_precision ? ToFloat(ToBf16(src[x])) : src[x];
-              }
-            }
-          }
-        }
-        for (int64_t t = 0; t < tiles; ++t) {
-          // Rows whose query sees at least one key of this tile.
-          int rows = 0;
-          for (int64_t i = 0; i < nq; ++i) {
-            if (visible(i0 + i) <= t * kTile) continue;
-            for (int64_t h = 0; h < heads; ++h) {
-              const int64_t r = i * heads + h;
-              qp[rows] = bf16 ? static_cast<const void*>(qpairs.data() + r * depth)
-                              : static_cast<const void*>(qf.data() + r * depth);
-              wr[rows] = w.at(b, 0, i0 + i, h);
-              dst[rows] = srows + i * ld + t * kTile;
-              ++rows;
-            }
-          }
-          for (int r0 = 0; r0 < rows; r0 += detail::kIndexRowsBf16) {
-            const int nr = std::min(rows - r0, detail::kIndexRowsBf16);
-            if (bf16) {
-              detail::IndexTileBf16(reinterpret_cast<const uint32_t* const*>(qp.data() + r0),
-                                    wr.data() + r0, dst.data() + r0, nr,
-                                    kpairs.data() + t * depth * kTile, depth);
-            } else {
-              HWY_DYNAMIC_DISPATCH(IndexTileF32)
-              (reinterpret_cast<const float* const*>(qp.data() + r0), wr.data() + r0,
-               dst.data() + r0, nr, kf32.data() + t * depth * kTile, depth);
-            }
-          }
-        }
-        for (int64_t i = 0; i < nq; ++i) {
-          const float* s = srows + i * ld;
-          const int64_t vis = visible(i0 + i);
-          if (top_k == 0) {
-            float* out = scores.row(b, 0, i0 + i);
-            std::copy(s, s + vis, out);
-            std::fill(out + vis, out + skv, -std::numeric_limits<float>::infinity());
-          } else {
-            TopKScratch(s, vis, top_k, indices.row(b, 0, i0 + i), scratch);
-          }
-        }
+        load_queries(wk, i0, nq);
+        score_tiles(wk, wk, srows, i0, nq, 0, tiles);
+        finish_rows(wk, srows, i0, nq);
       }
     }
   }
@@ -317,7 +355,8 @@ void FastIndexer(TensorView<const float> qi, TensorView<const float> w, TensorVi
 
 template <typename KI>
 void IndexerEntry(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
-                  TensorView<float> scores, const IndexerOptions& o) {
+                  TensorView<float> scores, const IndexerOptions& o,
+                  const IndexerCache* cache = nullptr) {
   if (o.backend == Backend::kReference) {
     ref::LightningIndexer(qi, w, ki, scores, o);
     return;
@@ -328,12 +367,13 @@ void IndexerEntry(TensorView<const float> qi, TensorView<const float> w, TensorV
               scores.dim() == ki.tokens(),
           "LightningIndexer: scores must be [batch, 1, seqlen_q, seqlen_kv] = [", qi.batch(),
           ", 1, ", qi.tokens(), ", ", ki.tokens(), "], got ", scores.ShapeString());
-  FastIndexer(qi, w, ki, 0, scores, TensorView<int32_t>{}, o, q_start);
+  FastIndexer(qi, w, ki, 0, scores, TensorView<int32_t>{}, o, q_start, cache);
 }
 
 template <typename KI>
 void SelectEntry(TensorView<const float> qi, TensorView<const float> w, TensorView<const KI> ki,
-                 int64_t top_k, TensorView<int32_t> indices, const IndexerOptions& o) {
+                 int64_t top_k, TensorView<int32_t> indices, const IndexerOptions& o,
+                 const IndexerCache* cache = nullptr) {
   if (o.backend == Backend::kReference) {
     ref::DsaSelect(qi, w, ki, top_k, indices, o);
     return;
@@ -345,7 +385,7 @@ void SelectEntry(TensorView<const float> qi, TensorView<const float> w, TensorVi
               indices.tokens() == qi.tokens() && indices.dim() == top_k,
           "DsaSelect: indices must be [batch, 1, seqlen_q, top_k] = [", qi.batch(), ", 1, ",
           qi.tokens(), ", ", top_k, "], got ", indices.ShapeString());
-  FastIndexer(qi, w, ki, top_k, TensorView<float>{}, indices, o, q_start);
+  FastIndexer(qi, w, ki, top_k, TensorView<float>{}, indices, o, q_start, cache);
 }
 
 }  // namespace
@@ -373,6 +413,18 @@ template void LightningIndexer<bf16>(TensorView<const float>, TensorView<const f
 template void LightningIndexer<const bf16>(TensorView<const float>, TensorView<const float>,
                                            TensorView<const bf16>, TensorView<float>,
                                            const IndexerOptions&);
+
+void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
+                      const IndexerCache& k_index, TensorView<float> scores,
+                      const IndexerOptions& options) {
+  IndexerEntry<bf16>(q_index, weights, k_index.view(), scores, options, &k_index);
+}
+
+void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
+               const IndexerCache& k_index, int64_t top_k, TensorView<int32_t> indices,
+               const IndexerOptions& options) {
+  SelectEntry<bf16>(q_index, weights, k_index.view(), top_k, indices, options, &k_index);
+}
 
 template <typename KI>
 void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,

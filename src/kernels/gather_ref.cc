@@ -103,6 +103,16 @@ IndexerCache::IndexerCache(int64_t batch, int64_t index_dim, int64_t capacity)
   const int64_t n =
       CheckedProduct({batch, capacity, index_dim}, "IndexerCache", "batch*capacity*index_dim");
   CheckedResize(data_, n, "IndexerCache", "the indexer key buffer");
+  const int64_t tiles = (capacity + 31) / 32, depth = (index_dim + 1) / 2;
+  CheckedResize(tiles_, CheckedProduct({batch, tiles, depth, 32}, "IndexerCache", "packed tiles"),
+                "IndexerCache", "the packed indexer tiles");
+}
+
+const uint32_t* IndexerCache::packed_tiles(int64_t b) const {
+  Require(b >= 0 && b < batch_, "IndexerCache::packed_tiles: batch entry ", b, " out of [0, ",
+          batch_, ")");
+  const int64_t tiles = (capacity_ + 31) / 32, depth = (dim_ + 1) / 2;
+  return tiles_.data() + b * tiles * depth * 32;
 }
 
 void IndexerCache::Append(TensorView<const float> k_index) {
@@ -117,6 +127,14 @@ void IndexerCache::Append(TensorView<const float> k_index) {
       const float* src = k_index.row(b, 0, t);
       bf16* dst = data_.data() + (b * capacity_ + length_ + t) * dim_;
       for (int64_t d = 0; d < dim_; ++d) dst[d] = ToBf16(src[d]);
+      // The same bits into the packed tile: key j of tile t, pair p = d / 2.
+      const int64_t pos = length_ + t, depth = (dim_ + 1) / 2, tiles = (capacity_ + 31) / 32;
+      uint32_t* tile = tiles_.data() + ((b * tiles + pos / 32) * depth) * 32 + pos % 32;
+      for (int64_t p = 0; p < depth; ++p) {
+        const uint32_t lo = dst[2 * p].bits;
+        const uint32_t hi = 2 * p + 1 < dim_ ? dst[2 * p + 1].bits : 0u;
+        tile[p * 32] = lo | (hi << 16);
+      }
     }
   }
   length_ += k_index.tokens();

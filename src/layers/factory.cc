@@ -9,7 +9,9 @@
 #include "attnkit/core/parse.h"
 #include "attnkit/layers/gated_deltanet.h"
 #include "attnkit/layers/gqa.h"
+#include "attnkit/layers/linear_attention.h"
 #include "attnkit/layers/mla.h"
+#include "attnkit/layers/sparse_attention.h"
 
 namespace attnkit {
 
@@ -49,7 +51,9 @@ std::unique_ptr<Layer> Mla(const LayerShape& s, MlaPath path, uint64_t seed) {
 
 // Gated DeltaNet / KDA: value heads = num_heads, q/k heads = num_heads_kv (Qwen3-Next: 32 : 16),
 // head_dim for both; a fixed-size state instead of a cache.
-std::unique_ptr<Layer> DeltaNet(const LayerShape& s, bool kda, uint64_t seed) {
+// DeltaNet (decay_gate = false) is the same block with α ≡ 1.
+std::unique_ptr<Layer> DeltaNet(const LayerShape& s, bool kda, uint64_t seed,
+                                bool decay_gate = true) {
   GatedDeltaNetConfig c;
   c.hidden = s.hidden;
   c.num_heads_qk = s.num_heads_kv;
@@ -57,8 +61,33 @@ std::unique_ptr<Layer> DeltaNet(const LayerShape& s, bool kda, uint64_t seed) {
   c.head_dim_qk = s.head_dim;
   c.head_dim_v = s.head_dim;
   c.per_channel_decay = kda;
+  c.decay_gate = decay_gate;
   c.batch = s.batch;
   return std::make_unique<GatedDeltaNetBlock>(c, GatedDeltaNetWeights::Random(c, seed));
+}
+
+// Linear attention (Performer FAVOR+, elu+1, ReLU): multi-head (num_heads for q, k and v, as in
+// the papers), head_dim; FAVOR+ draws its default d·ln d features from the block's seed.
+std::unique_ptr<Layer> LinearAttn(const LayerShape& s, FeatureMap map, uint64_t seed) {
+  LinearAttentionConfig c;
+  c.hidden = s.hidden;
+  c.num_heads = s.num_heads;
+  c.head_dim = s.head_dim;
+  c.feature_map = map;
+  c.feature_seed = seed;
+  c.batch = s.batch;
+  return std::make_unique<LinearAttentionBlock>(c, LinearAttentionWeights::Random(c, seed));
+}
+
+// Static sparse attention (GQA heads, RoPE) under a pattern of masks/sparse.h built for
+// max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its chunk
+// from `window`.
+std::unique_ptr<Layer> Sparse(const LayerShape& s, const char* pattern, uint64_t seed) {
+  SparseAttentionConfig c;
+  c.attention = GqaFrom(s, s.num_heads_kv);
+  c.pattern.name = pattern;
+  if (c.pattern.name == "chunked") c.pattern.window = s.window;
+  return std::make_unique<SparseAttentionBlock>(c, GqaWeights::Random(c.attention, seed));
 }
 
 using Factory = LayerFactory;
@@ -102,6 +131,20 @@ std::map<std::string, Factory> BuiltinTable() {
       {"gated_deltanet",
        [](const LayerShape& s, uint64_t seed) { return DeltaNet(s, false, seed); }},
       {"kda", [](const LayerShape& s, uint64_t seed) { return DeltaNet(s, true, seed); }},
+      {"deltanet",
+       [](const LayerShape& s, uint64_t seed) { return DeltaNet(s, false, seed, false); }},
+      {"performer", [](const LayerShape& s,
+                       uint64_t seed) { return LinearAttn(s, FeatureMap::kFavorPositive, seed); }},
+      {"linear_elu", [](const LayerShape& s,
+                        uint64_t seed) { return LinearAttn(s, FeatureMap::kEluPlusOne, seed); }},
+      {"linear_relu",
+       [](const LayerShape& s, uint64_t seed) { return LinearAttn(s, FeatureMap::kRelu, seed); }},
+      {"strided", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "strided", seed); }},
+      {"fixed", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "fixed", seed); }},
+      {"bigbird", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "bigbird", seed); }},
+      {"longformer",
+       [](const LayerShape& s, uint64_t seed) { return Sparse(s, "longformer", seed); }},
+      {"chunked", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "chunked", seed); }},
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "attnkit/core/checked.h"
+#include "attnkit/kernels/dense_backward.h"
 
 namespace attnkit {
 
@@ -99,6 +100,7 @@ GqaBlock::GqaBlock(GqaConfig config, GqaWeights weights)
     : config_(config), weights_(std::move(weights)), cache_(MakeCache(config_)) {
   weights_.Check(config_);
   if (config_.window > 0) window_mask_ = CausalWindowMask(config_.window);
+  train_mask_ = config_.window > 0 ? window_mask_ : CausalMask();
 }
 
 void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
@@ -140,11 +142,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     ApplyRope(kv, position, c.rope);
   }
 
-  DenseOptions opt;
-  if (c.scale != 0.0f) opt.scale = c.scale;
-  opt.softcap = c.softcap;
-  if (c.sinks) opt.sinks = weights_.sinks;
-  opt.backend = c.backend;
+  DenseOptions opt = AttentionOptions();
   if (c.window == 0 || n <= c.max_step) {
     // The keys go in before attention; if attention fails (out of memory), the cache is put
     // back exactly (ring slots included) and the block is as if never called.
@@ -201,6 +199,191 @@ bool GqaBlock::UndoForward() noexcept {
   return true;
 }
 
+DenseOptions GqaBlock::AttentionOptions() const {
+  const GqaConfig& c = config_;
+  DenseOptions opt;
+  if (c.scale != 0.0f) opt.scale = c.scale;
+  opt.softcap = c.softcap;
+  if (c.sinks) opt.sinks = weights_.sinks;
+  opt.backend = c.backend;
+  return opt;
+}
+
+DenseOptions GqaBlock::TrainOptions() const {
+  DenseOptions opt = AttentionOptions();
+  opt.mask = train_mask_.get();  // causal or causal window, queries and keys from position 0
+  opt.k_start = 0;
+  opt.q_start = 0;
+  return opt;
+}
+
+std::unique_ptr<TrainTape> GqaBlock::TrainForward(TensorView<const float> x,
+                                                  TensorView<float> out) {
+  constexpr const char* fn = "GqaBlock::TrainForward";
+  const GqaConfig& c = config_;
+  CheckHidden(fn, c.hidden, x, out);
+  const int64_t batch = x.batch(), n = x.tokens();
+  const int64_t rows = CheckedMul(batch, n, fn, "batch*tokens");
+  const int64_t hq = c.num_heads_q, hkv = c.num_heads_kv, dk = c.head_dim, dv = c.dv();
+  // Every buffer first: `out` is written last, by one sgemm that cannot fail.
+  auto tape = std::make_unique<GqaTape>();
+  tape->owner = this;
+  tape->shape = x.shape;
+  auto size = [&](int64_t heads, int64_t dim) {
+    return CheckedProduct({rows, heads, dim}, fn, "rows*heads*head_dim");
+  };
+  CheckedResize(tape->x, CheckedMul(rows, c.hidden, fn, "rows*hidden"), fn, "x");
+  CheckedResize(tape->q, size(hq, dk), fn, "q");
+  CheckedResize(tape->k, size(hkv, dk), fn, "k");
+  CheckedResize(tape->v, size(hkv, dv), fn, "v");
+  CheckedResize(tape->o, size(hq, dv), fn, "o");
+  CheckedResize(tape->lse, size(hq, 1), fn, "lse");
+  std::vector<float> gated;
+  if (c.output_gate) {
+    CheckedResize(tape->g, size(hq, dv), fn, "the gate");
+    CheckedResize(gated, size(hq, dv), fn, "the gated output");
+  }
+  if (c.qk_norm) {
+    CheckedResize(tape->q_pre, size(hq, dk), fn, "q before the norm");
+    CheckedResize(tape->k_pre, size(hkv, dk), fn, "k before the norm");
+  }
+  std::copy(x.data, x.data + tape->x.size(), tape->x.begin());
+  Linear(x.data, rows, weights_.w_q, tape->q.data());
+  Linear(x.data, rows, weights_.w_k, tape->k.data());
+  Linear(x.data, rows, weights_.w_v, tape->v.data());
+  if (c.qk_norm) {
+    std::copy(tape->q.begin(), tape->q.end(), tape->q_pre.begin());
+    std::copy(tape->k.begin(), tape->k.end(), tape->k_pre.begin());
+    RmsNorm(tape->q.data(), rows * hq, dk, dk, weights_.q_norm, c.norm_eps, c.qk_norm_zero_centred);
+    RmsNorm(tape->k.data(), rows * hkv, dk, dk, weights_.k_norm, c.norm_eps,
+            c.qk_norm_zero_centred);
+  }
+  TensorView<float> qv = MakeBshd(tape->q.data(), batch, n, hq, dk);
+  TensorView<float> kv = MakeBshd(tape->k.data(), batch, n, hkv, dk);
+  if (c.use_rope) {
+    ApplyRope(qv, 0, c.rope);
+    ApplyRope(kv, 0, c.rope);
+  }
+  const DenseOptions opt = TrainOptions();
+  DenseForward(TensorView<const float>(qv), TensorView<const float>(kv),
+               TensorView<const float>(MakeBshd(tape->v.data(), batch, n, hkv, dv)),
+               MakeBshd(tape->o.data(), batch, n, hq, dv), opt,
+               MakeBhsd(tape->lse.data(), batch, hq, n, int64_t{1}));
+  const float* o = tape->o.data();
+  if (c.output_gate) {
+    Linear(x.data, rows, weights_.w_gate, tape->g.data());
+    std::copy(tape->o.begin(), tape->o.end(), gated.begin());
+    SigmoidGate(gated.data(), tape->g.data(), static_cast<int64_t>(gated.size()));
+    o = gated.data();
+  }
+  Linear(o, rows, weights_.w_o, out.data);
+  return tape;
+}
+
+void GqaBlock::EnsureGrads() {
+  if (grads_ready_) return;
+  const GqaConfig& c = config_;
+  GqaWeights g;
+  auto like = [](const Matrix& m) { return m.empty() ? Matrix() : Matrix(m.rows, m.cols); };
+  g.w_q = like(weights_.w_q);
+  g.w_k = like(weights_.w_k);
+  g.w_v = like(weights_.w_v);
+  g.w_o = like(weights_.w_o);
+  g.w_gate = like(weights_.w_gate);
+  const char* fn = "GqaBlock::EnsureGrads";
+  g.q_norm = CheckedVector(static_cast<int64_t>(weights_.q_norm.size()), 0.0f, fn, "q_norm grad");
+  g.k_norm = CheckedVector(static_cast<int64_t>(weights_.k_norm.size()), 0.0f, fn, "k_norm grad");
+  g.sinks = CheckedVector(static_cast<int64_t>(weights_.sinks.size()), 0.0f, fn, "sinks grad");
+  g.Check(c);
+  grads_ = std::move(g);
+  grads_ready_ = true;
+}
+
+std::vector<Param> GqaBlock::Params() {
+  EnsureGrads();
+  std::vector<Param> ps;
+  AppendParam(ps, "w_q", weights_.w_q, grads_.w_q);
+  AppendParam(ps, "w_k", weights_.w_k, grads_.w_k);
+  AppendParam(ps, "w_v", weights_.w_v, grads_.w_v);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
+  AppendParam(ps, "w_gate", weights_.w_gate, grads_.w_gate);
+  AppendParam(ps, "q_norm", weights_.q_norm, grads_.q_norm);
+  AppendParam(ps, "k_norm", weights_.k_norm, grads_.k_norm);
+  AppendParam(ps, "sinks", weights_.sinks, grads_.sinks);
+  return ps;
+}
+
+void GqaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
+                             TensorView<float> dx) {
+  constexpr const char* fn = "GqaBlock::TrainBackward";
+  const GqaConfig& c = config_;
+  tape_base.Check(fn, this, dout, dx);
+  auto* tape = dynamic_cast<GqaTape*>(&tape_base);
+  Require(tape != nullptr, fn, ": tape is not a GqaTape");
+  const int64_t batch = tape->shape[0], n = tape->shape[2], rows = batch * n;
+  const int64_t hq = c.num_heads_q, hkv = c.num_heads_kv, dk = c.head_dim, dv = c.dv();
+  // Every buffer first; no gradient, dx or the tape is written until attention's backward has
+  // succeeded (a failure leaves the block, dx and the tape as they were).
+  EnsureGrads();
+  auto buffer = [&](int64_t count, const char* what) {
+    return CheckedVector(count, 0.0f, fn, what);
+  };
+  std::vector<float> o_in =
+      c.output_gate ? buffer(rows * hq * dv, "the gated output") : std::vector<float>{};
+  std::vector<float> d_o = buffer(rows * hq * dv, "d o");
+  std::vector<float> dg = c.output_gate ? buffer(rows * hq * dv, "d gate") : std::vector<float>{};
+  std::vector<float> dq = buffer(rows * hq * dk, "dq"), dkk = buffer(rows * hkv * dk, "dk");
+  std::vector<float> dvv = buffer(rows * hkv * dv, "dv");
+  std::vector<float> dsinks = buffer(c.sinks ? hq : 0, "dsinks");
+  // y = o_g W_o: d o_g = dy W_oᵀ now, dW_o += o_gᵀ dy once attention's backward has succeeded.
+  const float* og = tape->o.data();
+  if (c.output_gate) {
+    std::copy(tape->o.begin(), tape->o.end(), o_in.begin());
+    SigmoidGate(o_in.data(), tape->g.data(), static_cast<int64_t>(o_in.size()));
+    og = o_in.data();
+  }
+  LinearBackward(og, rows, weights_.w_o, dout.data, d_o.data(), nullptr);
+  // o_g = o ⊙ σ(g): d o = d o_g ⊙ σ(g), dg = d o_g ⊙ o ⊙ σ'(g).
+  if (c.output_gate) {
+    SigmoidGateBackward(tape->o.data(), tape->g.data(), d_o.data(), d_o.data(), dg.data(),
+                        static_cast<int64_t>(d_o.size()));
+  }
+  // Attention (probabilities recomputed from the saved LSE).
+  const DenseOptions opt = TrainOptions();
+  auto cv = [&](const std::vector<float>& b, int64_t heads, int64_t dim) {
+    return MakeBshd<const float>(b.data(), batch, n, heads, dim);
+  };
+  DenseGrads grads{MakeBshd(dq.data(), batch, n, hq, dk), MakeBshd(dkk.data(), batch, n, hkv, dk),
+                   MakeBshd(dvv.data(), batch, n, hkv, dv), c.sinks ? dsinks.data() : nullptr};
+  DenseBackward(cv(tape->q, hq, dk), cv(tape->k, hkv, dk), cv(tape->v, hkv, dv),
+                cv(tape->o, hq, dv), MakeBhsd<const float>(tape->lse.data(), batch, hq, n, 1),
+                cv(d_o, hq, dv), grads, opt);
+  // Everything below writes the gradients and dx and cannot fail: only now is the tape used.
+  tape->consumed = true;
+  LinearBackward(og, rows, weights_.w_o, dout.data, nullptr, grads_.w_o.data.data());
+  for (size_t h = 0; h < dsinks.size(); ++h) grads_.sinks[h] += dsinks[h];
+  // RoPE is a rotation: its backward rotates back. Then QK-norm (from the saved pre-norm rows).
+  if (c.use_rope) {
+    ApplyRopeBackward(grads.dq, 0, c.rope);
+    ApplyRopeBackward(grads.dk, 0, c.rope);
+  }
+  if (c.qk_norm) {
+    RmsNormBackward(tape->q_pre.data(), rows * hq, dk, dk, weights_.q_norm, c.norm_eps,
+                    c.qk_norm_zero_centred, dq.data(), dq.data(), grads_.q_norm.data());
+    RmsNormBackward(tape->k_pre.data(), rows * hkv, dk, dk, weights_.k_norm, c.norm_eps,
+                    c.qk_norm_zero_centred, dkk.data(), dkk.data(), grads_.k_norm.data());
+  }
+  // The projections of x: dx = Σ d(proj) Wᵀ (the first overwrites dx), dW += xᵀ d(proj).
+  const float* x = tape->x.data();
+  float* gx = dx.data;
+  LinearBackward(x, rows, weights_.w_q, dq.data(), gx, grads_.w_q.data.data());
+  LinearBackward(x, rows, weights_.w_k, dkk.data(), gx, grads_.w_k.data.data(), true);
+  LinearBackward(x, rows, weights_.w_v, dvv.data(), gx, grads_.w_v.data.data(), true);
+  if (c.output_gate) {
+    LinearBackward(x, rows, weights_.w_gate, dg.data(), gx, grads_.w_gate.data.data(), true);
+  }
+}
+
 void GqaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
   Require(tokens >= 0, "GqaBlock::FillCacheRandom: tokens must be >= 0, got ", tokens);
   const GqaConfig& c = config_;
@@ -222,6 +405,13 @@ void GqaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
 
 int64_t GqaCacheBytesPerToken(const GqaConfig& c) {
   return c.num_heads_kv * (c.head_dim + c.dv()) * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t GqaTrainBytesPerToken(const GqaConfig& c) {
+  const int64_t hq = c.num_heads_q, hkv = c.num_heads_kv;
+  const int64_t floats = c.hidden + (c.qk_norm ? 2 : 1) * (hq + hkv) * c.head_dim +
+                         (hkv + hq * (c.output_gate ? 2 : 1)) * c.dv() + hq;
+  return floats * static_cast<int64_t>(sizeof(float));
 }
 
 }  // namespace attnkit

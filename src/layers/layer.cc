@@ -30,6 +30,19 @@ void Layer::ZeroGrad() {
   for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
 }
 
+void AppendParam(std::vector<Param>& params, const char* name, Matrix& value, Matrix& grad) {
+  if (!value.empty()) {
+    params.push_back({name, {value.rows, value.cols}, value.data.data(), grad.data.data()});
+  }
+}
+
+void AppendParam(std::vector<Param>& params, const char* name, std::vector<float>& value,
+                 std::vector<float>& grad) {
+  if (!value.empty()) {
+    params.push_back({name, {static_cast<int64_t>(value.size())}, value.data(), grad.data()});
+  }
+}
+
 void TrainTape::Check(const char* fn, const void* layer, TensorView<const float> dout,
                       TensorView<float> dx) const {
   Require(owner == layer, fn, ": tape was written by another layer's TrainForward");
@@ -183,6 +196,125 @@ size_t Stack::WeightBytes() const {
   size_t s = (norms_.size() + 1) * static_cast<size_t>(hidden_) * sizeof(float);
   for (const auto& l : layers_) s += l->WeightBytes();
   return s;
+}
+
+namespace {
+// The Stack's tape: each layer's tape, and the residual stream h_i before layer i (h_L before the
+// final norm), [rows, hidden] each.
+class StackTape final : public TrainTape {
+ public:
+  std::vector<std::unique_ptr<TrainTape>> tapes;
+  std::vector<std::vector<float>> h;
+};
+}  // namespace
+
+bool Stack::trainable() const {
+  return std::all_of(layers_.begin(), layers_.end(), [](const auto& l) { return l->trainable(); });
+}
+
+void Stack::RequireTrainable(const char* fn) const {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Require(layers_[i]->trainable(), fn, ": layer ", i, " (", layers_[i]->Describe(),
+            ") cannot be trained: ", layers_[i]->Kind(), " layers have no backward yet");
+  }
+}
+
+void Stack::EnsureGrads() {
+  constexpr const char* fn = "Stack";
+  if (final_norm_grad_.empty()) {
+    final_norm_grad_ = CheckedVector(hidden_, 0.0f, fn, "the final norm's gradient");
+  }
+  while (norm_grads_.size() < layers_.size()) {
+    norm_grads_.push_back(CheckedVector(hidden_, 0.0f, fn, "a norm's gradient"));
+  }
+}
+
+std::vector<Param> Stack::Params() {
+  RequireTrainable("Stack::Params");
+  EnsureGrads();
+  std::vector<Param> ps;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::string prefix = "layers." + std::to_string(i) + ".";
+    for (Param& p : layers_[i]->Params()) {
+      p.name = prefix + p.name;
+      ps.push_back(std::move(p));
+    }
+    ps.push_back({prefix + "norm", {hidden_}, norms_[i].data(), norm_grads_[i].data()});
+  }
+  ps.push_back({"final_norm", {hidden_}, final_norm_.data(), final_norm_grad_.data()});
+  return ps;
+}
+
+void Stack::ZeroGrad() {
+  for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
+}
+
+std::unique_ptr<TrainTape> Stack::TrainForward(TensorView<const float> x, TensorView<float> out) {
+  constexpr const char* fn = "Stack::TrainForward";
+  CheckHidden(fn, hidden_, x, out);
+  RequireTrainable(fn);
+  const int64_t batch = x.batch(), tokens = x.tokens();
+  const int64_t rows = CheckedMul(batch, tokens, fn, "batch*tokens");
+  const int64_t n = CheckedMul(rows, hidden_, fn, "rows*hidden");
+  auto tape = std::make_unique<StackTape>();
+  tape->owner = this;
+  tape->shape = x.shape;
+  for (size_t i = 0; i <= layers_.size(); ++i) {
+    tape->h.push_back(CheckedVector(n, 0.0f, fn, "the residual stream"));
+  }
+  std::vector<float> normed = CheckedVector(n, 0.0f, fn, "the normed stream");
+  std::vector<float> delta = CheckedVector(n, 0.0f, fn, "a layer's output");
+  auto view = [&](float* p) { return MakeBhsd(p, batch, int64_t{1}, tokens, hidden_); };
+  std::copy(x.data, x.data + n, tape->h[0].begin());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const std::vector<float>& h = tape->h[i];
+    std::copy(h.begin(), h.end(), normed.begin());
+    RmsNorm(normed.data(), rows, hidden_, hidden_, norms_[i], eps_);
+    tape->tapes.push_back(layers_[i]->TrainForward(view(normed.data()), view(delta.data())));
+    std::vector<float>& next = tape->h[i + 1];
+    for (size_t j = 0; j < next.size(); ++j) next[j] = h[j] + delta[j];
+  }
+  std::copy(tape->h.back().begin(), tape->h.back().end(), out.data);
+  RmsNorm(out.data, rows, hidden_, hidden_, final_norm_, eps_);
+  return tape;
+}
+
+void Stack::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
+                          TensorView<float> dx) {
+  constexpr const char* fn = "Stack::TrainBackward";
+  tape_base.Check(fn, this, dout, dx);
+  auto* tape = dynamic_cast<StackTape*>(&tape_base);
+  Require(tape != nullptr, fn, ": tape is not a Stack tape");
+  Require(tape->tapes.size() == layers_.size(), fn, ": tape holds ", tape->tapes.size(),
+          " layers but the stack has ", layers_.size(), " (a layer was added since its forward)");
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    Require(tape->tapes[i] != nullptr && tape->tapes[i]->owner == layers_[i].get() &&
+                !tape->tapes[i]->consumed,
+            fn, ": layer ", i, "'s tape is not that layer's or was already used");
+  }
+  RequireTrainable(fn);
+  const int64_t batch = tape->shape[0], tokens = tape->shape[2], rows = batch * tokens;
+  const int64_t n = rows * hidden_;
+  // Every buffer (the layers' gradient buffers included) before anything is written.
+  EnsureGrads();
+  for (auto& l : layers_) l->Params();
+  std::vector<float> dh = CheckedVector(n, 0.0f, fn, "the stream's gradient");
+  std::vector<float> dnormed = CheckedVector(n, 0.0f, fn, "a layer's input gradient");
+  tape->consumed = true;
+
+  auto view = [&](float* p) { return MakeBhsd(p, batch, int64_t{1}, tokens, hidden_); };
+  // out = RmsNorm(h_L) ⊙ final_norm.
+  RmsNormBackward(tape->h.back().data(), rows, hidden_, hidden_, final_norm_, eps_, false,
+                  dout.data, dh.data(), final_norm_grad_.data());
+  // h_{i+1} = h_i + layer_i(RmsNorm(h_i) ⊙ w_i): dh_i = dh_{i+1} + J_normᵀ (J_layerᵀ dh_{i+1}).
+  for (size_t i = layers_.size(); i-- > 0;) {
+    layers_[i]->TrainBackward(*tape->tapes[i], TensorView<const float>(view(dh.data())),
+                              view(dnormed.data()));
+    RmsNormBackward(tape->h[i].data(), rows, hidden_, hidden_, norms_[i], eps_, false,
+                    dnormed.data(), dnormed.data(), norm_grads_[i].data());
+    for (size_t j = 0; j < dh.size(); ++j) dh[j] += dnormed[j];
+  }
+  if (dx.data != nullptr) std::copy(dh.begin(), dh.end(), dx.data);
 }
 
 std::string Stack::Describe() const {

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "attnkit/core/checked.h"
+#include "attnkit/kernels/dense_backward.h"
 
 namespace attnkit {
 
@@ -308,6 +309,209 @@ void MlaBlock::ReserveScratch(int64_t tokens) {
 void MlaBlock::ReleaseScratch() {
   for (auto* v : {&cq_, &q_, &o_, &k_full_, &v_full_, &q_abs_, &o_lat_}) {
     std::vector<float>().swap(*v);
+  }
+}
+
+// ---- Training (naive path) ----
+
+namespace {
+// What the backward needs, per row (batch · tokens rows): x, the q LoRA's pre-norm latent, the
+// rotated queries, the pre-norm c_kv, the rotated k_rope, the attention output and its LSE.
+// c_q, c_kv, K and V are recomputed from these.
+struct MlaTape final : TrainTape {
+  std::vector<float> x;        // [rows, hidden]
+  std::vector<float> cq_pre;   // [rows, q_lora_rank] (empty without the q LoRA)
+  std::vector<float> q;        // [rows, h, nope + rope], rope part rotated
+  std::vector<float> ckv_pre;  // [rows, kv_lora_rank]
+  std::vector<float> k_rope;   // [rows, rope], rotated
+  std::vector<float> o;        // [rows, h, v]
+  std::vector<float> lse;      // [batch, h, tokens]
+};
+
+// The rope part of every head of q [batch, tokens, h, nope + rope] as [batch, h, tokens, rope].
+TensorView<float> QRopeView(float* q, int64_t batch, int64_t n, int64_t h, int64_t dn, int64_t dr) {
+  const int64_t dq = dn + dr;
+  return {q + dn, {batch, h, n, dr}, {n * h * dq, dq, h * dq, 1}};
+}
+// k_rope [batch, tokens, rope] as [batch, 1, tokens, rope].
+TensorView<float> KRopeView(float* k, int64_t batch, int64_t n, int64_t dr) {
+  return {k, {batch, 1, n, dr}, {n * dr, 0, dr, 1}};
+}
+}  // namespace
+
+void MlaBlock::UpProject(const float* ckv, const float* k_rope, int64_t rows, float* k,
+                         float* v) const {
+  const MlaConfig& c = config_;
+  const int64_t h = c.num_heads, dq = c.qk_head_dim(), dn = c.qk_nope_head_dim,
+                dr = c.qk_rope_head_dim, r = c.kv_lora_rank;
+  for (int64_t hh = 0; hh < h; ++hh) {
+    Gemm(rows, dn, r, ckv, r, weights_.w_uk.data.data() + hh * dn, h * dn, false, k + hh * dq,
+         h * dq);
+  }
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t hh = 0; hh < h; ++hh) {
+      std::memcpy(k + (i * h + hh) * dq + dn, k_rope + i * dr, sizeof(float) * dr);
+    }
+  }
+  Linear(ckv, rows, weights_.w_uv, v);
+}
+
+void MlaBlock::EnsureGrads() {
+  if (has_grads_) return;
+  grads_ = weights_;
+  has_grads_ = true;
+  for (const Param& p : Params()) std::fill(p.grad, p.grad + p.size(), 0.0f);
+}
+
+std::vector<Param> MlaBlock::Params() {
+  EnsureGrads();
+  std::vector<Param> ps;
+  AppendParam(ps, "w_dq", weights_.w_dq, grads_.w_dq);
+  AppendParam(ps, "q_norm", weights_.q_norm, grads_.q_norm);
+  AppendParam(ps, "w_uq", weights_.w_uq, grads_.w_uq);
+  AppendParam(ps, "w_dkv", weights_.w_dkv, grads_.w_dkv);
+  AppendParam(ps, "kv_norm", weights_.kv_norm, grads_.kv_norm);
+  AppendParam(ps, "w_kr", weights_.w_kr, grads_.w_kr);
+  AppendParam(ps, "w_uk", weights_.w_uk, grads_.w_uk);
+  AppendParam(ps, "w_uv", weights_.w_uv, grads_.w_uv);
+  AppendParam(ps, "w_o", weights_.w_o, grads_.w_o);
+  return ps;
+}
+
+std::unique_ptr<TrainTape> MlaBlock::TrainForward(TensorView<const float> x,
+                                                  TensorView<float> out) {
+  constexpr const char* fn = "MlaBlock::TrainForward";
+  const MlaConfig& c = config_;
+  CheckHidden(fn, c.hidden, x, out);
+  const int64_t batch = x.batch(), n = x.tokens();
+  Require(n > 0, fn, ": x must hold at least one token");
+  const int64_t rows = CheckedMul(batch, n, fn, "batch*tokens");
+  const int64_t h = c.num_heads, dq = c.qk_head_dim(), dn = c.qk_nope_head_dim,
+                dr = c.qk_rope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank, ql = c.q_lora_rank;
+  auto tape = std::make_unique<MlaTape>();
+  tape->owner = this;
+  tape->shape = x.shape;
+  tape->x = CheckedVector(CheckedMul(rows, c.hidden, fn, "rows*hidden"), 0.0f, fn, "x");
+  tape->cq_pre = CheckedVector(CheckedMul(rows, ql, fn, "rows*q_lora_rank"), 0.0f, fn, "c_q");
+  tape->q = CheckedVector(CheckedProduct({rows, h, dq}, fn, "rows*heads*head_dim"), 0.0f, fn, "q");
+  tape->ckv_pre = CheckedVector(CheckedMul(rows, r, fn, "rows*kv_lora_rank"), 0.0f, fn, "c_kv");
+  tape->k_rope = CheckedVector(CheckedMul(rows, dr, fn, "rows*rope"), 0.0f, fn, "k_rope");
+  tape->o = CheckedVector(CheckedProduct({rows, h, dv}, fn, "rows*heads*v"), 0.0f, fn, "o");
+  tape->lse = CheckedVector(CheckedMul(rows, h, fn, "rows*heads"), 0.0f, fn, "lse");
+  std::vector<float> cq = CheckedVector(rows * ql, 0.0f, fn, "c_q");
+  std::vector<float> ckv = CheckedVector(rows * r, 0.0f, fn, "c_kv");
+  std::vector<float> k = CheckedVector(CheckedProduct({rows, h, dq}, fn, "rows*heads*head_dim"),
+                                       0.0f, fn, "the per-head keys");
+  std::vector<float> v = CheckedVector(rows * h * dv, 0.0f, fn, "the per-head values");
+
+  std::copy(x.data, x.data + rows * c.hidden, tape->x.begin());
+  if (ql > 0) {
+    Linear(x.data, rows, weights_.w_dq, tape->cq_pre.data());
+    cq = tape->cq_pre;
+    RmsNorm(cq.data(), rows, ql, ql, weights_.q_norm, c.norm_eps);
+    Linear(cq.data(), rows, weights_.w_uq, tape->q.data());
+  } else {
+    Linear(x.data, rows, weights_.w_uq, tape->q.data());
+  }
+  ApplyRope(QRopeView(tape->q.data(), batch, n, h, dn, dr), 0, c.rope);
+  Linear(x.data, rows, weights_.w_dkv, tape->ckv_pre.data());
+  ckv = tape->ckv_pre;
+  RmsNorm(ckv.data(), rows, r, r, weights_.kv_norm, c.norm_eps);
+  Linear(x.data, rows, weights_.w_kr, tape->k_rope.data());
+  ApplyRope(KRopeView(tape->k_rope.data(), batch, n, dr), 0, c.rope);
+  UpProject(ckv.data(), tape->k_rope.data(), rows, k.data(), v.data());
+
+  DenseOptions opt;
+  opt.scale = c.scale > 0 ? c.scale : 1.0f / std::sqrt(static_cast<float>(dq));
+  opt.mask = causal_.get();
+  opt.backend = c.backend;
+  DenseForward(MakeBshd<const float>(tape->q.data(), batch, n, h, dq),
+               MakeBshd<const float>(k.data(), batch, n, h, dq),
+               MakeBshd<const float>(v.data(), batch, n, h, dv),
+               MakeBshd(tape->o.data(), batch, n, h, dv), opt,
+               MakeBhsd(tape->lse.data(), batch, h, n, 1));
+  Linear(tape->o.data(), rows, weights_.w_o, out.data);
+  return tape;
+}
+
+void MlaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
+                             TensorView<float> dx) {
+  constexpr const char* fn = "MlaBlock::TrainBackward";
+  tape_base.Check(fn, this, dout, dx);
+  auto& t = dynamic_cast<MlaTape&>(tape_base);
+  const MlaConfig& c = config_;
+  const int64_t batch = t.shape[0], n = t.shape[2], rows = batch * n;
+  const int64_t h = c.num_heads, dq = c.qk_head_dim(), dn = c.qk_nope_head_dim,
+                dr = c.qk_rope_head_dim, dv = c.v_head_dim, r = c.kv_lora_rank, ql = c.q_lora_rank;
+  // Every buffer before anything is written: a failed allocation changes nothing.
+  EnsureGrads();
+  auto buf = [&](int64_t count, const char* what) { return CheckedVector(count, 0.0f, fn, what); };
+  std::vector<float> cq = buf(rows * ql, "c_q"), dcq = buf(rows * ql, "dc_q");
+  std::vector<float> ckv = buf(rows * r, "c_kv"), dckv = buf(rows * r, "dc_kv");
+  std::vector<float> k = buf(rows * h * dq, "the per-head keys"), dk = buf(rows * h * dq, "dk"),
+                     dq_buf = buf(rows * h * dq, "dq");
+  std::vector<float> v = buf(rows * h * dv, "the per-head values"), dvv = buf(rows * h * dv, "dv"),
+                     d_o = buf(rows * h * dv, "do");
+  std::vector<float> dk_nope = buf(rows * h * dn, "dk_nope"), dkr = buf(rows * dr, "dk_rope");
+  t.consumed = true;
+
+  // out = o W_o.
+  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, d_o.data(), grads_.w_o.data.data());
+  // Recompute c_q, c_kv and the per-head K, V.
+  if (ql > 0) {
+    cq = t.cq_pre;
+    RmsNorm(cq.data(), rows, ql, ql, weights_.q_norm, c.norm_eps);
+  }
+  ckv = t.ckv_pre;
+  RmsNorm(ckv.data(), rows, r, r, weights_.kv_norm, c.norm_eps);
+  UpProject(ckv.data(), t.k_rope.data(), rows, k.data(), v.data());
+
+  DenseOptions opt;
+  opt.scale = c.scale > 0 ? c.scale : 1.0f / std::sqrt(static_cast<float>(dq));
+  opt.mask = causal_.get();
+  opt.backend = c.backend;
+  DenseBackward(
+      MakeBshd<const float>(t.q.data(), batch, n, h, dq),
+      MakeBshd<const float>(k.data(), batch, n, h, dq),
+      MakeBshd<const float>(v.data(), batch, n, h, dv),
+      MakeBshd<const float>(t.o.data(), batch, n, h, dv),
+      MakeBhsd<const float>(t.lse.data(), batch, h, n, 1),
+      MakeBshd<const float>(d_o.data(), batch, n, h, dv),
+      DenseGrads{MakeBshd(dq_buf.data(), batch, n, h, dq), MakeBshd(dk.data(), batch, n, h, dq),
+                 MakeBshd(dvv.data(), batch, n, h, dv)},
+      opt);
+
+  // K/V path: v = c_kv W_uv, k_nope = c_kv W_uk (per head), every head's k_rope is one RoPE(x
+  // W_kr).
+  for (int64_t i = 0; i < rows; ++i) {
+    float* kr = dkr.data() + i * dr;
+    for (int64_t hh = 0; hh < h; ++hh) {
+      const float* src = dk.data() + (i * h + hh) * dq;
+      std::memcpy(dk_nope.data() + (i * h + hh) * dn, src, sizeof(float) * dn);
+      for (int64_t e = 0; e < dr; ++e) kr[e] += src[dn + e];
+    }
+  }
+  LinearBackward(ckv.data(), rows, weights_.w_uv, dvv.data(), dckv.data(), grads_.w_uv.data.data());
+  LinearBackward(ckv.data(), rows, weights_.w_uk, dk_nope.data(), dckv.data(),
+                 grads_.w_uk.data.data(), /*accumulate_dx=*/true);
+  RmsNormBackward(t.ckv_pre.data(), rows, r, r, weights_.kv_norm, c.norm_eps, false, dckv.data(),
+                  dckv.data(), grads_.kv_norm.data());
+  ApplyRopeBackward(KRopeView(dkr.data(), batch, n, dr), 0, c.rope);
+  float* dxp = dx.data;  // null → only the weight gradients
+  LinearBackward(t.x.data(), rows, weights_.w_dkv, dckv.data(), dxp, grads_.w_dkv.data.data());
+  LinearBackward(t.x.data(), rows, weights_.w_kr, dkr.data(), dxp, grads_.w_kr.data.data(), true);
+
+  // Query path.
+  ApplyRopeBackward(QRopeView(dq_buf.data(), batch, n, h, dn, dr), 0, c.rope);
+  if (ql > 0) {
+    LinearBackward(cq.data(), rows, weights_.w_uq, dq_buf.data(), dcq.data(),
+                   grads_.w_uq.data.data());
+    RmsNormBackward(t.cq_pre.data(), rows, ql, ql, weights_.q_norm, c.norm_eps, false, dcq.data(),
+                    dcq.data(), grads_.q_norm.data());
+    LinearBackward(t.x.data(), rows, weights_.w_dq, dcq.data(), dxp, grads_.w_dq.data.data(), true);
+  } else {
+    LinearBackward(t.x.data(), rows, weights_.w_uq, dq_buf.data(), dxp, grads_.w_uq.data.data(),
+                   true);
   }
 }
 

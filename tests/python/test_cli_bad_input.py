@@ -36,6 +36,9 @@ REFUSED = [
     ("mask causal --seed -1", "--seed"),
     ("probe --seed -1", "--seed"),
     ("bench sparse --seed -1", "--seed"),
+    ("bench sparse --mla-prefill 0", "--mla-prefill"),  # checked before the decode run
+    ("bench sparse --mla-head-divisor 0", "--mla-head-divisor"),
+    ("bench sparse --mla-decode 8k,,32k", "--mla-decode"),
     ("stack --seed -1", "--seed"),
     ("mask causal --ascii-max -1", "--ascii-max"),
     ("mask causal --seqlen 99999999999999999999", "--seqlen"),

@@ -88,6 +88,41 @@ struct MlaDsaDecodeRow {
 
 std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& config);
 
+// ------------------------------------------------------ DSA prefill in DeepSeek V3.2's shape
+// Prefill of one layer over `context` tokens: DSA over the absorbed MLA latent (DsaSelect over
+// the whole sequence, causal, then GatherForward of every query over its top-k rows) against
+// dense absorbed MLA causal prefill over the same latent (DenseForward, CausalMask). The full
+// V3.2 shape is hours of prefill on two cores at 64k, so the query heads AND the indexer heads
+// are divided by `head_divisor` (default 16: 8 query heads, indexer 4 × 128), which keeps the
+// two paths' work ratio at DeepSeek's while making each case seconds; the widths (576 / 512,
+// index_dim 128) and top-k 2048 are DeepSeek's.
+struct MlaDsaPrefillConfig {
+  std::vector<int64_t> contexts = {4096, 8192, 16384};
+  int64_t num_heads = 128;   // before the divisor
+  int64_t index_heads = 64;  // before the divisor
+  int64_t head_divisor = 16;
+  int64_t kv_lora_rank = 512;
+  int64_t rope_dim = 64;
+  int64_t index_dim = 128;
+  int64_t top_k = 2048;
+  int threads = 0;
+  int repeats = 3;  // timed runs per path and context (median, min, max), after a warm-up
+  uint64_t seed = 1;
+  std::function<void(const std::string&)> on_case;
+};
+
+struct MlaDsaPrefillRow {
+  int64_t context = 0;
+  int64_t num_heads = 0, index_heads = 0;                   // after the divisor
+  double dense_ms = 0, dense_min_ms = 0, dense_max_ms = 0;  // dense absorbed MLA, causal
+  double indexer_ms = 0, attention_ms = 0;                  // DSA parts (medians)
+  double dsa_ms = 0, dsa_min_ms = 0, dsa_max_ms = 0;
+  double speedup = 0;  // dense_ms / dsa_ms
+  double dense_flops = 0, dsa_flops = 0;
+};
+
+std::vector<MlaDsaPrefillRow> BenchMlaDsaPrefill(const MlaDsaPrefillConfig& config);
+
 // ----------------------------------------------------------------------------- retrieval probe
 // One query at the last position t = seqlen − 1; one key at t − D is planted to match it (same
 // random direction, scaled so its logit beats every other by a wide margin) and carries a random

@@ -22,6 +22,8 @@
 
 namespace attnkit {
 
+class IndexerCache;
+
 struct GatherOptions {
   std::optional<float> scale = std::nullopt;  // finite; unset → 1 / sqrt(head_dim_qk)
   int num_threads = 0;                        // 0 → GetNumThreads()
@@ -69,6 +71,15 @@ void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
                TensorView<KI> k_index, int64_t top_k, TensorView<int32_t> indices,
                const IndexerOptions& options = {});
 
+// The same two calls reading the keys from an IndexerCache (its view()): equal results, and on
+// the AVX-512 BF16 path the cache's packed tiles are read directly (decode does not repack the
+// whole cache every step).
+void LightningIndexer(TensorView<const float> q_index, TensorView<const float> weights,
+                      const IndexerCache& k_index, TensorView<float> scores,
+                      const IndexerOptions& options = {});
+void DsaSelect(TensorView<const float> q_index, TensorView<const float> weights,
+               const IndexerCache& k_index, int64_t top_k, TensorView<int32_t> indices,
+               const IndexerOptions& options = {});
 // Top-k of one row of scores: writes min(top_k, n) row numbers into out[0, top_k) in increasing
 // order (−1 after them): the highest scores, ties to the lower row. NaN scores are never picked
 // unless fewer than top_k others exist. O(n).
@@ -77,18 +88,28 @@ void TopKRow(const float* scores, int64_t n, int64_t top_k, int32_t* out);
 // True when the indexer's reduced-precision path uses AVX-512 BF16 dot products on this CPU.
 bool IndexerUsesAvx512Bf16();
 
-// Cache of indexer keys for decode (stored in bf16, as the indexer reads them).
+// Cache of indexer keys for decode (stored in bf16, as the indexer reads them). Besides the
+// rows it keeps the keys packed the way the AVX-512 BF16 micro-kernel reads them (32-key tiles
+// of bf16 pairs), filled at Append, so a decode step passing the cache itself to DsaSelect /
+// LightningIndexer scores the keys without repacking all of them: 2 · index_dim bytes per token
+// for the rows plus as many for the tiles.
 class IndexerCache {
  public:
   IndexerCache(int64_t batch, int64_t index_dim, int64_t capacity);
   // k_index [batch, 1, n, index_dim]; throws past the capacity.
   void Append(TensorView<const float> k_index);
   int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
   TensorView<const bf16> view() const;  // [batch, 1, length, index_dim]
+  size_t bytes() const { return data_.size() * sizeof(bf16) + tiles_.size() * sizeof(uint32_t); }
+  // The packed tiles of batch entry b: [ceil(capacity / 32)][ceil(index_dim / 2)][32] pairs of
+  // bf16 (element 2p in the low half), zero past length (layout: kernels/gather_indexer.h).
+  const uint32_t* packed_tiles(int64_t b) const;
 
  private:
   int64_t batch_, dim_, capacity_, length_ = 0;
-  std::vector<bf16> data_;  // [batch, capacity, index_dim]
+  std::vector<bf16> data_;       // [batch, capacity, index_dim]
+  std::vector<uint32_t> tiles_;  // [batch, tiles, depth, 32]
 };
 
 namespace ref {

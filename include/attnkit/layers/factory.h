@@ -3,8 +3,14 @@
 //
 // Kinds: mha, gqa, mqa, swa (GQA with a causal sliding window), sinks (gpt-oss: window + sinks),
 // gated (Qwen3-Next full attention: zero-centred QK-norm, partial rotary 0.25, output gate),
-// qknorm (Qwen3), mla (absorbed path), mla-naive, gated_deltanet and kda (layers/gated_deltanet.h:
-// value heads = num_heads, q/k heads = num_heads_kv, fixed-size recurrent state).
+// qknorm (Qwen3), mla (absorbed path), mla-naive, gated_deltanet, kda and deltanet
+// (layers/gated_deltanet.h: value heads = num_heads, q/k heads = num_heads_kv, fixed-size
+// recurrent state; deltanet without the decay gate), performer (FAVOR+, m = d ln d random
+// features drawn from the seed), linear_elu and linear_relu (layers/linear_attention.h:
+// num_heads heads of head_dim for q, k and v, fixed-size state), and the static sparse patterns
+// strided, fixed, bigbird, longformer and chunked (layers/sparse_attention.h: GQA heads, the
+// pattern built for max_tokens positions with seqlen-scaled defaults, chunked's chunk = window).
+// Trainable kinds: docs/training.md.
 // Other layer families add their kinds in src/layers/factory.cc (one entry in the table there,
 // building from the same LayerShape), or at run time with RegisterLayerFactory.
 #pragma once

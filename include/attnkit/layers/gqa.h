@@ -14,9 +14,15 @@
 //
 // The cache is a KvCache: contiguous with capacity max_tokens for full layers, a ring buffer of
 // window + max_step − 1 slots for windowed layers (memory bounded by the window).
+//
+// Training (layer.h, docs/training.md): TrainForward runs the same function over whole sequences
+// from position 0 through DenseForward (causal or window mask, saving the LSE) without the cache,
+// and keeps a GqaTape; TrainBackward runs the chain back (output projection, gate, DenseBackward,
+// RoPE, QK-norm, projections) and adds into the block's gradient buffers. Math: docs/blocks.md.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,6 +82,20 @@ struct GqaWeights {
   static GqaWeights Random(const GqaConfig& config, uint64_t seed);
 };
 
+// What GqaBlock::TrainForward keeps for its backward, all row-major over rows = batch·tokens
+// ([batch, tokens, heads, dim] memory): per token hidden + (qk_norm ? 2 : 1)·(hq + hkv)·head_dim
+// + (hkv + hq·(gate ? 2 : 1))·head_dim_v + hq floats (GqaTrainBytesPerToken). Never
+// tokens × tokens.
+class GqaTape final : public TrainTape {
+ public:
+  std::vector<float> x;             // [rows, hidden] the input
+  std::vector<float> q_pre, k_pre;  // [rows, hq·dk], [rows, hkv·dk] before QK-norm (if qk_norm)
+  std::vector<float> q, k, v;       // attention's inputs: q, k after norm and RoPE
+  std::vector<float> o;             // [rows, hq·dv] attention output, before the gate
+  std::vector<float> g;             // [rows, hq·dv] gate pre-activation x W_gate (if output_gate)
+  std::vector<float> lse;           // [batch, hq, tokens] attention's log-sum-exp
+};
+
 class GqaBlock final : public Layer {
  public:
   GqaBlock(GqaConfig config, GqaWeights weights);
@@ -101,11 +121,28 @@ class GqaBlock final : public Layer {
   const GqaWeights& weights() const { return weights_; }
   const KvCache<float>& cache() const { return cache_; }
 
+  // Training (layer.h). Any batch size (the cache's `batch` does not apply); tokens_seen() and
+  // the cache are untouched. Gradients live in a GqaWeights-shaped buffer (grads()), allocated
+  // zeroed by the first Params() or TrainBackward.
+  bool trainable() const override { return true; }
+  std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x,
+                                          TensorView<float> out) override;
+  void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx) override;
+  std::vector<Param> Params() override;
+  const GqaWeights& grads() const { return grads_; }
+
  private:
+  void EnsureGrads();
+  DenseOptions AttentionOptions() const;  // scale, softcap, sinks, backend (no mask)
+  DenseOptions TrainOptions() const;      // + the causal / window mask from position 0
+
   GqaConfig config_;
   GqaWeights weights_;
+  GqaWeights grads_;  // empty until EnsureGrads()
+  bool grads_ready_ = false;
   KvCache<float> cache_;
   MaskPtr window_mask_;
+  MaskPtr train_mask_;                    // window_mask_, or causal for a full layer
   std::vector<float> q_, k_, v_, o_, g_;  // scratch, [batch·tokens, heads·dim]
   KvCache<float>::UndoRecord undo_;  // the cache before the last call's append (length −1: none)
 };
@@ -113,5 +150,7 @@ class GqaBlock final : public Layer {
 // KV-cache bytes per token of one GQA layer with f32 storage: num_heads_kv · (head_dim +
 // head_dim_v) · 4 (a windowed layer caps the tokens at window + max_step − 1).
 int64_t GqaCacheBytesPerToken(const GqaConfig& config);
+// Bytes per token of a GqaTape (what TrainForward keeps for the backward), f32.
+int64_t GqaTrainBytesPerToken(const GqaConfig& config);
 
 }  // namespace attnkit

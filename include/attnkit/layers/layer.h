@@ -20,6 +20,8 @@
 //  * CacheBytes() is the memory the layer holds for past tokens (KV cache, latent cache, or
 //    recurrent state), allocated bytes, not counting weights. WeightBytes() counts parameters.
 //  * Reset() forgets all past tokens (tokens_seen() back to 0) and keeps the weights.
+//  * A Forward that throws changes nothing; UndoForward() takes back the last one that did not
+//    (a Stack rolls back its earlier layers with it when a later layer throws).
 //  * Layers are not thread-safe; they may use OpenMP and BLAS internally (never BLAS inside an
 //    OpenMP region).
 //
@@ -64,6 +66,14 @@ struct Param {
     return n;
   }
 };
+
+struct Matrix;  // attnkit/layers/ops.h
+
+// For a layer's Params(): appends a weight and its gradient buffer (same shape) by name, as
+// [rows, cols] or [n]; an absent (empty) weight is skipped.
+void AppendParam(std::vector<Param>& params, const char* name, Matrix& value, Matrix& grad);
+void AppendParam(std::vector<Param>& params, const char* name, std::vector<float>& value,
+                 std::vector<float>& grad);
 
 // What a training forward saved for its backward. Layer-specific contents; the base records the
 // owner, the input's shape and whether a backward has consumed it.
@@ -162,15 +172,34 @@ class Stack {
   Layer& layer(size_t i) { return *layers_.at(i); }
   std::string Describe() const;
 
+  // Training, with the Layer contract above (docs/training.md): the same pre-norm residual
+  // stream as Forward over whole sequences from position 0, chaining every layer's TrainForward /
+  // TrainBackward; caches untouched. The tape holds each layer's tape and the residual stream
+  // before each layer and before the final norm. Params() lists every layer's parameters as
+  // "layers.<i>.<name>", the norm weights as "layers.<i>.norm" and "final_norm". A layer that is
+  // not trainable makes these calls throw attnkit::Error naming it.
+  // TrainBackward checks the tape, dout, dx and every layer's tape before writing anything; an
+  // out-of-memory failure inside a layer's backward, after the layers above it have run, leaves
+  // their gradients accumulated (ZeroGrad and repeat the step).
+  bool trainable() const;
+  std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x, TensorView<float> out);
+  void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx);
+  std::vector<Param> Params();
+  void ZeroGrad();
+
  private:
   void RollBack(size_t failed) noexcept;  // undoes layers [0, failed) after layer `failed` threw
+  void RequireTrainable(const char* fn) const;
+  void EnsureGrads();
 
   int64_t hidden_;
   float eps_;
   int64_t seen_ = 0;
   std::vector<std::unique_ptr<Layer>> layers_;
-  std::vector<std::vector<float>> norms_;  // [num_layers][hidden]
-  std::vector<float> final_norm_;          // [hidden]
+  std::vector<std::vector<float>> norms_;       // [num_layers][hidden]
+  std::vector<float> final_norm_;               // [hidden]
+  std::vector<std::vector<float>> norm_grads_;  // gradients of norms_ (allocated by EnsureGrads)
+  std::vector<float> final_norm_grad_;
 };
 
 }  // namespace attnkit

@@ -14,6 +14,11 @@
 //  kAbsorbed  folds W_uk into the query (q_abs,h = W_uk,h q_nope,h, length kv_lora_rank) and
 //             W_uv into the output, so attention is multi-query over the latent cache itself:
 //             head_dim_qk = kv_lora_rank + qk_rope_head_dim, head_dim_v = kv_lora_rank.
+//
+// Training (layer.h's contract; docs/training.md): the naive path is the training path whatever
+// `path` says. TrainForward saves x, the q LoRA's pre-norm latent, the rotated queries, the
+// pre-norm c_kv, the rotated k_rope, the attention output and its LSE; the backward recomputes the
+// per-head K and V from c_kv and runs DenseBackward (never a tokens × tokens matrix).
 #pragma once
 
 #include <cstdint>
@@ -82,6 +87,15 @@ class MlaBlock final : public Layer {
   size_t CacheBytes() const override { return cache_.size() * sizeof(float); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
+  // Training: any batch and any number of tokens (no cache is used, max_tokens does not apply).
+  bool trainable() const override { return true; }
+  std::unique_ptr<TrainTape> TrainForward(TensorView<const float> x,
+                                          TensorView<float> out) override;
+  void TrainBackward(TrainTape& tape, TensorView<const float> dout, TensorView<float> dx) override;
+  // Names are MlaWeights' fields; w_dq and q_norm only when q_lora_rank > 0.
+  std::vector<Param> Params() override;
+  const MlaWeights& weights() const { return weights_; }
+
   void FillCacheRandom(int64_t tokens, uint64_t seed);  // see GqaBlock::FillCacheRandom
   // Switches between the two paths; the cache is the same for both.
   void set_path(MlaPath path) { config_.path = path; }
@@ -101,6 +115,10 @@ class MlaBlock final : public Layer {
  private:
   void AttendNaive(int64_t rows, int64_t tokens, int64_t position);
   void AttendAbsorbed(int64_t rows, int64_t tokens, int64_t position);
+  // The naive path's per-head K [rows, h, nope + rope] and V [rows, h, v] from c_kv [rows, r] and
+  // the rotated k_rope [rows, rope] of the same rows (training).
+  void UpProject(const float* ckv, const float* k_rope, int64_t rows, float* k, float* v) const;
+  void EnsureGrads();
 
   MlaConfig config_;
   MlaWeights weights_;
@@ -110,6 +128,8 @@ class MlaBlock final : public Layer {
   MaskPtr causal_;
   std::vector<float> cq_, q_, o_;                       // scratch
   std::vector<float> k_full_, v_full_, q_abs_, o_lat_;  // path scratch
+  MlaWeights grads_;                                    // gradients (training), same shapes
+  bool has_grads_ = false;
 };
 
 // Latent-cache bytes per token: (kv_lora_rank + qk_rope_head_dim) · 4.
