@@ -101,7 +101,19 @@ LinearOptions LinearAttentionBlock::Options() const {
 
 void LinearAttentionBlock::Reset() {
   seen_ = 0;
+  undo_seen_ = -1;
   state_.Reset();
+}
+
+bool LinearAttentionBlock::UndoForward() noexcept {
+  if (undo_seen_ < 0) return false;
+  std::copy(saved_.s.begin(), saved_.s.end(), state_.s.begin());
+  std::copy(saved_.z.begin(), saved_.z.end(), state_.z.begin());
+  std::copy(saved_.max_shift.begin(), saved_.max_shift.end(), state_.max_shift.begin());
+  state_.tokens = saved_.tokens;
+  seen_ = undo_seen_;
+  undo_seen_ = -1;
+  return true;
 }
 
 void LinearAttentionBlock::RedrawFeatures(uint64_t seed) {
@@ -118,6 +130,7 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
                                    TensorView<float> out) {
   constexpr const char* fn = "LinearAttentionBlock::Forward";
   const LinearAttentionConfig& c = config_;
+  undo_seen_ = -1;
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -130,6 +143,15 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
   CheckedResize(k_, CheckedProduct({rows, hkv, dk}, fn, "rows*heads*head_dim"), fn, "k");
   CheckedResize(v_, CheckedProduct({rows, hkv, dv}, fn, "rows*heads*head_dim_v"), fn, "v");
   CheckedResize(o_, CheckedProduct({rows, hq, dv}, fn, "rows*heads*head_dim_v"), fn, "o");
+  // A copy of the state for UndoForward (a Stack's rollback): one pass over it per call.
+  CheckedResize(saved_.s, static_cast<int64_t>(state_.s.size()), fn, "the state copy");
+  CheckedResize(saved_.z, static_cast<int64_t>(state_.z.size()), fn, "the state copy");
+  CheckedResize(saved_.max_shift, static_cast<int64_t>(state_.max_shift.size()), fn,
+                "the state copy");
+  std::copy(state_.s.begin(), state_.s.end(), saved_.s.begin());
+  std::copy(state_.z.begin(), state_.z.end(), saved_.z.begin());
+  std::copy(state_.max_shift.begin(), state_.max_shift.end(), saved_.max_shift.begin());
+  saved_.tokens = state_.tokens;
   Linear(x.data, rows, weights_.w_q, q_.data());
   Linear(x.data, rows, weights_.w_k, k_.data());
   Linear(x.data, rows, weights_.w_v, v_.data());
@@ -138,6 +160,7 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
                 MakeBshd<const float>(v_.data(), c.batch, n, hkv, dv),
                 MakeBshd(o_.data(), c.batch, n, hq, dv), Options(), &state_);
   Linear(o_.data(), rows, weights_.w_o, out.data);
+  undo_seen_ = seen_;
   seen_ += n;
 }
 
