@@ -14,6 +14,7 @@ PKGS=(
   libgtest-dev libgmock-dev libbenchmark-dev
   nlohmann-json3-dev    # config.json reader, --json output
   pybind11-dev python3-dev python3-numpy python3-pytest python3-torch
+  python3-hypothesis    # property-based tests of the Python bindings (tests/python/test_properties.py)
   clang libclang-rt-14-dev  # libFuzzer for the config-reader fuzz run; ThreadSanitizer build
   clang-format          # the format check of scripts/test.sh
   chromium              # headless check of the visual guide

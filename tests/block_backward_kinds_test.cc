@@ -340,6 +340,15 @@ TEST(KindsTrain, BadBackwardInputsAreRefused) {
   }
 }
 
+TEST(KindsTrain, InjectedAllocationFailuresChangeNothing) {
+  const OneThread one_thread;
+  for (const KindCase& k : Cases()) {
+    SCOPED_TRACE(k.kind);
+    auto block = k.make(Backend::kAuto, 1, testing::TestSeed());
+    ExpectInjectedAllocationFailuresChangeNothing(*block, 2, 6);
+  }
+}
+
 // Every new kind is in the factory, builds from a LayerShape and can be trained.
 TEST(KindsTrain, FactoryBuildsTrainableBlocks) {
   const OneThread one_thread;

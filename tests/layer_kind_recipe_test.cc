@@ -40,6 +40,7 @@ class SlidingMqaBlock : public Layer {
   }
   int64_t tokens_seen() const override { return inner_->tokens_seen(); }
   void Reset() override { inner_->Reset(); }
+  bool UndoForward() noexcept override { return inner_->UndoForward(); }  // for Stack's rollback
   size_t CacheBytes() const override { return inner_->CacheBytes(); }
   size_t WeightBytes() const override { return inner_->WeightBytes(); }
 

@@ -6,7 +6,9 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -16,6 +18,8 @@
 #include "attnkit/core/tensor.h"
 #include "attnkit/kernels/gather.h"
 #include "attnkit/kernels/kv_cache.h"
+#include "attnkit/kernels/linear.h"
+#include "attnkit/kernels/recurrent.h"
 #include "attnkit/layers/factory.h"
 #include "attnkit/layers/ops.h"
 #include "attnkit/masks/mask.h"
@@ -251,12 +255,7 @@ TEST(Checked, BigBirdSamplerUnchangedAndHugeCountsClamped) {
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
 }
 
-// A call that fails leaves the block as it was: for every layer kind, an allocation failure
-// injected at each checked allocation of a decode step (and a bad shape) must leave tokens_seen
-// unchanged, and the next calls must give bit-identical outputs to a twin that never failed.
-// Before the fix GqaBlock appended to its KV cache before attention (so a failure advanced
-// tokens_seen), and GatedDeltaNetBlock had already advanced its convolution state.
-TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
+LayerShape SmallShape() {
   LayerShape shape;
   shape.hidden = 32;
   shape.num_heads = 4;
@@ -266,28 +265,44 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
   shape.q_lora_rank = 16;
   shape.kv_lora_rank = 16;
   shape.rope_head_dim = 4;
+  shape.max_tokens = 128;
+  return shape;
+}
+
+// Injects an allocation failure at each checked allocation (1st, 2nd, ...) of a 3-token step
+// after a prompt of P tokens, for every layer kind; returns nothing, fails the test on any change.
+void InjectFailuresInEveryKind(int64_t P, int threads, bool every_kind_must_fail) {
+  LayerShape shape = SmallShape();
   shape.max_tokens = 512;
   const uint64_t seed = testing::TestSeed();
-  // 300 cached tokens and 2 threads: decode splits the keys into pieces (and allocates their
-  // partial results), the step where a failure used to leave the KV cache appended.
-  constexpr int64_t P = 300;
   const int previous_threads = GetNumThreads();
-  SetNumThreads(2);
+  SetNumThreads(threads);
   const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
   for (const std::string& kind : LayerKinds()) {
     SCOPED_TRACE(kind);
+    // What a twin that never failed gives for three 3-token steps after the prompt.
+    std::vector<float> expected;
+    size_t cache_bytes = 0;
+    {
+      auto b = MakeLayer(kind, shape, 7);
+      Tensor<float> ob(1, 1, P, shape.hidden), yb(1, 1, 3, shape.hidden);
+      b->Forward(prompt.view(), 0, ob.view());
+      cache_bytes = b->CacheBytes();
+      for (int64_t t = P; t < P + 9; t += 3) {
+        b->Forward(testing::RandomHidden(1, 3, shape.hidden, seed + t).view(), t, yb.view());
+        expected.insert(expected.end(), yb.data(), yb.data() + yb.numel());
+      }
+    }
     int failures_seen = 0;
     for (int64_t nth = 1; nth <= 16; ++nth) {
-      auto a = MakeLayer(kind, shape, 7), b = MakeLayer(kind, shape, 7);
-      Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden);
+      auto a = MakeLayer(kind, shape, 7);
+      Tensor<float> oa(1, 1, P, shape.hidden), ya(1, 1, 3, shape.hidden);
       a->Forward(prompt.view(), 0, oa.view());
-      b->Forward(prompt.view(), 0, ob.view());
-      // A step of 3 tokens (a chunk: attention allocates its partial results) after the prompt.
-      Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
-      Tensor<float> ya(1, 1, 3, shape.hidden), yb(1, 1, 3, shape.hidden);
       // A bad shape first (one token too many for the output).
       Tensor<float> wrong(1, 1, 2, shape.hidden);  // x has 3 tokens
       EXPECT_THROW(a->Forward(x.view(), P, wrong.view()), Error);
+      // A step of 3 tokens (a chunk: attention allocates its partial results) after the prompt.
       detail::FailNthAllocation(nth);
       bool failed = false;
       try {
@@ -300,27 +315,336 @@ TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
       if (!failed) break;  // this step makes fewer than nth checked allocations
       ++failures_seen;
       ASSERT_EQ(a->tokens_seen(), P) << "failed at allocation " << nth;
-      EXPECT_EQ(a->CacheBytes(), b->CacheBytes());
+      EXPECT_EQ(a->CacheBytes(), cache_bytes);
+      std::vector<float> got;
       for (int64_t t = P; t < P + 9; t += 3) {
-        Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + t);
-        a->Forward(xt.view(), t, ya.view());
-        b->Forward(xt.view(), t, yb.view());
-        for (int64_t i = 0; i < 3 * shape.hidden; ++i) {
-          ASSERT_EQ(ya.data()[i], yb.data()[i])
-              << "allocation " << nth << " failed; token " << t << " element " << i;
-        }
+        a->Forward(testing::RandomHidden(1, 3, shape.hidden, seed + t).view(), t, ya.view());
+        got.insert(got.end(), ya.data(), ya.data() + ya.numel());
       }
+      ASSERT_EQ(got, expected) << "allocation " << nth << " failed";
     }
-    // MLA makes no checked allocation in this step once its prefill has grown its scratch
-    // (by 1.25x), nor do the linear-attention kinds (their projections' scratch was sized by the
-    // prefill; the engine's per-call workspace is not a checked allocation); every other kind
-    // must have been failed at least once.
-    const bool linear = kind == "performer" || kind == "linear_elu" || kind == "linear_relu";
-    if (kind.rfind("mla", 0) != 0 && !linear) {
-      EXPECT_GT(failures_seen, 0) << "no checked allocation in a decode step of " << kind;
+    if (every_kind_must_fail || kind.rfind("mla", 0) != 0) {
+      EXPECT_GT(failures_seen, 0) << "no checked allocation in a step of " << kind;
     }
   }
   SetNumThreads(previous_threads);
+}
+
+// A call that fails leaves the block as it was: for every layer kind, an allocation failure
+// injected at each checked allocation of a decode step (and a bad shape) must leave tokens_seen
+// unchanged, and the next calls must give bit-identical outputs to a twin that never failed.
+// Before the fix GqaBlock appended to its KV cache before attention (so a failure advanced
+// tokens_seen), and GatedDeltaNetBlock had already advanced its convolution state.
+// 300 cached tokens and 2 threads: decode splits the keys into pieces (and allocates their
+// partial results), the step where a failure used to leave the KV cache appended. MLA makes no
+// checked allocation in this step once its prefill has grown its scratch (by 1.25x).
+TEST(FailedCallsChangeNothing, EveryLayerKindUnderInjectedFailures) {
+  InjectFailuresInEveryKind(300, /*threads=*/2, /*every_kind_must_fail=*/false);
+}
+
+// The same after a 2-token prompt: the 3-token step grows every block's scratch, so every kind
+// (MLA's latent-length restore included) fails at least once.
+TEST(FailedCallsChangeNothing, EveryLayerKindAfterAShortPrompt) {
+  InjectFailuresInEveryKind(2, /*threads=*/1, /*every_kind_must_fail=*/true);
+}
+
+// Every layer kind in one stack, the recurrent kinds last (so that a failure there comes after
+// every cache has advanced), plus `last` if given.
+Stack EveryKindStack(const LayerShape& shape, std::unique_ptr<Layer> last = nullptr) {
+  Stack s(shape.hidden);
+  std::vector<std::string> kinds = LayerKinds();
+  std::stable_partition(kinds.begin(), kinds.end(),
+                        [](const std::string& k) { return k != "gated_deltanet" && k != "kda"; });
+  uint64_t seed = 11;
+  for (const std::string& kind : kinds) s.Add(MakeLayer(kind, shape, seed++));
+  if (last != nullptr) s.Add(std::move(last));
+  return s;
+}
+
+void ExpectSameSteps(Stack& a, Stack& b, int64_t from, int64_t steps, int64_t step_tokens,
+                     uint64_t seed, const std::string& what) {
+  const int64_t hidden = a.hidden();
+  Tensor<float> ya(1, 1, step_tokens, hidden), yb(1, 1, step_tokens, hidden);
+  for (int64_t t = from; t < from + steps * step_tokens; t += step_tokens) {
+    Tensor<float> xt = testing::RandomHidden(1, step_tokens, hidden, seed + t);
+    a.Forward(xt.view(), t, ya.view());
+    b.Forward(xt.view(), t, yb.view());
+    for (int64_t i = 0; i < step_tokens * hidden; ++i) {
+      ASSERT_EQ(ya.data()[i], yb.data()[i]) << what << "; token " << t << " element " << i;
+    }
+  }
+}
+
+// A Stack call that fails in layer i leaves layers 0 … i − 1 as they were (they had advanced
+// before the fix: the stack's tokens_seen() was P + 3 after the failure). Allocation failures are
+// injected at each checked allocation of a 3-token step (every layer in turn, the last one
+// included), then the stack must match a twin that never failed, bit for bit. The prompt is
+// shorter than the step, so every layer grows its scratch (a checked allocation) in the step.
+TEST(FailedCallsChangeNothing, StackRollsBackEveryLayerOnAnInjectedFailure) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t P = 2, kSteps = 3;
+  const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+  Tensor<float> o(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
+  // What a stack that never failed gives for kSteps steps of 3 tokens after the prompt.
+  std::vector<float> expected;
+  {
+    Stack b = EveryKindStack(shape);
+    b.Forward(prompt.view(), 0, o.view());
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + 100 + s);
+      b.Forward(xt.view(), P + 3 * s, y.view());
+      expected.insert(expected.end(), y.data(), y.data() + y.numel());
+    }
+  }
+  bool failed_in_last_layer = false;
+  int failures = 0;
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);  // no fork/join per layer call: the test is about state, not threads
+  // Every fourth checked allocation of the step (about 160 with every kind stacked; the stride
+  // keeps the test fast under ASan and still fails every layer).
+  for (int64_t nth = 1; nth <= 4000; nth += 4) {
+    Stack a = EveryKindStack(shape);
+    a.Forward(prompt.view(), 0, o.view());
+    const size_t cache_bytes = a.CacheBytes();
+    detail::FailNthAllocation(nth);
+    std::string message;
+    try {
+      a.Forward(x.view(), P, y.view());
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    detail::FailNthAllocation(0);
+    if (message.empty()) break;  // the step makes fewer than nth checked allocations
+    ++failures;
+    EXPECT_NE(message.find("out of memory"), std::string::npos) << message;
+    if (message.find("GatedDeltaNetBlock") != std::string::npos) failed_in_last_layer = true;
+    for (size_t i = 0; i < a.num_layers(); ++i) {
+      ASSERT_EQ(a.layer(i).tokens_seen(), P) << "layer " << i << " after: " << message;
+    }
+    EXPECT_EQ(a.CacheBytes(), cache_bytes);
+    std::vector<float> got;
+    for (int64_t s = 0; s < kSteps; ++s) {
+      const Tensor<float> xt = testing::RandomHidden(1, 3, shape.hidden, seed + 100 + s);
+      a.Forward(xt.view(), P + 3 * s, y.view());
+      got.insert(got.end(), y.data(), y.data() + y.numel());
+    }
+    ASSERT_EQ(got, expected) << "allocation " << nth << " failed: " << message;
+  }
+  SetNumThreads(previous_threads);
+  EXPECT_GT(failures, 10);
+  EXPECT_TRUE(failed_in_last_layer) << "no failure reached the recurrent layers at the end";
+}
+
+// A later layer refuses the call (its KV cache is full) after every other layer has run: the
+// stack is rolled back and goes on as a twin that never saw the call.
+TEST(FailedCallsChangeNothing, StackRollsBackWhenALaterLayerRefuses) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t P = 20;
+  LayerShape small = shape;
+  small.max_tokens = P + 2;  // room for two more tokens, not three
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);
+  Stack a = EveryKindStack(shape, MakeLayer("gqa", small, 99));
+  Stack b = EveryKindStack(shape, MakeLayer("gqa", small, 99));
+  const Tensor<float> prompt = testing::RandomHidden(1, P, shape.hidden, seed);
+  Tensor<float> oa(1, 1, P, shape.hidden), ob(1, 1, P, shape.hidden), y(1, 1, 3, shape.hidden);
+  a.Forward(prompt.view(), 0, oa.view());
+  b.Forward(prompt.view(), 0, ob.view());
+  const Tensor<float> x = testing::RandomHidden(1, 3, shape.hidden, seed + 1);
+  ExpectError([&] { a.Forward(x.view(), P, y.view()); }, "exceed the KV cache capacity");
+  for (size_t i = 0; i < a.num_layers(); ++i) ASSERT_EQ(a.layer(i).tokens_seen(), P) << i;
+  ExpectSameSteps(a, b, P, 2, 1, seed, "after the refused call");
+  SetNumThreads(previous_threads);
+}
+
+// UndoForward itself: each kind put back after a successful call (ring wrap included) continues
+// exactly as a twin; only the last call can be undone, and not after a failed call or Reset().
+TEST(FailedCallsChangeNothing, UndoForwardOfEveryKind) {
+  const LayerShape shape = SmallShape();
+  const uint64_t seed = testing::TestSeed();
+  const Tensor<float> prompt = testing::RandomHidden(1, 7, shape.hidden, seed);
+  const int previous_threads = GetNumThreads();
+  SetNumThreads(1);
+  for (const std::string& kind : LayerKinds()) {
+    SCOPED_TRACE(kind);
+    auto a = MakeLayer(kind, shape, 5), b = MakeLayer(kind, shape, 5);
+    EXPECT_FALSE(a->UndoForward());  // nothing yet
+    Tensor<float> o(1, 1, 7, shape.hidden), y(1, 1, 2, shape.hidden), yb(1, 1, 2, shape.hidden);
+    a->Forward(prompt.view(), 0, o.view());
+    b->Forward(prompt.view(), 0, o.view());
+    // A 5-token call (longer than the window: the ring is overwritten whole), undone.
+    const Tensor<float> x5 = testing::RandomHidden(1, 5, shape.hidden, seed + 2);
+    Tensor<float> o5(1, 1, 5, shape.hidden);
+    a->Forward(x5.view(), 7, o5.view());
+    EXPECT_TRUE(a->UndoForward());
+    EXPECT_FALSE(a->UndoForward());  // once
+    EXPECT_EQ(a->tokens_seen(), 7);
+    // A failed call leaves nothing to undo (the earlier successful call stays done).
+    const Tensor<float> x2 = testing::RandomHidden(1, 2, shape.hidden, seed + 3);
+    a->Forward(x2.view(), 7, y.view());
+    b->Forward(x2.view(), 7, yb.view());
+    EXPECT_THROW(a->Forward(x2.view(), 7, y.view()), Error);  // repeats a position
+    EXPECT_FALSE(a->UndoForward());
+    for (int64_t t = 9; t < 15; t += 2) {
+      const Tensor<float> xt = testing::RandomHidden(1, 2, shape.hidden, seed + t);
+      a->Forward(xt.view(), t, y.view());
+      b->Forward(xt.view(), t, yb.view());
+      for (int64_t i = 0; i < 2 * shape.hidden; ++i) ASSERT_EQ(y.data()[i], yb.data()[i]) << t;
+    }
+    a->Reset();
+    EXPECT_FALSE(a->UndoForward());
+  }
+  SetNumThreads(previous_threads);
+}
+
+// Tokens [t0, t0 + n) of a [batch, heads, tokens, dim] tensor, as a view.
+template <typename T>
+TensorView<T> TokenRange(TensorView<T> x, int64_t t0, int64_t n) {
+  return TensorView<T>{x.data + t0 * x.stride[2], {x.batch(), x.heads(), n, x.dim()}, x.stride};
+}
+
+// Runs `call(t0, n, state, out)` (a kernel with a caller-held state) with an allocation failure
+// injected at each checked allocation in turn, and a bad shape, after a prefill: the state must
+// be unchanged bit for bit (`same`), and the next calls must match a twin's. Returns the number
+// of injected failures that made the call throw.
+template <typename State, typename Call, typename Same>
+int InjectIntoStatefulCall(const std::function<State()>& fresh, Call call, Same same, int64_t dv) {
+  constexpr int64_t P = 10, step = 5;
+  int failures = 0;
+  for (int64_t nth = 1; nth <= 32; ++nth) {
+    State a = fresh(), b = fresh();
+    Tensor<float> out(1, 2, P + 3 * step, dv), out_b(1, 2, P + 3 * step, dv);
+    call(0, P, a, TokenRange(out.view(), 0, P));
+    call(0, P, b, TokenRange(out_b.view(), 0, P));
+    const State before = a;
+    Tensor<float> wrong(1, 2, step + 1, dv);
+    EXPECT_THROW(call(P, step, a, wrong.view()), Error);  // out has one token too many
+    EXPECT_TRUE(same(a, before)) << "a bad shape changed the state";
+    detail::FailNthAllocation(nth);
+    bool failed = false;
+    try {
+      call(P, step, a, TokenRange(out.view(), P, step));
+    } catch (const Error& e) {
+      failed = true;
+      EXPECT_NE(std::string(e.what()).find("out of memory"), std::string::npos) << e.what();
+    }
+    detail::FailNthAllocation(0);
+    if (!failed) break;
+    ++failures;
+    EXPECT_TRUE(same(a, before)) << "allocation " << nth << " failed and changed the state";
+    for (int64_t t = P; t < P + 3 * step; t += step) {
+      call(t, step, a, TokenRange(out.view(), t, step));
+      call(t, step, b, TokenRange(out_b.view(), t, step));
+    }
+    EXPECT_TRUE(same(a, b)) << "after allocation " << nth << " failed";
+    EXPECT_TRUE(std::equal(out.data(), out.data() + out.numel(), out_b.data()))
+        << "outputs differ after allocation " << nth << " failed";
+  }
+  return failures;
+}
+
+// LinearState (both backends, every feature map): a failed call leaves it as it was. Before the
+// fix the reference allocated each head's state inside its loop (an allocation failure there came
+// after earlier heads' states were written) and neither backend's scratch was checked.
+TEST(FailedCallsChangeNothing, LinearStateUnderInjectedFailures) {
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t T = 25, dk = 8, dv = 6;
+  std::mt19937_64 rng(seed);
+  Tensor<float> q(1, 2, T, dk), k(1, 2, T, dk), v(1, 2, T, dv);
+  testing::FillNormal(q, rng);
+  testing::FillNormal(k, rng);
+  testing::FillNormal(v, rng);
+  const PerformerFeatures feats(16, dk, RandomFeatureKind::kOrthogonal, seed);
+  for (const Backend backend : {Backend::kAuto, Backend::kReference}) {
+    for (const FeatureMap f :
+         {FeatureMap::kFavorPositive, FeatureMap::kEluPlusOne, FeatureMap::kRelu}) {
+      SCOPED_TRACE(::testing::Message()
+                   << "backend " << static_cast<int>(backend) << " map " << static_cast<int>(f));
+      LinearOptions o;
+      o.feature_map = f;
+      o.features = &feats;
+      o.backend = backend;
+      o.chunk_size = 4;
+      const int64_t m = LinearNumFeatures(o, dk);
+      auto call = [&](int64_t t0, int64_t n, LinearState& st, TensorView<float> out) {
+        LinearForward(TokenRange(q.view(), t0, n), TokenRange(k.view(), t0, n),
+                      TokenRange(v.view(), t0, n), out, o, &st);
+      };
+      auto same = [](const LinearState& x, const LinearState& y) {
+        return x.tokens == y.tokens && x.s == y.s && x.z == y.z && x.max_shift == y.max_shift;
+      };
+      const int failures = InjectIntoStatefulCall<LinearState>(
+          [&] { return LinearState(1, 2, m, dv); }, call, same, dv);
+      EXPECT_GT(failures, 0) << "no checked allocation in a call";
+    }
+  }
+}
+
+// The recurrent state in/out of GatedDeltaForward (both backends, chunked and token by token).
+TEST(FailedCallsChangeNothing, RecurrentStateUnderInjectedFailures) {
+  const uint64_t seed = testing::TestSeed();
+  constexpr int64_t T = 25, dk = 8, dv = 6;
+  std::mt19937_64 rng(seed);
+  Tensor<float> q(1, 2, T, dk), k(1, 2, T, dk), v(1, 2, T, dv), la(1, 2, T, 1), beta(1, 2, T, 1);
+  testing::FillNormal(q, rng);
+  testing::FillNormal(k, rng);
+  testing::FillNormal(v, rng);
+  std::uniform_real_distribution<float> u01(0.0f, 1.0f);
+  for (int64_t i = 0; i < la.numel(); ++i) la.data()[i] = -u01(rng);
+  for (int64_t i = 0; i < beta.numel(); ++i) beta.data()[i] = u01(rng);
+  for (const Backend backend : {Backend::kAuto, Backend::kReference}) {
+    for (const DeltaAlgorithm alg : {DeltaAlgorithm::kChunked, DeltaAlgorithm::kRecurrent}) {
+      SCOPED_TRACE(::testing::Message() << "backend " << static_cast<int>(backend) << " algorithm "
+                                        << static_cast<int>(alg));
+      GatedDeltaOptions o;
+      o.backend = backend;
+      o.algorithm = alg;
+      o.chunk_size = 4;
+      // The state [1, 2, dk, dv] in a vector (copyable, compared bit for bit).
+      auto call = [&](int64_t t0, int64_t n, std::vector<float>& st, TensorView<float> out) {
+        GatedDeltaForward(TokenRange(q.view(), t0, n), TokenRange(k.view(), t0, n),
+                          TokenRange(v.view(), t0, n), TokenRange(la.view(), t0, n),
+                          TokenRange(beta.view(), t0, n), out, MakeBhsd(st.data(), 1, 2, dk, dv),
+                          o);
+      };
+      auto same = [](const std::vector<float>& x, const std::vector<float>& y) { return x == y; };
+      const int failures = InjectIntoStatefulCall<std::vector<float>>(
+          [] { return std::vector<float>(2 * dk * dv, 0.0f); }, call, same, dv);
+      EXPECT_GT(failures, 0) << "no checked allocation in a call";
+    }
+  }
+}
+
+// IndexerCache: a refused Append (wrong shape, past the capacity) keeps its length and rows, and
+// the next Append gives the same cache as on a fresh one.
+TEST(FailedCallsChangeNothing, IndexerCacheRefusedAppends) {
+  std::mt19937_64 rng(testing::TestSeed());
+  IndexerCache a(2, 8, 10), b(2, 8, 10);
+  Tensor<float> k1(2, 1, 6, 8), k2(2, 1, 3, 8), big(2, 1, 5, 8), bad(2, 1, 2, 7);
+  for (Tensor<float>* t : {&k1, &k2, &big, &bad}) testing::FillNormal(*t, rng);
+  a.Append(k1.view());
+  b.Append(k1.view());
+  auto rows = [](const IndexerCache& c) {
+    const TensorView<const bf16> v = c.view();
+    std::vector<uint16_t> r;
+    for (int64_t bi = 0; bi < v.batch(); ++bi) {
+      for (int64_t t = 0; t < v.tokens(); ++t) {
+        for (int64_t d = 0; d < v.dim(); ++d) r.push_back(v.at(bi, 0, t, d).bits);
+      }
+    }
+    return r;
+  };
+  const auto before = rows(a);
+  ExpectError([&] { a.Append(big.view()); }, "exceed the capacity");
+  ExpectError([&] { a.Append(bad.view()); }, "k_index must be");
+  EXPECT_EQ(a.length(), 6);
+  EXPECT_EQ(rows(a), before);
+  a.Append(k2.view());
+  b.Append(k2.view());
+  EXPECT_EQ(rows(a), rows(b));
 }
 
 // The ring buffer's undo record puts overwritten slots back byte for byte.

@@ -664,6 +664,37 @@ TEST(TrainLoop, DeterministicCheckpointedAndResumable) {
   fs::remove_all(dir);
 }
 
+// Performer features are redrawn every redraw_every steps as a function of (seed, step): a
+// redraw changes the run, and a resumed or evaluated checkpoint uses the features it trained with.
+TEST(TrainLoop, PerformerFeaturesRedrawnOnScheduleAndRestored) {
+  const fs::path dir = testing::TestScratchDir("trainredraw");
+  TrainOptions o = TinyRun((dir / "a").string());
+  o.model.variant = "performer";
+  o.redraw_every = 2;
+  const TrainResult a = Train(o);
+  TrainOptions never = o;
+  never.out_dir = "";
+  never.redraw_every = 0;
+  const TrainResult n = Train(never);
+  EXPECT_EQ(std::vector<double>(a.losses.begin(), a.losses.begin() + 2),
+            std::vector<double>(n.losses.begin(), n.losses.begin() + 2));  // before the redraw
+  EXPECT_NE(a.losses, n.losses);
+  Checkpoint c = LoadCheckpoint((dir / "a").string());
+  EXPECT_EQ(Evaluate(*c.model, c.options, 6).loss, a.evals.back().loss);
+  TrainOptions first = TinyRun((dir / "b").string());
+  first.model.variant = "performer";
+  first.redraw_every = 2;
+  struct Stop {};
+  TrainCallbacks stop;
+  stop.on_checkpoint = [](const std::string&) { throw Stop{}; };
+  EXPECT_THROW(Train(first, stop), Stop);  // stops at step 3, inside the second draw
+  TrainOptions resume = first;
+  resume.resume = true;
+  const TrainResult r = Train(resume);
+  EXPECT_EQ(r.losses, std::vector<double>(a.losses.begin() + 3, a.losses.end()));
+  fs::remove_all(dir);
+}
+
 TEST(TrainLoop, RefusesCheckpointsThatDoNotMatch) {
   const fs::path dir = testing::TestScratchDir("trainckpt");
   TrainOptions o = TinyRun((dir / "a").string());

@@ -138,19 +138,6 @@ double MeasureReadGbps(int threads, int64_t bytes, int repeats) {
   return static_cast<double>(words) * 8.0 / sec / 1e9;
 }
 
-MaskPtr ParseMaskSpec(const std::string& spec) {
-  if (spec == "none" || spec.empty()) return nullptr;
-  if (spec == "causal") return CausalMask();
-  auto number = [&](size_t pos) {
-    const int64_t w = ParseInteger(spec.substr(pos), "mask '" + spec + "'");
-    Require(w >= 1, "mask '", spec, "': expected a positive integer after ':'");
-    return w;
-  };
-  if (spec.rfind("window:", 0) == 0) return CausalWindowMask(number(7));
-  if (spec.rfind("chunk:", 0) == 0) return ChunkedLocalMask(number(6));
-  throw Error("mask '" + spec + "': expected none, causal, window:W or chunk:C");
-}
-
 double DenseBenchBytes(const DenseBenchConfig& c) {
   const double d = static_cast<double>(c.head_dim), b = static_cast<double>(c.batch);
   const double q_out = 2.0 * b * static_cast<double>(c.num_heads_q) * c.seqlen_q * d * 4.0;

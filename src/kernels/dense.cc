@@ -72,6 +72,7 @@
 #include "hwy/aligned_allocator.h"
 #include "hwy/cache_control.h"
 #include "kernels/dense_common.h"
+#include "kernels/nonfinite.h"
 #include "kernels/score_mods.h"
 #endif
 
@@ -820,16 +821,29 @@ constexpr double kSharedPackBytes = 32.0 * 1024 * 1024;
 std::atomic<double> g_pack_bytes{kSharedPackBytes};
 HWY_EXPORT(DenseBf16);
 
+// rule: apply the non-finite rule (kernels/nonfinite.h); false when the caller knows the inputs
+// are finite (decode over a cache that holds no non-finite row).
 template <typename KV>
 void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
-              TensorView<float> out, const DenseOptions& o, TensorView<float> lse) {
+              TensorView<float> out, const DenseOptions& o, TensorView<float> lse, bool rule) {
   if (o.backend == Backend::kReference) {
-    ref::DenseForward(q, k, v, out, o, lse);
+    if (rule) {
+      ref::DenseForward(q, k, v, out, o, lse);
+    } else {
+      detail::RefDenseForwardFinite(q, k, v, out, o, lse);
+    }
     return;
   }
   const detail::DenseGeometry g = detail::CheckDenseArgs("DenseForward", q, k, v, out, o, lse);
-  const detail::DenseJob<KV> job{q, k, v, out, lse, &o, g, ResolveThreads(o.num_threads)};
-  detail::DenseFastUnchecked(job);
+  auto run = [&](TensorView<const float> q2, TensorView<const KV> k2, TensorView<const KV> v2) {
+    const detail::DenseJob<KV> job{q2, k2, v2, out, lse, &o, g, ResolveThreads(o.num_threads)};
+    detail::DenseFastUnchecked(job);
+  };
+  if (rule) {
+    detail::DenseNonFiniteRule(g, q, k, v, out, o, lse, run);
+  } else {
+    run(q, k, v);
+  }
 }
 
 }  // namespace
@@ -841,12 +855,23 @@ void SetDensePackBudgetForTesting(double bytes) {
 }
 void DenseFastUnchecked(const DenseJob<float>& job) { HWY_DYNAMIC_DISPATCH(DenseF32)(job); }
 void DenseFastUnchecked(const DenseJob<bf16>& job) { HWY_DYNAMIC_DISPATCH(DenseBf16)(job); }
+template <typename KV>
+void DenseForwardFinite(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+                        TensorView<float> out, const DenseOptions& o, TensorView<float> lse) {
+  Dispatch<KV>(q, k, v, out, o, lse, /*rule=*/false);
+}
+template void DenseForwardFinite<float>(TensorView<const float>, TensorView<const float>,
+                                        TensorView<const float>, TensorView<float>,
+                                        const DenseOptions&, TensorView<float>);
+template void DenseForwardFinite<bf16>(TensorView<const float>, TensorView<const bf16>,
+                                       TensorView<const bf16>, TensorView<float>,
+                                       const DenseOptions&, TensorView<float>);
 }  // namespace detail
 
 template <typename KV>
 void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Dispatch<std::remove_const_t<KV>>(q, k, v, out, options, lse);
+  Dispatch<std::remove_const_t<KV>>(q, k, v, out, options, lse, /*rule=*/true);
 }
 template void DenseForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
                                   TensorView<float>, const DenseOptions&, TensorView<float>);

@@ -45,8 +45,9 @@ Problem CheckDenseBackwardArgs(const char* fn, TensorView<const float> q, Tensor
     for (int64_t h = 0; h < lse.heads(); ++h) {
       for (int64_t i = 0; i < lse.tokens(); ++i) {
         const float x = lse.at(b, h, i, 0);
-        Require(std::isfinite(x) || x == detail::kNegInf, fn, ": lse[", b, ", ", h, ", ", i,
-                "] = ", x, " is not a log-sum-exp (finite or -inf)");
+        // NaN: a row the forward poisoned (the non-finite rule); its gradients come out NaN.
+        Require(std::isfinite(x) || x == detail::kNegInf || std::isnan(x), fn, ": lse[", b, ", ", h,
+                ", ", i, "] = ", x, " is not a log-sum-exp (finite, -inf or NaN)");
       }
     }
   }

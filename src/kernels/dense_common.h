@@ -25,6 +25,16 @@ DenseGeometry CheckDenseArgs(const char* fn, TensorView<const float> q, TensorVi
 
 inline constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// DenseForward / ref::DenseForward without the non-finite rule's scan (kernels/nonfinite.h), for
+// callers that know every input row is finite (DenseDecode over a cache that holds none).
+template <typename KV>
+void DenseForwardFinite(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+                        TensorView<float> out, const DenseOptions& o, TensorView<float> lse);
+template <typename KV>
+void RefDenseForwardFinite(TensorView<const float> q, TensorView<const KV> k,
+                           TensorView<const KV> v, TensorView<float> out, const DenseOptions& o,
+                           TensorView<float> lse);
+
 // Keeps the first exception thrown inside an OpenMP region (user masks run there and may
 // allocate) so it can be rethrown after the region: nothing may propagate out of one.
 class RegionExceptions {

@@ -10,6 +10,7 @@
 #include "attnkit/core/runtime.h"
 #include "attnkit/kernels/dense.h"
 #include "kernels/dense_common.h"
+#include "kernels/nonfinite.h"
 #include "kernels/score_mods.h"
 
 namespace attnkit {
@@ -108,17 +109,44 @@ void RefImpl(TensorView<const float> q, TensorView<const KV> k, TensorView<const
 
 template <typename KV>
 void Ref(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
-         TensorView<float> out, const DenseOptions& o, TensorView<float> lse) {
+         TensorView<float> out, const DenseOptions& o, TensorView<float> lse, bool rule) {
   const detail::DenseGeometry g = detail::CheckDenseArgs("ref::DenseForward", q, k, v, out, o, lse);
-  detail::DispatchScoreMods(o, [&](const auto& mods) { RefImpl(q, k, v, out, o, lse, g, mods); });
+  auto run = [&](TensorView<const float> q2, TensorView<const KV> k2, TensorView<const KV> v2) {
+    detail::DispatchScoreMods(o,
+                              [&](const auto& mods) { RefImpl(q2, k2, v2, out, o, lse, g, mods); });
+  };
+  if (rule) {
+    detail::DenseNonFiniteRule(g, q, k, v, out, o, lse, run);
+  } else {
+    run(q, k, v);
+  }
 }
 
 }  // namespace
 
+}  // namespace ref
+
+namespace detail {
+template <typename KV>
+void RefDenseForwardFinite(TensorView<const float> q, TensorView<const KV> k,
+                           TensorView<const KV> v, TensorView<float> out, const DenseOptions& o,
+                           TensorView<float> lse) {
+  ref::Ref<KV>(q, k, v, out, o, lse, /*rule=*/false);
+}
+template void RefDenseForwardFinite<float>(TensorView<const float>, TensorView<const float>,
+                                           TensorView<const float>, TensorView<float>,
+                                           const DenseOptions&, TensorView<float>);
+template void RefDenseForwardFinite<bf16>(TensorView<const float>, TensorView<const bf16>,
+                                          TensorView<const bf16>, TensorView<float>,
+                                          const DenseOptions&, TensorView<float>);
+}  // namespace detail
+
+namespace ref {
+
 template <typename KV>
 void DenseForward(TensorView<const float> q, TensorView<KV> k, TensorView<KV> v,
                   TensorView<float> out, const DenseOptions& options, TensorView<float> lse) {
-  Ref<std::remove_const_t<KV>>(q, k, v, out, options, lse);
+  Ref<std::remove_const_t<KV>>(q, k, v, out, options, lse, /*rule=*/true);
 }
 template void DenseForward<float>(TensorView<const float>, TensorView<float>, TensorView<float>,
                                   TensorView<float>, const DenseOptions&, TensorView<float>);

@@ -238,6 +238,7 @@ HWY_AFTER_NAMESPACE();
 #include "core/scratch.h"
 #include "kernels/dense_common.h"  // kNegInf
 #include "kernels/gather_common.h"
+#include "kernels/nonfinite.h"
 
 namespace attnkit {
 HWY_EXPORT(Logits);
@@ -530,7 +531,11 @@ void Dispatch(TensorView<const float> q, TensorView<const KV> k, TensorView<cons
     return;
   }
   const detail::Problem p = detail::CheckGatherArgs("GatherForward", q, k, v, idx, out, lse, o);
-  FastGather(q, k, v, idx, out, o, lse, p);
+  detail::GatherNonFiniteRule(
+      p, q, k, v, idx, out, lse,
+      [&](TensorView<const float> q2, TensorView<const KV> k2, TensorView<const KV> v2) {
+        FastGather(q2, k2, v2, idx, out, o, lse, p);
+      });
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "attnkit/kernels/gather.h"
 #include "attnkit/masks/mask.h"  // kUnbounded
 #include "kernels/gather_common.h"
+#include "kernels/nonfinite.h"
 
 namespace attnkit {
 namespace detail {
@@ -149,11 +150,9 @@ namespace ref {
 namespace {
 
 template <typename KV>
-void RefGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
-               TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
-               TensorView<float> lse) {
-  const detail::Problem p =
-      detail::CheckGatherArgs("ref::GatherForward", q, k, v, idx, out, lse, o);
+void RefGatherImpl(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+                   TensorView<const int32_t> idx, TensorView<float> out, TensorView<float> lse,
+                   const detail::Problem& p) {
   const int64_t group = p.group, dk = p.dk, dv = p.dv;
   const double scale = p.scale;
   std::vector<double> logits(static_cast<size_t>(idx.dim())), acc(static_cast<size_t>(dv));
@@ -192,6 +191,19 @@ void RefGather(TensorView<const float> q, TensorView<const KV> k, TensorView<con
       }
     }
   }
+}
+
+template <typename KV>
+void RefGather(TensorView<const float> q, TensorView<const KV> k, TensorView<const KV> v,
+               TensorView<const int32_t> idx, TensorView<float> out, const GatherOptions& o,
+               TensorView<float> lse) {
+  const detail::Problem p =
+      detail::CheckGatherArgs("ref::GatherForward", q, k, v, idx, out, lse, o);
+  detail::GatherNonFiniteRule(
+      p, q, k, v, idx, out, lse,
+      [&](TensorView<const float> q2, TensorView<const KV> k2, TensorView<const KV> v2) {
+        RefGatherImpl(q2, k2, v2, idx, out, lse, p);
+      });
 }
 
 template <typename KI>

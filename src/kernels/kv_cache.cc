@@ -9,6 +9,7 @@
 #include "attnkit/core/checked.h"
 #include "attnkit/core/runtime.h"
 #include "kernels/dense_common.h"
+#include "kernels/nonfinite.h"
 
 namespace attnkit {
 
@@ -83,6 +84,7 @@ void KvCache<T>::Append(TensorView<const float> k, TensorView<const float> v) {
           else
             vd[d] = ToBf16(vs[d]);
         }
+        if (!detail::RowFinite(kd, dk_) || !detail::RowFinite(vd, dv_)) nonfinite_ = true;
       }
     }
   }
@@ -93,6 +95,7 @@ template <typename T>
 void KvCache<T>::SaveUndo(int64_t n, UndoRecord* undo) const {
   Require(n >= 0, "KvCache::SaveUndo: n must be >= 0, got ", n);
   undo->length = length_;
+  undo->nonfinite = nonfinite_;
   // Only a ring buffer overwrites held rows: slots of tokens [first, n) of the append.
   undo->first = window_ > 0 ? std::max<int64_t>(0, n - slots_) : 0;
   undo->count = window_ > 0 ? n - undo->first : 0;
@@ -129,6 +132,7 @@ void KvCache<T>::Undo(const UndoRecord& undo) noexcept {
     }
   }
   length_ = undo.length;
+  nonfinite_ = undo.nonfinite;
 }
 
 template <typename T>
@@ -226,6 +230,29 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   }
   const int64_t q_start = cache.length() - n;
   const int64_t dv = cache.head_dim_v();
+  if (cache.may_hold_nonfinite() || !detail::AllRowsFinite(q)) {
+    // The non-finite rule (kernels/nonfinite.h) over the held keys in one contiguous copy:
+    // exact, and only taken once a NaN or Inf has reached the cache or the query.
+    const int64_t hk = cache.num_heads_kv(), dk = cache.head_dim_qk();
+    Tensor<T> kt(q.batch(), hk, held, dk), vt(q.batch(), hk, held, dv);
+    for (int64_t b = 0; b < q.batch(); ++b) {
+      for (int64_t h = 0; h < hk; ++h) {
+        int64_t t = 0;
+        for (const auto& s : segs) {
+          for (int64_t i = 0; i < s.k.tokens(); ++i, ++t) {
+            std::copy_n(s.k.row(b, h, i), dk, kt.view().row(b, h, t));
+            std::copy_n(s.v.row(b, h, i), dv, vt.view().row(b, h, t));
+          }
+        }
+      }
+    }
+    DenseOptions o = options;
+    o.mask = mask.get();
+    o.k_start = cache.length() - held;
+    o.q_start = q_start;
+    DenseForward(q, TensorView<const T>(kt.view()), TensorView<const T>(vt.view()), out, o, lse);
+    return;
+  }
   auto piece_options = [&](size_t p) {
     DenseOptions o = options;
     o.mask = mask.get();
@@ -234,7 +261,7 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
     return o;
   };
   if (pieces.size() == 1) {
-    DenseForward(q, pieces[0].k, pieces[0].v, out, piece_options(0), lse);
+    detail::DenseForwardFinite(q, pieces[0].k, pieces[0].v, out, piece_options(0), lse);
     return;
   }
   std::vector<Tensor<float>> part_out, part_lse;
@@ -257,12 +284,12 @@ void DenseDecode(TensorView<const float> q, const KvCache<T>& cache, TensorView<
   if (options.backend == Backend::kReference || !split_keys) {
     for (int64_t p = 0; p < np; ++p) {
       if (options.backend != Backend::kReference) {
-        DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
-                     part_lse[p].view());
+        detail::DenseForwardFinite(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
+                                   part_lse[p].view());
         continue;
       }
-      ref::DenseForward(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
-                        part_lse[p].view());
+      detail::RefDenseForwardFinite(q, pieces[p].k, pieces[p].v, part_out[p].view(), part_opt[p],
+                                    part_lse[p].view());
     }
   } else {
     detail::RegionExceptions errors;

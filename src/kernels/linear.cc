@@ -22,6 +22,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/runtime.h"
 #include "kernels/linear_common.h"
 #include "kernels/linear_simd.h"
@@ -38,19 +39,25 @@ struct Workspace {
   std::vector<float> xs, hsn, fk, fkt, fq, rq, p, rk, mrow, den, s, z;
   // own_state: room for a state (m × dv) when the caller passes none (decode passes one, and a
   // 128 KiB allocation per decode step would cost more than the step).
-  Workspace(const LinearGeometry& g, int64_t chunk, bool own_state)
-      : xs(chunk * g.dk),
-        hsn(chunk),
-        fk(chunk * g.m),
-        fkt(g.m * chunk),
-        fq(chunk * g.m),
-        rq(chunk),
-        p(chunk * chunk),
-        rk(chunk),
-        mrow(chunk),
-        den(2 * chunk),
-        s(own_state ? g.m * g.dv : 0),
-        z(own_state ? g.m : 0) {}
+  Workspace(const LinearGeometry& g, int64_t chunk, bool own_state) {
+    // Checked: an allocation failure is an attnkit::Error, before anything is written.
+    auto size = [](std::vector<float>& v, int64_t a, int64_t b) {
+      CheckedResize(v, CheckedMul(a, b, "LinearForward", "scratch size"), "LinearForward",
+                    "the per-thread scratch");
+    };
+    size(xs, chunk, g.dk);
+    size(hsn, chunk, 1);
+    size(fk, chunk, g.m);
+    size(fkt, g.m, chunk);
+    size(fq, chunk, g.m);
+    size(rq, chunk, 1);
+    size(p, chunk, chunk);
+    size(rk, chunk, 1);
+    size(mrow, chunk, 1);
+    size(den, 2, chunk);
+    size(s, own_state ? g.m : 0, g.dv);
+    size(z, own_state ? g.m : 0, 1);
+  }
 };
 
 // φ of n rows of x (row stride x_rs) into f (n × m), stabiliser of each row into r.
@@ -228,15 +235,9 @@ void BidirectionalUnit(const LinearGeometry& g, const LinearOptions& o, TensorVi
   }
 }
 
-}  // namespace
-
-void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
-  if (o.backend == Backend::kReference) {
-    ref::LinearForward(q, k, v, out, o, state);
-    return;
-  }
-  const LinearGeometry g = detail::CheckLinearArgs("LinearForward", q, k, v, out, o, state);
+void FastLinear(const LinearGeometry& g, TensorView<const float> q, TensorView<const float> k,
+                TensorView<const float> v, TensorView<float> out, const LinearOptions& o,
+                LinearState* state) {
   const int threads = ResolveThreads(o.num_threads);
   const int64_t units = g.batch * g.heads_kv;
   const int64_t chunk = std::min(o.chunk_size, std::max(g.seqlen_q, g.seqlen_kv));
@@ -272,6 +273,22 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
     }
   }
   if (state) state->tokens += g.seqlen_kv;
+}
+
+}  // namespace
+
+void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
+  if (o.backend == Backend::kReference) {
+    ref::LinearForward(q, k, v, out, o, state);
+    return;
+  }
+  const LinearGeometry g = detail::CheckLinearArgs("LinearForward", q, k, v, out, o, state);
+  detail::LinearNonFiniteRule(
+      g, q, k, v, out, o.causal, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        FastLinear(g, q2, k2, v2, out, o, state);
+      });
 }
 
 }  // namespace attnkit

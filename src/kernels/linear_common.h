@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "attnkit/kernels/linear.h"
+#include "kernels/nonfinite.h"
 #include "kernels/problem.h"
 
 namespace attnkit::detail {
@@ -20,5 +21,45 @@ struct LinearGeometry : Problem {
 LinearGeometry CheckLinearArgs(const char* fn, TensorView<const float> q, TensorView<const float> k,
                                TensorView<const float> v, TensorView<float> out,
                                const LinearOptions& options, const LinearState* state);
+
+// The non-finite rule (kernels/nonfinite.h) around a linear-attention kernel: `run(q, k, v)`
+// runs it on finite inputs (the state as given). A state that absorbed a non-finite key or value
+// is left NaN, so every later row of its unit is NaN until LinearState::Reset().
+template <typename Run>
+void LinearNonFiniteRule(const LinearGeometry& g, TensorView<const float> q,
+                         TensorView<const float> k, TensorView<const float> v,
+                         TensorView<float> out, bool causal, LinearState* state, Run run) {
+  const NonFiniteRows rows = ScanRows("LinearForward", q, k, v, /*kv_together=*/true);
+  const std::vector<uint8_t>&bad_q = rows.q, &bad_kv = rows.k;
+  bool any = rows.any;
+  const int64_t sn = g.m * g.dv;
+  auto state_bad = [&](int64_t u) {
+    return state != nullptr && !(SpanFinite(state->s.data() + u * sn, sn) &&
+                                 SpanFinite(state->z.data() + u * g.m, g.m));
+  };
+  for (int64_t u = 0; u < g.batch * g.heads_kv && !any; ++u) any = state_bad(u);
+  if (!any) {
+    run(q, k, v);
+    return;
+  }
+  std::vector<uint8_t> came_bad(static_cast<size_t>(g.batch * g.heads_kv));
+  for (int64_t u = 0; u < g.batch * g.heads_kv; ++u) came_bad[u] = state_bad(u);
+  RunOnZeroedCopies(rows, q, k, v, run);
+  const SequenceRule r{g.batch, g.heads_kv, g.heads_q, g.seqlen_q, g.seqlen_kv, causal};
+  PoisonSequenceRows(
+      r, out,
+      [&](int64_t b, int64_t h, int64_t t) {
+        return bad_q[static_cast<size_t>((b * g.heads_q + h) * g.seqlen_q + t)] != 0;
+      },
+      [&](int64_t b, int64_t s, int64_t t) {
+        return bad_kv[static_cast<size_t>((b * g.heads_kv + s) * g.seqlen_kv + t)] != 0;
+      },
+      [&](int64_t u) { return came_bad[static_cast<size_t>(u)] != 0; },
+      [&](int64_t u) {
+        if (state == nullptr) return;
+        std::fill(state->s.begin() + u * sn, state->s.begin() + (u + 1) * sn, kNaN);
+        std::fill(state->z.begin() + u * g.m, state->z.begin() + (u + 1) * g.m, kNaN);
+      });
+}
 
 }  // namespace attnkit::detail

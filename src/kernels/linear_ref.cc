@@ -8,6 +8,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/kernels/linear.h"
 #include "kernels/linear_common.h"
 
@@ -79,19 +80,23 @@ void Read(const detail::LinearGeometry& g, const std::vector<double>& fq, const 
   }
 }
 
-}  // namespace
-
-void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
-                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
-  const detail::LinearGeometry g =
-      detail::CheckLinearArgs("ref::LinearForward", q, k, v, out, o, state);
-  std::vector<double> fk(static_cast<size_t>(g.m)), fq(static_cast<size_t>(g.m));
+void RefLinear(const detail::LinearGeometry& g, TensorView<const float> q,
+               TensorView<const float> k, TensorView<const float> v, TensorView<float> out,
+               const LinearOptions& o, LinearState* state) {
+  // Every buffer before the first write of `state` (a failure leaves it unchanged).
+  constexpr const char* fn = "ref::LinearForward";
+  std::vector<double> fk, fq;
+  HeadState st;
+  CheckedResize(fk, g.m, fn, "the features");
+  CheckedResize(fq, g.m, fn, "the features");
+  CheckedResize(st.s, CheckedMul(g.m, g.dv, fn, "features*head_dim_v"), fn, "the state");
+  CheckedResize(st.z, g.m, fn, "the normaliser");
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t hk = 0; hk < g.heads_kv; ++hk) {
       const int64_t u = b * g.heads_kv + hk;
-      HeadState st;
-      st.s.assign(static_cast<size_t>(g.m * g.dv), 0.0);
-      st.z.assign(static_cast<size_t>(g.m), 0.0);
+      std::fill(st.s.begin(), st.s.end(), 0.0);
+      std::fill(st.z.begin(), st.z.end(), 0.0);
+      st.max_shift = -INFINITY;
       if (state) {
         for (int64_t i = 0; i < g.m * g.dv; ++i) st.s[i] = state->s[u * g.m * g.dv + i];
         for (int64_t l = 0; l < g.m; ++l) st.z[l] = state->z[u * g.m + l];
@@ -129,6 +134,19 @@ void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorV
     }
   }
   if (state) state->tokens += g.seqlen_kv;
+}
+
+}  // namespace
+
+void LinearForward(TensorView<const float> q, TensorView<const float> k, TensorView<const float> v,
+                   TensorView<float> out, const LinearOptions& o, LinearState* state) {
+  const detail::LinearGeometry g =
+      detail::CheckLinearArgs("ref::LinearForward", q, k, v, out, o, state);
+  detail::LinearNonFiniteRule(
+      g, q, k, v, out, o.causal, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        RefLinear(g, q2, k2, v2, out, o, state);
+      });
 }
 
 }  // namespace attnkit::ref

@@ -290,16 +290,11 @@ double GatedDeltaFlops(int64_t batch, int64_t num_heads_v, int64_t seqlen, int64
   return 2.0 * tokens * per_token;
 }
 
-void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
-                       TensorView<const float> v, TensorView<const float> log_alpha,
-                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
-                       const GatedDeltaOptions& o) {
-  if (o.backend == Backend::kReference) {
-    ref::GatedDeltaForward(q, k, v, log_alpha, beta, out, state, o);
-    return;
-  }
-  const DeltaGeometry g =
-      detail::CheckDeltaArgs("GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+namespace {
+void FastDelta(const detail::DeltaGeometry& g, TensorView<const float> q, TensorView<const float> k,
+               TensorView<const float> v, TensorView<const float> log_alpha,
+               TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+               const GatedDeltaOptions& o) {
   const bool chunked = o.algorithm == DeltaAlgorithm::kChunked ||
                        (o.algorithm == DeltaAlgorithm::kAuto && g.seqlen_q > o.chunk_size / 4);
   const int64_t chunk = std::min(o.chunk_size, g.seqlen_q);
@@ -343,6 +338,24 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
       }
     }
   }
+}
+}  // namespace
+
+void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
+                       TensorView<const float> v, TensorView<const float> log_alpha,
+                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+                       const GatedDeltaOptions& o) {
+  if (o.backend == Backend::kReference) {
+    ref::GatedDeltaForward(q, k, v, log_alpha, beta, out, state, o);
+    return;
+  }
+  const DeltaGeometry g =
+      detail::CheckDeltaArgs("GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+  detail::DeltaNonFiniteRule(
+      g, q, k, v, out, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        FastDelta(g, q2, k2, v2, log_alpha, beta, out, state, o);
+      });
 }
 
 }  // namespace attnkit

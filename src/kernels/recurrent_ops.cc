@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/kernels/recurrent.h"
 #include "kernels/problem.h"
 
@@ -81,7 +82,9 @@ void ShortConvForward(TensorView<const float> x, std::span<const float> weight, 
   }
   const bool has_state = !conv_state.empty() && hist > 0;
   // Window of the last `kernel` inputs per channel: history rows then the new tokens.
-  std::vector<float> buf(static_cast<size_t>((hist + seqlen) * channels));
+  std::vector<float> buf;  // allocated before conv_state is written
+  CheckedResize(buf, CheckedMul(hist + seqlen, channels, fn, "(kernel-1+seqlen)*channels"), fn,
+                "the input window");
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t i = 0; i < hist; ++i) {
       for (int64_t c = 0; c < channels; ++c) {

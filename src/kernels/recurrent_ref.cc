@@ -3,6 +3,7 @@
 #include <cmath>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/kernels/recurrent.h"
 #include "kernels/recurrent_common.h"
 
@@ -78,14 +79,17 @@ DeltaGeometry CheckDeltaArgs(const char* fn, TensorView<const float> q, TensorVi
 
 namespace ref {
 
-void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
-                       TensorView<const float> v, TensorView<const float> log_alpha,
-                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
-                       const GatedDeltaOptions& o) {
-  const detail::DeltaGeometry g =
-      detail::CheckDeltaArgs("ref::GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+namespace {
+void RefDelta(const detail::DeltaGeometry& g, TensorView<const float> q, TensorView<const float> k,
+              TensorView<const float> v, TensorView<const float> log_alpha,
+              TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+              const GatedDeltaOptions& o) {
   const int64_t dk = g.dk, dv = g.dv;
-  std::vector<double> s(static_cast<size_t>(dk * dv)), qn(dk), kn(dk), alpha(dk), sk(dv), u(dv);
+  constexpr const char* fn = "ref::GatedDeltaForward";
+  std::vector<double> s, qn, kn, alpha, sk, u;  // all allocated before `state` is written
+  CheckedResize(s, CheckedMul(dk, dv, fn, "head_dim_qk*head_dim_v"), fn, "the state");
+  for (auto* w : {&qn, &kn, &alpha}) CheckedResize(*w, dk, fn, "a key-sized row");
+  for (auto* w : {&sk, &u}) CheckedResize(*w, dv, fn, "a value-sized row");
   for (int64_t b = 0; b < g.batch; ++b) {
     for (int64_t h = 0; h < g.heads; ++h) {
       const int64_t hq = h / g.group;
@@ -138,6 +142,20 @@ void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
       }
     }
   }
+}
+}  // namespace
+
+void GatedDeltaForward(TensorView<const float> q, TensorView<const float> k,
+                       TensorView<const float> v, TensorView<const float> log_alpha,
+                       TensorView<const float> beta, TensorView<float> out, TensorView<float> state,
+                       const GatedDeltaOptions& o) {
+  const detail::DeltaGeometry g =
+      detail::CheckDeltaArgs("ref::GatedDeltaForward", q, k, v, log_alpha, beta, out, state, o);
+  detail::DeltaNonFiniteRule(
+      g, q, k, v, out, state,
+      [&](TensorView<const float> q2, TensorView<const float> k2, TensorView<const float> v2) {
+        RefDelta(g, q2, k2, v2, log_alpha, beta, out, state, o);
+      });
 }
 
 }  // namespace ref

@@ -249,12 +249,11 @@ void DsaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
                      target = buf(t.sel.size(), "the indexer target"),
                      dqi = buf(t.qi.size(), "dq_I"), dki = buf(t.ki.size(), "dk_I"),
                      dwi = buf(t.wi.size(), "dw");
-  t.consumed = true;
-
-  // The attention: output projection, gathered attention, RoPE, projections (into dx).
+  // The kernels first: they may still fail, and nothing is written before they have succeeded.
+  // The attention: do = dout W_oᵀ, then the gathered attention's backward.
   GqaWeights& w = weights_.attention;
   GqaWeights& g = grads_.attention;
-  LinearBackward(t.o.data(), rows, w.w_o, dout.data, d_o.data(), g.w_o.data.data());
+  LinearBackward(t.o.data(), rows, w.w_o, dout.data, d_o.data(), nullptr);
   const TensorView<const float> qv = MakeBshd<const float>(t.q.data(), batch, n, hq, dk);
   const TensorView<const float> kv = MakeBshd<const float>(t.k.data(), batch, n, hkv, dk);
   const TensorView<const int32_t> sel = MakeBshd<const int32_t>(t.sel.data(), batch, n, 1, top_k);
@@ -266,6 +265,23 @@ void DsaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
                  MakeBshd<const float>(d_o.data(), batch, n, hq, dv),
                  GatherGrads{.dq = dqv, .dk = dkv, .dv = MakeBshd(dv_.data(), batch, n, hkv, dv)},
                  AttentionOptions(c));
+  // The indexer, by its own loss: KL(main attention's distribution over the selected keys ‖
+  // the indexer's softmax), the target a constant; its input x detached (no dx).
+  IndexerTarget(qv, kv, sel, lse, MakeBshd(target.data(), batch, n, 1, top_k), AttentionOptions(c));
+  const double indexer_loss =
+      IndexerKlBackward(MakeBshd<const float>(t.qi.data(), batch, n, ih, id),
+                        MakeBshd<const float>(t.wi.data(), batch, n, 1, ih),
+                        MakeBshd<const float>(t.ki.data(), batch, n, 1, id), sel,
+                        MakeBshd<const float>(target.data(), batch, n, 1, top_k),
+                        IndexerGrads{.dq_index = MakeBshd(dqi.data(), batch, n, ih, id),
+                                     .dweights = MakeBshd(dwi.data(), batch, n, 1, ih),
+                                     .dk_index = MakeBshd(dki.data(), batch, n, 1, id)},
+                        IndexOptions(c, 0));
+
+  // Every kernel has succeeded: the gradients and dx.
+  t.consumed = true;
+  last_indexer_loss_ = indexer_loss;
+  LinearBackward(t.o.data(), rows, w.w_o, dout.data, nullptr, g.w_o.data.data());
   if (c.use_rope) {
     ApplyRopeBackward(dqv, 0, c.rope);
     ApplyRopeBackward(dkv, 0, c.rope);
@@ -275,19 +291,6 @@ void DsaBlock::TrainBackward(TrainTape& tape_base, TensorView<const float> dout,
   LinearBackward(xs, rows, w.w_q, dq.data(), dxp, g.w_q.data.data());
   LinearBackward(xs, rows, w.w_k, dk_.data(), dxp, g.w_k.data.data(), true);
   LinearBackward(xs, rows, w.w_v, dv_.data(), dxp, g.w_v.data.data(), true);
-
-  // The indexer, by its own loss: KL(main attention's distribution over the selected keys ‖
-  // the indexer's softmax), the target a constant; its input x detached (no dx).
-  IndexerTarget(qv, kv, sel, lse, MakeBshd(target.data(), batch, n, 1, top_k), AttentionOptions(c));
-  last_indexer_loss_ =
-      IndexerKlBackward(MakeBshd<const float>(t.qi.data(), batch, n, ih, id),
-                        MakeBshd<const float>(t.wi.data(), batch, n, 1, ih),
-                        MakeBshd<const float>(t.ki.data(), batch, n, 1, id), sel,
-                        MakeBshd<const float>(target.data(), batch, n, 1, top_k),
-                        IndexerGrads{.dq_index = MakeBshd(dqi.data(), batch, n, ih, id),
-                                     .dweights = MakeBshd(dwi.data(), batch, n, 1, ih),
-                                     .dk_index = MakeBshd(dki.data(), batch, n, 1, id)},
-                        IndexOptions(c, 0));
   LinearBackward(xs, rows, weights_.w_index_q, dqi.data(), nullptr, grads_.w_index_q.data.data());
   LinearBackward(xs, rows, weights_.w_index_k, dki.data(), nullptr, grads_.w_index_k.data.data());
   LinearBackward(xs, rows, weights_.w_index_w, dwi.data(), nullptr, grads_.w_index_w.data.data());

@@ -206,25 +206,8 @@ std::unique_ptr<Layer> MakeLayer(const std::string& kind, const LayerShape& shap
 }
 
 std::vector<std::string> ParseLayerList(const std::string& spec) {
-  std::vector<std::string> kinds;
-  constexpr int64_t kMaxRepeat = 1000;
-  for (std::string item : SplitList(spec, "layer list")) {
-    int64_t repeat = 1;
-    if (const auto star = item.find('*'); star != std::string::npos) {
-      const std::string count = item.substr(0, star);
-      Require(!count.empty() && count.find_first_not_of("0123456789") == std::string::npos,
-              "layer list: bad repeat count in '", item, "' (use N*kind)");
-      Require(count.size() <= 4 && std::stoll(count) >= 1 && std::stoll(count) <= kMaxRepeat,
-              "layer list: repeat count in '", item, "' must be in [1, ", kMaxRepeat, "]");
-      repeat = std::stoll(count);
-      item = item.substr(star + 1);
-    }
-    Require(static_cast<bool>(Find(item)), "layer list: unknown layer kind '", item, "'");
-    for (int64_t i = 0; i < repeat; ++i) kinds.push_back(item);
-  }
-  Require(kinds.size() <= static_cast<size_t>(kMaxRepeat), "layer list: '", spec, "' names ",
-          kinds.size(), " layers, more than ", kMaxRepeat);
-  return kinds;
+  return ParseLayerList(spec,
+                        [](const std::string& kind) { return static_cast<bool>(Find(kind)); });
 }
 
 }  // namespace attnkit

@@ -103,6 +103,7 @@ GatedDeltaNetBlock::GatedDeltaNetBlock(GatedDeltaNetConfig config, GatedDeltaNet
 void GatedDeltaNetBlock::Reset() {
   const GatedDeltaNetConfig& c = config_;
   seen_ = 0;
+  undo_seen_ = -1;
   state_.assign(static_cast<size_t>(c.batch * c.num_heads_v * c.head_dim_qk * c.head_dim_v), 0.0f);
   conv_state_.assign(static_cast<size_t>(c.batch * (c.conv_kernel - 1) * c.conv_channels()), 0.0f);
 }
@@ -111,6 +112,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
                                  TensorView<float> out) {
   constexpr const char* fn = "GatedDeltaNetBlock::Forward";
   const GatedDeltaNetConfig& c = config_;
+  undo_seen_ = -1;
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -132,6 +134,7 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   CheckedResize(o_, no, fn, "the output");
   CheckedResize(g_, no, fn, "the output gate");
   CheckedResize(conv_saved_, static_cast<int64_t>(conv_state_.size()), fn, "the state copy");
+  CheckedResize(state_saved_, static_cast<int64_t>(state_.size()), fn, "the state copy");
 
   // Projections (BLAS) and the short convolution over [q | k | v] channels.
   Linear(x.data, rows, weights_.w_qkv, proj_.data());
@@ -145,8 +148,10 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
                              : TensorView<float>{};
   // The convolution state changes here, the recurrent state in GatedDeltaForward (which checks
   // and allocates before it writes): if that fails, the convolution state is put back and the
-  // block is as if never called.
-  conv_saved_.assign(conv_state_.begin(), conv_state_.end());
+  // block is as if never called. Both copies also serve UndoForward (a Stack's rollback); the
+  // recurrent state's copy costs one pass over it, small beside the projections' weights.
+  std::copy(conv_state_.begin(), conv_state_.end(), conv_saved_.begin());
+  std::copy(state_.begin(), state_.end(), state_saved_.begin());
   ShortConvForward(pv, weights_.conv.data, c.conv_kernel, cv, cs);
 
   // [batch, tokens, channels] rows viewed per head without copies.
@@ -179,7 +184,17 @@ void GatedDeltaNetBlock::Forward(TensorView<const float> x, int64_t position,
   const TensorView<float> gv = heads_view(g_.data(), hv, dv, hv * dv);
   GatedRmsNorm(ov, gv, weights_.norm, c.norm_eps, ov);
   Linear(o_.data(), rows, weights_.w_o, out.data);
+  undo_seen_ = seen_;
   seen_ += n;
+}
+
+bool GatedDeltaNetBlock::UndoForward() noexcept {
+  if (undo_seen_ < 0) return false;
+  std::copy(conv_saved_.begin(), conv_saved_.end(), conv_state_.begin());
+  std::copy(state_saved_.begin(), state_saved_.end(), state_.begin());
+  seen_ = undo_seen_;
+  undo_seen_ = -1;
+  return true;
 }
 
 // ---- Training ----

@@ -120,6 +120,7 @@ GqaBlock::GqaBlock(GqaConfig config, GqaWeights weights)
 void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
   constexpr const char* fn = "GqaBlock::Forward";
   const GqaConfig& c = config_;
+  undo_.length = -1;  // nothing to undo until this call succeeds
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -166,6 +167,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
       DenseDecode(TensorView<const float>(qv), cache_, ov, opt);
     } catch (...) {
       cache_.Undo(undo_);
+      undo_.length = -1;
       throw;
     }
   } else {
@@ -194,6 +196,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     opt.k_start = position - held;
     opt.q_start = position;
     DenseForward(qv, kt.view(), vt.view(), ov, opt);
+    cache_.SaveUndo(n, &undo_);  // for UndoForward (the whole ring is overwritten)
     cache_.Append(kv, vv);
   }
 
@@ -202,6 +205,13 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     SigmoidGate(o_.data(), g_.data(), static_cast<int64_t>(o_.size()));
   }
   Linear(o_.data(), rows, weights_.w_o, out.data);
+}
+
+bool GqaBlock::UndoForward() noexcept {
+  if (undo_.length < 0) return false;
+  cache_.Undo(undo_);
+  undo_.length = -1;
+  return true;
 }
 
 DenseOptions GqaBlock::AttentionOptions() const {
@@ -402,6 +412,7 @@ void GqaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
             " tokens exceed max_tokens = ", c.max_tokens);
   }
   cache_.Clear();
+  undo_.length = -1;
   const int64_t chunk = 1024;
   for (int64_t t0 = 0; t0 < tokens; t0 += chunk) {
     const int64_t n = std::min(chunk, tokens - t0);

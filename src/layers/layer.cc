@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/layers/ops.h"
 
 namespace attnkit {
@@ -150,18 +151,34 @@ void Stack::Forward(TensorView<const float> x, int64_t position, TensorView<floa
   CheckHidden("Stack::Forward", hidden_, x, out);
   CheckPosition("Stack::Forward", position, tokens_seen());
   const int64_t rows = x.batch() * x.tokens();
-  const size_t n = static_cast<size_t>(rows * hidden_);
-  std::vector<float> h(x.data, x.data + n), normed(n), delta(n);
+  const int64_t numel = x.numel();
+  const size_t n = static_cast<size_t>(numel);
+  std::vector<float> h = CheckedVector(numel, 0.0f, "Stack::Forward", "the residual stream");
+  std::vector<float> normed = CheckedVector(numel, 0.0f, "Stack::Forward", "the normed input");
+  std::vector<float> delta = CheckedVector(numel, 0.0f, "Stack::Forward", "a layer's output");
+  std::copy(x.data, x.data + n, h.begin());
   auto view = [&](float* p) { return MakeBhsd(p, x.batch(), int64_t{1}, x.tokens(), hidden_); };
   for (size_t i = 0; i < layers_.size(); ++i) {
     std::copy(h.begin(), h.end(), normed.begin());
     RmsNorm(normed.data(), rows, hidden_, hidden_, norms_[i], eps_);
-    layers_[i]->Forward(view(normed.data()), position, view(delta.data()));
+    try {
+      layers_[i]->Forward(view(normed.data()), position, view(delta.data()));
+    } catch (...) {
+      RollBack(i);
+      throw;
+    }
     for (size_t j = 0; j < n; ++j) h[j] += delta[j];
   }
   RmsNorm(h.data(), rows, hidden_, hidden_, final_norm_, eps_);
   std::copy(h.begin(), h.end(), out.data);
   if (layers_.empty()) seen_ += x.tokens();
+}
+
+void Stack::RollBack(size_t failed) noexcept {
+  // Layer `failed` left itself unchanged; the ones before it advanced and are put back, newest
+  // first. A layer that cannot undo (one defined outside attnkit) stays advanced: its
+  // tokens_seen() then differs from layer 0's, and the next call's position check says so.
+  for (size_t j = failed; j-- > 0;) layers_[j]->UndoForward();
 }
 
 void Stack::Reset() {

@@ -101,7 +101,19 @@ LinearOptions LinearAttentionBlock::Options() const {
 
 void LinearAttentionBlock::Reset() {
   seen_ = 0;
+  undo_seen_ = -1;
   state_.Reset();
+}
+
+bool LinearAttentionBlock::UndoForward() noexcept {
+  if (undo_seen_ < 0) return false;
+  std::copy(saved_.s.begin(), saved_.s.end(), state_.s.begin());
+  std::copy(saved_.z.begin(), saved_.z.end(), state_.z.begin());
+  std::copy(saved_.max_shift.begin(), saved_.max_shift.end(), state_.max_shift.begin());
+  state_.tokens = saved_.tokens;
+  seen_ = undo_seen_;
+  undo_seen_ = -1;
+  return true;
 }
 
 void LinearAttentionBlock::RedrawFeatures(uint64_t seed) {
@@ -118,6 +130,7 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
                                    TensorView<float> out) {
   constexpr const char* fn = "LinearAttentionBlock::Forward";
   const LinearAttentionConfig& c = config_;
+  undo_seen_ = -1;
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -130,6 +143,15 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
   CheckedResize(k_, CheckedProduct({rows, hkv, dk}, fn, "rows*heads*head_dim"), fn, "k");
   CheckedResize(v_, CheckedProduct({rows, hkv, dv}, fn, "rows*heads*head_dim_v"), fn, "v");
   CheckedResize(o_, CheckedProduct({rows, hq, dv}, fn, "rows*heads*head_dim_v"), fn, "o");
+  // A copy of the state for UndoForward (a Stack's rollback): one pass over it per call.
+  CheckedResize(saved_.s, static_cast<int64_t>(state_.s.size()), fn, "the state copy");
+  CheckedResize(saved_.z, static_cast<int64_t>(state_.z.size()), fn, "the state copy");
+  CheckedResize(saved_.max_shift, static_cast<int64_t>(state_.max_shift.size()), fn,
+                "the state copy");
+  std::copy(state_.s.begin(), state_.s.end(), saved_.s.begin());
+  std::copy(state_.z.begin(), state_.z.end(), saved_.z.begin());
+  std::copy(state_.max_shift.begin(), state_.max_shift.end(), saved_.max_shift.begin());
+  saved_.tokens = state_.tokens;
   Linear(x.data, rows, weights_.w_q, q_.data());
   Linear(x.data, rows, weights_.w_k, k_.data());
   Linear(x.data, rows, weights_.w_v, v_.data());
@@ -138,6 +160,7 @@ void LinearAttentionBlock::Forward(TensorView<const float> x, int64_t position,
                 MakeBshd<const float>(v_.data(), c.batch, n, hkv, dv),
                 MakeBshd(o_.data(), c.batch, n, hq, dv), Options(), &state_);
   Linear(o_.data(), rows, weights_.w_o, out.data);
+  undo_seen_ = seen_;
   seen_ += n;
 }
 
@@ -224,15 +247,16 @@ void LinearAttentionBlock::TrainBackward(TrainTape& tape_base, TensorView<const 
   };
   std::vector<float> d_o = buf(t.o.size(), "do"), dq = buf(t.q.size(), "dq"),
                      dk_ = buf(t.k.size(), "dk"), dv_ = buf(t.v.size(), "dv");
-  t.consumed = true;
-
-  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, d_o.data(), grads_.w_o.data.data());
+  // do = dout W_oᵀ, then the engine's backward (which may still fail: nothing written yet).
+  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, d_o.data(), nullptr);
   LinearBackward(MakeBshd<const float>(t.q.data(), batch, n, hq, dk),
                  MakeBshd<const float>(t.k.data(), batch, n, hkv, dk),
                  MakeBshd<const float>(t.v.data(), batch, n, hkv, dv),
                  MakeBshd<const float>(d_o.data(), batch, n, hq, dv),
                  MakeBshd(dq.data(), batch, n, hq, dk), MakeBshd(dk_.data(), batch, n, hkv, dk),
                  MakeBshd(dv_.data(), batch, n, hkv, dv), Options());
+  t.consumed = true;
+  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, nullptr, grads_.w_o.data.data());
   float* dxp = dx.data;  // null → only the weight gradients
   const float* xs = t.x.data();
   LinearBackward(xs, rows, weights_.w_q, dq.data(), dxp, grads_.w_q.data.data());

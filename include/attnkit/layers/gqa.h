@@ -114,7 +114,11 @@ class GqaBlock final : public Layer {
   int64_t hidden() const override { return config_.hidden; }
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) override;
   int64_t tokens_seen() const override { return cache_.length(); }
-  void Reset() override { cache_.Clear(); }
+  void Reset() override {
+    cache_.Clear();
+    undo_.length = -1;
+  }
+  bool UndoForward() noexcept override;
   size_t CacheBytes() const override { return cache_.bytes(); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
@@ -150,7 +154,7 @@ class GqaBlock final : public Layer {
   MaskPtr pattern_mask_;                  // config.pattern's mask, or null
   MaskPtr train_mask_;                    // pattern_mask_, window_mask_, or causal for a full layer
   std::vector<float> q_, k_, v_, o_, g_;  // scratch, [batch·tokens, heads·dim]
-  KvCache<float>::UndoRecord undo_;       // the cache before the current call's append
+  KvCache<float>::UndoRecord undo_;  // the cache before the last call's append (length −1: none)
 };
 
 // KV-cache bytes per token of one GQA layer with f32 storage: num_heads_kv · (head_dim +

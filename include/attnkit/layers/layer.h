@@ -20,6 +20,8 @@
 //  * CacheBytes() is the memory the layer holds for past tokens (KV cache, latent cache, or
 //    recurrent state), allocated bytes, not counting weights. WeightBytes() counts parameters.
 //  * Reset() forgets all past tokens (tokens_seen() back to 0) and keeps the weights.
+//  * A Forward that throws changes nothing; UndoForward() takes back the last one that did not
+//    (a Stack rolls back its earlier layers with it when a later layer throws).
 //  * Layers are not thread-safe; they may use OpenMP and BLAS internally (never BLAS inside an
 //    OpenMP region).
 //
@@ -106,6 +108,14 @@ class Layer {
   virtual size_t CacheBytes() const = 0;
   virtual size_t WeightBytes() const = 0;
 
+  // Puts the layer back exactly as it was before its last Forward (cache or state and
+  // tokens_seen, bit for bit: the next calls give what they would have given had that Forward
+  // never run), so that a Stack whose layer i fails can roll back layers 0 … i − 1. Only the
+  // most recent Forward, and only if it succeeded; a failed Forward, Reset() or an undo leave
+  // nothing to undo. Returns false (changing nothing) when there is nothing to undo or the layer
+  // does not support undo (the default, for layers defined outside attnkit). Never throws.
+  virtual bool UndoForward() noexcept { return false; }
+
   // Training (see the contract above). The defaults throw attnkit::Error ("<kind> cannot be
   // trained yet"); trainable() says whether a layer overrides them.
   virtual bool trainable() const { return false; }
@@ -148,7 +158,9 @@ class Stack {
   // Adds a layer (its hidden size must match) with RMSNorm weights all ones.
   void Add(std::unique_ptr<Layer> layer);
 
-  // x, out [batch, 1, tokens, hidden]; same position rules as Layer::Forward.
+  // x, out [batch, 1, tokens, hidden]; same position rules as Layer::Forward. A call that throws
+  // (in any layer) leaves every layer as it was: the layers before the failing one are rolled
+  // back with Layer::UndoForward().
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out);
   void Reset();
 
@@ -176,6 +188,7 @@ class Stack {
   void ZeroGrad();
 
  private:
+  void RollBack(size_t failed) noexcept;  // undoes layers [0, failed) after layer `failed` threw
   void RequireTrainable(const char* fn) const;
   void EnsureGrads();
 

@@ -78,6 +78,7 @@ class LinearAttentionBlock final : public Layer {
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) override;
   int64_t tokens_seen() const override { return seen_; }
   void Reset() override;
+  bool UndoForward() noexcept override;
   size_t CacheBytes() const override { return state_.bytes(); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
@@ -109,6 +110,8 @@ class LinearAttentionBlock final : public Layer {
   uint64_t draw_ = 0;           // counts RedrawFeatures calls (tapes remember it)
   int64_t seen_ = 0;
   LinearState state_;
+  LinearState saved_;       // state_ before the last call (for UndoForward)
+  int64_t undo_seen_ = -1;  // seen_ before the last call if it succeeded (−1: nothing to undo)
   std::vector<float> q_, k_, v_, o_;  // scratch, [batch · tokens, heads · dim]
   LinearAttentionWeights grads_;      // gradients (training), same shapes
   bool has_grads_ = false;

@@ -82,7 +82,8 @@ class MlaBlock final : public Layer {
   int64_t hidden() const override { return config_.hidden; }
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) override;
   int64_t tokens_seen() const override { return length_; }
-  void Reset() override { length_ = 0; }
+  void Reset() override { length_ = 0, undo_length_ = -1; }
+  bool UndoForward() noexcept override;
   size_t CacheBytes() const override { return cache_.size() * sizeof(float); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
@@ -122,6 +123,7 @@ class MlaBlock final : public Layer {
   MlaConfig config_;
   MlaWeights weights_;
   int64_t length_ = 0;
+  int64_t undo_length_ = -1;  // length_ before the last successful Forward (−1: nothing to undo)
   std::vector<float> cache_;
   MaskPtr causal_;
   std::vector<float> cq_, q_, o_;                       // scratch

@@ -36,8 +36,12 @@ struct TrainOptions {
   std::string brown_dir;
   int64_t eval_bytes = 1 << 16;  // validation bytes per evaluation (from the start of the part)
   int64_t eval_every = 0;        // steps between evaluations; 0 = only at the end
-  std::string out_dir;           // "" = no checkpoints
-  bool resume = false;           // continue from out_dir's latest checkpoint
+  // Performer layers: steps between redraws of the random features (as Choromanski et al. do
+  // during training); 0 = never. The features of step s are a function of (seed, s), so a
+  // resumed or evaluated checkpoint uses the same ones.
+  int64_t redraw_every = 100;
+  std::string out_dir;  // "" = no checkpoints
+  bool resume = false;  // continue from out_dir's latest checkpoint
   // Throws attnkit::Error naming the option that is out of range.
   void Check() const;
 };
@@ -106,6 +110,10 @@ Checkpoint LoadCheckpoint(const std::string& path);
 // Writes a checkpoint of `model` (+ optimiser state when given) for `step` into out_dir.
 std::string SaveCheckpoint(const std::string& out_dir, Model& model, const TrainOptions& options,
                            int64_t step, AdamW* optimizer);
+// Sets every Performer layer of `model` to the random features in effect at training step `step`
+// (0-based) under `options` (redraw_every, seed): the block's initial features before the first
+// redraw. A checkpoint written after `s` steps is read back with the features of step s − 1.
+void SetFeaturesForStep(Model& model, const TrainOptions& options, int64_t step);
 // Evaluates a model on the task of `options` (held-out MQAR sequences, or validation bytes).
 EvalResult Evaluate(Model& model, const TrainOptions& options, int64_t step);
 
