@@ -4,6 +4,7 @@
 // picture), validation bits per byte on text, and the text loss against context position.
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
 #include "attnkit/core/runtime.h"
 #include "attnkit/guide/charts.h"
@@ -106,12 +107,15 @@ Section Build(Context& ctx) {
   by_len.log_y = 0;
   LineChartSpec by_bytes = by_len;
   by_bytes.title = "MQAR accuracy against the bytes the model holds for its context";
-  by_bytes.subtitle = "each point one length; a fixed state stays at one x, a KV cache moves right";
+  by_bytes.subtitle = "one point per length; a fixed state stays put";
   by_bytes.x_title = "cache or state bytes (whole model)";
   by_bytes.token_axis = false;
   BarChartSpec bpb;
   bpb.title = "Validation bits per byte";
-  bpb.subtitle = r.text_source;
+  // The corpus's short name (the full path is in the figure's source line): long subtitles are
+  // cut off on a phone-width page.
+  bpb.subtitle = grid.text_path.empty() ? "Brown corpus, validation documents"
+                                        : std::filesystem::path(grid.text_path).filename().string();
   bpb.x_title = "variant";
   bpb.y_title = "bits per byte (lower is better)";
   bpb.group_title = "task";
