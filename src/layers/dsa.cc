@@ -91,6 +91,7 @@ IndexerOptions IndexOptions(const GqaConfig& c, int64_t q_start) {
 void DsaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
   constexpr const char* fn = "DsaBlock::Forward";
   const GqaConfig& c = config_.attention;
+  undo_.length = -1;  // nothing to undo until this call succeeds
   CheckHidden(fn, c.hidden, x, out);
   Require(x.batch() == c.batch, fn, ": x has batch ", x.batch(), " but the block was built for ",
           c.batch);
@@ -140,9 +141,17 @@ void DsaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
                   MakeBshd(o_.data(), batch, n, hq, dv), AttentionOptions(c));
   } catch (...) {
     cache_.Undo(undo_);
+    undo_.length = -1;  // a failed Forward leaves nothing to undo
     throw;
   }
   Linear(o_.data(), rows, weights_.attention.w_o, out.data);
+}
+
+bool DsaBlock::UndoForward() noexcept {
+  if (undo_.length < 0) return false;
+  cache_.Undo(undo_);
+  undo_.length = -1;
+  return true;
 }
 
 // ---- Training ----

@@ -66,7 +66,13 @@ class DsaBlock final : public Layer {
   int64_t hidden() const override { return config_.attention.hidden; }
   void Forward(TensorView<const float> x, int64_t position, TensorView<float> out) override;
   int64_t tokens_seen() const override { return cache_.length(); }
-  void Reset() override { cache_.Clear(); }
+  void Reset() override {
+    cache_.Clear();
+    undo_.length = -1;
+  }
+  // Takes back the last successful Forward (the K/V cache's undo record; the indexer keys past
+  // the cache's length are never read).
+  bool UndoForward() noexcept override;
   size_t CacheBytes() const override { return cache_.bytes() + index_keys_.size() * sizeof(float); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
