@@ -11,7 +11,6 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
-#include <regex>
 #include <string>
 
 #include "attnkit/core/error.h"
@@ -75,13 +74,31 @@ std::vector<uint8_t> PaintedCells(const std::string& svg, const std::string& fil
   EXPECT_EQ(svg.find(tag, at + 1), std::string::npos) << "one path per fill";
   const size_t start = at + tag.size();
   const std::string d = svg.substr(start, svg.find('"', start) - start);
-  static const std::regex run(R"(M(\d+) (\d+)h(\d+)v1h-(\d+)z)");
-  size_t covered = 0;
-  for (std::sregex_iterator it(d.begin(), d.end(), run), end; it != end; ++it) {
-    const int64_t c = std::stoll((*it)[1]), r = std::stoll((*it)[2]), n = std::stoll((*it)[3]);
-    EXPECT_EQ(n, std::stoll((*it)[4]));
-    covered += it->length();
-    EXPECT_TRUE(r < rows && c + n <= cols && n >= 1) << it->str();
+  // Parses "M<c> <r>h<n>v1h-<n2>z" runs one after another (no std::regex: GCC 12's trips
+  // -Werror=maybe-uninitialized in the -O1 sanitizer build).
+  size_t pos = 0, covered = 0;
+  auto number = [&](int64_t* out) {
+    const size_t from = pos;
+    int64_t v = 0;
+    while (pos < d.size() && d[pos] >= '0' && d[pos] <= '9') v = v * 10 + (d[pos++] - '0');
+    *out = v;
+    return pos > from;
+  };
+  auto literal = [&](const char* text) {
+    const std::string t(text);
+    if (d.compare(pos, t.size(), t) != 0) return false;
+    pos += t.size();
+    return true;
+  };
+  while (pos < d.size()) {
+    const size_t begin = pos;
+    int64_t c = 0, r = 0, n = 0, n2 = 0;
+    const bool ok = literal("M") && number(&c) && literal(" ") && number(&r) && literal("h") &&
+                    number(&n) && literal("v1h-") && number(&n2) && literal("z");
+    if (!ok) break;
+    EXPECT_EQ(n, n2);
+    covered += pos - begin;
+    EXPECT_TRUE(r < rows && c + n <= cols && n >= 1) << d.substr(begin, pos - begin);
     for (int64_t j = c; j < std::min(cols, c + n) && r < rows; ++j) {
       uint8_t& cell = cells[static_cast<size_t>(r * cols + j)];
       EXPECT_EQ(cell, 0) << "cell (" << r << ", " << j << ") painted twice";
