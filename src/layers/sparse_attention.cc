@@ -101,19 +101,13 @@ void SparseAttentionBlock::Forward(TensorView<const float> x, int64_t position,
     DenseDecode(TensorView<const float>(qv), cache_, MakeBshd(o_.data(), batch, n, hq, dv),
                 Options());
   } catch (...) {
-    cache_.Undo(undo_);
-    undo_.length = -1;
+    cache_.TakeBack(&undo_);
     throw;
   }
   Linear(o_.data(), rows, weights_.w_o, out.data);
 }
 
-bool SparseAttentionBlock::UndoForward() noexcept {
-  if (undo_.length < 0) return false;
-  cache_.Undo(undo_);
-  undo_.length = -1;
-  return true;
-}
+bool SparseAttentionBlock::UndoForward() noexcept { return cache_.TakeBack(&undo_); }
 
 // ---- Training ----
 
