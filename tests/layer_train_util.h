@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/layers/layer.h"
@@ -246,6 +247,54 @@ void ExpectNullDxSameWeightGradients(L& layer, int64_t batch, int64_t tokens, ui
   const auto grads = Grads(layer);
   ASSERT_EQ(grads.size(), with_dx.grads.size());
   for (size_t i = 0; i < grads.size(); ++i) EXPECT_TRUE(BitEqual(grads[i], with_dx.grads[i])) << i;
+}
+
+// Allocation failures injected into TrainForward and TrainBackward (detail::FailNthAllocation,
+// the nth checked allocation from 1 to 16): a failed forward leaves `out` alone; a failed
+// backward leaves every gradient, dx and the tape (still usable) unchanged. Both calls must have
+// been failed at least once.
+template <typename L>
+void ExpectInjectedAllocationFailuresChangeNothing(L& layer, int64_t batch, int64_t tokens) {
+  const int64_t hidden = layer.hidden();
+  const Tensor<float> x = RandomHidden(batch, tokens, hidden, 1);
+  const Tensor<float> r = RandomHidden(batch, tokens, hidden, 2);
+  Tensor<float> out(batch, 1, tokens, hidden), dx(batch, 1, tokens, hidden);
+  auto warm = layer.TrainForward(x.view(), out.view());
+  layer.TrainBackward(*warm, r.view(), dx.view());  // non-zero gradients
+  int forward_failures = 0, backward_failures = 0;
+  for (int64_t nth = 1; nth <= 16; ++nth) {
+    SCOPED_TRACE(nth);
+    std::fill(out.data(), out.data() + out.numel(), 5.0f);
+    detail::FailNthAllocation(nth);
+    try {
+      layer.TrainForward(x.view(), out.view());
+    } catch (const Error&) {
+      ++forward_failures;
+      EXPECT_TRUE(
+          std::all_of(out.data(), out.data() + out.numel(), [](float v) { return v == 5; }));
+    }
+    detail::FailNthAllocation(0);
+    auto tape = layer.TrainForward(x.view(), out.view());
+    std::fill(dx.data(), dx.data() + dx.numel(), 3.0f);
+    const auto before = Grads(layer);
+    detail::FailNthAllocation(nth);
+    bool failed = false;
+    try {
+      layer.TrainBackward(*tape, r.view(), dx.view());
+    } catch (const Error&) {
+      failed = true;
+      ++backward_failures;
+    }
+    detail::FailNthAllocation(0);
+    if (failed) {
+      EXPECT_EQ(Grads(layer), before);
+      EXPECT_TRUE(std::all_of(dx.data(), dx.data() + dx.numel(), [](float v) { return v == 3; }));
+      EXPECT_FALSE(tape->consumed);
+      EXPECT_NO_THROW(layer.TrainBackward(*tape, r.view(), dx.view()));
+    }
+  }
+  EXPECT_GT(forward_failures, 0);
+  EXPECT_GT(backward_failures, 0);
 }
 
 }  // namespace attnkit::testing

@@ -403,7 +403,9 @@ TEST(LayerFactory, EveryKindDecodesLikeItPrefills) {
     SCOPED_TRACE(kind);
     auto full = MakeLayer(kind, s, seed), inc = MakeLayer(kind, s, seed);
     // GQA-family kinds are GqaBlocks ("gqa"), mla-naive an MlaBlock; the others name themselves.
-    const std::set<std::string> gqa = {"mha", "gqa", "mqa", "swa", "sinks", "qknorm", "gated"};
+    const std::set<std::string> gqa = {"mha",   "gqa",     "mqa",        "swa",
+                                       "sinks", "qknorm",  "gated",      "strided",
+                                       "fixed", "bigbird", "longformer", "chunked"};
     EXPECT_EQ(full->Kind(), gqa.count(kind) ? "gqa" : kind.rfind("mla", 0) == 0 ? "mla" : kind);
     // Windowed layers serve at most max_step (1) tokens from the ring: prefill of 4 and of 16
     // goes through the gather path, decode through the ring; all must agree.

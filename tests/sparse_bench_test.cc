@@ -94,5 +94,52 @@ TEST(SparseBench, TinyRunIsConsistent) {
   EXPECT_NEAR(rows.back().density, pairs / (333.0 * 333.0), 1e-12);
 }
 
+// The real-shape comparisons at toy sizes: every time measured, the FLOP counts by their
+// formulas (decode: 2·h·n·(dk + dv) dense; prefill: causal pairs, and min(top_k, t + 1) per query).
+TEST(SparseBench, MlaDsaDecodeAndPrefillAtToySizes) {
+  bench::MlaDsaDecodeConfig d;
+  d.contexts = {100, 300};
+  d.num_heads = 4;
+  d.kv_lora_rank = 16;
+  d.rope_dim = 8;
+  d.index_heads = 2;
+  d.index_dim = 8;
+  d.top_k = 50;
+  d.repeats = 1;
+  d.seed = testing::TestSeed();
+  const auto dec = bench::BenchMlaDsaDecode(d);
+  ASSERT_EQ(dec.size(), 2u);
+  for (const auto& r : dec) {
+    EXPECT_GT(r.dense_ms, 0.0);
+    EXPECT_GT(r.dsa_ms, 0.0);
+    EXPECT_NEAR(r.dsa_ms, r.indexer_ms + r.attention_ms, 1e-9 + 1e-9 * r.dsa_ms);
+    EXPECT_DOUBLE_EQ(r.dense_flops, 2.0 * 4 * r.context * (24 + 16));
+    EXPECT_DOUBLE_EQ(r.speedup, r.dense_ms / r.dsa_ms);
+  }
+  bench::MlaDsaPrefillConfig p;
+  p.contexts = {70};
+  p.num_heads = 8;
+  p.index_heads = 4;
+  p.head_divisor = 4;
+  p.kv_lora_rank = 16;
+  p.rope_dim = 8;
+  p.index_dim = 8;
+  p.top_k = 20;
+  p.repeats = 1;
+  p.seed = testing::TestSeed();
+  const auto pre = bench::BenchMlaDsaPrefill(p);
+  ASSERT_EQ(pre.size(), 1u);
+  EXPECT_EQ(pre[0].num_heads, 2);
+  EXPECT_EQ(pre[0].index_heads, 1);
+  EXPECT_GT(pre[0].dense_ms, 0.0);
+  EXPECT_GT(pre[0].dsa_ms, 0.0);
+  double sel = 0;
+  for (int64_t t = 0; t < 70; ++t) sel += std::min<int64_t>(20, t + 1);
+  EXPECT_DOUBLE_EQ(pre[0].dense_flops, 2.0 * 2 * (70.0 * 71 / 2) * 40);
+  EXPECT_DOUBLE_EQ(pre[0].dsa_flops, 2.0 * 1 * (70.0 * 71 / 2) * 8 + 2.0 * 2 * sel * 40);
+  p.head_divisor = 0;
+  EXPECT_THROW(bench::BenchMlaDsaPrefill(p), Error);
+}
+
 }  // namespace
 }  // namespace attnkit

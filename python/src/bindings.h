@@ -64,5 +64,6 @@ void BindRecurrent(py::module_& m);
 void BindSparse(py::module_& m);  // after BindMasks: extends attnkit.masks and attnkit.Mask
 void BindModels(py::module_& m);
 void BindLayers(py::module_& m);
+void BindTrain(py::module_& m);
 
 }  // namespace attnkit::python

@@ -67,4 +67,5 @@ See docs/python.md and examples/ in the repository.
   attnkit::python::BindSparse(m);
   attnkit::python::BindModels(m);
   attnkit::python::BindLayers(m);
+  attnkit::python::BindTrain(m);
 }

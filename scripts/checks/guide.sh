@@ -5,8 +5,11 @@
 #  2. `attnkit guide --smoke` writes the page, every diagram as SVG and every chart as Vega-Lite
 #     JSON + SVG;
 #  3. the page opens in headless Chromium (Debian's, driven by playwright-core, offline, fresh
-#     profile): no console error, every chart rendered marks, every variant section has its
-#     diagram; screenshots are saved under out/guide-check/.
+#     profile): no console error; every series of every chart draws visible marks; charts fit
+#     their cards at 1400 px and at 390 px (phone), where the page must not scroll sideways;
+#     the page weighs under 1.5 MB; every variant section has its diagram (guide/web/check.mjs).
+#     Screenshots (desktop, full page, phone) and check.json (page size, time until the charts
+#     have drawn) are saved under build/test-scratch/guide-check/.
 # Environment: GUIDE_CHECK_MODE=smoke|quick|full (default smoke: tiny sweeps, ~30 s, since the
 # browser check is about rendering; --quick is what scripts/main.sh runs), GUIDE_SCREENSHOT=PATH
 # to also save the top-of-page screenshot there (e.g. docs/guide-screenshot.png).
@@ -14,7 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 bin=./build/attnkit
 mode=${GUIDE_CHECK_MODE:-smoke}
-out=out/guide-check
+out=build/test-scratch/guide-check
 fail=0
 bad() { echo "guide check: FAIL $*"; fail=1; }
 
@@ -78,7 +81,8 @@ print("guide check: ok (%d sections, every figure written as a file)" % len(page
 PY
 
 # --- 3. open it in headless Chromium
-shot_args=(--screenshot "$out/screenshot.png" --full-screenshot "$out/screenshot-full.png")
+shot_args=(--screenshot "$out/screenshot.png" --full-screenshot "$out/screenshot-full.png"
+           --narrow-screenshot "$out/screenshot-390px.png" --metrics "$out/check.json")
 if ! node guide/web/check.mjs "$out/page/index.html" "${shot_args[@]}"; then
   bad "browser check"
 fi

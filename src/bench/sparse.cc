@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 
 #include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
@@ -63,6 +64,38 @@ PatternSpec Spec(const std::string& name, int64_t seqlen, uint64_t seed = 0) {
   s.seqlen = seqlen;
   s.seed = seed;
   return s;
+}
+
+// Times dense() against select() + attend() after one warm-up of each: the paths alternate
+// within each repeat, so load that comes and goes meets both. Fills the timing fields of row.
+void TimeDsaVsDense(const std::function<void()>& dense, const std::function<void()>& select,
+                    const std::function<void()>& attend, int repeats, DsaVsDenseRow& row) {
+  dense();
+  select();
+  attend();
+  std::vector<double> td, ts, ta, tt;
+  for (int r = 0; r < repeats; ++r) {
+    double t0 = NowSeconds();
+    dense();
+    td.push_back(1e3 * (NowSeconds() - t0));
+    t0 = NowSeconds();
+    select();
+    const double t1 = NowSeconds();
+    attend();
+    const double t2 = NowSeconds();
+    ts.push_back(1e3 * (t1 - t0));
+    ta.push_back(1e3 * (t2 - t1));
+    tt.push_back(1e3 * (t2 - t0));
+  }
+  row.dense_ms = Median(td);
+  row.dense_min_ms = *std::min_element(td.begin(), td.end());
+  row.dense_max_ms = *std::max_element(td.begin(), td.end());
+  row.indexer_ms = Median(ts);
+  row.attention_ms = Median(ta);
+  row.dsa_ms = Median(tt);
+  row.dsa_min_ms = *std::min_element(tt.begin(), tt.end());
+  row.dsa_max_ms = *std::max_element(tt.begin(), tt.end());
+  row.speedup = row.dense_ms / row.dsa_ms;
 }
 
 }  // namespace
@@ -244,35 +277,9 @@ std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& c) {
         GatherForward(q.view(), k, v, idx.view(), out.view(), go);
       }
     };
-    // Warm-up, then the two paths alternate within each repeat (same machine conditions).
-    dense();
-    select();
-    attend();
-    std::vector<double> td, ts, ta, tt;
-    for (int r = 0; r < c.repeats; ++r) {
-      double t0 = NowSeconds();
-      dense();
-      td.push_back(1e3 * (NowSeconds() - t0));
-      t0 = NowSeconds();
-      select();
-      const double t1 = NowSeconds();
-      attend();
-      const double t2 = NowSeconds();
-      ts.push_back(1e3 * (t1 - t0));
-      ta.push_back(1e3 * (t2 - t1));
-      tt.push_back(1e3 * (t2 - t0));
-    }
     MlaDsaDecodeRow row;
     row.context = n;
-    row.dense_ms = Median(td);
-    row.dense_min_ms = *std::min_element(td.begin(), td.end());
-    row.dense_max_ms = *std::max_element(td.begin(), td.end());
-    row.indexer_ms = Median(ts);
-    row.attention_ms = Median(ta);
-    row.dsa_ms = Median(tt);
-    row.dsa_min_ms = *std::min_element(tt.begin(), tt.end());
-    row.dsa_max_ms = *std::max_element(tt.begin(), tt.end());
-    row.speedup = row.dense_ms / row.dsa_ms;
+    TimeDsaVsDense(dense, select, attend, c.repeats, row);
     const double nn = static_cast<double>(n), ks = static_cast<double>(k_sel);
     row.dense_flops = 2.0 * static_cast<double>(h) * nn * static_cast<double>(dk + dv);
     row.dsa_flops =
@@ -325,36 +332,11 @@ std::vector<MlaDsaPrefillRow> BenchMlaDsaPrefill(const MlaDsaPrefillConfig& c) {
     auto dense = [&] { DenseForward(q.view(), kview, vview, out.view(), dopt); };
     auto select = [&] { DsaSelect(qi.view(), w.view(), icache, k_sel, idx.view(), io); };
     auto attend = [&] { GatherForward(q.view(), kview, vview, idx.view(), out.view(), go); };
-    dense();
-    select();
-    attend();
-    std::vector<double> td, ts, ta, tt;
-    for (int r = 0; r < c.repeats; ++r) {
-      double t0 = NowSeconds();
-      dense();
-      td.push_back(1e3 * (NowSeconds() - t0));
-      t0 = NowSeconds();
-      select();
-      const double t1 = NowSeconds();
-      attend();
-      const double t2 = NowSeconds();
-      ts.push_back(1e3 * (t1 - t0));
-      ta.push_back(1e3 * (t2 - t1));
-      tt.push_back(1e3 * (t2 - t0));
-    }
     MlaDsaPrefillRow row;
     row.context = n;
     row.num_heads = h;
     row.index_heads = hi;
-    row.dense_ms = Median(td);
-    row.dense_min_ms = *std::min_element(td.begin(), td.end());
-    row.dense_max_ms = *std::max_element(td.begin(), td.end());
-    row.indexer_ms = Median(ts);
-    row.attention_ms = Median(ta);
-    row.dsa_ms = Median(tt);
-    row.dsa_min_ms = *std::min_element(tt.begin(), tt.end());
-    row.dsa_max_ms = *std::max_element(tt.begin(), tt.end());
-    row.speedup = row.dense_ms / row.dsa_ms;
+    TimeDsaVsDense(dense, select, attend, c.repeats, row);
     const double nn = static_cast<double>(n);
     // Causal pairs n(n+1)/2; DSA: every query scores its visible keys, then attends to
     // min(top_k, visible) rows.

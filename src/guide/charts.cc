@@ -27,18 +27,88 @@ bool SpansDecades(const std::vector<double>& values) {
   return !values.empty() && hi / lo >= 30.0;
 }
 
-json Base(const std::string& title, const std::string& subtitle) {
+// Splits `text` at spaces into lines of at most `max_chars` characters (a long word stays whole).
+json WrapLines(const std::string& text, size_t max_chars) {
+  std::vector<std::string> lines;
+  std::string line, word;
+  auto flush_word = [&] {
+    if (word.empty()) return;
+    if (!line.empty() && line.size() + 1 + word.size() > max_chars) {
+      lines.push_back(line);
+      line.clear();
+    }
+    line += (line.empty() ? "" : " ") + word;
+    word.clear();
+  };
+  for (char ch : text) {
+    if (ch == ' ') {
+      flush_word();
+    } else {
+      word += ch;
+    }
+  }
+  flush_word();
+  if (!line.empty()) lines.push_back(line);
+  if (lines.size() == 1) return lines[0];
+  return lines;
+}
+
+// Every chart's frame. `width` is the whole chart's width, axes, legend and title included
+// (autosize "fit-x"); the page redraws each chart at its card's width and re-wraps the title
+// there, so these widths only shape the standalone figures/<id>.vl.json and .svg files. Titles
+// and subtitles are wrapped (Vega draws a long title on one line, wider than the chart).
+json Base(const std::string& title, const std::string& subtitle, int width = 560) {
   json spec = {{"$schema", kSchema},
-               {"width", 440},
+               {"width", width},
                {"height", 270},
+               {"autosize", {{"type", "fit-x"}, {"contains", "padding"}}},
                {"background", "#ffffff"},
                {"config",
                 {{"font", "Helvetica, Arial, sans-serif"},
-                 {"legend", {{"labelLimit", 320}, {"orient", "bottom"}, {"columns", 2}}},
-                 {"axis", {{"labelFontSize", 11}, {"titleFontSize", 12}}}}}};
-  spec["title"] = {{"text", title}, {"anchor", "start"}, {"fontSize", 14}};
-  if (!subtitle.empty()) spec["title"]["subtitle"] = subtitle;
+                 {"legend", {{"labelLimit", 250}, {"orient", "bottom"}, {"columns", 2}}},
+                 {"axis",
+                  {{"labelFontSize", 11},
+                   {"titleFontSize", 12},
+                   {"labelOverlap", "greedy"},
+                   {"labelSeparation", 4}}},
+                 // The first and last labels of a continuous x axis sit inside the plot's width
+                 // and a label that would stick out beyond it is hidden.
+                 {"axisX", {{"labelFlush", true}, {"labelBound", true}}}}}};
+  // About 7.5 px per character of the 14 px bold title, 5.8 px per character of the subtitle.
+  const auto chars = [&](double px) { return static_cast<size_t>((width - 10) / px); };
+  spec["title"] = {{"text", WrapLines(title, chars(7.5))},
+                   {"anchor", "start"},
+                   {"fontSize", 14},
+                   {"subtitleFontSize", 11}};
+  if (!subtitle.empty()) spec["title"]["subtitle"] = WrapLines(subtitle, chars(5.8));
   return spec;
+}
+
+// Axis ticks of a token axis over [lo, hi]: powers of two on a log scale (every second or
+// fourth one when there are many), multiples of a power of two on a linear one, so that every
+// label reads as 512, 1k, 1.5k, 32k or 1M. Returns the domain the ticks span and the values.
+struct TokenTicks {
+  double domain_lo = 0, domain_hi = 0;
+  std::vector<double> values;
+};
+TokenTicks TokenAxisTicks(double lo, double hi, bool log_scale) {
+  TokenTicks t;
+  if (log_scale && lo > 0 && hi >= 2 * lo) {
+    t.domain_lo = std::exp2(std::floor(std::log2(lo)));
+    t.domain_hi = std::exp2(std::ceil(std::log2(hi)));
+    const int n = static_cast<int>(std::lround(std::log2(t.domain_hi / t.domain_lo))) + 1;
+    const int every = n <= 9 ? 1 : n <= 17 ? 2 : 4;
+    // Keep the largest power of two and step down from it.
+    for (int i = n - 1; i >= 0; i -= every)
+      t.values.insert(t.values.begin(), t.domain_lo * std::exp2(i));
+    return t;
+  }
+  double step = 1;
+  while (step * 6 < hi - lo) step *= 2;
+  t.domain_lo = std::floor(lo / step) * step;
+  t.domain_hi = std::max(t.domain_lo + step, std::ceil(hi / step) * step);
+  for (double v = t.domain_lo; v <= t.domain_hi + 0.5 * step; v += step) t.values.push_back(v);
+  return t;
 }
 
 std::string FormatSlope(const LogLogFit& f) {
@@ -196,8 +266,13 @@ std::string LineChart(const LineChartSpec& s) {
     tooltip.push_back(
         {{"field", "hi"}, {"type", "quantitative"}, {"title", "highest"}, {"format", s.y_format}});
   }
-  json x_axis = {{"format", s.x_format}};
-  if (s.token_axis) {
+  json x_axis = {{"format", s.x_format}, {"labelOverlap", "greedy"}};
+  if (s.token_axis && !all_x.empty()) {
+    const auto [lo_it, hi_it] = std::minmax_element(all_x.begin(), all_x.end());
+    const TokenTicks ticks = TokenAxisTicks(*lo_it, *hi_it, log_x);
+    x_scale["domain"] = {ticks.domain_lo, ticks.domain_hi};
+    x_scale["nice"] = false;
+    x_axis["values"] = ticks.values;
     x_axis["labelExpr"] =
         "datum.value >= 1048576 ? format(datum.value / 1048576, '~g') + 'M' : datum.value >= 1024 "
         "? format(datum.value / 1024, '~g') + 'k' : format(datum.value, ',d')";
@@ -264,23 +339,45 @@ std::string GroupedBarChart(const BarChartSpec& s) {
     if (std::find(groups.begin(), groups.end(), b.group) == groups.end()) groups.push_back(b.group);
   }
   const bool log_y = s.log_y == 1 || (s.log_y == -1 && SpansDecades(ys));
+  // Horizontal bars: the category names read left of their bars at any width (rotated labels
+  // under vertical bars ran off the chart's edge), and the chart grows downwards with the
+  // number of bars instead of sideways.
+  // Side by side within a category only where a category has several bars.
+  bool offset = false;
+  for (const auto& c : categories) {
+    offset = offset || std::count_if(s.bars.begin(), s.bars.end(),
+                                     [&](const Bar& b) { return b.category == c; }) > 1;
+  }
   json spec = Base(s.title, s.subtitle);
-  spec["width"] = std::max<int>(440, static_cast<int>(categories.size() * groups.size() * 9));
+  // Pixels per bar: a category with several bars is at least 40 px high, room for a name wrapped
+  // onto three lines.
+  // (A number, not Vega-Lite's {"step": …}: a step height drops the "fit-x" autosize with a
+  // warning.)
+  const int per_bar = offset ? std::max<int>(10, 40 / static_cast<int>(groups.size())) : 24;
+  spec["height"] = per_bar * static_cast<int>(categories.size()) *
+                   (offset ? static_cast<int>(groups.size()) : 1);
   spec["data"] = {{"values", values}};
   spec["mark"] = {{"type", "bar"}, {"tooltip", true}};
-  json y_scale = log_y ? json{{"type", "log"}} : json{{"zero", true}};
-  spec["encoding"] = {{"x",
+  json value_scale = log_y ? json{{"type", "log"}} : json{{"zero", true}};
+  if (log_y) {  // bars start a decade or more below the shortest, which is then seen as a bar
+    const double smallest = *std::min_element(ys.begin(), ys.end());
+    if (smallest > 0)
+      value_scale["domainMin"] = std::pow(10.0, std::floor(std::log10(smallest / 2)));
+  }
+  spec["encoding"] = {{"y",
                        {{"field", "category"},
                         {"type", "nominal"},
                         {"title", s.x_title},
                         {"sort", categories},
-                        {"axis", {{"labelAngle", -40}, {"labelLimit", 160}}}}},
-                      {"xOffset", {{"field", "group"}, {"sort", groups}}},
-                      {"y",
+                        {"axis", {{"labelLimit", 200}, {"labelOverlap", false}}}}},
+                      {"x",
                        {{"field", "value"},
                         {"type", "quantitative"},
                         {"title", s.y_title + (log_y ? ", log scale" : "")},
-                        {"scale", y_scale}}},
+                        {"scale", value_scale},
+                        // Bars side by side, not stacked: a stack starts at zero, which a log
+                        // scale cannot draw (every bar came out zero long).
+                        {"stack", nullptr}}},
                       {"color",
                        {{"field", "group"},
                         {"type", "nominal"},
@@ -293,6 +390,7 @@ std::string GroupedBarChart(const BarChartSpec& s) {
                                                 {"type", "quantitative"},
                                                 {"title", s.y_title},
                                                 {"format", s.y_format}}})}};
+  if (offset) spec["encoding"]["yOffset"] = {{"field", "group"}, {"sort", groups}};
   return spec.dump();
 }
 
@@ -309,8 +407,8 @@ std::string HeatmapChart(const HeatmapSpec& s) {
     if (std::find(columns.begin(), columns.end(), c.column) == columns.end())
       columns.push_back(c.column);
   }
-  json spec = Base(s.title, s.subtitle);
-  spec["width"] = std::max<int>(300, static_cast<int>(columns.size()) * 26);
+  json spec =
+      Base(s.title, s.subtitle, std::max<int>(460, static_cast<int>(columns.size()) * 26 + 160));
   spec["height"] = std::max<int>(120, static_cast<int>(rows.size()) * 24);
   spec["data"] = {{"values", values}};
   spec["mark"] = {{"type", "rect"}, {"stroke", "#ffffff"}, {"strokeWidth", 1}};

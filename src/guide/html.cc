@@ -64,12 +64,16 @@ section.variant { border-top:1px solid var(--line); padding-top:8px; margin-top:
 section.variant h2 { font-size:22px; margin:10px 0 6px; }
 .intro { max-width:980px; }
 .formula { background:var(--bg); border-left:4px solid var(--accent); padding:10px 14px; margin:10px 0;
-           font-family: "Cambria Math", "STIX Two Math", Georgia, serif; font-size:16px; max-width:980px; }
+           font-family: "Cambria Math", "STIX Two Math", Georgia, serif; font-size:16px; max-width:980px;
+           overflow-x:auto; }
 .models { font-size:14px; color:var(--muted); margin:6px 0 10px; }
 .models .chip { display:inline-block; background:#eef3fb; color:#20324f; border-radius:10px;
                 padding:1px 9px; margin:2px 4px 2px 0; font-size:13px; }
-.figures { display:grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap:18px; margin:12px 0; }
-figure { margin:0; border:1px solid var(--line); border-radius:8px; padding:12px; background:#fff; overflow-x:auto; }
+.figures { display:grid; grid-template-columns: repeat(auto-fill, minmax(min(100%, 560px), 1fr)); gap:18px;
+           margin:12px 0; }
+figure { margin:0; border:1px solid var(--line); border-radius:8px; padding:12px; background:#fff;
+         min-width:0; overflow-x:auto; }
+.diagram-box svg { display:block; max-width:100%; height:auto; }
 figure h3 { font-size:15px; margin:0 0 8px; }
 figure figcaption { font-size:13.5px; color:var(--ink); margin-top:6px; }
 .source { font-size:12px; color:var(--muted); margin-top:6px; }
@@ -94,28 +98,138 @@ ul.findings li.not-resolved { border-color:#b08800; } ul.findings li.not-resolve
 ul.findings li.measured .verdict { color:var(--muted); }
 footer { border-top:1px solid var(--line); color:var(--muted); font-size:13px; padding:16px 40px 30px; }
 code { background:var(--bg); padding:1px 4px; border-radius:4px; }
+main, header.top, footer { overflow-wrap:anywhere; }
+/* Phone width: narrow margins, one column of cards, the table of contents one scrolling line. */
+@media (max-width: 700px) {
+  header.top { padding:16px 12px 14px; }
+  header.top h1 { font-size:22px; }
+  .machine { gap:4px 14px; font-size:12.5px; }
+  nav.toc { padding:6px 12px; flex-wrap:nowrap; overflow-x:auto; white-space:nowrap; gap:14px;
+            font-size:13.5px; }
+  main { padding:6px 10px 24px; }
+  section.variant h2 { font-size:19px; }
+  figure { padding:8px; }
+  .figures { gap:12px; }
+  footer { padding:12px; }
+}
 )css";
 
-// Runs after the libraries: renders every chart, records views and failures for the browser
-// check (window.__attnkit), and shows a visible message where a chart failed.
+// Runs after the libraries: renders every chart at the width of its card (Vega-Lite's autosize
+// "fit-x": axes, legend and title included), wrapping titles and subtitles to that width and
+// re-rendering a chart when its card changes width; records views, failures and the time until
+// every chart has drawn for the browser check (window.__attnkit), and shows a visible message
+// where a chart failed.
 const char* kRenderScript = R"js(
 (function () {
   var specs = JSON.parse(document.getElementById('guide-charts').textContent);
-  var state = { total: specs.length, rendered: 0, failed: [], views: {}, done: false };
+  var state = { total: specs.length, rendered: 0, failed: [], views: {}, done: false,
+                drawn_ms: null, layout_width: null };
   window.__attnkit = state;
-  var pending = specs.length;
-  function finish() { pending -= 1; if (pending === 0) { state.done = true; } }
-  if (pending === 0) { state.done = true; }
-  specs.forEach(function (c) {
-    var el = document.getElementById('chart-' + c.id);
-    vegaEmbed(el, c.spec, { renderer: 'svg', actions: { export: true, source: false, compiled: false, editor: false } })
-      .then(function (res) { state.views[c.id] = res.view; state.rendered += 1; finish(); })
+  var canvas = document.createElement('canvas').getContext('2d');
+  var FONT = 'Helvetica, Arial, sans-serif';
+  // Splits text into lines no wider than `width` pixels in `font`.
+  function wrap(text, font, width) {
+    if (Array.isArray(text)) text = text.join(' ');
+    canvas.font = font;
+    var lines = [], line = '';
+    text.split(/\s+/).forEach(function (word) {
+      var next = line ? line + ' ' + word : word;
+      if (line && canvas.measureText(next).width > width) { lines.push(line); line = word; }
+      else line = next;
+    });
+    if (line) lines.push(line);
+    return lines.length === 1 ? lines[0] : lines;
+  }
+  // The spec as drawn in a card `width` pixels wide.
+  function fit(spec, width) {
+    var s = JSON.parse(JSON.stringify(spec));
+    s.width = width;
+    s.autosize = { type: 'fit-x', contains: 'padding' };
+    if (s.title) {  // Vega pads the view by 5 px on each side
+      s.title.text = wrap(s.title.text, 'bold ' + (s.title.fontSize || 13) + 'px ' + FONT, width - 14);
+      if (s.title.subtitle) {
+        s.title.subtitle = wrap(s.title.subtitle, (s.title.subtitleFontSize || 12) + 'px ' + FONT, width - 14);
+      }
+    }
+    // Where the plot starts: right of the y axis, whose labels are numbers or, left of
+    // horizontal bars, category names wrapped to at most 40% of the width.
+    var layers = [s].concat(s.layer || []);
+    var y = s.encoding && s.encoding.y;
+    var plotLeft = 60;
+    if (y && y.type === 'nominal' && s.data && s.data.values) {
+      var limit = Math.round(width * 0.4);
+      canvas.font = '11px ' + FONT;
+      var widest = s.data.values.reduce(function (m, v) {
+        return Math.max(m, canvas.measureText(String(v[y.field])).width);
+      }, 0);
+      plotLeft = Math.min(limit, widest) + 40;
+      y.axis = Object.assign({}, y.axis, { labelLimit: limit, labelExpr: 'attnkitWrap(datum.label, ' + limit + ', 11)' });
+    }
+    // The legend sits under the plot: as many columns as its longest label allows; a label
+    // longer than its column wraps onto more lines instead of being cut. Titles along x wrap
+    // to the plot's width.
+    var labels = [];
+    layers.forEach(function (l) {
+      var color = l.encoding && l.encoding.color;
+      var values = l.data && l.data.values;
+      if (color && values) values.forEach(function (v) { labels.push(String(v[color.field])); });
+    });
+    canvas.font = '10px ' + FONT;
+    var longest = labels.reduce(function (m, t) { return Math.max(m, canvas.measureText(t).width); }, 0);
+    var room = width - plotLeft - 10;
+    var columns = Math.max(1, Math.min(4, Math.floor(room / (longest + 30))));
+    var labelLimit = Math.max(60, Math.floor(room / columns) - 30);
+    s.config = s.config || {};
+    s.config.legend = Object.assign({}, s.config.legend, { columns: columns, labelLimit: labelLimit });
+    layers.forEach(function (l) {
+      var e = l.encoding || {};
+      if (e.color) {
+        e.color.legend = Object.assign({}, e.color.legend,
+                                       { labelExpr: 'attnkitWrap(datum.label, ' + labelLimit + ', 10)' });
+      }
+      if (e.x && typeof e.x.title === 'string') e.x.title = wrap(e.x.title, 'bold 12px ' + FONT, room);
+    });
+    return s;
+  }
+  vega.expressionFunction('attnkitWrap', function (text, px, size) {
+    return wrap(String(text), size + 'px ' + FONT, px);
+  });
+  // Each chart is embedded in a div inside its card-wide box; the embed reserves 38 px on the
+  // right for its actions menu.
+  var charts = specs.map(function (c) {
+    var box = document.getElementById('chart-' + c.id);
+    var el = document.createElement('div');
+    box.appendChild(el);
+    return { id: c.id, spec: c.spec, box: box, el: el, width: 0, view: null };
+  });
+  function boxWidth(c) { return Math.floor(c.box.clientWidth); }
+  function draw(c) {
+    c.width = boxWidth(c);
+    if (c.view) { c.view.finalize(); c.view = null; }
+    return vegaEmbed(c.el, fit(c.spec, Math.max(200, c.width - 40)),
+                     { renderer: 'svg', actions: { export: true, source: false, compiled: false, editor: false } })
+      .then(function (res) { c.view = res.view; state.views[c.id] = res.view; })
       .catch(function (err) {
         state.failed.push(c.id + ': ' + err);
-        el.textContent = 'This chart failed to render: ' + err;
+        c.el.textContent = 'This chart failed to render: ' + err;
         console.error('chart ' + c.id + ' failed: ' + err);
-        finish();
       });
+  }
+  Promise.all(charts.map(draw)).then(function () {
+    state.rendered = Object.keys(state.views).length;
+    state.drawn_ms = performance.now();
+    state.layout_width = window.innerWidth;
+    state.done = true;
+  });
+  var timer = null;
+  window.addEventListener('resize', function () {
+    clearTimeout(timer);
+    timer = setTimeout(function () {
+      var w = window.innerWidth;
+      Promise.all(charts.filter(function (c) {
+        return c.view && boxWidth(c) !== c.width;
+      }).map(draw)).then(function () { state.layout_width = w; });
+    }, 100);
   });
 })();
 )js";

@@ -79,18 +79,32 @@ std::string StateDiagram(bool per_channel) {
     for (int64_t j = 0; j < state.numel(); ++j)
       max_abs = std::max(max_abs, static_cast<double>(std::abs(state.data()[j])));
     const double x0 = left + static_cast<double>(i) * (show * cell + gap);
+    // Shades in kLevels steps of |S| / max |S| per sign (blue ≥ 0, red < 0), drawn as one path
+    // per shade (a rect with its own tooltip per cell made each diagram 100 KB).
+    constexpr int kLevels = 12;
+    std::vector<std::string> fills;
+    for (int sign = 0; sign < 2; ++sign) {
+      for (int level = 1; level <= kLevels; ++level) {
+        const int shade = static_cast<int>(255 - 200.0 * level / kLevels);
+        char fill[16];
+        std::snprintf(fill, sizeof fill, sign == 0 ? "#%02x%02xff" : "#ff%02x%02x", shade, shade);
+        fills.push_back(fill);
+      }
+    }
+    std::vector<uint8_t> labels(static_cast<size_t>(show * show), 0);  // 0: |S| ≈ 0, white
     for (int64_t r = 0; r < show; ++r) {
       for (int64_t c = 0; c < show; ++c) {
         const double s = state.data()[r * d + c] / max_abs;  // in [-1, 1]
-        const int shade = static_cast<int>(255 - 200 * std::abs(s));
-        char fill[16];
-        std::snprintf(fill, sizeof fill, s >= 0 ? "#%02x%02xff" : "#ff%02x%02x", shade, shade);
-        doc.Rect(x0 + c * cell, top + r * cell, cell, cell, fill, "", 0,
-                 "S[" + std::to_string(r) + "][" + std::to_string(c) +
-                     "] = " + Fmt("%.4g", state.data()[r * d + c]));
+        const int level = static_cast<int>(std::lround(std::abs(s) * kLevels));
+        if (level > 0) {
+          labels[static_cast<size_t>(r * show + c)] =
+              static_cast<uint8_t>((s >= 0 ? 0 : kLevels) + level);
+        }
       }
     }
-    doc.Rect(x0, top, show * cell, show * cell, "none", "#888", 1);
+    doc.Raw(CellGridSvg(labels, show, show, x0, top, cell, fills));
+    doc.Rect(x0, top, show * cell, show * cell, "none", "#888", 1,
+             "S after " + std::to_string(t) + " tokens: max |S| " + Fmt("%.3g", max_abs));
     doc.Text(x0 + show * cell / 2, top + show * cell + 16, "t = " + std::to_string(t), 11,
              "middle");
     doc.Text(x0 + show * cell / 2, top + show * cell + 30, "max |S| " + Fmt("%.3g", max_abs), 10,

@@ -32,6 +32,22 @@ GqaConfig GatedConfig(bool gate, int64_t max_tokens) {
   return c;
 }
 
+// The measured layer in words (its Describe() string is for logs, not for a chart subtitle).
+std::string InWords(const GqaConfig& g) {
+  std::string w = "hidden " + std::to_string(g.hidden) + ", " + std::to_string(g.num_heads_q) +
+                  " query heads over " + std::to_string(g.num_heads_kv) + " KV heads of " +
+                  std::to_string(g.head_dim) + " dims";
+  if (g.use_rope) {
+    w += g.rope.fraction == 1.0f
+             ? ", RoPE"
+             : ", RoPE on " + Fmt("%.0f", 100.0 * g.rope.fraction) + "% of each head";
+  }
+  if (g.qk_norm) w += ", QK-norm";
+  if (g.output_gate) w += ", sigmoid output gate";
+  if (g.window > 0) w += ", window " + std::to_string(g.window);
+  return w;
+}
+
 // The gate's cost against the cache reads needs long contexts: --full goes to 64k.
 int64_t DecodeLast(const SweepConfig& c) {
   return std::min<int64_t>(c.decode_last, c.size == SweepSize::kFull ? 65536 : 16384);
@@ -94,8 +110,7 @@ Section Build(Context& ctx) {
   // Measured: decode time against context, with and without the gate; prefill throughput.
   LineChartSpec dc;
   dc.title = "Decode time per token of a gated layer, with and without the gate";
-  dc.subtitle =
-      GatedConfig(true, 16).Describe() + ", f32, " + std::to_string(c.threads) + " threads";
+  dc.subtitle = InWords(GatedConfig(true, 16)) + "; f32, " + std::to_string(c.threads) + " threads";
   dc.x_title = "cached context (tokens)";
   dc.y_title = "time per token (ms)";
   dc.log_x = dc.log_y = 1;

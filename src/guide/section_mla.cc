@@ -33,6 +33,16 @@ MlaConfig GuideMlaConfig(int64_t max_tokens) {
   return c;
 }
 
+// The measured layer in words (its Describe() string is for logs, not for a chart subtitle).
+std::string InWords(const MlaConfig& m) {
+  return "hidden " + std::to_string(m.hidden) + ", " + std::to_string(m.num_heads) +
+         " heads; cached per token: a latent of " + std::to_string(m.kv_lora_rank) + " + " +
+         std::to_string(m.qk_rope_head_dim) + " RoPE key dims; heads of " +
+         std::to_string(m.qk_nope_head_dim) + " + " + std::to_string(m.qk_rope_head_dim) +
+         " (q·k) and " + std::to_string(m.v_head_dim) + " (v) dims" +
+         (m.q_lora_rank > 0 ? ", query rank " + std::to_string(m.q_lora_rank) : "");
+}
+
 int64_t DecodeLast(const SweepConfig& c) {
   return std::min<int64_t>(c.decode_last, c.size == SweepSize::kFull ? 65536 : 16384);
 }
@@ -146,7 +156,7 @@ Section Build(Context& ctx) {
   LineChartSpec dc;
   dc.title = "MLA decode time per token: naive against absorbed path";
   dc.subtitle =
-      cfg.Describe() + ", f32, " + std::to_string(c.threads) + " threads (weights included)";
+      InWords(cfg) + "; f32, " + std::to_string(c.threads) + " threads (weights included)";
   dc.x_title = "cached context (tokens)";
   dc.y_title = "time per token (ms)";
   dc.log_x = dc.log_y = 1;

@@ -143,12 +143,15 @@ Section Build(Context& ctx) {
     const MaskPtr mask = MakePattern(spec);
     Figure f;
     f.id = "sparse-bigbird-4k";
-    f.title = "BigBird at 4096 tokens, block 64";
-    f.caption =
-        "At kernel scale the pattern is whole 64 × 64 tiles: the diagonal band, the global "
-        "first block and the seeded random blocks.";
+    MaskGrid grid = SampleMask(mask.get(), 4096, 4096, 64);
+    grid.description = "bigbird (" + Describe(spec) + "), 4096 tokens";
+    f.title = "BigBird at 4096 tokens";
+    f.caption = "At kernel scale the pattern is whole blocks (" + Describe(spec) +
+                "): the diagonal band, the global first blocks and the seeded random blocks; "
+                "each cell of the picture is " +
+                std::to_string(grid.cell_q) + " × " + std::to_string(grid.cell_kv) + " pairs.";
     f.source = "MaskSvg(SampleMask(MakePattern({\"bigbird\", 4096}), 4096, 4096)) (masks/draw.h)";
-    f.svg = MaskSvg(SampleMask(mask.get(), 4096, 4096, 64), 360);
+    f.svg = MaskSvg(grid, 360);
     sec.figures.push_back(f);
   }
 

@@ -25,6 +25,43 @@ constexpr const char* kGridStroke = "#ffffff";
 
 }  // namespace
 
+std::string CellGridSvg(const std::vector<uint8_t>& labels, int64_t rows, int64_t cols, double left,
+                        double top, double cell, const std::vector<std::string>& fills, bool grid) {
+  Require(rows >= 0 && cols >= 0 && labels.size() == static_cast<size_t>(rows * cols),
+          "CellGridSvg: ", labels.size(), " labels for ", rows, " x ", cols, " cells");
+  Require(fills.size() <= 255, "CellGridSvg: at most 255 fills, got ", fills.size());
+  std::string out =
+      "<g transform=\"translate(" + Num(left) + " " + Num(top) + ") scale(" + Num(cell) + ")\">";
+  for (size_t f = 0; f < fills.size(); ++f) {
+    const auto label = static_cast<uint8_t>(f + 1);
+    std::string d;
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = 0; c < cols;) {
+        if (labels[static_cast<size_t>(r * cols + c)] != label) {
+          ++c;
+          continue;
+        }
+        int64_t e = c + 1;
+        while (e < cols && labels[static_cast<size_t>(r * cols + e)] == label) ++e;
+        const std::string run = std::to_string(e - c);
+        d += "M" + std::to_string(c) + " " + std::to_string(r) + "h" + run + "v1h-" + run + "z";
+        c = e;
+      }
+    }
+    if (!d.empty()) out += "<path fill=\"" + fills[f] + "\" d=\"" + d + "\"/>";
+  }
+  if (grid) {
+    std::string d;
+    for (int64_t c = 1; c < cols; ++c) d += "M" + std::to_string(c) + " 0v" + std::to_string(rows);
+    for (int64_t r = 1; r < rows; ++r) d += "M0 " + std::to_string(r) + "h" + std::to_string(cols);
+    if (!d.empty()) {
+      out += std::string("<path fill=\"none\" stroke=\"") + kGridStroke +
+             "\" stroke-width=\"0.6\" vector-effect=\"non-scaling-stroke\" d=\"" + d + "\"/>";
+    }
+  }
+  return out + "</g>";
+}
+
 SvgDoc::SvgDoc(double width, double height, const std::string& title)
     : width_(width), height_(height), title_(title) {}
 
@@ -82,8 +119,17 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
   const double left = 46, top = 44;
   const double w = cell * seqlen_kv, h = cell * seqlen_q;
   const bool legend = !options.legend.empty();
-  // Wide enough for the title and the caption line (about 7 px per character at these sizes).
-  const double text_w = 20 + 7.0 * static_cast<double>(std::max<size_t>(options.title.size(), 52));
+  // Wide enough for the bold title (about 8 px per character), the caption line and the legend
+  // (about 6.3 px per character of 10.5 px text; counts up to six digits in parentheses); the
+  // second legend entry starts after the first.
+  const auto text_px = [](const std::string& text, double per_char) {
+    return per_char * static_cast<double>(text.size());
+  };
+  const double legend2_x = 14 + std::max(176.0, text_px(options.legend, 6.3) + 60);
+  double text_w = std::max(left + text_px(options.title, 8.0), left + 6.3 * 60) + 10;
+  if (legend && options.background) {
+    text_w = std::max(text_w, left + legend2_x + 14 + text_px(options.background_legend, 6.3) + 60);
+  }
   SvgDoc doc(std::max({left + w + 16, legend ? 400.0 : 0.0, text_w}), top + h + (legend ? 58 : 40),
              options.title);
   doc.Text(left, 16, options.title, 13, "start", "#222", "bold");
@@ -98,20 +144,17 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
     options.background->FillTile(q_start, q_start + seqlen_q, 0, seqlen_kv, behind.data());
   }
   int64_t kept = 0, extra = 0;
-  const bool grid = cell >= 6;
-  for (int64_t i = 0; i < seqlen_q; ++i) {
-    for (int64_t j = 0; j < seqlen_kv; ++j) {
-      const bool a = allowed[static_cast<size_t>(i * seqlen_kv + j)] != 0;
-      const bool b = !a && behind[static_cast<size_t>(i * seqlen_kv + j)] != 0;
-      kept += a;
-      extra += b;
-      doc.Rect(left + j * cell, top + i * cell, cell, cell,
-               a   ? options.fill
-               : b ? options.background_fill
-                   : kEmptyFill,
-               grid ? kGridStroke : "", grid ? 0.5 : 0);
-    }
+  std::vector<uint8_t> labels(allowed.size(), 0);  // 1 allowed, 2 background only, 0 neither
+  for (size_t i = 0; i < allowed.size(); ++i) {
+    const bool a = allowed[i] != 0;
+    const bool b = !a && behind[i] != 0;
+    kept += a;
+    extra += b;
+    labels[i] = a ? 1 : b ? 2 : 0;
   }
+  doc.Rect(left, top, w, h, kEmptyFill);
+  doc.Raw(CellGridSvg(labels, seqlen_q, seqlen_kv, left, top, cell,
+                      {options.fill, options.background_fill}, cell >= 6));
   for (int64_t k : options.highlight_keys) {
     if (k < 0 || k >= seqlen_kv) continue;
     doc.Rect(left + k * cell, top, cell, h, "none", "#d9534f", 1.2);
@@ -131,9 +174,9 @@ std::string MaskDiagram(const Mask& mask, int64_t seqlen_q, int64_t seqlen_kv,
     doc.Rect(left, ly - 9, 10, 10, options.fill);
     doc.Text(left + 14, ly, options.legend + " (" + std::to_string(kept) + ")", 10.5);
     if (options.background) {
-      doc.Rect(left + 190, ly - 9, 10, 10, options.background_fill);
-      doc.Text(left + 204, ly, options.background_legend + " (" + std::to_string(extra) + ")",
-               10.5);
+      doc.Rect(left + legend2_x, ly - 9, 10, 10, options.background_fill);
+      doc.Text(left + legend2_x + 14, ly,
+               options.background_legend + " (" + std::to_string(extra) + ")", 10.5);
     }
   }
   return doc.Finish();
@@ -155,25 +198,26 @@ std::string TileMapDiagram(const Mask& mask, int64_t seqlen, int64_t block,
   TileCounts c;
   const char* kFullFill = "#3b6fb6";
   const char* kPartialFill = "#9cc0ea";
+  std::vector<uint8_t> labels(static_cast<size_t>(n * n), 0);  // 1 full, 2 partial, 0 empty
   for (int64_t qb = 0; qb < n; ++qb) {
     for (int64_t kb = 0; kb < n; ++kb) {
       const int64_t q0 = qb * block, q1 = std::min(seqlen, q0 + block);
       const int64_t k0 = kb * block, k1 = std::min(seqlen, k0 + block);
       const TileKind kind = mask.Classify(q0, q1, k0, k1);
-      const char* fill = kEmptyFill;
+      uint8_t& label = labels[static_cast<size_t>(qb * n + kb)];
       if (kind == TileKind::kFull) {
-        fill = kFullFill;
+        label = 1;
         ++c.full;
       } else if (kind == TileKind::kPartial) {
-        fill = kPartialFill;
+        label = 2;
         ++c.partial;
       } else {
         ++c.empty;
       }
-      doc.Rect(left + static_cast<double>(kb) * cell, top + static_cast<double>(qb) * cell, cell,
-               cell, fill, cell >= 6 ? kGridStroke : "", cell >= 6 ? 0.5 : 0);
     }
   }
+  doc.Rect(left, top, side, side, kEmptyFill);
+  doc.Raw(CellGridSvg(labels, n, n, left, top, cell, {kFullFill, kPartialFill}, cell >= 6));
   doc.Rect(left, top, side, side, "none", "#888", 1);
   const double ly = top + side + 18;
   const int64_t total = c.full + c.partial + c.empty;

@@ -7,11 +7,11 @@
 #include <sstream>
 
 #include "attnkit/core/parse.h"
+#include "attnkit/layers/dsa.h"
 #include "attnkit/layers/gated_deltanet.h"
 #include "attnkit/layers/gqa.h"
 #include "attnkit/layers/linear_attention.h"
 #include "attnkit/layers/mla.h"
-#include "attnkit/layers/sparse_attention.h"
 
 namespace attnkit {
 
@@ -79,15 +79,25 @@ std::unique_ptr<Layer> LinearAttn(const LayerShape& s, FeatureMap map, uint64_t 
   return std::make_unique<LinearAttentionBlock>(c, LinearAttentionWeights::Random(c, seed));
 }
 
-// Static sparse attention (GQA heads, RoPE) under a pattern of masks/sparse.h built for
-// max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its chunk
-// from `window`.
+// Static sparse attention: a GQA block (num_heads_kv) under a pattern of masks/sparse.h built
+// for max_tokens positions with its seqlen-scaled defaults; chunked local attention takes its
+// chunk from `window`.
 std::unique_ptr<Layer> Sparse(const LayerShape& s, const char* pattern, uint64_t seed) {
-  SparseAttentionConfig c;
-  c.attention = GqaFrom(s, s.num_heads_kv);
+  GqaConfig c = GqaFrom(s, s.num_heads_kv);
   c.pattern.name = pattern;
   if (c.pattern.name == "chunked") c.pattern.window = s.window;
-  return std::make_unique<SparseAttentionBlock>(c, GqaWeights::Random(c.attention, seed));
+  return Gqa(c, seed);
+}
+
+// DeepSeek Sparse Attention on GQA heads: 4 indexer heads of head_dim, top_k = window keys per
+// query (the key budget of a sliding window of the same shape).
+std::unique_ptr<Layer> Dsa(const LayerShape& s, uint64_t seed) {
+  DsaConfig c;
+  c.attention = GqaFrom(s, s.num_heads_kv);
+  c.index_heads = 4;
+  c.index_dim = s.head_dim;
+  c.top_k = s.window;
+  return std::make_unique<DsaBlock>(c, DsaWeights::Random(c, seed));
 }
 
 using Factory = LayerFactory;
@@ -145,6 +155,7 @@ std::map<std::string, Factory> BuiltinTable() {
       {"longformer",
        [](const LayerShape& s, uint64_t seed) { return Sparse(s, "longformer", seed); }},
       {"chunked", [](const LayerShape& s, uint64_t seed) { return Sparse(s, "chunked", seed); }},
+      {"dsa", [](const LayerShape& s, uint64_t seed) { return Dsa(s, seed); }},
       {"mla-naive",
        [](const LayerShape& s, uint64_t seed) { return Mla(s, MlaPath::kNaive, seed); }},
   };

@@ -26,6 +26,18 @@ void GqaConfig::Validate() const {
   Require(max_tokens > 0, fn, ": max_tokens must be positive, got ", max_tokens);
   Require(max_step >= 1, fn, ": max_step must be >= 1, got ", max_step);
   if (use_rope) RotaryDim(rope, head_dim);  // throws on a bad theta / fraction
+  if (!pattern.name.empty()) {
+    Require(window == 0, fn, ": a sparse pattern ('", pattern.name,
+            "') needs window = 0 (its cache is contiguous; use pattern 'window' instead)");
+    Require(pattern.seqlen >= 0, fn, ": pattern.seqlen must be >= 0, got ", pattern.seqlen);
+    MakePattern(ResolvedPattern());  // checks the name and every parameter
+  }
+}
+
+PatternSpec GqaConfig::ResolvedPattern() const {
+  PatternSpec s = pattern;
+  if (s.seqlen == 0) s.seqlen = max_tokens;
+  return DefaultPatternSpec(s);
 }
 
 std::string GqaConfig::Describe() const {
@@ -42,6 +54,7 @@ std::string GqaConfig::Describe() const {
   if (output_gate) os << ",gate";
   if (sinks) os << ",sinks";
   if (softcap > 0) os << ",softcap=" << softcap;
+  if (!pattern.name.empty()) os << ",pattern=" << pattern.name;
   os << ",window=" << window << ")";
   return os.str();
 }
@@ -100,7 +113,8 @@ GqaBlock::GqaBlock(GqaConfig config, GqaWeights weights)
     : config_(config), weights_(std::move(weights)), cache_(MakeCache(config_)) {
   weights_.Check(config_);
   if (config_.window > 0) window_mask_ = CausalWindowMask(config_.window);
-  train_mask_ = config_.window > 0 ? window_mask_ : CausalMask();
+  if (!config_.pattern.name.empty()) pattern_mask_ = MakePattern(config_.ResolvedPattern());
+  train_mask_ = pattern_mask_ ? pattern_mask_ : config_.window > 0 ? window_mask_ : CausalMask();
 }
 
 void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<float> out) {
@@ -143,6 +157,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   }
 
   DenseOptions opt = AttentionOptions();
+  opt.mask = pattern_mask_.get();  // DenseDecode adds causality; null → causal only
   if (c.window == 0 || n <= c.max_step) {
     // The keys go in before attention; if attention fails (out of memory), the cache is put
     // back exactly (ring slots included) and the block is as if never called.
@@ -217,6 +232,11 @@ std::unique_ptr<TrainTape> GqaBlock::TrainForward(TensorView<const float> x,
   const GqaConfig& c = config_;
   CheckHidden(fn, c.hidden, x, out);
   const int64_t batch = x.batch(), n = x.tokens();
+  if (pattern_mask_) {
+    const int64_t extent = c.ResolvedPattern().seqlen;
+    Require(n <= extent, fn, ": ", n, " tokens exceed the ", extent,
+            " positions the sparse pattern was built for (pattern.seqlen, or max_tokens)");
+  }
   const int64_t rows = CheckedMul(batch, n, fn, "batch*tokens");
   const int64_t hq = c.num_heads_q, hkv = c.num_heads_kv, dk = c.head_dim, dv = c.dv();
   // Every buffer first: `out` is written last, by one sgemm that cannot fail.

@@ -247,15 +247,16 @@ void LinearAttentionBlock::TrainBackward(TrainTape& tape_base, TensorView<const 
   };
   std::vector<float> d_o = buf(t.o.size(), "do"), dq = buf(t.q.size(), "dq"),
                      dk_ = buf(t.k.size(), "dk"), dv_ = buf(t.v.size(), "dv");
-  t.consumed = true;
-
-  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, d_o.data(), grads_.w_o.data.data());
+  // do = dout W_oᵀ, then the engine's backward (which may still fail: nothing written yet).
+  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, d_o.data(), nullptr);
   LinearBackward(MakeBshd<const float>(t.q.data(), batch, n, hq, dk),
                  MakeBshd<const float>(t.k.data(), batch, n, hkv, dk),
                  MakeBshd<const float>(t.v.data(), batch, n, hkv, dv),
                  MakeBshd<const float>(d_o.data(), batch, n, hq, dv),
                  MakeBshd(dq.data(), batch, n, hq, dk), MakeBshd(dk_.data(), batch, n, hkv, dk),
                  MakeBshd(dv_.data(), batch, n, hkv, dv), Options());
+  t.consumed = true;
+  LinearBackward(t.o.data(), rows, weights_.w_o, dout.data, nullptr, grads_.w_o.data.data());
   float* dxp = dx.data;  // null → only the weight gradients
   const float* xs = t.x.data();
   LinearBackward(xs, rows, weights_.w_q, dq.data(), dxp, grads_.w_q.data.data());

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "attnkit/core/error.h"
+#include "attnkit/core/xml.h"
 
 namespace attnkit {
 
@@ -91,17 +92,22 @@ std::string MaskSvg(const MaskGrid& g, int64_t pixels) {
   const double left = 40, top = 44;
   const double width = cell * static_cast<double>(g.cols),
                height = cell * static_cast<double>(g.rows);
-  std::ostringstream os;
-  os.precision(4);
-  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << left + width + 12 << "\" height=\""
-     << top + height + 28 << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
-  os << "<title>" << g.description << "</title>\n";
+  // Wide enough for the two heading lines (about 7 px per character of 12 px text).
+  const std::string heading = g.description;
+  std::ostringstream sub;
   char density[32];
   std::snprintf(density, sizeof density, "%.4f", g.density);
-  os << "<text x=\"" << left << "\" y=\"16\">" << g.description << "</text>\n";
-  os << "<text x=\"" << left << "\" y=\"32\" fill=\"#555\">seqlen_q " << g.seqlen_q
-     << " × seqlen_kv " << g.seqlen_kv << ", density " << density << ", cell " << g.cell_q << "×"
-     << g.cell_kv << " pairs</text>\n";
+  sub << "seqlen_q " << g.seqlen_q << " × seqlen_kv " << g.seqlen_kv << ", density " << density
+      << ", cell " << g.cell_q << "×" << g.cell_kv << " pairs";
+  const double text_w =
+      left + 7.0 * static_cast<double>(std::max(heading.size(), sub.str().size())) + 12;
+  std::ostringstream os;
+  os.precision(4);
+  os << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << std::max(left + width + 12, text_w)
+     << "\" height=\"" << top + height + 28 << "\" font-family=\"sans-serif\" font-size=\"12\">\n";
+  os << "<title>" << XmlEscape(heading) << "</title>\n";
+  os << "<text x=\"" << left << "\" y=\"16\">" << XmlEscape(heading) << "</text>\n";
+  os << "<text x=\"" << left << "\" y=\"32\" fill=\"#555\">" << sub.str() << "</text>\n";
   os << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << width << "\" height=\""
      << height << "\" fill=\"#f7f7f7\" stroke=\"#999\"/>\n";
   // Runs of equal coverage along a row become one rectangle. Any allowed pair stays visible

@@ -52,7 +52,9 @@ def test_gqa_block_matches_torch(rng, window, sinks):
 
 
 @pytest.mark.parametrize("kind", ["gqa", "mqa", "swa", "sinks", "qknorm", "gated", "mla",
-                                  "mla-naive", "gated_deltanet", "kda"])
+                                  "mla-naive", "gated_deltanet", "kda", "deltanet", "performer",
+                                  "linear_elu", "linear_relu", "strided", "fixed", "bigbird",
+                                  "longformer", "chunked", "dsa"])
 def test_prefill_then_decode_equals_one_pass(rng, kind):
     shape = dict(hidden=64, num_heads=4, num_heads_kv=2, head_dim=16, window=6, q_lora_rank=24,
                  kv_lora_rank=32, rope_head_dim=8, batch=2, max_tokens=40)

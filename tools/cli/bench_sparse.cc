@@ -24,6 +24,41 @@
 namespace attnkit::cli {
 namespace {
 
+// The column header of a DSA-vs-dense table, and one row as text or as a JSON object with the
+// case name and `extra` fields (e.g. the prefill's head counts).
+void PrintDsaHeader() {
+  std::printf("%-9s %-29s %-11s %-11s %-29s %-8s %s\n", "context", "dense absorbed ms",
+              "indexer ms", "attend ms", "DSA ms", "speed-up", "work ratio");
+}
+
+void PrintDsaRow(const bench::DsaVsDenseRow& r, bool as_json, const char* case_name,
+                 nlohmann::json extra = nlohmann::json::object()) {
+  if (as_json) {
+    nlohmann::json j = {{"case", case_name},
+                        {"context", r.context},
+                        {"dense_ms", r.dense_ms},
+                        {"dense_min_ms", r.dense_min_ms},
+                        {"dense_max_ms", r.dense_max_ms},
+                        {"indexer_ms", r.indexer_ms},
+                        {"attention_ms", r.attention_ms},
+                        {"dsa_ms", r.dsa_ms},
+                        {"dsa_min_ms", r.dsa_min_ms},
+                        {"dsa_max_ms", r.dsa_max_ms},
+                        {"speedup", r.speedup},
+                        {"dense_flops", r.dense_flops},
+                        {"dsa_flops", r.dsa_flops}};
+    j.update(extra);
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  char dense[64], dsa[64];
+  std::snprintf(dense, sizeof dense, "%.2f (%.2f-%.2f)", r.dense_ms, r.dense_min_ms,
+                r.dense_max_ms);
+  std::snprintf(dsa, sizeof dsa, "%.2f (%.2f-%.2f)", r.dsa_ms, r.dsa_min_ms, r.dsa_max_ms);
+  std::printf("%-9lld %-29s %-11.2f %-11.2f %-29s %-8.2f %.1f\n", static_cast<long long>(r.context),
+              dense, r.indexer_ms, r.attention_ms, dsa, r.speedup, r.dense_flops / r.dsa_flops);
+}
+
 int RunBenchSparse(const std::vector<std::string>& args) {
   ArgParser p("attnkit bench sparse [options]",
               "Times each static sparse pattern (through the dense kernel, which skips empty "
@@ -118,41 +153,14 @@ int RunBenchSparse(const std::vector<std::string>& args) {
           "DSA decode in DeepSeek V3.2's shape (one layer): %d threads, indexer %s; %lld heads "
           "over latent "
           "%lld+%lld (bf16), indexer %lld x %lld, top-k %lld; one token, median of %d steps "
-          "(min-max)\n%-9s %-26s %-10s %-10s %-26s %-8s %s\n",
+          "(min-max)\n",
           m.threads, IndexerUsesAvx512Bf16() ? "avx512bf16" : "f32simd",
           static_cast<long long>(m.num_heads), static_cast<long long>(m.kv_lora_rank),
           static_cast<long long>(m.rope_dim), static_cast<long long>(m.index_heads),
-          static_cast<long long>(m.index_dim), static_cast<long long>(m.top_k), m.repeats,
-          "context", "dense absorbed ms", "indexer ms", "attend ms", "DSA ms", "speed-up",
-          "work ratio");
+          static_cast<long long>(m.index_dim), static_cast<long long>(m.top_k), m.repeats);
+      PrintDsaHeader();
     }
-    for (const auto& r : rows) {
-      if (as_json) {
-        std::printf("%s\n", nlohmann::json({{"case", "mla_decode"},
-                                            {"context", r.context},
-                                            {"dense_ms", r.dense_ms},
-                                            {"dense_min_ms", r.dense_min_ms},
-                                            {"dense_max_ms", r.dense_max_ms},
-                                            {"indexer_ms", r.indexer_ms},
-                                            {"attention_ms", r.attention_ms},
-                                            {"dsa_ms", r.dsa_ms},
-                                            {"dsa_min_ms", r.dsa_min_ms},
-                                            {"dsa_max_ms", r.dsa_max_ms},
-                                            {"speedup", r.speedup},
-                                            {"dense_flops", r.dense_flops},
-                                            {"dsa_flops", r.dsa_flops}})
-                                .dump()
-                                .c_str());
-        continue;
-      }
-      char dense[64], dsa[64];
-      std::snprintf(dense, sizeof dense, "%.2f (%.2f-%.2f)", r.dense_ms, r.dense_min_ms,
-                    r.dense_max_ms);
-      std::snprintf(dsa, sizeof dsa, "%.2f (%.2f-%.2f)", r.dsa_ms, r.dsa_min_ms, r.dsa_max_ms);
-      std::printf("%-9lld %-26s %-10.2f %-10.2f %-26s %-8.2f %.1f\n",
-                  static_cast<long long>(r.context), dense, r.indexer_ms, r.attention_ms, dsa,
-                  r.speedup, r.dense_flops / r.dsa_flops);
-    }
+    for (const auto& r : rows) PrintDsaRow(r, as_json, "mla_decode");
     if (!as_json) std::printf("\n");
     std::fflush(stdout);
   }
@@ -166,43 +174,18 @@ int RunBenchSparse(const std::vector<std::string>& args) {
       std::printf(
           "DSA prefill in DeepSeek V3.2's shape with the heads divided by %lld (one layer): %d "
           "threads; %lld heads over latent %lld+%lld (bf16), indexer %lld x %lld, top-k %lld, "
-          "causal; median of %d runs (min-max)\n%-9s %-29s %-11s %-11s %-29s %-8s %s\n",
+          "causal; median of %d runs (min-max)\n",
           static_cast<long long>(m.head_divisor), m.threads,
           static_cast<long long>(rows[0].num_heads), static_cast<long long>(m.kv_lora_rank),
           static_cast<long long>(m.rope_dim), static_cast<long long>(rows[0].index_heads),
-          static_cast<long long>(m.index_dim), static_cast<long long>(m.top_k), m.repeats,
-          "context", "dense absorbed ms", "indexer ms", "attend ms", "DSA ms", "speed-up",
-          "work ratio");
+          static_cast<long long>(m.index_dim), static_cast<long long>(m.top_k), m.repeats);
+      PrintDsaHeader();
     }
     for (const auto& r : rows) {
-      if (as_json) {
-        std::printf("%s\n", nlohmann::json({{"case", "mla_prefill"},
-                                            {"context", r.context},
-                                            {"num_heads", r.num_heads},
-                                            {"index_heads", r.index_heads},
-                                            {"head_divisor", m.head_divisor},
-                                            {"dense_ms", r.dense_ms},
-                                            {"dense_min_ms", r.dense_min_ms},
-                                            {"dense_max_ms", r.dense_max_ms},
-                                            {"indexer_ms", r.indexer_ms},
-                                            {"attention_ms", r.attention_ms},
-                                            {"dsa_ms", r.dsa_ms},
-                                            {"dsa_min_ms", r.dsa_min_ms},
-                                            {"dsa_max_ms", r.dsa_max_ms},
-                                            {"speedup", r.speedup},
-                                            {"dense_flops", r.dense_flops},
-                                            {"dsa_flops", r.dsa_flops}})
-                                .dump()
-                                .c_str());
-        continue;
-      }
-      char dense[64], dsa[64];
-      std::snprintf(dense, sizeof dense, "%.1f (%.1f-%.1f)", r.dense_ms, r.dense_min_ms,
-                    r.dense_max_ms);
-      std::snprintf(dsa, sizeof dsa, "%.1f (%.1f-%.1f)", r.dsa_ms, r.dsa_min_ms, r.dsa_max_ms);
-      std::printf("%-9lld %-29s %-11.1f %-11.1f %-29s %-8.2f %.1f\n",
-                  static_cast<long long>(r.context), dense, r.indexer_ms, r.attention_ms, dsa,
-                  r.speedup, r.dense_flops / r.dsa_flops);
+      PrintDsaRow(r, as_json, "mla_prefill",
+                  {{"num_heads", r.num_heads},
+                   {"index_heads", r.index_heads},
+                   {"head_divisor", m.head_divisor}});
     }
     if (!as_json) std::printf("\n");
     std::fflush(stdout);

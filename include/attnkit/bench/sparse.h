@@ -77,7 +77,8 @@ struct MlaDsaDecodeConfig {
   std::function<void(const std::string&)> on_case;
 };
 
-struct MlaDsaDecodeRow {
+// One context of a DSA-against-dense-absorbed-MLA comparison (decode or prefill).
+struct DsaVsDenseRow {
   int64_t context = 0;
   double dense_ms = 0, dense_min_ms = 0, dense_max_ms = 0;  // dense absorbed MLA
   double indexer_ms = 0, attention_ms = 0;                  // DSA parts (medians)
@@ -85,6 +86,8 @@ struct MlaDsaDecodeRow {
   double speedup = 0;                                       // dense_ms / dsa_ms
   double dense_flops = 0, dsa_flops = 0;                    // multiply-adds × 2 of each path
 };
+
+struct MlaDsaDecodeRow : DsaVsDenseRow {};
 
 std::vector<MlaDsaDecodeRow> BenchMlaDsaDecode(const MlaDsaDecodeConfig& config);
 
@@ -111,14 +114,8 @@ struct MlaDsaPrefillConfig {
   std::function<void(const std::string&)> on_case;
 };
 
-struct MlaDsaPrefillRow {
-  int64_t context = 0;
-  int64_t num_heads = 0, index_heads = 0;                   // after the divisor
-  double dense_ms = 0, dense_min_ms = 0, dense_max_ms = 0;  // dense absorbed MLA, causal
-  double indexer_ms = 0, attention_ms = 0;                  // DSA parts (medians)
-  double dsa_ms = 0, dsa_min_ms = 0, dsa_max_ms = 0;
-  double speedup = 0;  // dense_ms / dsa_ms
-  double dense_flops = 0, dsa_flops = 0;
+struct MlaDsaPrefillRow : DsaVsDenseRow {
+  int64_t num_heads = 0, index_heads = 0;  // after the divisor
 };
 
 std::vector<MlaDsaPrefillRow> BenchMlaDsaPrefill(const MlaDsaPrefillConfig& config);

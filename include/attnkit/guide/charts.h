@@ -64,14 +64,16 @@ struct Bar {
   std::string group;     // colour, e.g. "8k"
   double value = 0;
 };
+// Drawn as horizontal bars: categories down the left, one bar per group, values along the
+// horizontal axis (x_title names the categories, y_title the values).
 struct BarChartSpec {
   std::string title;
   std::string subtitle;
-  std::string x_title;
-  std::string y_title;
+  std::string x_title;  // the categories' axis
+  std::string y_title;  // the values' axis, with unit
   std::string y_format = ".4~g";
   std::string group_title;  // legend title
-  int log_y = -1;
+  int log_y = -1;           // log scale of the values: 1, 0, or -1 automatic
   std::vector<Bar> bars;
 };
 std::string GroupedBarChart(const BarChartSpec& spec);

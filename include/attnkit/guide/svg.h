@@ -34,6 +34,16 @@ class SvgDoc {
   std::string body_;
 };
 
+// A grid of rows × cols cells (row-major labels) as an SVG fragment: a group placed at
+// (left, top) and scaled to `cell` pixels per cell, holding one path per fill (label 1 →
+// fills[0], label 2 → fills[1], …; label 0 is not drawn) made of run-length rectangles in cell
+// units ("M col row h run v1 h-run z" for each run of equal labels along a row), and, when `grid`,
+// white lines between the cells. One <rect> per cell made a 256 × 256 mask 240 KB; the runs make
+// it a few KB.
+std::string CellGridSvg(const std::vector<uint8_t>& labels, int64_t rows, int64_t cols, double left,
+                        double top, double cell, const std::vector<std::string>& fills,
+                        bool grid = false);
+
 // Escapes &, <, >, " and ' for XML text and attributes.
 using attnkit::XmlEscape;  // core/xml.h
 

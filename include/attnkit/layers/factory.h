@@ -8,8 +8,10 @@
 // recurrent state; deltanet without the decay gate), performer (FAVOR+, m = d ln d random
 // features drawn from the seed), linear_elu and linear_relu (layers/linear_attention.h:
 // num_heads heads of head_dim for q, k and v, fixed-size state), and the static sparse patterns
-// strided, fixed, bigbird, longformer and chunked (layers/sparse_attention.h: GQA heads, the
-// pattern built for max_tokens positions with seqlen-scaled defaults, chunked's chunk = window).
+// strided, fixed, bigbird, longformer and chunked (GQA blocks with GqaConfig::pattern built for
+// max_tokens positions with seqlen-scaled defaults; chunked's chunk = window), and dsa
+// (layers/dsa.h: DeepSeek Sparse Attention on GQA heads, 4 indexer heads of head_dim, top_k =
+// window).
 // Trainable kinds: docs/training.md.
 // Other layer families add their kinds in src/layers/factory.cc (one entry in the table there,
 // building from the same LayerShape), or at run time with RegisterLayerFactory.

@@ -4,7 +4,7 @@
 //   q = x W_q, k = x W_k, v = x W_v                       (BLAS)
 //   q, k ← RMSNorm per head (QK-norm: Qwen3, OLMo 2, Gemma 3; optional 1 + w form)
 //   q, k ← RoPE at absolute positions (optionally partial, either layout)
-//   o    = softmax(scale·q kᵀ [soft-capped] + causal/window mask [+ sink]) v   (dense engine)
+//   o    = softmax(scale·q kᵀ [soft-capped] + causal/window/sparse mask [+ sink]) v   (dense)
 //   o   ← o ⊙ sigmoid(x W_gate)                           (gated attention, Qwen3-Next)
 //   y    = o W_o
 //
@@ -30,6 +30,7 @@
 #include "attnkit/kernels/kv_cache.h"
 #include "attnkit/layers/layer.h"
 #include "attnkit/layers/ops.h"
+#include "attnkit/masks/sparse.h"
 
 namespace attnkit {
 
@@ -49,6 +50,12 @@ struct GqaConfig {
   int64_t window = 0;        // causal sliding window of `window` keys; 0 = full causal
   float softcap = 0.0f;      // logit soft-capping (Gemma 2); 0 = off
   float scale = 0.0f;        // 0 → 1 / sqrt(head_dim)
+  // A static sparse pattern (masks/sparse.h) by name: strided, fixed, bigbird, longformer,
+  // chunked (Llama 4's chunked local attention), window; empty name = none (full causal). Built
+  // once for positions [0, pattern.seqlen) (0 → max_tokens) with DefaultPatternSpec's defaults
+  // for unset fields, and applied at absolute positions in prefill, decode (over the contiguous
+  // cache) and training alike. Needs window = 0.
+  PatternSpec pattern;
   // Cache sizing: a full layer holds up to max_tokens tokens (batch · num_heads_kv · max_tokens
   // · (head_dim + head_dim_v) floats); a windowed layer holds window + max_step − 1 slots.
   int64_t batch = 1;
@@ -58,6 +65,8 @@ struct GqaConfig {
   Backend backend = Backend::kAuto;  // the dense engine's backend (kReference for tests)
 
   int64_t dv() const { return head_dim_v > 0 ? head_dim_v : head_dim; }
+  // The pattern with seqlen and every default filled in (pattern.name must be set).
+  PatternSpec ResolvedPattern() const;
   // Throws attnkit::Error on an impossible configuration (naming the field).
   void Validate() const;
   std::string Describe() const;
@@ -142,7 +151,8 @@ class GqaBlock final : public Layer {
   bool grads_ready_ = false;
   KvCache<float> cache_;
   MaskPtr window_mask_;
-  MaskPtr train_mask_;                    // window_mask_, or causal for a full layer
+  MaskPtr pattern_mask_;                  // config.pattern's mask, or null
+  MaskPtr train_mask_;                    // pattern_mask_, window_mask_, or causal for a full layer
   std::vector<float> q_, k_, v_, o_, g_;  // scratch, [batch·tokens, heads·dim]
   KvCache<float>::UndoRecord undo_;  // the cache before the last call's append (length −1: none)
 };
