@@ -37,13 +37,11 @@ void LinearNonFiniteRule(const LinearGeometry& g, TensorView<const float> q,
     return state != nullptr && !(SpanFinite(state->s.data() + u * sn, sn) &&
                                  SpanFinite(state->z.data() + u * g.m, g.m));
   };
-  for (int64_t u = 0; u < g.batch * g.heads_kv && !any; ++u) any = state_bad(u);
+  const std::vector<uint8_t> came_bad = StateFlags(g.batch * g.heads_kv, state_bad, &any);
   if (!any) {
     run(q, k, v);
     return;
   }
-  std::vector<uint8_t> came_bad(static_cast<size_t>(g.batch * g.heads_kv));
-  for (int64_t u = 0; u < g.batch * g.heads_kv; ++u) came_bad[u] = state_bad(u);
   RunOnZeroedCopies(rows, q, k, v, run);
   const SequenceRule r{g.batch, g.heads_kv, g.heads_q, g.seqlen_q, g.seqlen_kv, causal};
   PoisonSequenceRows(

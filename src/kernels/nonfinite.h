@@ -127,6 +127,18 @@ NonFiniteRows ScanRows(const char* fn, TensorView<const float> q, TensorView<con
   return r;
 }
 
+// state_bad(u) for each of `units` caller-held states, as flags (each state scanned once); a
+// set flag also sets *any.
+template <typename F>
+std::vector<uint8_t> StateFlags(int64_t units, F state_bad, bool* any) {
+  std::vector<uint8_t> flags(static_cast<size_t>(units));
+  for (int64_t u = 0; u < units; ++u) {
+    flags[static_cast<size_t>(u)] = state_bad(u) ? 1 : 0;
+    *any = *any || flags[static_cast<size_t>(u)] != 0;
+  }
+  return flags;
+}
+
 // Runs `run(q, k, v)` on copies whose flagged rows are zero (finite inputs for the kernel).
 template <typename T, typename Run>
 void RunOnZeroedCopies(const NonFiniteRows& r, TensorView<const float> q, TensorView<const T> k,

@@ -43,13 +43,11 @@ void DeltaNonFiniteRule(const DeltaGeometry& g, TensorView<const float> q,
     }
     return false;
   };
-  for (int64_t u = 0; u < g.batch * g.heads && !any; ++u) any = state_bad(u);
+  const std::vector<uint8_t> came_bad = StateFlags(g.batch * g.heads, state_bad, &any);
   if (!any) {
     run(q, k, v);
     return;
   }
-  std::vector<uint8_t> came_bad(static_cast<size_t>(g.batch * g.heads));
-  for (int64_t u = 0; u < g.batch * g.heads; ++u) came_bad[u] = state_bad(u);
   RunOnZeroedCopies(rows, q, k, v, run);
   const SequenceRule r{g.batch, g.heads, g.heads, T, T, /*causal=*/true};
   auto at = [&](const std::vector<uint8_t>& f, int64_t heads, int64_t b, int64_t h, int64_t t) {

@@ -140,18 +140,10 @@ void DsaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     GatherForward(TensorView<const float>(qv), segs[0].k, segs[0].v, TensorView<const int32_t>(sel),
                   MakeBshd(o_.data(), batch, n, hq, dv), AttentionOptions(c));
   } catch (...) {
-    cache_.Undo(undo_);
-    undo_.length = -1;  // a failed Forward leaves nothing to undo
+    cache_.TakeBack(&undo_);
     throw;
   }
   Linear(o_.data(), rows, weights_.attention.w_o, out.data);
-}
-
-bool DsaBlock::UndoForward() noexcept {
-  if (undo_.length < 0) return false;
-  cache_.Undo(undo_);
-  undo_.length = -1;
-  return true;
 }
 
 // ---- Training ----

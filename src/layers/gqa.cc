@@ -166,8 +166,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
     try {
       DenseDecode(TensorView<const float>(qv), cache_, ov, opt);
     } catch (...) {
-      cache_.Undo(undo_);
-      undo_.length = -1;
+      cache_.TakeBack(&undo_);
       throw;
     }
   } else {
@@ -207,12 +206,7 @@ void GqaBlock::Forward(TensorView<const float> x, int64_t position, TensorView<f
   Linear(o_.data(), rows, weights_.w_o, out.data);
 }
 
-bool GqaBlock::UndoForward() noexcept {
-  if (undo_.length < 0) return false;
-  cache_.Undo(undo_);
-  undo_.length = -1;
-  return true;
-}
+bool GqaBlock::UndoForward() noexcept { return cache_.TakeBack(&undo_); }
 
 DenseOptions GqaBlock::AttentionOptions() const {
   const GqaConfig& c = config_;

@@ -38,6 +38,13 @@ class KvCache {
   };
   void SaveUndo(int64_t n, UndoRecord* undo) const;
   void Undo(const UndoRecord& undo) noexcept;
+  // Undo(*undo) if it holds a record (length >= 0), then empties it; returns whether it did.
+  bool TakeBack(UndoRecord* undo) noexcept {
+    if (undo->length < 0) return false;
+    Undo(*undo);
+    undo->length = -1;
+    return true;
+  }
 
   int64_t length() const { return length_; }  // tokens appended so far (= next position)
   int64_t stored() const;                     // tokens currently held

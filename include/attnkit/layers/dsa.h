@@ -70,9 +70,8 @@ class DsaBlock final : public Layer {
     cache_.Clear();
     undo_.length = -1;
   }
-  // Takes back the last successful Forward (the K/V cache's undo record; the indexer keys past
-  // the cache's length are never read).
-  bool UndoForward() noexcept override;
+  // The KV cache's undo record; the indexer keys past the length are never read.
+  bool UndoForward() noexcept override { return cache_.TakeBack(&undo_); }
   size_t CacheBytes() const override { return cache_.bytes() + index_keys_.size() * sizeof(float); }
   size_t WeightBytes() const override { return weights_.bytes(); }
 
