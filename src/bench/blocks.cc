@@ -310,4 +310,36 @@ StackRunResult RunStack(Stack& stack, int64_t prompt, int64_t decode, uint64_t s
   return r;
 }
 
+std::vector<SoakPoint> SoakStack(Stack& stack, int64_t tokens, int64_t every, uint64_t seed,
+                                 const std::function<void(const SoakPoint&)>& on_point) {
+  Require(tokens >= 1, "SoakStack: tokens must be >= 1, got ", tokens);
+  Require(every >= 1, "SoakStack: every must be >= 1, got ", every);
+  const int64_t hidden = stack.hidden();
+  Tensor<float> xt(1, 1, 1, hidden), ot(1, 1, 1, hidden);
+  FillUniform(xt.data(), static_cast<size_t>(hidden), 1.0f, seed);
+  std::vector<SoakPoint> points;
+  std::vector<double> samples;
+  samples.reserve(static_cast<size_t>(std::min(every, tokens)));
+  bool finite = true;
+  for (int64_t t = 0; t < tokens; ++t) {
+    const double s0 = Now();
+    stack.Forward(xt.view(), stack.tokens_seen(), ot.view());
+    samples.push_back(Now() - s0);
+    for (int64_t i = 0; i < hidden; ++i) finite = finite && std::isfinite(ot.data()[i]);
+    std::copy(ot.data(), ot.data() + hidden, xt.data());
+    if ((t + 1) % every == 0 || t + 1 == tokens) {
+      SoakPoint p;
+      p.tokens = t + 1;
+      p.ms_median = Median(samples) * 1e3;
+      p.rss_bytes = ProcStatusBytes("VmRSS");
+      p.cache_bytes = stack.CacheBytes();
+      p.all_finite = finite;
+      points.push_back(p);
+      if (on_point) on_point(p);
+      samples.clear();
+    }
+  }
+  return points;
+}
+
 }  // namespace attnkit::bench

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 namespace attnkit::detail {
@@ -55,6 +56,20 @@ int64_t MemAvailableBytes() {
     if (key == "MemAvailable:") return kb * 1024;
   }
   return 0;
+}
+
+int64_t ProcStatusBytes(const char* field) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::string key = std::string(field) + ":";
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) {
+      long long kb = -1;
+      std::istringstream(line.substr(key.size())) >> kb;
+      return kb < 0 ? -1 : kb * 1024;
+    }
+  }
+  return -1;
 }
 
 void RequireFitsInMemory(double bytes, const std::string& what) {

@@ -14,6 +14,7 @@
 #include <malloc.h>
 #endif
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 #include "attnkit/core/runtime.h"
 #include "attnkit/core/tensor.h"
@@ -24,20 +25,7 @@
 namespace attnkit::train {
 namespace {
 
-// A field of /proc/self/status in bytes ("VmHWM", "VmRSS"); -1 when absent.
-int64_t StatusBytes(const char* field) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  const std::string key = std::string(field) + ":";
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) == 0) {
-      long long kb = -1;
-      std::istringstream(line.substr(key.size())) >> kb;
-      return kb < 0 ? -1 : kb * 1024;
-    }
-  }
-  return -1;
-}
+int64_t StatusBytes(const char* field) { return ProcStatusBytes(field); }
 
 // Resets the high-water mark to the current resident size (Linux ≥ 4.0); false where refused.
 bool ResetPeak() {

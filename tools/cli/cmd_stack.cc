@@ -1,6 +1,7 @@
 // `attnkit stack`: runs a stack of attention layers (residual stream + RMSNorm, no MLP) over a
 // random prompt, then decodes token by token; reports prefill tokens/s, decode ms/token and
 // cache bytes per layer. Hybrid stacks are lists such as "3*swa,gqa" or "3*gdn,gated".
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 
@@ -32,6 +33,10 @@ int RunStackCmd(const std::vector<std::string>& args) {
   p.AddOption("rope-dim", "32", "mla qk_rope_head_dim");
   p.AddOption("prompt", "512", "prompt tokens");
   p.AddOption("decode", "32", "decoded tokens");
+  p.AddOption("soak", "0",
+              "instead of --decode: decode this many tokens (e.g. 1m) and report ms/token, "
+              "resident memory and finiteness every --soak-every tokens");
+  p.AddOption("soak-every", "0", "tokens per soak report (0 = soak / 20)");
   p.AddOption("threads", "0", "threads (0 = all)");
   p.AddOption("seed", "1", "seed of weights and inputs");
   p.AddFlag("json", "print one JSON object");
@@ -45,11 +50,17 @@ int RunStackCmd(const std::vector<std::string>& args) {
   s.kv_lora_rank = p.GetInt("kv-lora");
   s.q_lora_rank = p.GetInt("q-lora");
   s.rope_head_dim = p.GetInt("rope-dim");
-  const int64_t prompt = p.GetInt("prompt"), decode = p.GetInt("decode");
+  const int64_t prompt = p.GetInt("prompt"), soak = p.GetInt("soak");
+  const int64_t decode = soak > 0 ? 0 : p.GetInt("decode");
   Require(prompt >= 1 && decode >= 0, "--prompt must be >= 1 and --decode >= 0");
-  Require(prompt <= (int64_t{1} << 40) && decode <= (int64_t{1} << 40),
-          "--prompt and --decode must be <= 1099511627776");
-  s.max_tokens = prompt + decode;
+  Require(soak >= 0, "--soak must be >= 0, got ", soak);
+  Require(
+      prompt <= (int64_t{1} << 40) && decode <= (int64_t{1} << 40) && soak <= (int64_t{1} << 40),
+      "--prompt, --decode and --soak must be <= 1099511627776");
+  const int64_t soak_every =
+      p.GetInt("soak-every") > 0 ? p.GetInt("soak-every") : std::max<int64_t>(1, soak / 20);
+  Require(p.GetInt("soak-every") >= 0, "--soak-every must be >= 0, got ", p.Get("soak-every"));
+  s.max_tokens = prompt + decode + soak;
   const uint64_t seed = p.GetSeed();
   const int threads = p.GetThreads();
   if (threads > 0) SetNumThreads(threads);
@@ -84,6 +95,47 @@ int RunStackCmd(const std::vector<std::string>& args) {
     bar.Advance();
   });
   bar.Finish();
+  if (soak > 0) {
+    Progress sbar("stack --soak", soak);
+    std::vector<bench::SoakPoint> pts;
+    if (!p.Flag("json")) {
+      std::printf(
+          "%zu layers, %d threads: prompt %lld tokens, then %lld decoded tokens\n%-12s %-12s %-12s "
+          "%-14s %s\n",
+          stack.num_layers(), GetNumThreads(), static_cast<long long>(prompt),
+          static_cast<long long>(soak), "tokens", "ms/token", "RSS MiB", "cache MiB", "finite");
+    }
+    pts = bench::SoakStack(stack, soak, soak_every, seed + 1, [&](const bench::SoakPoint& pt) {
+      sbar.Set(pt.tokens);
+      if (p.Flag("json")) {
+        std::cout << nlohmann::json({{"tokens", pt.tokens},
+                                     {"ms_median", pt.ms_median},
+                                     {"rss_bytes", pt.rss_bytes},
+                                     {"cache_bytes", pt.cache_bytes},
+                                     {"all_finite", pt.all_finite}})
+                         .dump()
+                  << std::endl;
+        return;
+      }
+      std::printf("%-12lld %-12.4f %-12.1f %-14.2f %s\n", static_cast<long long>(pt.tokens),
+                  pt.ms_median, static_cast<double>(pt.rss_bytes) / 1048576.0,
+                  static_cast<double>(pt.cache_bytes) / 1048576.0, pt.all_finite ? "yes" : "NO");
+      std::fflush(stdout);
+    });
+    sbar.Finish();
+    const bench::SoakPoint &a = pts.front(), &b = pts.back();
+    if (!p.Flag("json")) {
+      std::printf(
+          "first -> last report: ms/token %.4f -> %.4f (x%.2f), RSS %.1f -> %.1f MiB "
+          "(%+.1f MiB), outputs %s\n",
+          a.ms_median, b.ms_median, b.ms_median / a.ms_median,
+          static_cast<double>(a.rss_bytes) / 1048576.0,
+          static_cast<double>(b.rss_bytes) / 1048576.0,
+          static_cast<double>(b.rss_bytes - a.rss_bytes) / 1048576.0,
+          b.all_finite ? "all finite" : "NOT all finite");
+    }
+    return b.all_finite ? 0 : 1;
+  }
   nlohmann::json j = {{"layers", p.Get("layers")},
                       {"describe", stack.Describe()},
                       {"threads", GetNumThreads()},

@@ -92,4 +92,18 @@ struct StackRunResult {
 StackRunResult RunStack(Stack& stack, int64_t prompt, int64_t decode, uint64_t seed,
                         const ProgressFn& progress = {});
 
+// Soak: decodes `tokens` tokens one at a time through `stack` (from its current position; each
+// output fed back as the next input, as RunStack does) and reports every `every` tokens the
+// interval's median ms per token, the resident size (VmRSS; -1 off Linux) and whether every
+// output so far was finite. Memory of windowed and recurrent layers must stay flat over the run.
+struct SoakPoint {
+  int64_t tokens = 0;      // decoded so far
+  double ms_median = 0;    // median ms per token over the interval
+  int64_t rss_bytes = -1;  // VmRSS at the end of the interval
+  size_t cache_bytes = 0;  // the stack's CacheBytes()
+  bool all_finite = true;  // every output of the run so far
+};
+std::vector<SoakPoint> SoakStack(Stack& stack, int64_t tokens, int64_t every, uint64_t seed,
+                                 const std::function<void(const SoakPoint&)>& on_point = {});
+
 }  // namespace attnkit::bench

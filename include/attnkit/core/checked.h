@@ -95,6 +95,8 @@ std::vector<T> CheckedVector(int64_t count, const T& value, const char* fn, cons
 
 // MemAvailable of this machine (Linux /proc/meminfo) in bytes; 0 when unknown.
 int64_t MemAvailableBytes();
+// A field of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 where absent (not Linux).
+int64_t ProcStatusBytes(const char* field);
 
 // For front ends (bench, stack, probe, ...) before work whose memory the caller chose: throws
 // attnkit::Error "<what> needs about X GB, more than 80% of the Y GB available now" when `bytes`
