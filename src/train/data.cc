@@ -143,8 +143,7 @@ TextCorpus LoadBrownCorpus(const std::string& dir) {
   // Document files are named c[a-r][0-9][0-9] (category letter, number).
   auto is_document = [](const std::string& n) {
     auto digit = [](char ch) { return ch >= '0' && ch <= '9'; };
-    return n.size() == 4 && n[0] == 'c' && n[1] >= 'a' && n[1] <= 'r' && digit(n[2]) &&
-           digit(n[3]);
+    return n.size() == 4 && n[0] == 'c' && n[1] >= 'a' && n[1] <= 'r' && digit(n[2]) && digit(n[3]);
   };
   std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
