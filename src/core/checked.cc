@@ -2,6 +2,7 @@
 // allocation-failure test hook.
 #include "attnkit/core/checked.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -49,17 +50,11 @@ int64_t FailNthAllocation(int64_t nth) { return g_fail_nth.exchange(nth < 0 ? 0 
 namespace attnkit {
 
 int64_t MemAvailableBytes() {
-  std::ifstream f("/proc/meminfo");
-  std::string key, unit;
-  int64_t kb = 0;
-  while (f >> key >> kb >> unit) {
-    if (key == "MemAvailable:") return kb * 1024;
-  }
-  return 0;
+  return std::max<int64_t>(0, ProcFieldBytes("/proc/meminfo", "MemAvailable"));
 }
 
-int64_t ProcStatusBytes(const char* field) {
-  std::ifstream in("/proc/self/status");
+int64_t ProcFieldBytes(const char* path, const char* field) {
+  std::ifstream in(path);
   std::string line;
   const std::string key = std::string(field) + ":";
   while (std::getline(in, line)) {
@@ -70,6 +65,14 @@ int64_t ProcStatusBytes(const char* field) {
     }
   }
   return -1;
+}
+
+bool ResetPeakResident() {
+  std::ofstream out("/proc/self/clear_refs");
+  if (!out) return false;
+  out << "5";
+  out.flush();
+  return static_cast<bool>(out);
 }
 
 void RequireFitsInMemory(double bytes, const std::string& what) {

@@ -5,38 +5,14 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 
+#include "attnkit/core/checked.h"
 #include "attnkit/core/error.h"
 
 namespace attnkit::guide {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// Reads a "Key:   123 kB" line from a /proc file; returns bytes or -1.
-int64_t ReadProcKb(const char* path, const std::string& key) {
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key + ":", 0) == 0) {
-      std::istringstream is(line.substr(key.size() + 1));
-      int64_t kb = -1;
-      is >> kb;
-      return kb < 0 ? -1 : kb * 1024;
-    }
-  }
-  return -1;
-}
-
-bool ResetHighWaterMark() {
-  std::ofstream out("/proc/self/clear_refs");
-  if (!out) return false;
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
-}
 
 }  // namespace
 
@@ -77,27 +53,28 @@ void SetTiming(SweepPoint& p, const Timing& t) {
 }
 
 bool PeakMemory::Supported() {
-  static const bool supported =
-      ResetHighWaterMark() && ReadProcKb("/proc/self/status", "VmHWM") > 0;
+  static const bool supported = ResetPeakResident() && ProcStatusBytes("VmHWM") > 0;
   return supported;
 }
 
 void PeakMemory::Start() {
-  ok_ = Supported() && ResetHighWaterMark();
-  base_rss_ = ok_ ? ReadProcKb("/proc/self/status", "VmRSS") : 0;
+  ok_ = Supported() && ResetPeakResident();
+  base_rss_ = ok_ ? ProcStatusBytes("VmRSS") : 0;
   ok_ = ok_ && base_rss_ > 0;
 }
 
 int64_t PeakMemory::PeakBytes() const {
   if (!ok_) return -1;
-  const int64_t hwm = ReadProcKb("/proc/self/status", "VmHWM");
+  const int64_t hwm = ProcStatusBytes("VmHWM");
   return hwm < 0 ? -1 : std::max<int64_t>(0, hwm - base_rss_);
 }
 
 int64_t AvailableMemoryBytes() {
-  return std::max<int64_t>(0, ReadProcKb("/proc/meminfo", "MemAvailable"));
+  return std::max<int64_t>(0, ProcFieldBytes("/proc/meminfo", "MemAvailable"));
 }
-int64_t TotalMemoryBytes() { return std::max<int64_t>(0, ReadProcKb("/proc/meminfo", "MemTotal")); }
+int64_t TotalMemoryBytes() {
+  return std::max<int64_t>(0, ProcFieldBytes("/proc/meminfo", "MemTotal"));
+}
 
 int64_t SweepPlannedPoints(int64_t first, int64_t last) {
   int64_t n = 0;

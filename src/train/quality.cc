@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 #include <utility>
 
@@ -24,17 +23,6 @@
 
 namespace attnkit::train {
 namespace {
-
-int64_t StatusBytes(const char* field) { return ProcStatusBytes(field); }
-
-// Resets the high-water mark to the current resident size (Linux ≥ 4.0); false where refused.
-bool ResetPeak() {
-  std::ofstream out("/proc/self/clear_refs");
-  if (!out) return false;
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
-}
 
 // The model of a variant: the grid's, with the layer count rounded up to a multiple of the
 // variant's list length.
@@ -300,7 +288,7 @@ QualityResult RunQuality(const QualityGrid& grid, const QualityCallbacks& cb) {
   }
   const int64_t total = static_cast<int64_t>(grid.variants.size()) *
                         (static_cast<int64_t>(grid.lengths.size()) + (result.text_run ? 1 : 0));
-  const bool peak_ok = ResetPeak() && StatusBytes("VmHWM") > 0;
+  const bool peak_ok = ResetPeakResident() && ProcStatusBytes("VmHWM") > 0;
   const auto start = std::chrono::steady_clock::now();
   int64_t done = 0;
   TrainCallbacks tcb;
@@ -318,11 +306,11 @@ QualityResult RunQuality(const QualityGrid& grid, const QualityCallbacks& cb) {
 #ifdef __GLIBC__
       malloc_trim(0);
 #endif
-      const int64_t base = peak_ok && ResetPeak() ? StatusBytes("VmRSS") : -1;
+      const int64_t base = peak_ok && ResetPeakResident() ? ProcStatusBytes("VmRSS") : -1;
       TrainResult r = Train(o, tcb);
       if (base >= 0) {
         int64_t& peak = o.task == "text" ? row.text_peak_bytes : row.peak_bytes;
-        peak = std::max(peak, std::max<int64_t>(0, StatusBytes("VmHWM") - base));
+        peak = std::max(peak, std::max<int64_t>(0, ProcStatusBytes("VmHWM") - base));
       }
       if (o.task == "mqar")
         row.estimate_bytes =

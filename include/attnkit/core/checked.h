@@ -95,8 +95,16 @@ std::vector<T> CheckedVector(int64_t count, const T& value, const char* fn, cons
 
 // MemAvailable of this machine (Linux /proc/meminfo) in bytes; 0 when unknown.
 int64_t MemAvailableBytes();
-// A field of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 where absent (not Linux).
-int64_t ProcStatusBytes(const char* field);
+// A "Key:   123 kB" field of a /proc file in bytes (e.g. ("/proc/meminfo", "MemTotal")); -1
+// where the file or the field is absent (not Linux).
+int64_t ProcFieldBytes(const char* path, const char* field);
+// A field of /proc/self/status in bytes ("VmRSS", "VmHWM"); -1 where absent.
+inline int64_t ProcStatusBytes(const char* field) {
+  return ProcFieldBytes("/proc/self/status", field);
+}
+// Resets the process's resident high-water mark (VmHWM) to its current resident size (Linux
+// >= 4.0, through /proc/self/clear_refs); false where refused.
+bool ResetPeakResident();
 
 // For front ends (bench, stack, probe, ...) before work whose memory the caller chose: throws
 // attnkit::Error "<what> needs about X GB, more than 80% of the Y GB available now" when `bytes`
